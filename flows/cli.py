@@ -1,0 +1,177 @@
+"""The ``vicflow`` command line.  Prefect is imported only by the commands that run flows."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vicflow", description="Deploy container applications onto "
+                                     "vSphere Integrated Containers from YAML blueprints, run as Prefect flows.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check blueprints without touching any server")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--output", choices=("text", "json"), default="text")
+
+    for name, text in (("run", "run a blueprint"), ("plan", "show what a run would change (dry run)")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("file", metavar="FILE", help="a blueprint file or the name of a shipped blueprint")
+        p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="sets",
+                       help="an input value (repeatable)")
+        p.add_argument("--inputs", metavar="FILE", help="a YAML file of input values")
+        p.add_argument("--output", choices=("text", "json"), default="text")
+        p.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs on the terminal")
+        if name == "run":
+            p.add_argument("--resume", metavar="RUN", help="skip steps that completed in RUN with the same inputs")
+
+    sub.add_parser("schema", help="print the JSON Schema of blueprints")
+    p = sub.add_parser("plugins", help="list plugins, their step types and event sources")
+    p.add_argument("--output", choices=("text", "json"), default="text")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from vicflow.flows.blueprint import BlueprintError
+    from vicflow.plugins.manager import PluginError
+
+    try:
+        return COMMANDS[args.command](args)
+    except BlueprintError as exc:
+        _report_problems(exc.problems, getattr(args, "output", "text"))
+        return EXIT_INVALID
+    except PluginError as exc:
+        print(f"vicflow: plugin error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        return 130
+
+
+def _report_problems(problems, output: str) -> None:
+    if output == "json":
+        print(json.dumps({"valid": False, "problems": [p.as_dict() for p in problems]}, indent=2))
+    else:
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        print(f"{len(problems)} problem(s) found", file=sys.stderr)
+
+
+def cmd_validate(args) -> int:
+    from vicflow.flows import blueprint as bp
+    from vicflow.flows.blueprint import BlueprintError
+
+    problems = []
+    for file in args.files:
+        try:
+            document = bp.load(file)
+            if args.output == "text":
+                print(f"{file}: ok ({len(document.steps)} steps)")
+        except BlueprintError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        _report_problems(problems, args.output)
+        return EXIT_INVALID
+    if args.output == "json":
+        print(json.dumps({"valid": True, "files": args.files}))
+    return EXIT_OK
+
+
+def cmd_schema(args) -> int:
+    from vicflow.flows.blueprint import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return EXIT_OK
+
+
+def cmd_plugins(args) -> int:
+    from vicflow.plugins.manager import default_registry
+
+    registry = default_registry()
+    rows = [vars(info) for info in registry.plugins.values()]
+    if args.output == "json":
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("plugin", "version", "module", "step types", "event sources")
+    for row in rows:
+        table.add_row(row["name"], row["version"], row["module"], ", ".join(row["step_types"]) or "-",
+                      ", ".join(row["event_sources"]) or "-")
+    Console().print(table)
+    return EXIT_OK
+
+
+def _inputs(args, document) -> dict[str, Any]:
+    """--inputs FILE then --set NAME=VALUE (later wins); secret inputs are wrapped so Prefect hides them."""
+    import yaml
+    from pydantic import SecretStr
+    from vicflow.flows.blueprint import BlueprintError, Problem
+
+    values: dict[str, Any] = {}
+    if args.inputs:
+        try:
+            loaded = yaml.safe_load(Path(args.inputs).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise BlueprintError([Problem(args.inputs, 1, 1, f"cannot read inputs: {exc}")]) from None
+        if not isinstance(loaded, dict):
+            raise BlueprintError([Problem(args.inputs, 1, 1, "an inputs file is a mapping of name: value")])
+        values.update(loaded)
+    for item in args.sets:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise BlueprintError([Problem("--set", 1, 1, f"--set {item!r}: expected NAME=VALUE")])
+        values[name.strip()] = value
+    for name, spec in document.inputs.items():
+        if spec.type == "secret" and isinstance(values.get(name), str):
+            values[name] = SecretStr(values[name])
+    return values
+
+
+def _run_or_plan(args, dry_run: bool) -> int:
+    from vicflow.flows import blueprint as bp
+    from vicflow.flows import shipped
+
+    document = bp.load(shipped.resolve(args.file))
+    values = _inputs(args, document)
+    bp.resolve_inputs(document, values)  # exit 2 before Prefect starts
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+    from vicflow.flows import engine
+    from vicflow.flows.flow import run_blueprint
+    from vicflow.flows.progress import Progress
+    from vicflow.plugins.manager import default_registry
+
+    progress = Progress(document, quiet=args.output == "json", verbose=args.verbose)
+    default_registry().pm.register(progress, name="vicflow.cli.progress")
+    try:
+        with progress:
+            summary = run_blueprint(blueprint=str(shipped.resolve(args.file)), inputs=values, dry_run=dry_run,
+                                    resume=getattr(args, "resume", None))
+        code = EXIT_OK
+    except engine.RunFailed as exc:
+        summary, code = exc.summary, EXIT_FAILED
+    finally:
+        default_registry().pm.unregister(name="vicflow.cli.progress")
+    progress.report(summary, args.output)
+    return code
+
+
+COMMANDS = {
+    "validate": cmd_validate,
+    "schema": cmd_schema,
+    "plugins": cmd_plugins,
+    "run": lambda args: _run_or_plan(args, dry_run=False),
+    "plan": lambda args: _run_or_plan(args, dry_run=True),
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

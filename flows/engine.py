@@ -1,0 +1,627 @@
+"""Runs a validated blueprint inside a Prefect flow run: each step is a Prefect task run.
+
+The scheduler submits every step whose dependencies are done (so independent steps overlap),
+fans ``for_each`` items out under a bound, and, when a step fails for good, rolls back the steps
+that completed, newest first, unless the failing step's ``on_failure`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import json
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from vicflow.flows import expressions, masking
+from vicflow.flows.blueprint import Blueprint, dependencies
+from vicflow.flows.retry import delays
+from vicflow.plugins.step import Change, StepContext, StepError, StepType
+
+log = logging.getLogger("vicflow.engine")
+
+
+class StepFailed(Exception):
+    """A step's final error, already masked; ``transient`` says whether a retry may help."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+
+class RunFailed(Exception):
+    """The run failed; ``summary`` is the same dict a successful run returns."""
+
+    def __init__(self, summary: dict[str, Any]):
+        self.summary = summary
+        failed = [s for s in summary["steps"] if s["state"] in ("failed", "timed_out")]
+        detail = "; ".join(f"{s['id']}: {s['error']}" for s in failed) or summary.get("error", "")
+        super().__init__(f"blueprint {summary['blueprint']!r} failed: {detail}")
+
+
+class Unknown:
+    """A value known only after apply (used by dry runs); attribute access stays unknown."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Unknown:
+        return Unknown(f"{self._name}.{attr}")
+
+    def __getitem__(self, key: Any) -> Unknown:
+        return Unknown(f"{self._name}.{key}")
+
+    def __str__(self) -> str:
+        return f"(known after apply: {self._name})"
+
+    __repr__ = __str__
+
+
+def contains_unknown(value: Any) -> bool:
+    if isinstance(value, Unknown) or (isinstance(value, str) and "(known after apply:" in value):
+        return True
+    if isinstance(value, dict):
+        return any(contains_unknown(v) for v in value.values())
+    if isinstance(value, list):
+        return any(contains_unknown(v) for v in value)
+    return False
+
+
+class Secrets:
+    """``${{ secrets.name }}``: a Prefect Secret block, else the VICFLOW_SECRET_<NAME> variable."""
+
+    def __getitem__(self, name: str) -> str:
+        env = os.environ.get("VICFLOW_SECRET_" + name.upper().replace("-", "_"))
+        if env is not None:
+            value = env
+        else:
+            try:
+                from prefect.blocks.system import Secret
+
+                value = Secret.load(name, _sync=True).get()
+            except Exception as exc:
+                raise StepError(
+                    f"secret {name!r} is not available: {type(exc).__name__}",
+                    f"create it with: prefect block create secret (name {name!r}), "
+                    f"or set VICFLOW_SECRET_{name.upper().replace('-', '_')}",
+                ) from None
+        masking.add_secret(value)
+        return value
+
+
+@dataclass
+class StepRecord:
+    id: str
+    uses: str
+    state: str = "pending"  # pending running completed failed timed_out skipped cached rolled_back
+    attempts: int = 0
+    started: float | None = None
+    finished: float | None = None
+    changed: bool | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    params_hash: str | None = None
+    items: int = 0
+    note: str = ""
+
+    @property
+    def duration(self) -> float:
+        return round((self.finished or time.monotonic()) - self.started, 3) if self.started else 0.0
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "uses": self.uses, "state": self.state, "attempts": self.attempts,
+            "duration_s": self.duration, "changed": self.changed, "outputs": masking.mask(self.outputs),
+            "error": self.error, "note": self.note,
+        }
+
+
+@dataclass
+class Run:
+    """Everything one execution of a blueprint knows; tasks find it by ``token``."""
+
+    blueprint: Blueprint
+    inputs: dict[str, Any]
+    step_types: dict[str, type[StepType]]
+    registry: Any
+    run_id: str
+    event: dict[str, Any] | None = None
+    dry_run: bool = False
+    journal: Path | None = None
+    previous: dict[str, Any] = field(default_factory=dict)  # resumed run's journal
+    records: dict[str, StepRecord] = field(default_factory=dict)
+    contexts: dict[str, list[tuple[StepContext, Any]]] = field(default_factory=dict)
+    completion_order: list[str] = field(default_factory=list)
+    resources: dict[str, Any] = field(default_factory=dict)
+    items: dict[str, list[Any]] = field(default_factory=dict)  # for_each items per step
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def context(self, item: Any = None) -> dict[str, Any]:
+        steps = {sid: {"outputs": rec.outputs} for sid, rec in self.records.items()
+                 if rec.state in ("completed", "cached")}
+        if self.dry_run:
+            for sid, _rec in self.records.items():
+                if sid not in steps:
+                    steps[sid] = {"outputs": Unknown(f"steps.{sid}.outputs")}
+        ctx = {"inputs": self.inputs, "steps": steps, "secrets": Secrets(), "event": self.event or {}}
+        if item is not None:
+            ctx["item"] = item
+        return ctx
+
+    def emit(self, name: str, step: str | None = None, payload: dict[str, Any] | None = None) -> None:
+        """A Prefect event plus the ``on_run_event`` hook; payloads are masked."""
+        payload = masking.mask(payload or {})
+        bp = self.blueprint.name
+        resource = {"prefect.resource.id": f"vicflow.blueprint.{bp}" + (f".step.{step}" if step else ""),
+                    "prefect.resource.name": step or bp, "vicflow.blueprint": bp}
+        if step:
+            resource["vicflow.step"] = step
+            resource["vicflow.step-type"] = self.records[step].uses
+        try:
+            from prefect.events import emit_event
+
+            emit_event(event=name, resource=resource, payload=payload)
+        except Exception as exc:  # events are observability, never a reason to fail a run
+            log.debug("could not emit %s: %s", name, exc)
+        self.registry.emit({"event": name, "blueprint": bp, "run_id": self.run_id, "step": step,
+                            "payload": payload})
+
+    def save_journal(self) -> None:
+        if not self.journal:
+            return
+        data = {"blueprint": self.blueprint.name, "path": self.blueprint.path,
+                "steps": {sid: {"state": r.state, "params_hash": r.params_hash, "outputs": r.outputs}
+                          for sid, r in self.records.items()}}
+        self.journal.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.journal.with_suffix(".tmp")
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+            json.dump(data, out, default=str)
+        os.replace(tmp, self.journal)
+
+
+_RUNS: dict[str, Run] = {}
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("VICFLOW_STATE_DIR", Path.home() / ".local" / "state" / "vicflow"))
+
+
+def load_journal(run_ref: str) -> dict[str, Any]:
+    """The journal of an earlier run, by flow-run id (a unique prefix is enough)."""
+    runs = state_dir() / "runs"
+    matches = sorted(runs.glob(f"{run_ref}*.json")) if runs.exists() else []
+    if len(matches) != 1:
+        found = "no run" if not matches else f"{len(matches)} runs"
+        raise StepError(f"--resume {run_ref}: {found} with that id in {runs}",
+                        "pass the flow-run id that `vicflow run` printed")
+    return json.loads(matches[0].read_text())
+
+
+def params_digest(params: Any) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------- steps
+
+
+def _prepare(run: Run, step_id: str, item: Any) -> tuple[StepType, Any, StepContext]:
+    step = run.blueprint.step(step_id)
+    step_type = run.step_types[step.uses]
+    rendered = expressions.render(step.with_, run.context(item))
+    try:
+        params = step_type.Params.model_validate(rendered)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise StepError(f"invalid parameters after rendering: {problems}",
+                        "check the values the expressions produced (vicflow plan shows them)") from None
+    logger = _logger(step_id)
+    ctx = StepContext(step_id=step_id, run_id=run.run_id, blueprint=run.blueprint.name, logger=logger,
+                      resources=run.resources, mask=masking.mask, dry_run=run.dry_run)
+    return step_type(), params, ctx
+
+
+def _logger(step_id: str):
+    try:
+        from prefect import get_run_logger
+
+        return get_run_logger()
+    except Exception:
+        return logging.getLogger(f"vicflow.step.{step_id}")
+
+
+def _call_with_deadline(fn, timeout: float | None):
+    """Run ``fn`` with a deadline even when it blocks: the caller stops waiting when it passes."""
+    if timeout is None:
+        return fn()
+    box: dict[str, Any] = {}
+    ctx = contextvars.copy_context()
+
+    def target():
+        try:
+            box["value"] = ctx.run(fn)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, daemon=True, name="vicflow-step")
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise TimeoutError(f"did not finish within timeout_seconds={timeout:g}")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def step_task(token: str, step_id: str, item_index: int | None = None) -> dict[str, Any]:
+    """The body of every step's Prefect task: one attempt of one step (or of one for_each item)."""
+    run = _RUNS[token]
+    step = run.blueprint.step(step_id)
+    record = run.records[step_id]
+    with run.lock:
+        record.attempts += 1
+        attempt = record.attempts
+    item = run.items[step_id][item_index] if item_index is not None else None
+    try:
+        step_type, params, ctx = _prepare(run, step_id, item)
+        ctx.attempt = attempt
+        if step.timeout_seconds:
+            ctx.deadline = time.monotonic() + step.timeout_seconds
+        outputs = _call_with_deadline(lambda: step_type.apply(params, ctx), step.timeout_seconds) or {}
+    except BaseException as exc:
+        transient = isinstance(exc, TimeoutError) or (
+            isinstance(exc, Exception) and run.step_types[step.uses].is_transient(exc))
+        message = masking.mask(f"{type(exc).__name__}: {exc}" if not isinstance(exc, StepError) else str(exc))
+        with run.lock:
+            record.error = message
+            if isinstance(exc, TimeoutError):
+                record.note = "timed out"
+        raise StepFailed(message, transient) from None
+    with run.lock:
+        run.contexts.setdefault(step_id, []).append((ctx, params))
+        if not ctx.changed:
+            record.changed = bool(record.changed)
+        else:
+            record.changed = True
+    missing = [name for name in run.step_types[step.uses].outputs if name not in outputs]
+    if missing:
+        ctx.logger.warning("step %s did not return declared outputs %s", step_id, missing)
+    return outputs
+
+
+def rollback_task(token: str, step_id: str) -> str:
+    run = _RUNS[token]
+    step = run.blueprint.step(step_id)
+    step_type = run.step_types[step.uses]()
+    for ctx, params in reversed(run.contexts.get(step_id, [])):
+        ctx.logger = _logger(step_id)
+        step_type.rollback(params, ctx)
+    return f"rolled back {step_id}"
+
+
+def skipped_task(reason: str):
+    from prefect.states import Completed
+
+    return Completed(name="Skipped", message=reason)
+
+
+def _retry_condition(task, task_run, state) -> bool:
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception:
+        return False
+    return isinstance(exc, StepFailed) and exc.transient
+
+
+# --------------------------------------------------------------------------------------------- run
+
+
+def execute(blueprint: Blueprint, inputs: dict[str, Any], registry, run_id: str, *,
+            dry_run: bool = False, resume: str | None = None, event: dict[str, Any] | None = None,
+            max_workers: int = 16) -> dict[str, Any]:
+    """Run (or plan) ``blueprint``; returns the summary, raises RunFailed when a step failed for good."""
+    for name, spec in blueprint.inputs.items():
+        if spec.type == "secret" and inputs.get(name) is not None:
+            masking.add_secret(inputs[name])
+    masking.install_log_filter()
+    run = Run(blueprint, inputs, registry.step_types, registry, run_id, event=event, dry_run=dry_run)
+    run.records = {s.id: StepRecord(s.id, s.uses) for s in blueprint.steps}
+    if not dry_run:
+        run.journal = state_dir() / "runs" / f"{run_id}.json"
+        if resume:
+            run.previous = load_journal(resume).get("steps", {})
+    _RUNS[run.token] = run
+    started = time.monotonic()
+    try:
+        run.emit("vicflow.run.started", payload={"inputs": _public_inputs(blueprint, inputs), "event": event})
+        if dry_run:
+            plan = _plan(run)
+            summary = _summary(run, "planned", started)
+            summary["plan"] = plan
+            _publish(run, summary)
+            return summary
+        failure = _schedule(run, max_workers)
+        if failure:
+            policy = blueprint.step(failure).on_failure
+            if policy == "rollback":
+                _rollback(run)
+        state = "failed" if failure else "completed"
+        summary = _summary(run, state, started)
+        run.save_journal()
+        _publish(run, summary)
+        if failure:
+            raise RunFailed(summary)
+        return summary
+    finally:
+        _RUNS.pop(run.token, None)
+
+
+def _public_inputs(blueprint: Blueprint, inputs: dict[str, Any]) -> dict[str, Any]:
+    return {k: ("***" if blueprint.inputs[k].type == "secret" and v is not None else v)
+            for k, v in inputs.items() if k in blueprint.inputs}
+
+
+def _summary(run: Run, state: str, started: float) -> dict[str, Any]:
+    return {"blueprint": run.blueprint.name, "run_id": run.run_id, "state": state,
+            "duration_s": round(time.monotonic() - started, 3), "event": masking.mask(run.event),
+            "steps": [run.records[s.id].row() for s in run.blueprint.steps]}
+
+
+def _schedule(run: Run, max_workers: int) -> str | None:
+    """Submit steps as their dependencies finish; returns the id of a step that failed for good."""
+    from prefect import task
+    from prefect.cache_policies import NONE
+
+    base_task = task(step_task, cache_policy=NONE, persist_result=False, log_prints=False)
+    skip_task = task(skipped_task, cache_policy=NONE, persist_result=False)
+    steps = run.blueprint.steps
+    deps = {s.id: dependencies(s) for s in steps}
+    pending = [s.id for s in steps]
+    done: queue.Queue = queue.Queue()
+    in_flight: dict[str, int] = {}  # step id -> running items
+    backlog: dict[str, list[int | None]] = {}  # step id -> items not yet submitted
+    item_outputs: dict[str, dict[int, dict]] = {}
+    failure: str | None = None
+
+    def submit(step_id: str, index: int | None) -> None:
+        step = run.blueprint.step(step_id)
+        label = step_id if index is None else f"{step_id}[{_item_label(run.items[step_id][index])}]"
+        configured = base_task.with_options(
+            name=step_id, task_run_name=label, retries=step.retries,
+            retry_delay_seconds=delays(step.retry_delay_seconds, step.retries) or 0,
+            retry_condition_fn=_retry_condition)
+        future = configured.submit(run.token, step_id, index)
+        in_flight[step_id] = in_flight.get(step_id, 0) + 1
+        future.add_done_callback(lambda f, s=step_id, i=index: done.put((s, i, f)))
+
+    def finish(step_id: str, state: str, note: str = "") -> None:
+        record = run.records[step_id]
+        record.state, record.finished = state, time.monotonic()
+        if note:
+            record.note = note
+        if state in ("completed", "cached"):
+            run.completion_order.append(step_id)
+        event = {"completed": "succeeded", "cached": "succeeded", "skipped": "skipped"}.get(state, "failed")
+        run.emit(f"vicflow.step.{event}", step_id, {"state": state, "attempts": record.attempts,
+                                                   "duration_s": record.duration, "outputs": record.outputs,
+                                                   "error": record.error})
+        run.save_journal()
+
+    def start(step_id: str) -> None:
+        step = run.blueprint.step(step_id)
+        record = run.records[step_id]
+        record.started = time.monotonic()
+        blocked = [d for d in deps[step_id] if run.records[d].state not in ("completed", "cached")]
+        if blocked:
+            skip_task.with_options(name=step_id, task_run_name=step_id).submit(
+                f"needs {', '.join(blocked)}, which did not complete").wait()
+            return finish(step_id, "skipped", f"needs {', '.join(blocked)}, which did not complete")
+        try:
+            context = run.context()
+            if step.if_ is not None and not _truthy(step.if_, context):
+                skip_task.with_options(name=step_id, task_run_name=step_id).submit(
+                    f"if: {step.if_} was false").wait()
+                return finish(step_id, "skipped", f"if: {step.if_} was false")
+            items: list[Any] = [None]
+            if step.for_each is not None:
+                items = expressions.render(step.for_each, context)
+                if not isinstance(items, list):
+                    raise StepError(f"for_each must produce a list, got {type(items).__name__}: {items!r}",
+                                    "for_each takes a list or an expression that yields one")
+            rendered = [expressions.render(step.with_, run.context(item)) for item in items]
+            record.params_hash = params_digest(rendered)
+            previous = run.previous.get(step_id)
+            if previous and previous.get("state") in ("completed", "cached") and \
+                    previous.get("params_hash") == record.params_hash:
+                record.outputs = previous.get("outputs", {})
+                skip_task.with_options(name=step_id, task_run_name=step_id).submit("resumed").wait()
+                return finish(step_id, "cached", "completed in the resumed run with the same inputs")
+        except Exception as exc:
+            record.error = masking.mask(str(exc))
+            return finish(step_id, "failed")
+        record.state = "running"
+        run.emit("vicflow.step.started", step_id, {"uses": step.uses})
+        if step.for_each is None:
+            run.items[step_id] = [None]
+            submit(step_id, None)
+        else:
+            run.items[step_id] = items
+            record.items = len(items)
+            item_outputs[step_id] = {}
+            backlog[step_id] = list(range(len(items)))
+            if not items:
+                return finish(step_id, "completed", "for_each produced no items")
+            for _ in range(min(step.max_parallel, len(items))):
+                submit(step_id, backlog[step_id].pop(0))
+
+    def ready(step_id: str) -> bool:
+        return all(run.records[d].state not in ("pending", "running") for d in deps[step_id])
+
+    while True:
+        if failure is None:
+            for step_id in [s for s in pending if ready(s)]:
+                pending.remove(step_id)
+                start(step_id)
+                if run.records[step_id].state == "failed" and _fatal(run, step_id):
+                    failure = failure or step_id
+        if not in_flight:
+            if failure is None and pending and any(ready(s) for s in pending):
+                continue
+            break
+        step_id, index, future = done.get()
+        in_flight[step_id] -= 1
+        if not in_flight[step_id]:
+            del in_flight[step_id]
+        record = run.records[step_id]
+        future.wait()  # sets the final state from the worker without asking the API
+        state = future.state
+        if state.is_completed():
+            outputs = future.result()
+            if index is None:
+                record.outputs = outputs
+            else:
+                item_outputs[step_id][index] = outputs
+        else:
+            record.error = record.error or masking.mask(state.message or "failed")
+            backlog.pop(step_id, None)
+            if record.state == "running":
+                record.state = "timed_out" if record.note == "timed out" else "failed"
+        if record.state == "running" and backlog.get(step_id) and failure is None:
+            submit(step_id, backlog[step_id].pop(0))
+        elif step_id not in in_flight and record.state in ("running", "failed", "timed_out"):
+            if record.state == "running":
+                if index is not None:
+                    collected = item_outputs[step_id]
+                    names = {k for out in collected.values() for k in out}
+                    record.outputs = {n: [collected[i].get(n) for i in sorted(collected)] for n in names}
+                finish(step_id, "completed")
+            else:
+                finish(step_id, record.state)
+                if _fatal(run, step_id):
+                    failure = failure or step_id
+    for step_id in pending:  # never started because of a failure
+        run.records[step_id].note = "not started: an earlier step failed"
+    return failure
+
+
+def _fatal(run: Run, step_id: str) -> bool:
+    return run.blueprint.step(step_id).on_failure != "continue"
+
+
+def _truthy(condition: str | bool, context: dict[str, Any]) -> bool:
+    if isinstance(condition, bool):
+        return condition
+    text = condition if "${{" in condition else "${{ " + condition + " }}"
+    value = expressions.render(text, context)
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "false", "0", "no", "none")
+    return bool(value)
+
+
+def _item_label(item: Any) -> str:
+    if isinstance(item, dict):
+        for key in ("name", "id", "host"):
+            if key in item:
+                return str(item[key])
+    return masking.mask(str(item))[:60]
+
+
+def _rollback(run: Run) -> None:
+    """Undo the completed steps that can roll back, newest first; a failed undo is reported, not fatal."""
+    from prefect import task
+    from prefect.cache_policies import NONE
+
+    undo = task(rollback_task, cache_policy=NONE, persist_result=False)
+    for step_id in reversed(run.completion_order):
+        record = run.records[step_id]
+        if not run.step_types[record.uses].can_rollback() or record.state != "completed":
+            continue
+        run.emit("vicflow.step.rollback-started", step_id)
+        future = undo.with_options(name=f"rollback-{step_id}", task_run_name=f"rollback:{step_id}").submit(
+            run.token, step_id)
+        future.wait()
+        if future.state.is_completed():
+            record.state = "rolled_back"
+            run.emit("vicflow.step.rolled-back", step_id)
+        else:
+            record.note = masking.mask(f"rollback failed: {future.state.message}")
+            run.emit("vicflow.step.rollback-failed", step_id, {"error": record.note})
+
+
+def _plan(run: Run) -> list[dict[str, Any]]:
+    """Call every step's plan() in dependency order; nothing is changed."""
+    from vicflow.flows.dag import topological_order
+
+    graph = {s.id: dependencies(s) for s in run.blueprint.steps}
+    plan: list[dict[str, Any]] = []
+    for step_id in topological_order(graph):
+        step = run.blueprint.step(step_id)
+        record = run.records[step_id]
+        record.started = time.monotonic()
+        context = run.context()
+        try:
+            if step.if_ is not None and not contains_unknown(step.if_) and not _truthy(step.if_, context):
+                changes = [Change("none", step_id, f"skipped: if {step.if_} is false")]
+            else:
+                items = [None]
+                if step.for_each is not None:
+                    items = expressions.render(step.for_each, context)
+                    items = items if isinstance(items, list) else [items]
+                changes = []
+                for item in items:
+                    rendered = expressions.render(step.with_, run.context(item))
+                    if contains_unknown(rendered) or contains_unknown(item):
+                        changes.append(Change("unknown", step_id, "depends on outputs known after apply"))
+                        continue
+                    step_type, params, ctx = _prepare(run, step_id, item)
+                    changes.extend(step_type.plan(params, ctx))
+            record.state = "planned"
+        except Exception as exc:
+            record.state, record.error = "failed", masking.mask(str(exc))
+            changes = [Change("error", step_id, record.error)]
+        record.finished = time.monotonic()
+        for change in changes:
+            plan.append({"step": step_id, "action": change.action, "target": change.target,
+                         "detail": masking.mask(change.detail)})
+    return plan
+
+
+def _publish(run: Run, summary: dict[str, Any]) -> None:
+    """The summary table artifact (and the plan as markdown in a dry run), then run.finished."""
+    try:
+        from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+        key = f"vicflow-{run.blueprint.name}"[:100]
+        rows = [{**row, "outputs": json.dumps(row["outputs"], default=str)[:500]} for row in summary["steps"]]
+        description = f"vicflow run of {run.blueprint.name}: {summary['state']}"
+        if run.event:
+            description += f" (started by event {run.event.get('event', '?')})"
+        create_table_artifact(table=masking.mask(rows), key=f"{key}-summary", description=description)
+        if run.event:
+            create_markdown_artifact(key=f"{key}-trigger", description="the event that started this run",
+                                     markdown="```json\n" + json.dumps(masking.mask(run.event), indent=2,
+                                                                       default=str) + "\n```")
+        if "plan" in summary:
+            create_markdown_artifact(key=f"{key}-plan", markdown=plan_markdown(summary),
+                                     description=f"dry run of {run.blueprint.name}")
+    except Exception as exc:
+        log.warning("could not publish the run's artifacts: %s", exc)
+    run.emit("vicflow.run.finished", payload={"state": summary["state"], "duration_s": summary["duration_s"],
+                                             "steps": {s["id"]: s["state"] for s in summary["steps"]}})
+
+
+def plan_markdown(summary: dict[str, Any]) -> str:
+    lines = [f"# Plan for `{summary['blueprint']}`", "", "| step | action | target | detail |",
+             "|---|---|---|---|"]
+    for change in summary["plan"]:
+        detail = str(change["detail"]).replace("|", "\\|")
+        lines.append(f"| {change['step']} | {change['action']} | {change['target']} | {detail} |")
+    return "\n".join(lines)

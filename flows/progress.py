@@ -1,0 +1,82 @@
+"""Live progress of a run on the terminal (rich), fed by the ``on_run_event`` hook."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from rich.console import Console
+from rich.progress import Progress as RichProgress
+from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from vicflow.plugins import hookimpl
+
+ICONS = {"succeeded": "[green]✓[/]", "failed": "[red]✗[/]", "skipped": "[yellow]–[/]",
+         "rolled-back": "[magenta]↺[/]", "rollback-failed": "[red]↺✗[/]"}
+
+
+class Progress:
+    """A plugin object the CLI registers for the duration of one run."""
+
+    def __init__(self, blueprint, quiet: bool = False, verbose: bool = False):
+        self.console = Console(stderr=True)
+        self.quiet, self.verbose = quiet, verbose
+        self.blueprint = blueprint
+        self.bar = RichProgress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                                console=self.console, disable=quiet)
+        self.tasks: dict[str, Any] = {}
+        self.run_id: str | None = None
+
+    def __enter__(self):
+        if not self.verbose:  # Prefect's own console lines would interleave with the progress display
+            for handler in logging.getLogger("prefect").handlers:
+                if type(handler).__name__ == "PrefectConsoleHandler":
+                    handler.setLevel(logging.WARNING)
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.stop()
+
+    @hookimpl
+    def on_run_event(self, event: dict[str, Any]) -> None:
+        name, step = event["event"], event.get("step")
+        if name == "vicflow.run.started":
+            self.run_id = event["run_id"]
+            self.console.print(f"[bold]{event['blueprint']}[/]: flow run {self.run_id}", highlight=False)
+        if not step:
+            return
+        kind = name.rsplit(".", 1)[1]
+        if kind == "started":
+            self.tasks[step] = self.bar.add_task(f"{step} ({self.blueprint.step(step).uses})", total=1)
+        elif kind in ICONS:
+            task = self.tasks.get(step)
+            text = f"{ICONS[kind]} {step}"
+            error = event["payload"].get("error")
+            if kind == "failed" and error:
+                text += f": [red]{error.splitlines()[0][:150]}[/]"
+            if task is None:
+                self.tasks[step] = self.bar.add_task(text, total=1, completed=1)
+            else:
+                self.bar.update(task, description=text, completed=1)
+
+    def report(self, summary: dict[str, Any], output: str) -> None:
+        if output == "json":
+            print(json.dumps(summary, indent=2, default=str))
+            return
+        table = Table("step", "state", "attempts", "seconds", "changed", "note / error")
+        for row in summary["steps"]:
+            table.add_row(row["id"], row["state"], str(row["attempts"]), f"{row['duration_s']:.1f}",
+                          {True: "yes", False: "no", None: "-"}[row["changed"]],
+                          (row["error"] or row["note"] or "")[:200])
+        self.console.print(table)
+        if "plan" in summary:
+            plan = Table("step", "action", "target", "detail", title="plan (nothing was changed)")
+            for change in summary["plan"]:
+                plan.add_row(change["step"], change["action"], change["target"], str(change["detail"]))
+            self.console.print(plan)
+        from vicflow.flows.links import run_url
+
+        self.console.print(f"{summary['blueprint']}: {summary['state']} in {summary['duration_s']:.1f}s")
+        self.console.print(f"see the run: {run_url(summary['run_id'])}", highlight=False, soft_wrap=True)

@@ -1,0 +1,167 @@
+"""Finds plugins and collects the step types and event sources they register.
+
+Built-in plugins are registered exactly like third-party ones: from ``DEFAULT_PLUGINS``, then
+modules named in ``VICFLOW_PLUGINS`` (comma-separated, as pytest's ``PYTEST_PLUGINS``), then the
+``vicflow`` entry-point group.  ``VICFLOW_PLUGINS_ALLOW`` / ``VICFLOW_PLUGINS_DENY`` take
+comma-separated plugin names or globs (``vicflow.plugins.builtin.*``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import importlib.metadata
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import pluggy
+from pydantic import BaseModel
+from vicflow.plugins import PROJECT_NAME, hookspecs
+from vicflow.plugins.step import StepType
+
+log = logging.getLogger("vicflow.plugins")
+
+DEFAULT_PLUGINS: tuple[str, ...] = ()
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class PluginError(Exception):
+    """A plugin could not be loaded, or registered something invalid."""
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    module: str
+    version: str
+    step_types: list[str] = field(default_factory=list)
+    event_sources: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Registry:
+    """Everything the installed plugins provide, by name."""
+
+    pm: pluggy.PluginManager
+    plugins: dict[str, PluginInfo]
+    step_types: dict[str, type[StepType]] = field(default_factory=dict)
+    event_sources: dict[str, type] = field(default_factory=dict)
+
+    def emit(self, event: dict[str, Any]) -> None:
+        """Call every ``on_run_event`` observer; one that raises is logged and skipped."""
+        for impl in self.pm.hook.on_run_event.get_hookimpls():
+            try:
+                impl.function(event=event)
+            except Exception as exc:  # an observer must never break a run
+                log.warning("plugin %s failed in on_run_event: %s", impl.plugin_name, exc)
+
+
+def _names(var: str) -> list[str]:
+    return [n.strip() for n in os.environ.get(var, "").split(",") if n.strip()]
+
+
+def _permitted(name: str) -> bool:
+    allow, deny = _names("VICFLOW_PLUGINS_ALLOW"), _names("VICFLOW_PLUGINS_DENY")
+    if any(fnmatch.fnmatchcase(name, pat) for pat in deny):
+        return False
+    return not allow or any(fnmatch.fnmatchcase(name, pat) for pat in allow)
+
+
+def _import(module_name: str, origin: str) -> Any:
+    try:
+        return importlib.import_module(module_name)
+    except Exception as exc:
+        raise PluginError(f"cannot import plugin module {module_name!r} ({origin}): {exc}") from exc
+
+
+def load_registry(extra_plugins: tuple[str, ...] = (), entry_points: bool = True) -> Registry:
+    """Build a plugin manager and collect what its plugins register; errors raise PluginError."""
+    pm = pluggy.PluginManager(PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    plugins: dict[str, PluginInfo] = {}
+    own_version = _version("vicflow")
+
+    def add(name: str, obj: Any, version: str) -> None:
+        if not _permitted(name):
+            log.info("plugin %s is not permitted by VICFLOW_PLUGINS_ALLOW/DENY", name)
+            return
+        if name in plugins:
+            raise PluginError(f"plugin name {name!r} is registered twice")
+        pm.register(obj, name=name)
+        plugins[name] = PluginInfo(name, getattr(obj, "__name__", type(obj).__name__), version)
+
+    for module_name in DEFAULT_PLUGINS:
+        add(module_name, _import(module_name, "built-in"), own_version)
+    for module_name in (*_names("VICFLOW_PLUGINS"), *extra_plugins):
+        if module_name not in plugins:
+            add(module_name, _import(module_name, "VICFLOW_PLUGINS"), "-")
+    if entry_points:
+        for ep in importlib.metadata.entry_points(group=PROJECT_NAME):
+            if not _permitted(ep.name):
+                continue
+            try:
+                obj = ep.load()
+            except Exception as exc:
+                raise PluginError(f"cannot load entry point {ep.name!r} ({ep.value}): {exc}") from exc
+            add(ep.name, obj, ep.dist.version if ep.dist else "?")
+
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"{exc} (a misspelt hook name? see vicflow.plugins.hookspecs)") from exc
+
+    registry = Registry(pm, plugins)
+    _collect(registry, "register_step_types", registry.step_types, _check_step_type, "step_types")
+    _collect(registry, "register_event_sources", registry.event_sources, _check_source, "event_sources")
+    return registry
+
+
+def _collect(registry: Registry, hook: str, into: dict, check, listing: str) -> None:
+    owner: dict[str, str] = {}
+    for impl in getattr(registry.pm.hook, hook).get_hookimpls():
+
+        def register(name: str, cls: type, _plugin: str = impl.plugin_name) -> None:
+            if not isinstance(name, str) or not NAME_RE.match(name):
+                raise PluginError(
+                    f"plugin {_plugin} registered {name!r}: names are lower_snake_case ({NAME_RE.pattern})"
+                )
+            if name in into:
+                raise PluginError(
+                    f"{listing[:-1].replace('_', ' ')} {name!r} is registered by both "
+                    f"{owner[name]} and {_plugin}; deny one with VICFLOW_PLUGINS_DENY"
+                )
+            check(name, cls, _plugin)
+            into[name], owner[name] = cls, _plugin
+            getattr(registry.plugins[_plugin], listing).append(name)
+
+        impl.function(register=register)
+
+
+def _check_step_type(name: str, cls: type, plugin: str) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, StepType)):
+        raise PluginError(f"plugin {plugin}: step type {name!r} must subclass vicflow.plugins.StepType")
+    if not (isinstance(cls.Params, type) and issubclass(cls.Params, BaseModel)):
+        raise PluginError(f"plugin {plugin}: step type {name!r} needs a pydantic Params model")
+
+
+def _check_source(name: str, cls: type, plugin: str) -> None:
+    if not (isinstance(cls, type) and callable(getattr(cls, "run", None))):
+        raise PluginError(f"plugin {plugin}: event source {name!r} must be a class with run()")
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+@lru_cache(maxsize=1)
+def default_registry() -> Registry:
+    """The registry of this process (built-ins, VICFLOW_PLUGINS, entry points), built once."""
+    return load_registry()

@@ -1,0 +1,112 @@
+"""The contract between the engine and a step type."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+
+class StepError(Exception):
+    """A step failed; ``hint`` tells the user how to fix it."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return f"{text}\n  hint: {self.hint}" if self.hint else text
+
+
+class TransientError(StepError):
+    """Worth retrying: a timeout, a server that is restarting, a lock held elsewhere."""
+
+
+class PermanentError(StepError):
+    """Retrying cannot help: bad input, a missing object, a refused credential."""
+
+
+class Params(BaseModel):
+    """Base for step parameter models: unknown keys are errors, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class Change:
+    """One thing ``plan()`` says ``apply()`` would do."""
+
+    action: str  # create | update | delete | none
+    target: str
+    detail: str = ""
+
+
+@dataclass
+class StepContext:
+    """What a running step knows about its run.
+
+    ``state`` is private to the step: ``apply()`` records there what it did, ``rollback()`` reads it.
+    ``deadline`` is a ``time.monotonic()`` value or None; blocking code should pass
+    ``remaining()`` as the timeout of its network calls.
+    """
+
+    step_id: str
+    run_id: str
+    blueprint: str
+    logger: logging.Logger | logging.LoggerAdapter
+    deadline: float | None = None
+    attempt: int = 1
+    dry_run: bool = False
+    changed: bool = True
+    state: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    resources: dict[str, Any] = field(default_factory=dict)  # shared per run (e.g. vSphere sessions)
+    mask: Any = None  # callable str -> str hiding secret values
+
+    def remaining(self, default: float = 60.0, cap: float | None = None) -> float:
+        """Seconds left before the deadline (``default`` without one), never below 0.1."""
+        left = default if self.deadline is None else max(0.1, self.deadline - time.monotonic())
+        return min(left, cap) if cap is not None else left
+
+    def check_deadline(self) -> None:
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise TransientError(f"step {self.step_id!r} ran past its deadline")
+
+
+class StepType:
+    """Base class of every step type, built-in or third-party.
+
+    Subclasses set ``Params`` (a pydantic model, ``extra="forbid"``), ``outputs`` (name ->
+    description) and ``transient_errors`` (exception classes worth a retry besides
+    ``TransientError``), and implement ``plan`` and ``apply``; ``rollback`` where they can undo.
+    """
+
+    Params: ClassVar[type[BaseModel]] = Params
+    outputs: ClassVar[dict[str, str]] = {}
+    transient_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+    description: ClassVar[str] = ""
+
+    def plan(self, params: Any, ctx: StepContext) -> list[Change]:
+        """What ``apply`` would change, read-only."""
+        return [Change("unknown", ctx.step_id, "this step type cannot plan")]
+
+    def apply(self, params: Any, ctx: StepContext) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def rollback(self, params: Any, ctx: StepContext) -> None:
+        """Undo what ``apply`` did in this run (from ``ctx.state``)."""
+        raise NotImplementedError
+
+    @classmethod
+    def can_rollback(cls) -> bool:
+        return cls.rollback is not StepType.rollback
+
+    @classmethod
+    def is_transient(cls, exc: BaseException) -> bool:
+        if isinstance(exc, PermanentError):
+            return False
+        return isinstance(exc, (TransientError | TimeoutError | ConnectionError, cls.transient_errors))

@@ -1,0 +1,20 @@
+"""The real components vicflow's tests run against: the vCenter simulator, dockerd and test images.
+
+``python -m tests.testbed all`` builds and starts everything (what .ci/run and ``make`` call);
+the pytest fixtures in tests/conftest.py reuse what is running or start it themselves.
+"""
+
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+STATE = Path(os.environ.get("VICFLOW_TESTBED_DIR", "/var/lib/vicflow-testbed"))
+RUN = Path(os.environ.get("VICFLOW_TESTBED_RUN", "/run/vicflow-testbed"))
+
+
+class TestbedError(RuntimeError):
+    """A test-bed component could not be built or started; the message says why and what to do."""
+
+
+def say(message: str) -> None:
+    print(f"[testbed] {message}", flush=True)

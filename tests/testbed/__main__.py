@@ -1,0 +1,29 @@
+"""python -m tests.testbed [all|vcsim|dockerd|images|stop]: build and start the test bed by hand."""
+
+import sys
+
+from tests.testbed import TestbedError, dockerd, images, say, vcsim
+
+
+def main(argv: list[str]) -> int:
+    what = argv[0] if argv else "all"
+    try:
+        if what in ("all", "vcsim"):
+            say(f"simulator binary: {vcsim.binary()}")
+        if what in ("all", "dockerd", "images"):
+            engine = dockerd.start()
+            say(f"Docker engine: {engine.socket_url}, {engine.plain_url}, {engine.tls_url} (TLS)")
+        if what in ("all", "images"):
+            tags = images.build_all(engine.client())
+            say(f"images ready: {', '.join(tags)}")
+        if what == "stop":
+            dockerd.stop()
+            say("dockerd stopped")
+    except TestbedError as exc:
+        print(f"[testbed] FAILED: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,125 @@
+"""A private dockerd for the tests: Debian's docker.io on its own socket, data root and ports.
+
+It listens on a unix socket, on tcp://127.0.0.1:2376 with TLS verification (dockerd's own TLS,
+certificates generated for the test bed) and, through socat, on tcp://127.0.0.1:2375 without TLS.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.testbed import RUN, STATE, TestbedError, say
+
+SOCKET = RUN / "docker.sock"
+PLAIN = "tcp://127.0.0.1:2375"
+TLS = "tcp://127.0.0.1:2376"
+CERTS = STATE / "docker-certs"
+
+
+@dataclass
+class Engine:
+    socket_url: str
+    plain_url: str
+    tls_url: str
+    cert_dir: str
+    started_here: bool = False
+
+    def client(self, which: str = "socket", timeout: int = 120):
+        import docker
+
+        if which == "socket":
+            return docker.DockerClient(base_url=self.socket_url, timeout=timeout)
+        if which == "plain":
+            return docker.DockerClient(base_url=self.plain_url, timeout=timeout)
+        tls = docker.tls.TLSConfig(
+            client_cert=(f"{self.cert_dir}/cert.pem", f"{self.cert_dir}/key.pem"),
+            ca_cert=f"{self.cert_dir}/ca.pem", verify=True)
+        return docker.DockerClient(base_url=self.tls_url.replace("tcp://", "https://"), tls=tls, timeout=timeout)
+
+
+def _ping(url: str) -> bool:
+    import docker
+
+    try:
+        docker.DockerClient(base_url=url, timeout=3).ping()
+        return True
+    except Exception:
+        return False
+
+
+def engine() -> Engine:
+    return Engine(f"unix://{SOCKET}", PLAIN, TLS, str(CERTS))
+
+
+def _certs() -> None:
+    if (CERTS / "key.pem").exists():
+        return
+    from vicflow.plugins.builtin.certs import generate
+
+    say(f"generating the test bed's Docker TLS certificates in {CERTS}")
+    generate(CERTS, "127.0.0.1", ["localhost", "127.0.0.1"])
+
+
+def _spawn(cmd: list[str], log: Path, pidfile: Path) -> None:
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    pidfile.write_text(str(proc.pid))
+
+
+def start(timeout: float = 90) -> Engine:
+    """Start dockerd (and the plain-TCP forwarder) unless they already answer."""
+    eng = engine()
+    if _ping(eng.socket_url) and _ping(eng.plain_url):
+        return eng
+    for tool, package in (("dockerd", "docker.io"), ("socat", "socat")):
+        if not shutil.which(tool):
+            raise TestbedError(f"{tool} is not installed: apt-get install {package}")
+    if os.geteuid() != 0:
+        raise TestbedError("dockerd must be started as root (run .ci/run or make testbed as root)")
+    RUN.mkdir(parents=True, exist_ok=True)
+    (STATE / "docker").mkdir(parents=True, exist_ok=True)
+    _certs()
+    if not _ping(eng.socket_url):
+        say(f"starting dockerd on {SOCKET}, {TLS} (TLS verify); log {STATE / 'dockerd.log'}")
+        _spawn(["dockerd", "--host", f"unix://{SOCKET}", "--host", TLS,
+                "--tlsverify", "--tlscacert", str(CERTS / "ca.pem"),
+                "--tlscert", str(CERTS / "server-cert.pem"), "--tlskey", str(CERTS / "server-key.pem"),
+                "--data-root", str(STATE / "docker"), "--exec-root", str(RUN / "exec"),
+                "--pidfile", str(RUN / "dockerd.pid"), "--storage-driver", "overlay2"],
+               STATE / "dockerd.log", RUN / "dockerd.launcher.pid")
+        eng.started_here = True
+    if not _ping(eng.plain_url):
+        say(f"forwarding {PLAIN} (no TLS) to the socket with socat")
+        _spawn(["socat", "TCP-LISTEN:2375,bind=127.0.0.1,reuseaddr,fork", f"UNIX-CONNECT:{SOCKET}"],
+               STATE / "socat.log", RUN / "socat.pid")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _ping(eng.socket_url) and _ping(eng.plain_url):
+            return eng
+        time.sleep(0.5)
+    log = (STATE / "dockerd.log").read_text(errors="replace")[-3000:]
+    raise TestbedError(f"dockerd did not answer within {timeout}s; the end of its log:\n{log}")
+
+
+def stop() -> None:
+    """Stop what start() launched (dockerd and socat)."""
+    for name in ("socat.pid", "dockerd.pid"):
+        pidfile = RUN / name
+        if not pidfile.exists():
+            continue
+        pid = int(pidfile.read_text().strip() or 0)
+        try:
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(100):
+                os.kill(pid, 0)
+                time.sleep(0.2)
+        except ProcessLookupError:
+            pass
+        pidfile.unlink(missing_ok=True)

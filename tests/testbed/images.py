@@ -1,0 +1,121 @@
+"""Test images built from Debian packages (there is no Docker Hub here).
+
+One minimal bookworm root is debootstrapped once and cached as a tarball keyed by its package
+list; it is imported as a base image, the files under tests/testbed/rootfs/ are copied on top,
+and each test image is that base with its own CMD/ENTRYPOINT.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+from tests.testbed import REPO, STATE, TestbedError, say
+
+SUITE = "bookworm"
+MIRROR = os.environ.get("VICFLOW_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+PACKAGES = ("postgresql-15", "docker-registry", "python3-minimal", "python3-psycopg2", "busybox",
+            "ca-certificates")
+OVERLAY = REPO / "tests" / "testbed" / "rootfs"
+TRIM = ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man",
+        "usr/share/info", "usr/share/locale", "usr/share/postgresql/15/man")
+
+REGISTRY = 'CMD ["/usr/bin/docker-registry", "serve", "/etc/docker/registry/{}.yml"]\nEXPOSE 5000'
+IMAGES: dict[str, str] = {
+    "vicflow-test/busybox:latest": 'CMD ["busybox", "sh"]',
+    "vicflow-test/postgres:15": 'ENV PGDATA=/var/lib/postgresql/data\nSTOPSIGNAL SIGINT\nEXPOSE 5432\n'
+                                'ENTRYPOINT ["/usr/local/bin/postgres-entrypoint"]',
+    "vicflow-test/app:1.0": 'ENV APP_VERSION=1.0\nEXPOSE 3000 22\nCMD ["/usr/local/bin/vicflow-test-app"]',
+    "vicflow-test/app:1.1": 'ENV APP_VERSION=1.1\nEXPOSE 3000 22\nCMD ["/usr/local/bin/vicflow-test-app"]',
+    "vicflow-test/registry:photon-2.6.0": REGISTRY.format("photon-2.6.0"),
+    "vicflow-test/registry:2.6.1-photon": REGISTRY.format("2.6.1-photon"),
+    # Broken on purpose, for rollback tests: exits at once / runs but never answers on 5000.
+    "vicflow-test/registry:broken-exits": REGISTRY.format("missing-config"),
+    "vicflow-test/registry:broken-silent": 'CMD ["sleep", "infinity"]\nEXPOSE 5000',
+}
+
+
+def _key(*parts: str | bytes) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part if isinstance(part, bytes) else part.encode())
+    return digest.hexdigest()[:12]
+
+
+def rootfs_tarball() -> Path:
+    """The cached debootstrap root for PACKAGES, building it on first use (about a minute)."""
+    key = _key(SUITE, *sorted(PACKAGES))
+    tarball = STATE / "cache" / f"rootfs-{SUITE}-{key}.tar"
+    if tarball.exists():
+        say(f"reusing cached root {tarball.name}")
+        return tarball
+    if not shutil.which("debootstrap"):
+        raise TestbedError("debootstrap is not installed: apt-get install debootstrap")
+    tarball.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=tarball.parent) as tmp:
+        root = Path(tmp) / "root"
+        say(f"debootstrap {SUITE} with {', '.join(PACKAGES)} (about a minute)")
+        started = time.monotonic()
+        result = subprocess.run(
+            ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(root), MIRROR],
+            capture_output=True, text=True, timeout=1200)
+        if result.returncode:
+            raise TestbedError(f"debootstrap failed (exit {result.returncode}):\n{result.stdout[-3000:]}"
+                               f"\n{result.stderr[-2000:]}")
+        for rel in TRIM:
+            shutil.rmtree(root / rel, ignore_errors=True)
+        subprocess.run(["tar", "-C", str(root), "-cf", str(tarball) + ".tmp", "."], check=True, timeout=600)
+        os.replace(str(tarball) + ".tmp", tarball)
+        say(f"cached {tarball.name} ({tarball.stat().st_size // 2**20} MiB) in {time.monotonic() - started:.0f}s")
+    return tarball
+
+
+def _context(dockerfile: str, with_overlay: bool) -> io.BytesIO:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        data = dockerfile.encode()
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+        if with_overlay:
+            tar.add(OVERLAY, arcname="rootfs")
+    buf.seek(0)
+    return buf
+
+
+def _overlay_digest() -> str:
+    files = sorted(p for p in OVERLAY.rglob("*") if p.is_file())
+    return _key(*(str(p.relative_to(OVERLAY)).encode() + p.read_bytes() for p in files))
+
+
+def build_all(client) -> list[str]:
+    """Build every test image that is missing or out of date; returns the tags."""
+    tarball = rootfs_tarball()
+    debian = f"vicflow-test/debian:{tarball.stem.rsplit('-', 1)[1]}"
+    if not client.images.list(name=debian):
+        say(f"docker import {tarball.name} as {debian}")
+        with open(tarball, "rb") as data:
+            client.api.import_image_from_data(data.read(), repository=debian.split(":")[0],
+                                              tag=debian.split(":")[1])
+    base = f"vicflow-test/base:{_overlay_digest()}"
+    if not client.images.list(name=base):
+        say(f"building {base} (tests/testbed/rootfs on top of {debian})")
+        client.images.build(fileobj=_context(f"FROM {debian}\nCOPY rootfs/ /\n", True), custom_context=True,
+                            tag=base, rm=True, forcerm=True)
+    for tag, tail in IMAGES.items():
+        label = f"vicflow.testbed.base={base}"
+        current = client.images.list(name=tag, filters={"label": label})
+        if current:
+            continue
+        say(f"building {tag}")
+        dockerfile = f'FROM {base}\nLABEL vicflow.testbed.base="{base}"\n{tail}\n'
+        client.images.build(fileobj=_context(dockerfile, False),
+                            custom_context=True, tag=tag, rm=True, forcerm=True)
+    return list(IMAGES)
