@@ -137,7 +137,7 @@ class _Collector:
             if err["type"] == "extra_forbidden":
                 self.add((*base, *loc), f"unknown key {loc[-1]!r}", _extra_hint(err, exc), step, key=True)
             elif err["type"] == "missing":
-                self.add((*base, *loc[:-1]), f"missing required key {field!r}", "", step)
+                self.add((*base, *loc[:-1]), f"missing required key {field!r}", "", step, key=True)
             else:
                 given = err.get("input")
                 self.add((*base, *loc), f"{field}: {err['msg']} (got {given!r})", "", step)

@@ -362,6 +362,11 @@ def execute(blueprint: Blueprint, inputs: dict[str, Any], registry, run_id: str,
         return summary
     finally:
         _RUNS.pop(run.token, None)
+        for resource in run.resources.values():  # e.g. vSphere sessions: log out once per run
+            try:
+                resource.close()
+            except Exception as exc:
+                log.warning("could not release %s: %s", type(resource).__name__, exc)
 
 
 def _public_inputs(blueprint: Blueprint, inputs: dict[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, nodes
+from jinja2 import StrictUndefined, Undefined, nodes
 from jinja2.exceptions import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -31,6 +31,7 @@ _env = ImmutableSandboxedEnvironment(
     autoescape=False,
     keep_trailing_newline=True,
 )
+_env.globals.clear()  # no range/lipsum/cycler/...: expressions see only what the run provides
 
 
 class ExpressionError(Exception):
@@ -65,7 +66,10 @@ def render(value: Any, context: dict[str, Any]) -> Any:
         whole = EXPR_RE.fullmatch(value.strip())
         try:
             if whole and value.strip().count("${{") == 1:
-                return _compiled_expression(whole.group(1).strip())(**context)
+                result = _compiled_expression(whole.group(1).strip())(**context)
+                if isinstance(result, Undefined):
+                    result._fail_with_undefined_error()
+                return result
             return _compiled_template(value).render(**context)
         except TemplateError as exc:
             raise ExpressionError(f"{value.strip()!r}: {exc}") from None

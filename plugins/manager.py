@@ -163,5 +163,8 @@ def _version(dist: str) -> str:
 
 @lru_cache(maxsize=1)
 def default_registry() -> Registry:
-    """The registry of this process (built-ins, VICFLOW_PLUGINS, entry points), built once."""
-    return load_registry()
+    """The registry of this process (built-ins, VICFLOW_PLUGINS, entry points), built once.
+
+    ``VICFLOW_DISABLE_PLUGIN_AUTOLOAD=1`` skips entry points (as pytest's variable of that name).
+    """
+    return load_registry(entry_points=os.environ.get("VICFLOW_DISABLE_PLUGIN_AUTOLOAD") != "1")

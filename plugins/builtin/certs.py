@@ -84,7 +84,8 @@ def generate(folder: str | Path, cname: str, names: list[str], client: bool = Tr
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    paths = {"ca": folder / "ca.pem", "server_cert": folder / "server-cert.pem", "server_key": folder / "server-key.pem"}
+    paths = {"ca": folder / "ca.pem", "server_cert": folder / "server-cert.pem",
+             "server_key": folder / "server-key.pem"}
     _write(paths["ca"], ca_cert.public_bytes(serialization.Encoding.PEM))
     _write(paths["server_cert"], server_cert.public_bytes(serialization.Encoding.PEM))
     _write(paths["server_key"], _pem_key(server_key), private=True)

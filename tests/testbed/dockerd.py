@@ -31,16 +31,17 @@ class Engine:
     started_here: bool = False
 
     def client(self, which: str = "socket", timeout: int = 120):
+        """A DockerClient on the socket, the plain TCP port, or the TLS port (with the test client cert)."""
         import docker
+
+        from vicflow.plugins.builtin.dockerapi import DockerParams, docker_client
 
         if which == "socket":
             return docker.DockerClient(base_url=self.socket_url, timeout=timeout)
         if which == "plain":
             return docker.DockerClient(base_url=self.plain_url, timeout=timeout)
-        tls = docker.tls.TLSConfig(
-            client_cert=(f"{self.cert_dir}/cert.pem", f"{self.cert_dir}/key.pem"),
-            ca_cert=f"{self.cert_dir}/ca.pem", verify=True)
-        return docker.DockerClient(base_url=self.tls_url.replace("tcp://", "https://"), tls=tls, timeout=timeout)
+        return docker_client(DockerParams(docker_host=self.tls_url, cert_path=self.cert_dir,
+                                          api_timeout_seconds=timeout))
 
 
 def _ping(url: str) -> bool:

@@ -1,0 +1,9 @@
+"""Registers a step type named like one of engine_steps' (for the duplicate test)."""
+
+from tests.plugins.engine_steps import Echo
+from vicflow.plugins import hookimpl
+
+
+@hookimpl
+def register_step_types(register):
+    register("echo", Echo)

@@ -1,0 +1,383 @@
+"""The engine on a real (ephemeral) Prefect server, with the test step types of tests/plugins."""
+
+from __future__ import annotations
+
+import json
+import random
+import textwrap
+import time
+import uuid
+
+import pytest
+
+from tests.plugins import engine_steps
+from vicflow.flows import retry
+from vicflow.flows.blueprint import Backoff
+from vicflow.flows.engine import RunFailed
+
+pytestmark = pytest.mark.prefect
+
+
+@pytest.fixture
+def write(tmp_path):
+    def write(text: str) -> str:
+        path = tmp_path / f"bp-{uuid.uuid4().hex[:6]}.yaml"
+        path.write_text(textwrap.dedent(text).lstrip("\n"))
+        return str(path)
+
+    return write
+
+
+@pytest.fixture
+def run(prefect_api):
+    from vicflow.flows.flow import run_blueprint
+
+    engine_steps.JOURNAL.clear()
+
+    def run(path: str, **kwargs):
+        try:
+            return run_blueprint(blueprint=path, **kwargs)
+        except RunFailed as exc:
+            return exc.summary
+
+    return run
+
+
+def states(summary):
+    return {s["id"]: s["state"] for s in summary["steps"]}
+
+
+def times(action: str) -> dict[str, float]:
+    return {name: t for a, name, t in engine_steps.JOURNAL if a == action}
+
+
+def test_dag_order_and_parallel_steps_overlap(write, run):
+    summary = run(write("""
+        name: dag
+        steps:
+          - id: first
+            uses: sleep
+            with: {seconds: 0.1}
+          - id: left
+            uses: sleep
+            needs: first
+            with: {seconds: 1.0}
+          - id: right
+            uses: sleep
+            needs: first
+            with: {seconds: 1.0}
+          - id: last
+            uses: sleep
+            needs: [left, right]
+            with: {seconds: 0.1}
+        """))
+    assert summary["state"] == "completed"
+    start, end = times("start"), times("end")
+    assert end["first"] <= start["left"] and end["first"] <= start["right"]
+    assert start["right"] < end["left"] and start["left"] < end["right"], "left and right did not overlap"
+    assert start["last"] >= max(end["left"], end["right"])
+
+
+def test_for_each_fans_out_with_a_bound_and_names_items(write, run, prefect_api):
+    summary = run(write("""
+        name: fan
+        steps:
+          - id: hosts
+            uses: sleep
+            for_each: [h0, h1, h2, h3, h4, h5]
+            max_parallel: 2
+            with: {seconds: 0.4, name: "${{ item }}"}
+        """))
+    assert summary["state"] == "completed"
+    spans = [(times("start")[f"h{i}"], times("end")[f"h{i}"]) for i in range(6)]
+    most_at_once = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    assert most_at_once == 2
+    assert summary["steps"][0]["outputs"] == {"slept": [0.4] * 6}
+    names = _task_run_names(summary["run_id"])
+    assert {f"hosts[h{i}]" for i in range(6)} <= names
+
+
+def _task_run_names(flow_run_id: str) -> set[str]:
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {r.name for r in runs}
+
+
+def test_retries_transient_errors_with_backoff_and_jitter(write, run):
+    key = uuid.uuid4().hex
+    summary = run(write(f"""
+        name: retry
+        steps:
+          - id: flaky
+            uses: flaky
+            retries: 3
+            retry_delay_seconds: {{base: 0.4, factor: 2, jitter: 0.25}}
+            with: {{key: {key}, fail_times: 2}}
+        """))
+    assert summary["state"] == "completed"
+    assert summary["steps"][0]["attempts"] == 3
+    assert summary["steps"][0]["outputs"] == {"attempts": 3}
+    tries = engine_steps.ATTEMPTS[key]
+    gaps = [b - a for a, b in zip(tries, tries[1:], strict=False)]
+    assert 0.3 <= gaps[0] <= 0.5 + 1.0, gaps  # 0.4 +/- 25 %, plus Prefect's scheduling
+    assert 0.6 <= gaps[1] <= 1.0 + 1.0, gaps  # 0.8 +/- 25 %
+
+
+def test_permanent_error_is_not_retried(write, run):
+    key = uuid.uuid4().hex
+    summary = run(write(f"""
+        name: permanent
+        steps:
+          - id: flaky
+            uses: flaky
+            retries: 5
+            retry_delay_seconds: 0.1
+            with: {{key: {key}, fail_times: 3, permanent: true}}
+        """))
+    assert summary["state"] == "failed"
+    assert len(engine_steps.ATTEMPTS[key]) == 1
+    assert "failure 1 of 3" in summary["steps"][0]["error"]
+
+
+def test_timeout_fires_on_a_blocking_step(write, run):
+    started = time.monotonic()
+    summary = run(write("""
+        name: timeout
+        steps:
+          - id: stuck
+            uses: sleep
+            timeout_seconds: 0.5
+            with: {seconds: 30}
+        """))
+    assert time.monotonic() - started < 10
+    assert states(summary) == {"stuck": "timed_out"}
+    assert "timeout_seconds=0.5" in summary["steps"][0]["error"]
+
+
+ROLLBACK = """
+name: rollback
+inputs:
+  fail: {type: boolean, default: true}
+  policy: {type: string, default: rollback}
+steps:
+  - id: a
+    uses: undoable
+    with: {name: a}
+  - id: b
+    uses: undoable
+    needs: a
+    with: {name: b}
+  - id: c
+    uses: undoable
+    needs: b
+    on_failure: rollback
+    with: {name: c, fail: "${{ inputs.fail }}"}
+  - id: d
+    uses: undoable
+    needs: c
+    with: {name: d}
+"""
+
+
+def test_rollback_runs_in_reverse_order(write, run):
+    summary = run(write(ROLLBACK))
+    assert states(summary) == {"a": "rolled_back", "b": "rolled_back", "c": "failed", "d": "pending"}
+    rollbacks = [name for action, name, _ in engine_steps.JOURNAL if action == "rollback"]
+    assert rollbacks == ["b", "a"]
+
+
+def test_on_failure_keep_leaves_completed_steps(write, run):
+    summary = run(write(ROLLBACK.replace("on_failure: rollback", "on_failure: keep")))
+    assert states(summary)["a"] == "completed"
+    assert not [a for a, _, _ in engine_steps.JOURNAL if a == "rollback"]
+
+
+def test_on_failure_continue_skips_dependents_only(write, run):
+    summary = run(write(ROLLBACK.replace("on_failure: rollback", "on_failure: continue")))
+    assert summary["state"] == "completed"
+    assert states(summary) == {"a": "completed", "b": "completed", "c": "failed", "d": "skipped"}
+
+
+def test_resume_skips_steps_that_completed_with_the_same_inputs(write, run):
+    path = write(ROLLBACK.replace("on_failure: rollback", "on_failure: keep"))
+    first = run(path)
+    assert first["state"] == "failed"
+    engine_steps.JOURNAL.clear()
+    second = run(path, inputs={"fail": False}, resume=first["run_id"])
+    assert second["state"] == "completed"
+    assert states(second) == {"a": "cached", "b": "cached", "c": "completed", "d": "completed"}
+    assert [n for a, n, _ in engine_steps.JOURNAL if a == "apply"] == ["c", "d"]
+
+
+def test_if_false_skips_and_shows_in_the_run(write, run):
+    summary = run(write("""
+        name: cond
+        inputs:
+          enabled: {type: boolean, default: false}
+        steps:
+          - id: maybe
+            uses: echo
+            if: inputs.enabled
+          - id: always
+            uses: echo
+        """))
+    assert states(summary) == {"maybe": "skipped", "always": "completed"}
+    assert "was false" in summary["steps"][0]["note"]
+
+
+def test_outputs_pass_between_steps_with_native_types(write, run):
+    summary = run(write("""
+        name: outputs
+        inputs:
+          port: {type: integer, default: 2376}
+        steps:
+          - id: a
+            uses: echo
+            with: {message: "tcp://vch", value: "${{ inputs.port }}"}
+          - id: b
+            uses: typed
+            with: {host: "${{ steps.a.outputs.message }}", port: "${{ steps.a.outputs.value }}"}
+        """))
+    assert summary["steps"][1]["outputs"] == {"url": "tcp://vch:2376"}
+    assert summary["steps"][1]["changed"] is False
+
+
+def test_dry_run_plans_without_applying(write, run):
+    summary = run(write("""
+        name: plan
+        steps:
+          - id: a
+            uses: echo
+            with: {message: "create it"}
+          - id: b
+            uses: echo
+            with: {message: "${{ steps.a.outputs.message }}"}
+        """), dry_run=True)
+    assert summary["state"] == "planned"
+    assert not engine_steps.JOURNAL
+    assert summary["plan"][0] == {"step": "a", "action": "create", "target": "a", "detail": "create it"}
+    assert summary["plan"][1]["action"] == "unknown"
+
+
+def test_blueprint_error_fails_the_flow_run_with_the_location(write, run):
+    from vicflow.flows.blueprint import BlueprintError
+
+    with pytest.raises(BlueprintError, match=r"bp-\w+\.yaml:5:21: step 'a': reference to undefined input"):
+        run(write("""
+            name: sandbox
+            steps:
+              - id: a
+                uses: echo
+                with: {message: "${{ inputs.__class__ }}"}
+            """))
+
+
+SECRET = "hunter2-" + uuid.uuid4().hex[:8]
+
+
+def test_secrets_are_masked_in_logs_artifacts_events_and_errors(write, run, prefect_api, monkeypatch, caplog):
+    monkeypatch.setenv("VICFLOW_SECRET_DB_PASSWORD", SECRET)
+    seen_events = []
+
+    class Observer:
+        from vicflow.plugins import hookimpl
+
+        @hookimpl
+        def on_run_event(self, event):
+            seen_events.append(json.dumps(event, default=str))
+
+    from vicflow.plugins.manager import default_registry
+
+    default_registry().pm.register(Observer(), name="test-observer")
+    try:
+        summary = run(write("""
+            name: secrets
+            steps:
+              - id: show
+                uses: echo
+                with: {message: "password is ${{ secrets.db_password }}", value: "${{ secrets.db_password }}"}
+              - id: boom
+                uses: undoable
+                needs: show
+                with: {name: boom, fail: true, secret: "${{ secrets.db_password }}"}
+            """))
+    finally:
+        default_registry().pm.unregister(name="test-observer")
+    assert summary["state"] == "failed"
+    assert "password is ***" in summary["steps"][0]["outputs"]["message"]
+    assert "(secret was ***)" in summary["steps"][1]["error"]
+    assert seen_events and not any(SECRET in e for e in seen_events)
+    assert SECRET not in caplog.text
+    assert SECRET not in json.dumps(summary)
+    api_text = _everything_prefect_stored(summary["run_id"])
+    assert "password is ***" in api_text  # the API really holds the masked log line
+    assert SECRET not in api_text
+
+
+def _everything_prefect_stored(flow_run_id: str) -> str:
+    """Logs, artifacts, task-run states and events of a flow run, as text from the API."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
+
+    deadline = time.monotonic() + 15
+    with get_client(sync_client=True) as client:
+        while True:
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+            if any("password is" in log.message for log in logs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+        flow_run = client.read_flow_run(flow_run_id)
+        task_runs = client.read_task_runs()
+        events = client._client.post("/events/filter", json={"filter": {"any_resource": {
+            "id_prefix": ["vicflow."]}}, "limit": 50}).json()
+    parts = [log.message for log in logs]
+    parts += [json.dumps(a.data, default=str) + (a.description or "") for a in artifacts]
+    parts += [str(flow_run.state.message), json.dumps(flow_run.parameters, default=str)]
+    parts += [str(t.state.message) for t in task_runs if t.state]
+    parts += [json.dumps(events, default=str)]
+    return "\n".join(parts)
+
+
+def test_run_leaves_summary_artifact_and_events(write, run, prefect_api):
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    summary = run(write("""
+        name: observed
+        steps:
+          - id: only
+            uses: echo
+            with: {message: hi}
+        """))
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[summary["run_id"]])))
+        table = next(a for a in artifacts if a.key == "vicflow-observed-summary")
+        rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+        assert rows[0]["id"] == "only" and rows[0]["state"] == "completed" and rows[0]["attempts"] == 1
+        deadline = time.monotonic() + 20
+        while True:
+            events = client._client.post("/events/filter", json={"filter": {"any_resource": {
+                "id": ["vicflow.blueprint.observed.step.only", "vicflow.blueprint.observed"]}}, "limit": 50}).json()
+            names = {e["event"] for e in events.get("events", [])}
+            if {"vicflow.step.started", "vicflow.step.succeeded", "vicflow.run.finished"} <= names:
+                break
+            assert time.monotonic() < deadline, f"events seen: {names}"
+            time.sleep(0.5)
+
+
+def test_jitter_stays_inside_its_bounds():
+    rng = random.Random(7)
+    spec = Backoff(base=1, factor=2, max=5, jitter=0.2)
+    for _ in range(500):
+        got = retry.delays(spec, 4, rng)
+        for base, value in zip([1, 2, 4, 5], got, strict=True):
+            assert base * 0.8 <= value <= base * 1.2
+    assert len({tuple(retry.delays(spec, 3, rng)) for _ in range(20)}) > 1, "jitter must vary"
+    assert retry.delays([1, 2], 4) == [1, 2, 2, 2]
+    assert retry.delays(3, 2) == [3.0, 3.0]

@@ -1,0 +1,115 @@
+"""Smoke tests proving the test bed is real: simulator over HTTPS, dockerd (plain and TLS), images, registry."""
+
+from __future__ import annotations
+
+import uuid
+
+import docker
+import pytest
+
+from tests.helpers import free_port, run_registry, wait_http
+from vicflow.plugins.builtin import registry_api
+from vicflow.plugins.builtin.vsphere import Sessions, VSphereParams
+from vicflow.plugins.step import PermanentError, StepContext
+
+
+def _ctx():
+    import logging
+
+    return StepContext("t", "run", "bp", logging.getLogger("test"))
+
+
+def test_pyvmomi_logs_in_to_the_simulator_with_the_pinned_thumbprint(vcsim):
+    sessions = Sessions()
+    params = VSphereParams(server=vcsim.url, user=vcsim.username, password=vcsim.password,
+                           thumbprint=vcsim.thumbprint)
+    si = sessions.get(params, _ctx())
+    content = si.RetrieveContent()
+    assert content.about.apiType == "VirtualCenter"
+    assert [dc.name for dc in content.rootFolder.childEntity] == ["DC0"]
+    sessions.close()
+
+
+def test_wrong_thumbprint_is_refused(vcsim):
+    wrong = "AA:" + vcsim.thumbprint[3:]
+    params = VSphereParams(server=vcsim.url, user=vcsim.username, password=vcsim.password, thumbprint=wrong)
+    with pytest.raises(PermanentError, match="thumbprint mismatch .* refusing to connect"):
+        Sessions().get(params, _ctx())
+
+
+def test_missing_thumbprint_shows_the_one_seen_and_how_to_pin_it(vcsim):
+    params = VSphereParams(server=vcsim.url, user=vcsim.username, password=vcsim.password)
+    with pytest.raises(PermanentError) as info:
+        Sessions().get(params, _ctx())
+    assert f"(thumbprint={vcsim.thumbprint})" in str(info.value)
+    assert f'thumbprint: "{vcsim.thumbprint}"' in info.value.hint
+
+
+def test_app_and_postgres_on_a_user_network_with_a_volume_and_a_published_port(docker_client, docker_images):
+    tag = uuid.uuid4().hex[:6]
+    network = docker_client.networks.create(f"smoke-{tag}", driver="bridge")
+    volume = docker_client.volumes.create(f"smoke-db-{tag}")
+    port = free_port()
+    try:
+        db = docker_client.containers.run(
+            "vicflow-test/postgres:15", name=f"smoke-db-{tag}", detach=True, network=network.name,
+            environment={"POSTGRES_USER": "gogsuser", "POSTGRES_PASSWORD": "pw-smoke", "POSTGRES_DB": "gogsdb",
+                         "PGDATA": "/var/lib/postgresql/data/data"},
+            volumes={volume.name: {"bind": "/var/lib/postgresql/data", "mode": "rw"}})
+        network.disconnect(db)
+        network.connect(db, aliases=["gogsdb"])
+        app = docker_client.containers.run(
+            "vicflow-test/app:1.0", name=f"smoke-app-{tag}", detach=True, network=network.name,
+            environment={"DB_HOST": "gogsdb", "DB_USER": "gogsuser", "DB_PASSWORD": "pw-smoke", "DB_NAME": "gogsdb"},
+            ports={"3000/tcp": ("127.0.0.1", port)})
+        health = wait_http(f"http://127.0.0.1:{port}/health", timeout=90)
+        assert health.json() == {"status": "ok", "database": "ok", "version": "1.0"}
+    finally:
+        for name in (f"smoke-app-{tag}", f"smoke-db-{tag}"):
+            try:
+                docker_client.containers.get(name).remove(force=True)
+            except docker.errors.NotFound:
+                pass
+        network.remove()
+        volume.remove(force=True)
+
+
+def test_tls_endpoint_requires_a_client_certificate(docker_engine):
+    from vicflow.plugins.builtin.dockerapi import DockerParams, docker_client
+
+    assert docker_engine.client("tls").ping() is True
+    with pytest.raises(PermanentError, match="requires a client certificate"):
+        docker_client(DockerParams(docker_host=docker_engine.tls_url, ca=f"{docker_engine.cert_dir}/ca.pem"))
+    assert docker_engine.client("plain").ping() is True
+
+
+def test_registry_accepts_a_push_and_stores_schema_2(docker_client, docker_images):
+    name = f"smoke-registry-{uuid.uuid4().hex[:6]}"
+    container, url = run_registry(docker_client, "2.6.1-photon", name)
+    try:
+        wait_http(f"{url}/v2/")
+        target = f"{url.removeprefix('http://')}/smoke/busybox"
+        docker_client.images.get("vicflow-test/busybox:latest").tag(target, "1")
+        for line in docker_client.images.push(target, tag="1", stream=True, decode=True):
+            assert "error" not in line, line
+        media_type, body = registry_api.manifest(url, "smoke/busybox", "1")
+        assert media_type == registry_api.MANIFEST_V2
+        assert body["schemaVersion"] == 2
+    finally:
+        container.remove(force=True)
+        docker_client.images.remove(f"{target}:1")
+
+
+@pytest.mark.parametrize(("tag", "accepted"), [("photon-2.6.0", False), ("2.6.1-photon", True)])
+def test_foreign_layer_manifest_is_refused_by_old_and_accepted_by_new(docker_client, docker_images, tag, accepted):
+    container, url = run_registry(docker_client, tag, f"smoke-{tag}-{uuid.uuid4().hex[:6]}")
+    try:
+        wait_http(f"{url}/v2/")
+        result = registry_api.push_foreign_layer_manifest(url, "windows/nanoserver", "smoke")
+        assert result.accepted is accepted, result
+        if accepted:
+            assert result.status == 201
+        else:
+            assert result.error_code == "MANIFEST_BLOB_UNKNOWN", result
+    finally:
+        container.remove(force=True)
