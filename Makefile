@@ -1,0 +1,47 @@
+# vicflow: `make demo` runs the full-stack blueprint on the local test bed, `make test` runs the tests.
+# Both install what they need first (apt packages, the Python environment, the simulator, dockerd, images).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+APT_PACKAGES := golang-go golang-github-vmware-govmomi-dev docker.io debootstrap docker-registry socat iptables
+
+.PHONY: setup apt venv testbed test demo lint bench stop clean
+
+setup: testbed
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "[setup] apt-get install$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@echo "[setup] Python environment in $(VENV)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+testbed: apt venv
+	@$(PY) -m tests.testbed all
+
+test: testbed
+	$(PY) -m pytest
+
+demo: testbed
+	@$(PY) -m tests.demo
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+bench: testbed
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+stop:
+	@$(PY) -m tests.testbed stop
+
+clean: stop
+	rm -rf $(VENV) *.egg-info
