@@ -8,8 +8,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-ENV = dict(os.environ, PYTHONPATH=str(REPO), VICFLOW_PLUGINS="tests.plugins.engine_steps",
-           VICFLOW_DISABLE_PLUGIN_AUTOLOAD="1")
+ENV = dict(
+    os.environ, PYTHONPATH=str(REPO), VICFLOW_PLUGINS="tests.plugins.engine_steps", VICFLOW_DISABLE_PLUGIN_AUTOLOAD="1"
+)
 ROUNDS = 7
 
 

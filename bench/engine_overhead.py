@@ -25,7 +25,6 @@ def main() -> None:
     from prefect.cache_policies import NONE
     from prefect.task_runners import ThreadPoolTaskRunner
     from prefect.testing.utilities import prefect_test_harness
-
     from vicflow.flows.flow import run_blueprint
 
     path = Path(tempfile.mkdtemp()) / "noop.yaml"
@@ -51,9 +50,13 @@ def main() -> None:
                 fn()
                 timings[name].append(time.perf_counter() - started)
     bare_s, bp_s = statistics.median(timings["bare"]), statistics.median(timings["blueprint"])
-    print(f"{STEPS} bare Prefect tasks: median {bare_s:.2f}s  (rounds: {', '.join(f'{t:.2f}' for t in timings['bare'])})")
-    print(f"{STEPS}-step blueprint:    median {bp_s:.2f}s  "
-          f"(rounds: {', '.join(f'{t:.2f}' for t in timings['blueprint'])})")
+    print(
+        f"{STEPS} bare Prefect tasks: median {bare_s:.2f}s  (rounds: {', '.join(f'{t:.2f}' for t in timings['bare'])})"
+    )
+    print(
+        f"{STEPS}-step blueprint:    median {bp_s:.2f}s  "
+        f"(rounds: {', '.join(f'{t:.2f}' for t in timings['blueprint'])})"
+    )
     print(f"ratio blueprint/bare: {bp_s / bare_s:.2f} (target <= 1.25)")
 
 

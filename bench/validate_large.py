@@ -17,10 +17,13 @@ def generate(steps: int) -> str:
     for i in range(steps):
         lines += [f"  - id: s{i}", "    uses: typed" if i % 2 else "    uses: echo"]
         if i % 2:
-            lines += ["    with:", "      host: \"${{ steps.s%d.outputs.message }}\"" % (i - 1),
-                      "      port: \"${{ inputs.port }}\""]
+            lines += [
+                "    with:",
+                '      host: "${{ steps.s%d.outputs.message }}"' % (i - 1),
+                '      port: "${{ inputs.port }}"',
+            ]
         else:
-            lines += ["    with: {message: \"host-%d\", value: %d}" % (i, i)]
+            lines += ['    with: {message: "host-%d", value: %d}' % (i, i)]
         if i >= 10 and i % 10 == 0:
             lines += [f"    needs: [s{i - 10}, s{i - 5}]"]
     return "\n".join(lines) + "\n"
@@ -41,8 +44,10 @@ def main() -> None:
         started = time.perf_counter()
         assert cli_main(["validate", str(path)]) == 0
         timings.append(time.perf_counter() - started)
-    print(f"validate 1,000 steps ({path.stat().st_size // 1024} KiB): median {statistics.median(timings):.3f}s, "
-          f"max {max(timings):.3f}s (target < 0.5 s after import)")
+    print(
+        f"validate 1,000 steps ({path.stat().st_size // 1024} KiB): median {statistics.median(timings):.3f}s, "
+        f"max {max(timings):.3f}s (target < 0.5 s after import)"
+    )
 
 
 if __name__ == "__main__":

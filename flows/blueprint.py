@@ -177,17 +177,32 @@ def parse(text: str, file: str, registry=None, inputs: dict[str, Any] | None = N
     try:
         located = yamlpos.load(text)
     except yamlpos.YAMLSyntaxError as exc:
-        problem = Problem(file, exc.line, exc.column, f"YAML syntax error: {exc}",
-                          "check the indentation and quoting near this position")
+        problem = Problem(
+            file,
+            exc.line,
+            exc.column,
+            f"YAML syntax error: {exc}",
+            "check the indentation and quoting near this position",
+        )
         raise BlueprintError([problem]) from None
     out = _Collector(file, located)
     for dup_path, (line, col) in located.duplicate_keys:
-        out.problems.append(Problem(file, line, col, f"duplicate key {dup_path[-1]!r}",
-                                    "YAML keeps only the last one; remove or merge the other"))
+        out.problems.append(
+            Problem(
+                file,
+                line,
+                col,
+                f"duplicate key {dup_path[-1]!r}",
+                "YAML keeps only the last one; remove or merge the other",
+            )
+        )
     data = located.data
     if not isinstance(data, dict):
-        out.add((), "a blueprint is a mapping with name, inputs and steps",
-                "start from blueprints/gogs.yaml or `vicflow schema`")
+        out.add(
+            (),
+            "a blueprint is a mapping with name, inputs and steps",
+            "start from blueprints/gogs.yaml or `vicflow schema`",
+        )
         raise BlueprintError(out.problems)
 
     raw_steps = data.get("steps")
@@ -228,20 +243,27 @@ def _check_steps(raw_steps: Any, out: _Collector, registry) -> list[StepSpec]:
             step = _validate(StepSpec, raw)
         except ValidationError as exc:
             out.pydantic(base, exc, label)
-            if any(e["loc"] and e["loc"][0] == "id" and e["type"] == "string_pattern_mismatch"
-                   for e in exc.errors()):
+            if any(e["loc"] and e["loc"][0] == "id" and e["type"] == "string_pattern_mismatch" for e in exc.errors()):
                 out.problems[-1].hint = "ids are letters, digits and _ so that ${{ steps.<id> }} works"
             continue
         if step.id in seen:
-            out.add((*base, "id"), f"duplicate step id {step.id!r}",
-                    f"the first is step #{seen[step.id] + 1}; ids must be unique", step.id)
+            out.add(
+                (*base, "id"),
+                f"duplicate step id {step.id!r}",
+                f"the first is step #{seen[step.id] + 1}; ids must be unique",
+                step.id,
+            )
             continue
         seen[step.id] = index
         step_type = registry.step_types.get(step.uses)
         if step_type is None:
             installed = ", ".join(sorted(registry.step_types)) or "none"
-            out.add((*base, "uses"), f"unknown step type {step.uses!r}",
-                    f"{did_you_mean(step.uses, registry.step_types)}installed: {installed}", step.id)
+            out.add(
+                (*base, "uses"),
+                f"unknown step type {step.uses!r}",
+                f"{did_you_mean(step.uses, registry.step_types)}installed: {installed}",
+                step.id,
+            )
         else:
             _check_params(step, step_type, out, base)
         step._index = index  # type: ignore[attr-defined]
@@ -261,8 +283,13 @@ def _check_params(step: StepSpec, step_type, out: _Collector, base: tuple) -> No
     for name in dynamic:
         if name not in model.model_fields and not any(f.alias == name for f in model.model_fields.values()):
             allowed = sorted(f.alias or n for n, f in model.model_fields.items())
-            out.add((*base, "with", name), f"unknown key {name!r}",
-                    f"{did_you_mean(name, allowed)}allowed keys: {', '.join(allowed)}", step.id, key=True)
+            out.add(
+                (*base, "with", name),
+                f"unknown key {name!r}",
+                f"{did_you_mean(name, allowed)}allowed keys: {', '.join(allowed)}",
+                step.id,
+                key=True,
+            )
 
 
 def _check_graph(steps: list[StepSpec], out: _Collector) -> None:
@@ -270,15 +297,23 @@ def _check_graph(steps: list[StepSpec], out: _Collector) -> None:
     for step in steps:
         for n, need in enumerate(step.needs):
             if need not in ids:
-                out.add(("steps", step._index, "needs", n), f"needs unknown step {need!r}",
-                        f"{did_you_mean(need, ids)}steps: {', '.join(sorted(ids))}", step.id)
+                out.add(
+                    ("steps", step._index, "needs", n),
+                    f"needs unknown step {need!r}",
+                    f"{did_you_mean(need, ids)}steps: {', '.join(sorted(ids))}",
+                    step.id,
+                )
             elif need == step.id:
                 out.add(("steps", step._index, "needs", n), "a step cannot need itself", "", step.id)
     cycle = find_cycle({s.id: [n for n in dependencies(s) if n in ids and n != s.id] for s in steps})
     if cycle:
         first = next(s for s in steps if s.id == cycle[0])
-        out.add(("steps", first._index, "needs"), f"dependency cycle: {' -> '.join([*cycle, cycle[0]])}",
-                "remove one of these needs (or step references) to break the cycle", first.id)
+        out.add(
+            ("steps", first._index, "needs"),
+            f"dependency cycle: {' -> '.join([*cycle, cycle[0]])}",
+            "remove one of these needs (or step references) to break the cycle",
+            first.id,
+        )
 
 
 def dependencies(step: StepSpec) -> list[str]:
@@ -313,16 +348,20 @@ def _reference_problem(chain, blueprint, steps, registry, step, field) -> tuple[
     root, rest = chain[0], chain[1:]
     text = ".".join(chain)
     if root not in expressions.ROOTS:
-        return (f"unknown name {root!r} in ${{{{ {text} }}}}",
-                f"{did_you_mean(root, expressions.ROOTS)}names: {', '.join(expressions.ROOTS)}")
+        return (
+            f"unknown name {root!r} in ${{{{ {text} }}}}",
+            f"{did_you_mean(root, expressions.ROOTS)}names: {', '.join(expressions.ROOTS)}",
+        )
     if root == "item" and step.for_each is None:
         return ("${{ item }} is only defined in a step with for_each", "add for_each to this step")
     if root == "item" and field == "for_each":
         return ("for_each cannot refer to its own item", "")
     if root == "inputs" and rest and rest[0] not in blueprint.inputs:
         declared = ", ".join(sorted(blueprint.inputs)) or "none"
-        return (f"reference to undefined input {rest[0]!r}",
-                f"{did_you_mean(rest[0], blueprint.inputs)}declare it under inputs: (declared: {declared})")
+        return (
+            f"reference to undefined input {rest[0]!r}",
+            f"{did_you_mean(rest[0], blueprint.inputs)}declare it under inputs: (declared: {declared})",
+        )
     if root == "steps" and rest:
         if rest[0] not in steps:
             return (f"reference to unknown step {rest[0]!r}", f"{did_you_mean(rest[0], steps)}".strip())
@@ -331,8 +370,10 @@ def _reference_problem(chain, blueprint, steps, registry, step, field) -> tuple[
         step_type = registry.step_types.get(steps[rest[0]].uses)
         if step_type is not None and len(rest) > 2 and rest[2] not in step_type.outputs:
             names = ", ".join(sorted(step_type.outputs)) or "none"
-            return (f"step {rest[0]!r} ({steps[rest[0]].uses}) has no output {rest[2]!r}",
-                    f"{did_you_mean(rest[2], step_type.outputs)}outputs: {names}")
+            return (
+                f"step {rest[0]!r} ({steps[rest[0]].uses}) has no output {rest[2]!r}",
+                f"{did_you_mean(rest[2], step_type.outputs)}outputs: {names}",
+            )
     return None
 
 
@@ -357,24 +398,34 @@ def resolve_inputs(blueprint: Blueprint, given: dict[str, Any], out: _Collector 
     for name in given:
         if name not in blueprint.inputs:
             declared = ", ".join(sorted(blueprint.inputs)) or "none"
-            collect.add(("inputs",), f"unknown input {name!r}",
-                        f"{did_you_mean(name, blueprint.inputs)}declared inputs: {declared}")
+            collect.add(
+                ("inputs",),
+                f"unknown input {name!r}",
+                f"{did_you_mean(name, blueprint.inputs)}declared inputs: {declared}",
+            )
     for name, spec in blueprint.inputs.items():
         if name in given:
             value = coerce_input(spec, given[name])
             expected = INPUT_TYPES[spec.type]
-            if spec.type != "secret" and (not isinstance(value, expected) or
-                                          (spec.type in ("integer", "number") and isinstance(value, bool))):
-                collect.add(("inputs", name), f"input {name!r} must be a {spec.type}, got {given[name]!r}",
-                            f"pass it as --set {name}=<{spec.type}>")
+            if spec.type != "secret" and (
+                not isinstance(value, expected) or (spec.type in ("integer", "number") and isinstance(value, bool))
+            ):
+                collect.add(
+                    ("inputs", name),
+                    f"input {name!r} must be a {spec.type}, got {given[name]!r}",
+                    f"pass it as --set {name}=<{spec.type}>",
+                )
                 continue
             if spec.enum is not None and value not in spec.enum:
                 collect.add(("inputs", name), f"input {name!r} must be one of {spec.enum}, got {value!r}")
                 continue
             values[name] = value
         elif spec.is_required and spec.default is None:
-            collect.add(("inputs", name), f"missing required input {name!r}",
-                        f"pass it with --set {name}=... or --inputs FILE ({spec.description or spec.type})")
+            collect.add(
+                ("inputs", name),
+                f"missing required input {name!r}",
+                f"pass it with --set {name}=... or --inputs FILE ({spec.description or spec.type})",
+            )
         else:
             values[name] = spec.default
     if out is None and collect.problems:

@@ -13,8 +13,11 @@ EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vicflow", description="Deploy container applications onto "
-                                     "vSphere Integrated Containers from YAML blueprints, run as Prefect flows.")
+    parser = argparse.ArgumentParser(
+        prog="vicflow",
+        description="Deploy container applications onto "
+        "vSphere Integrated Containers from YAML blueprints, run as Prefect flows.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check blueprints without touching any server")
@@ -24,8 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in (("run", "run a blueprint"), ("plan", "show what a run would change (dry run)")):
         p = sub.add_parser(name, help=text)
         p.add_argument("file", metavar="FILE", help="a blueprint file or the name of a shipped blueprint")
-        p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="sets",
-                       help="an input value (repeatable)")
+        p.add_argument(
+            "--set", action="append", default=[], metavar="NAME=VALUE", dest="sets", help="an input value (repeatable)"
+        )
         p.add_argument("--inputs", metavar="FILE", help="a YAML file of input values")
         p.add_argument("--output", choices=("text", "json"), default="text")
         p.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs on the terminal")
@@ -104,8 +108,13 @@ def cmd_plugins(args) -> int:
 
     table = Table("plugin", "version", "module", "step types", "event sources")
     for row in rows:
-        table.add_row(row["name"], row["version"], row["module"], ", ".join(row["step_types"]) or "-",
-                      ", ".join(row["event_sources"]) or "-")
+        table.add_row(
+            row["name"],
+            row["version"],
+            row["module"],
+            ", ".join(row["step_types"]) or "-",
+            ", ".join(row["event_sources"]) or "-",
+        )
     Console().print(table)
     return EXIT_OK
 
@@ -154,8 +163,12 @@ def _run_or_plan(args, dry_run: bool) -> int:
     default_registry().pm.register(progress, name="vicflow.cli.progress")
     try:
         with progress:
-            summary = run_blueprint(blueprint=str(shipped.resolve(args.file)), inputs=values, dry_run=dry_run,
-                                    resume=getattr(args, "resume", None))
+            summary = run_blueprint(
+                blueprint=str(shipped.resolve(args.file)),
+                inputs=values,
+                dry_run=dry_run,
+                resume=getattr(args, "resume", None),
+            )
         code = EXIT_OK
     except engine.RunFailed as exc:
         summary, code = exc.summary, EXIT_FAILED

@@ -17,7 +17,7 @@ def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
             node, children = stack[-1]
             for child in children:
                 if color.get(child, BLACK) == GREY:
-                    return path[path.index(child):]
+                    return path[path.index(child) :]
                 if color.get(child) == WHITE:
                     color[child] = GREY
                     stack.append((child, iter(graph[child])))

@@ -118,9 +118,15 @@ class StepRecord:
 
     def row(self) -> dict[str, Any]:
         return {
-            "id": self.id, "uses": self.uses, "state": self.state, "attempts": self.attempts,
-            "duration_s": self.duration, "changed": self.changed, "outputs": masking.mask(self.outputs),
-            "error": self.error, "note": self.note,
+            "id": self.id,
+            "uses": self.uses,
+            "state": self.state,
+            "attempts": self.attempts,
+            "duration_s": self.duration,
+            "changed": self.changed,
+            "outputs": masking.mask(self.outputs),
+            "error": self.error,
+            "note": self.note,
         }
 
 
@@ -146,8 +152,9 @@ class Run:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def context(self, item: Any = None) -> dict[str, Any]:
-        steps = {sid: {"outputs": rec.outputs} for sid, rec in self.records.items()
-                 if rec.state in ("completed", "cached")}
+        steps = {
+            sid: {"outputs": rec.outputs} for sid, rec in self.records.items() if rec.state in ("completed", "cached")
+        }
         if self.dry_run:
             for sid, _rec in self.records.items():
                 if sid not in steps:
@@ -161,8 +168,11 @@ class Run:
         """A Prefect event plus the ``on_run_event`` hook; payloads are masked."""
         payload = masking.mask(payload or {})
         bp = self.blueprint.name
-        resource = {"prefect.resource.id": f"vicflow.blueprint.{bp}" + (f".step.{step}" if step else ""),
-                    "prefect.resource.name": step or bp, "vicflow.blueprint": bp}
+        resource = {
+            "prefect.resource.id": f"vicflow.blueprint.{bp}" + (f".step.{step}" if step else ""),
+            "prefect.resource.name": step or bp,
+            "vicflow.blueprint": bp,
+        }
         if step:
             resource["vicflow.step"] = step
             resource["vicflow.step-type"] = self.records[step].uses
@@ -172,15 +182,19 @@ class Run:
             emit_event(event=name, resource=resource, payload=payload)
         except Exception as exc:  # events are observability, never a reason to fail a run
             log.debug("could not emit %s: %s", name, exc)
-        self.registry.emit({"event": name, "blueprint": bp, "run_id": self.run_id, "step": step,
-                            "payload": payload})
+        self.registry.emit({"event": name, "blueprint": bp, "run_id": self.run_id, "step": step, "payload": payload})
 
     def save_journal(self) -> None:
         if not self.journal:
             return
-        data = {"blueprint": self.blueprint.name, "path": self.blueprint.path,
-                "steps": {sid: {"state": r.state, "params_hash": r.params_hash, "outputs": r.outputs}
-                          for sid, r in self.records.items()}}
+        data = {
+            "blueprint": self.blueprint.name,
+            "path": self.blueprint.path,
+            "steps": {
+                sid: {"state": r.state, "params_hash": r.params_hash, "outputs": r.outputs}
+                for sid, r in self.records.items()
+            },
+        }
         self.journal.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.journal.with_suffix(".tmp")
         with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
@@ -201,8 +215,9 @@ def load_journal(run_ref: str) -> dict[str, Any]:
     matches = sorted(runs.glob(f"{run_ref}*.json")) if runs.exists() else []
     if len(matches) != 1:
         found = "no run" if not matches else f"{len(matches)} runs"
-        raise StepError(f"--resume {run_ref}: {found} with that id in {runs}",
-                        "pass the flow-run id that `vicflow run` printed")
+        raise StepError(
+            f"--resume {run_ref}: {found} with that id in {runs}", "pass the flow-run id that `vicflow run` printed"
+        )
     return json.loads(matches[0].read_text())
 
 
@@ -221,11 +236,21 @@ def _prepare(run: Run, step_id: str, item: Any) -> tuple[StepType, Any, StepCont
         params = step_type.Params.model_validate(rendered)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise StepError(f"invalid parameters after rendering: {problems}",
-                        "check the values the expressions produced (vicflow plan shows them)") from None
+        raise StepError(
+            f"invalid parameters after rendering: {problems}",
+            "check the values the expressions produced (vicflow plan shows them)",
+        ) from None
     logger = _logger(step_id)
-    ctx = StepContext(step_id=step_id, run_id=run.run_id, blueprint=run.blueprint.name, logger=logger,
-                      resources=run.resources, mask=masking.mask, dry_run=run.dry_run)
+    ctx = StepContext(
+        step_id=step_id,
+        run_id=run.run_id,
+        blueprint=run.blueprint.name,
+        logger=logger,
+        resources=run.resources,
+        mask=masking.mask,
+        dry_run=run.dry_run,
+        base_dir=str(Path(run.blueprint.path or ".").resolve().parent),
+    )
     return step_type(), params, ctx
 
 
@@ -278,7 +303,8 @@ def step_task(token: str, step_id: str, item_index: int | None = None) -> dict[s
         outputs = _call_with_deadline(lambda: step_type.apply(params, ctx), step.timeout_seconds) or {}
     except BaseException as exc:
         transient = isinstance(exc, TimeoutError) or (
-            isinstance(exc, Exception) and run.step_types[step.uses].is_transient(exc))
+            isinstance(exc, Exception) and run.step_types[step.uses].is_transient(exc)
+        )
         message = masking.mask(f"{type(exc).__name__}: {exc}" if not isinstance(exc, StepError) else str(exc))
         with run.lock:
             record.error = message
@@ -324,9 +350,17 @@ def _retry_condition(task, task_run, state) -> bool:
 # --------------------------------------------------------------------------------------------- run
 
 
-def execute(blueprint: Blueprint, inputs: dict[str, Any], registry, run_id: str, *,
-            dry_run: bool = False, resume: str | None = None, event: dict[str, Any] | None = None,
-            max_workers: int = 16) -> dict[str, Any]:
+def execute(
+    blueprint: Blueprint,
+    inputs: dict[str, Any],
+    registry,
+    run_id: str,
+    *,
+    dry_run: bool = False,
+    resume: str | None = None,
+    event: dict[str, Any] | None = None,
+    max_workers: int = 16,
+) -> dict[str, Any]:
     """Run (or plan) ``blueprint``; returns the summary, raises RunFailed when a step failed for good."""
     for name, spec in blueprint.inputs.items():
         if spec.type == "secret" and inputs.get(name) is not None:
@@ -370,14 +404,22 @@ def execute(blueprint: Blueprint, inputs: dict[str, Any], registry, run_id: str,
 
 
 def _public_inputs(blueprint: Blueprint, inputs: dict[str, Any]) -> dict[str, Any]:
-    return {k: ("***" if blueprint.inputs[k].type == "secret" and v is not None else v)
-            for k, v in inputs.items() if k in blueprint.inputs}
+    return {
+        k: ("***" if blueprint.inputs[k].type == "secret" and v is not None else v)
+        for k, v in inputs.items()
+        if k in blueprint.inputs
+    }
 
 
 def _summary(run: Run, state: str, started: float) -> dict[str, Any]:
-    return {"blueprint": run.blueprint.name, "run_id": run.run_id, "state": state,
-            "duration_s": round(time.monotonic() - started, 3), "event": masking.mask(run.event),
-            "steps": [run.records[s.id].row() for s in run.blueprint.steps]}
+    return {
+        "blueprint": run.blueprint.name,
+        "run_id": run.run_id,
+        "state": state,
+        "duration_s": round(time.monotonic() - started, 3),
+        "event": masking.mask(run.event),
+        "steps": [run.records[s.id].row() for s in run.blueprint.steps],
+    }
 
 
 def _schedule(run: Run, max_workers: int) -> str | None:
@@ -400,9 +442,12 @@ def _schedule(run: Run, max_workers: int) -> str | None:
         step = run.blueprint.step(step_id)
         label = step_id if index is None else f"{step_id}[{_item_label(run.items[step_id][index])}]"
         configured = base_task.with_options(
-            name=step_id, task_run_name=label, retries=step.retries,
+            name=step_id,
+            task_run_name=label,
+            retries=step.retries,
             retry_delay_seconds=delays(step.retry_delay_seconds, step.retries) or 0,
-            retry_condition_fn=_retry_condition)
+            retry_condition_fn=_retry_condition,
+        )
         future = configured.submit(run.token, step_id, index)
         in_flight[step_id] = in_flight.get(step_id, 0) + 1
         future.add_done_callback(lambda f, s=step_id, i=index: done.put((s, i, f)))
@@ -415,9 +460,17 @@ def _schedule(run: Run, max_workers: int) -> str | None:
         if state in ("completed", "cached"):
             run.completion_order.append(step_id)
         event = {"completed": "succeeded", "cached": "succeeded", "skipped": "skipped"}.get(state, "failed")
-        run.emit(f"vicflow.step.{event}", step_id, {"state": state, "attempts": record.attempts,
-                                                   "duration_s": record.duration, "outputs": record.outputs,
-                                                   "error": record.error})
+        run.emit(
+            f"vicflow.step.{event}",
+            step_id,
+            {
+                "state": state,
+                "attempts": record.attempts,
+                "duration_s": record.duration,
+                "outputs": record.outputs,
+                "error": record.error,
+            },
+        )
         run.save_journal()
 
     def start(step_id: str) -> None:
@@ -427,25 +480,30 @@ def _schedule(run: Run, max_workers: int) -> str | None:
         blocked = [d for d in deps[step_id] if run.records[d].state not in ("completed", "cached")]
         if blocked:
             skip_task.with_options(name=step_id, task_run_name=step_id).submit(
-                f"needs {', '.join(blocked)}, which did not complete").wait()
+                f"needs {', '.join(blocked)}, which did not complete"
+            ).wait()
             return finish(step_id, "skipped", f"needs {', '.join(blocked)}, which did not complete")
         try:
             context = run.context()
             if step.if_ is not None and not _truthy(step.if_, context):
-                skip_task.with_options(name=step_id, task_run_name=step_id).submit(
-                    f"if: {step.if_} was false").wait()
+                skip_task.with_options(name=step_id, task_run_name=step_id).submit(f"if: {step.if_} was false").wait()
                 return finish(step_id, "skipped", f"if: {step.if_} was false")
             items: list[Any] = [None]
             if step.for_each is not None:
                 items = expressions.render(step.for_each, context)
                 if not isinstance(items, list):
-                    raise StepError(f"for_each must produce a list, got {type(items).__name__}: {items!r}",
-                                    "for_each takes a list or an expression that yields one")
+                    raise StepError(
+                        f"for_each must produce a list, got {type(items).__name__}: {items!r}",
+                        "for_each takes a list or an expression that yields one",
+                    )
             rendered = [expressions.render(step.with_, run.context(item)) for item in items]
             record.params_hash = params_digest(rendered)
             previous = run.previous.get(step_id)
-            if previous and previous.get("state") in ("completed", "cached") and \
-                    previous.get("params_hash") == record.params_hash:
+            if (
+                previous
+                and previous.get("state") in ("completed", "cached")
+                and previous.get("params_hash") == record.params_hash
+            ):
                 record.outputs = previous.get("outputs", {})
                 skip_task.with_options(name=step_id, task_run_name=step_id).submit("resumed").wait()
                 return finish(step_id, "cached", "completed in the resumed run with the same inputs")
@@ -551,7 +609,8 @@ def _rollback(run: Run) -> None:
             continue
         run.emit("vicflow.step.rollback-started", step_id)
         future = undo.with_options(name=f"rollback-{step_id}", task_run_name=f"rollback:{step_id}").submit(
-            run.token, step_id)
+            run.token, step_id
+        )
         future.wait()
         if future.state.is_completed():
             record.state = "rolled_back"
@@ -594,8 +653,14 @@ def _plan(run: Run) -> list[dict[str, Any]]:
             changes = [Change("error", step_id, record.error)]
         record.finished = time.monotonic()
         for change in changes:
-            plan.append({"step": step_id, "action": change.action, "target": change.target,
-                         "detail": masking.mask(change.detail)})
+            plan.append(
+                {
+                    "step": step_id,
+                    "action": change.action,
+                    "target": change.target,
+                    "detail": masking.mask(change.detail),
+                }
+            )
     return plan
 
 
@@ -611,21 +676,29 @@ def _publish(run: Run, summary: dict[str, Any]) -> None:
             description += f" (started by event {run.event.get('event', '?')})"
         create_table_artifact(table=masking.mask(rows), key=f"{key}-summary", description=description)
         if run.event:
-            create_markdown_artifact(key=f"{key}-trigger", description="the event that started this run",
-                                     markdown="```json\n" + json.dumps(masking.mask(run.event), indent=2,
-                                                                       default=str) + "\n```")
+            create_markdown_artifact(
+                key=f"{key}-trigger",
+                description="the event that started this run",
+                markdown="```json\n" + json.dumps(masking.mask(run.event), indent=2, default=str) + "\n```",
+            )
         if "plan" in summary:
-            create_markdown_artifact(key=f"{key}-plan", markdown=plan_markdown(summary),
-                                     description=f"dry run of {run.blueprint.name}")
+            create_markdown_artifact(
+                key=f"{key}-plan", markdown=plan_markdown(summary), description=f"dry run of {run.blueprint.name}"
+            )
     except Exception as exc:
         log.warning("could not publish the run's artifacts: %s", exc)
-    run.emit("vicflow.run.finished", payload={"state": summary["state"], "duration_s": summary["duration_s"],
-                                             "steps": {s["id"]: s["state"] for s in summary["steps"]}})
+    run.emit(
+        "vicflow.run.finished",
+        payload={
+            "state": summary["state"],
+            "duration_s": summary["duration_s"],
+            "steps": {s["id"]: s["state"] for s in summary["steps"]},
+        },
+    )
 
 
 def plan_markdown(summary: dict[str, Any]) -> str:
-    lines = [f"# Plan for `{summary['blueprint']}`", "", "| step | action | target | detail |",
-             "|---|---|---|---|"]
+    lines = [f"# Plan for `{summary['blueprint']}`", "", "| step | action | target | detail |", "|---|---|---|---|"]
     for change in summary["plan"]:
         detail = str(change["detail"]).replace("|", "\\|")
         lines.append(f"| {change['step']} | {change['action']} | {change['target']} | {detail} |")

@@ -14,8 +14,12 @@ from vicflow.flows import engine, shipped
 from vicflow.plugins.manager import default_registry
 
 
-@flow(name="run-blueprint", task_runner=ThreadPoolTaskRunner(max_workers=16), persist_result=False,
-      validate_parameters=True)
+@flow(
+    name="run-blueprint",
+    task_runner=ThreadPoolTaskRunner(max_workers=16),
+    persist_result=False,
+    validate_parameters=True,
+)
 def run_blueprint(
     blueprint: str = Field(description="a shipped blueprint (gogs, vch, full-stack, ...) or a path to one"),
     inputs: dict[str, Any] | None = Field(default=None, description="values for the blueprint's inputs"),

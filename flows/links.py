@@ -10,5 +10,7 @@ def run_url(run_id: str) -> str:
     ui = PREFECT_UI_URL.value()
     if PREFECT_API_URL.value() and ui:
         return f"{ui.rstrip('/')}/runs/flow-run/{run_id}"
-    return (f"http://127.0.0.1:4200/runs/flow-run/{run_id} "
-            "(start the UI with `prefect server start`; it reads the same local database)")
+    return (
+        f"http://127.0.0.1:4200/runs/flow-run/{run_id} "
+        "(start the UI with `prefect server start`; it reads the same local database)"
+    )

@@ -12,8 +12,13 @@ from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from vicflow.plugins import hookimpl
 
-ICONS = {"succeeded": "[green]✓[/]", "failed": "[red]✗[/]", "skipped": "[yellow]–[/]",
-         "rolled-back": "[magenta]↺[/]", "rollback-failed": "[red]↺✗[/]"}
+ICONS = {
+    "succeeded": "[green]✓[/]",
+    "failed": "[red]✗[/]",
+    "skipped": "[yellow]–[/]",
+    "rolled-back": "[magenta]↺[/]",
+    "rollback-failed": "[red]↺✗[/]",
+}
 
 
 class Progress:
@@ -23,8 +28,9 @@ class Progress:
         self.console = Console(stderr=True)
         self.quiet, self.verbose = quiet, verbose
         self.blueprint = blueprint
-        self.bar = RichProgress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                                console=self.console, disable=quiet)
+        self.bar = RichProgress(
+            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=self.console, disable=quiet
+        )
         self.tasks: dict[str, Any] = {}
         self.run_id: str | None = None
 
@@ -67,9 +73,14 @@ class Progress:
             return
         table = Table("step", "state", "attempts", "seconds", "changed", "note / error")
         for row in summary["steps"]:
-            table.add_row(row["id"], row["state"], str(row["attempts"]), f"{row['duration_s']:.1f}",
-                          {True: "yes", False: "no", None: "-"}[row["changed"]],
-                          (row["error"] or row["note"] or "")[:200])
+            table.add_row(
+                row["id"],
+                row["state"],
+                str(row["attempts"]),
+                f"{row['duration_s']:.1f}",
+                {True: "yes", False: "no", None: "-"}[row["changed"]],
+                (row["error"] or row["note"] or "")[:200],
+            )
         self.console.print(table)
         if "plan" in summary:
             plan = Table("step", "action", "target", "detail", title="plan (nothing was changed)")

@@ -31,5 +31,14 @@ def resolve(ref: str) -> Path:
         return known[name]
     from vicflow.flows.blueprint import BlueprintError, Problem
 
-    raise BlueprintError([Problem(ref, 1, 1, "no such blueprint file or shipped blueprint",
-                                  f"shipped blueprints: {', '.join(known) or 'none'}")])
+    raise BlueprintError(
+        [
+            Problem(
+                ref,
+                1,
+                1,
+                "no such blueprint file or shipped blueprint",
+                f"shipped blueprints: {', '.join(known) or 'none'}",
+            )
+        ]
+    )

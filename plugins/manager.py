@@ -25,7 +25,10 @@ from vicflow.plugins.step import StepType
 
 log = logging.getLogger("vicflow.plugins")
 
-DEFAULT_PLUGINS: tuple[str, ...] = ()
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "vicflow.plugins.builtin.compose",
+    "vicflow.plugins.builtin.health",
+)
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 

@@ -66,6 +66,13 @@ class StepContext:
     outputs: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, Any] = field(default_factory=dict)  # shared per run (e.g. vSphere sessions)
     mask: Any = None  # callable str -> str hiding secret values
+    base_dir: str = "."  # the blueprint's folder: relative file parameters are resolved against it
+
+    def path(self, value: str) -> str:
+        """``value`` resolved against the blueprint's folder (absolute paths are kept)."""
+        import os
+
+        return value if os.path.isabs(value) else os.path.normpath(os.path.join(self.base_dir, value))
 
     def remaining(self, default: float = 60.0, cap: float | None = None) -> float:
         """Seconds left before the deadline (``default`` without one), never below 0.1."""

@@ -40,8 +40,13 @@ def prefect_api():
 @pytest.fixture
 def cli_env(prefect_api):
     """Environment for `vicflow` subprocesses: this checkout importable, the session's Prefect server."""
-    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-               PREFECT_API_URL=prefect_api, NO_COLOR="1", COLUMNS="200")
+    env = dict(
+        os.environ,
+        PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        PREFECT_API_URL=prefect_api,
+        NO_COLOR="1",
+        COLUMNS="200",
+    )
     return env
 
 
@@ -113,5 +118,11 @@ def vcsim(vcsim_factory):
 def run_cli(args: list[str], env: dict, timeout: float = 300):
     import subprocess
 
-    return subprocess.run([sys.executable, "-m", "vicflow.flows.cli", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "vicflow.flows.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )

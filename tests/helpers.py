@@ -33,6 +33,7 @@ def wait_http(url: str, timeout: float = 60, status: int = 200, **kwargs) -> req
 def run_registry(client, tag: str, name: str, port: int | None = None, **kwargs):
     """A registry container from the test images, published on 127.0.0.1; returns (container, url)."""
     port = port or free_port()
-    container = client.containers.run(f"vicflow-test/registry:{tag}", name=name, detach=True,
-                                      ports={"5000/tcp": ("127.0.0.1", port)}, **kwargs)
+    container = client.containers.run(
+        f"vicflow-test/registry:{tag}", name=name, detach=True, ports={"5000/tcp": ("127.0.0.1", port)}, **kwargs
+    )
     return container, f"http://127.0.0.1:{port}"

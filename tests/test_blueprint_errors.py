@@ -5,7 +5,6 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-
 from vicflow.flows import blueprint as bp
 from vicflow.plugins.manager import load_registry
 
@@ -27,49 +26,190 @@ HEAD = "name: t\nsteps:\n"
 CASES = [
     ("yaml syntax", "name: t\nsteps:\n  - id: a\n    uses: [echo\n", 5, 1, None, "YAML syntax error", "indentation"),
     ("tab indentation", "name: t\nsteps:\n\t- id: a\n", 3, 1, None, "YAML syntax error", ""),
-    ("unknown step type", HEAD + "  - id: app\n    uses: ech0\n", 4, 11, "app", "unknown step type 'ech0'",
-     "did you mean 'echo'? installed: echo, flaky, noop"),
-    ("duplicate id", HEAD + "  - id: a\n    uses: noop\n  - id: a\n    uses: noop\n", 5, 9, "a",
-     "duplicate step id 'a'", "the first is step #1"),
-    ("unknown needs", HEAD + "  - id: a\n    uses: noop\n  - id: b\n    uses: noop\n    needs: [aa]\n", 7, 13, "b",
-     "needs unknown step 'aa'", "did you mean 'a'?"),
-    ("cycle", HEAD + "  - id: a\n    uses: noop\n    needs: [c]\n  - id: b\n    uses: noop\n    needs: [a]\n"
-     "  - id: c\n    uses: noop\n    needs: [b]\n", 5, 12, "a", "dependency cycle: a -> c -> b -> a", "break the cycle"),
+    (
+        "unknown step type",
+        HEAD + "  - id: app\n    uses: ech0\n",
+        4,
+        11,
+        "app",
+        "unknown step type 'ech0'",
+        "did you mean 'echo'? installed: echo, flaky, noop",
+    ),
+    (
+        "duplicate id",
+        HEAD + "  - id: a\n    uses: noop\n  - id: a\n    uses: noop\n",
+        5,
+        9,
+        "a",
+        "duplicate step id 'a'",
+        "the first is step #1",
+    ),
+    (
+        "unknown needs",
+        HEAD + "  - id: a\n    uses: noop\n  - id: b\n    uses: noop\n    needs: [aa]\n",
+        7,
+        13,
+        "b",
+        "needs unknown step 'aa'",
+        "did you mean 'a'?",
+    ),
+    (
+        "cycle",
+        HEAD + "  - id: a\n    uses: noop\n    needs: [c]\n  - id: b\n    uses: noop\n    needs: [a]\n"
+        "  - id: c\n    uses: noop\n    needs: [b]\n",
+        5,
+        12,
+        "a",
+        "dependency cycle: a -> c -> b -> a",
+        "break the cycle",
+    ),
     ("self need", HEAD + "  - id: a\n    uses: noop\n    needs: [a]\n", 5, 13, "a", "cannot need itself", ""),
-    ("param wrong type", HEAD + "  - id: t\n    uses: typed\n    with:\n      port: eighty\n", 6, 13, "t",
-     "port: Input should be a valid integer", ""),
-    ("param missing", HEAD + "  - id: t\n    uses: typed\n    with:\n      host: x\n", 5, 5, "t",
-     "missing required key 'port'", ""),
-    ("param unknown key", HEAD + "  - id: t\n    uses: typed\n    with:\n      port: 1\n      hots: x\n", 7, 7, "t",
-     "unknown key 'hots'", "did you mean 'host'?"),
-    ("step unknown key", HEAD + "  - id: a\n    uses: noop\n    retires: 3\n", 5, 5, "a", "unknown key 'retires'",
-     "did you mean 'retries'?"),
-    ("undefined input", HEAD + "  - id: a\n    uses: echo\n    with:\n      message: ${{ inputs.nmae }}\n", 6, 16, "a",
-     "reference to undefined input 'nmae'", "declare it under inputs"),
-    ("unknown step in expression", HEAD + "  - id: a\n    uses: echo\n    with:\n"
-     "      message: ${{ steps.vch.outputs.x }}\n", 6, 16, "a", "reference to unknown step 'vch'", ""),
-    ("unknown output", HEAD + "  - id: a\n    uses: echo\n  - id: b\n    uses: echo\n    with:\n"
-     "      message: ${{ steps.a.outputs.mesage }}\n", 8, 16, "b", "step 'a' (echo) has no output 'mesage'",
-     "did you mean 'message'?"),
-    ("unknown root name", HEAD + "  - id: a\n    uses: echo\n    with:\n      message: ${{ input.x }}\n", 6, 16, "a",
-     "unknown name 'input'", "did you mean 'inputs'?"),
-    ("expression syntax", HEAD + "  - id: a\n    uses: echo\n    with:\n      message: ${{ inputs. }}\n", 6, 7, "a",
-     "cannot parse", "${{ inputs.name }}"),
-    ("unclosed expression", HEAD + "  - id: a\n    uses: echo\n    with:\n      message: \"${{ inputs.x\"\n", 6, 7, "a",
-     "never closed", ""),
-    ("item outside for_each", HEAD + "  - id: a\n    uses: echo\n    with:\n      message: ${{ item }}\n", 6, 16, "a",
-     "only defined in a step with for_each", "add for_each"),
-    ("bad id", HEAD + "  - id: my-step\n    uses: noop\n", 3, 9, "my-step", "id: String should match pattern",
-     "letters, digits and _"),
-    ("bad on_failure", HEAD + "  - id: a\n    uses: noop\n    on_failure: ignore\n", 5, 17, "a",
-     "on_failure: Input should be 'rollback', 'keep' or 'continue'", ""),
+    (
+        "param wrong type",
+        HEAD + "  - id: t\n    uses: typed\n    with:\n      port: eighty\n",
+        6,
+        13,
+        "t",
+        "port: Input should be a valid integer",
+        "",
+    ),
+    (
+        "param missing",
+        HEAD + "  - id: t\n    uses: typed\n    with:\n      host: x\n",
+        5,
+        5,
+        "t",
+        "missing required key 'port'",
+        "",
+    ),
+    (
+        "param unknown key",
+        HEAD + "  - id: t\n    uses: typed\n    with:\n      port: 1\n      hots: x\n",
+        7,
+        7,
+        "t",
+        "unknown key 'hots'",
+        "did you mean 'host'?",
+    ),
+    (
+        "step unknown key",
+        HEAD + "  - id: a\n    uses: noop\n    retires: 3\n",
+        5,
+        5,
+        "a",
+        "unknown key 'retires'",
+        "did you mean 'retries'?",
+    ),
+    (
+        "undefined input",
+        HEAD + "  - id: a\n    uses: echo\n    with:\n      message: ${{ inputs.nmae }}\n",
+        6,
+        16,
+        "a",
+        "reference to undefined input 'nmae'",
+        "declare it under inputs",
+    ),
+    (
+        "unknown step in expression",
+        HEAD + "  - id: a\n    uses: echo\n    with:\n      message: ${{ steps.vch.outputs.x }}\n",
+        6,
+        16,
+        "a",
+        "reference to unknown step 'vch'",
+        "",
+    ),
+    (
+        "unknown output",
+        HEAD + "  - id: a\n    uses: echo\n  - id: b\n    uses: echo\n    with:\n"
+        "      message: ${{ steps.a.outputs.mesage }}\n",
+        8,
+        16,
+        "b",
+        "step 'a' (echo) has no output 'mesage'",
+        "did you mean 'message'?",
+    ),
+    (
+        "unknown root name",
+        HEAD + "  - id: a\n    uses: echo\n    with:\n      message: ${{ input.x }}\n",
+        6,
+        16,
+        "a",
+        "unknown name 'input'",
+        "did you mean 'inputs'?",
+    ),
+    (
+        "expression syntax",
+        HEAD + "  - id: a\n    uses: echo\n    with:\n      message: ${{ inputs. }}\n",
+        6,
+        7,
+        "a",
+        "cannot parse",
+        "${{ inputs.name }}",
+    ),
+    (
+        "unclosed expression",
+        HEAD + '  - id: a\n    uses: echo\n    with:\n      message: "${{ inputs.x"\n',
+        6,
+        7,
+        "a",
+        "never closed",
+        "",
+    ),
+    (
+        "item outside for_each",
+        HEAD + "  - id: a\n    uses: echo\n    with:\n      message: ${{ item }}\n",
+        6,
+        16,
+        "a",
+        "only defined in a step with for_each",
+        "add for_each",
+    ),
+    (
+        "bad id",
+        HEAD + "  - id: my-step\n    uses: noop\n",
+        3,
+        9,
+        "my-step",
+        "id: String should match pattern",
+        "letters, digits and _",
+    ),
+    (
+        "bad on_failure",
+        HEAD + "  - id: a\n    uses: noop\n    on_failure: ignore\n",
+        5,
+        17,
+        "a",
+        "on_failure: Input should be 'rollback', 'keep' or 'continue'",
+        "",
+    ),
     ("no steps", "name: t\nsteps: []\n", 2, 8, None, "steps must be a non-empty list", ""),
-    ("duplicate yaml key", HEAD + "  - id: a\n    uses: echo\n    with: {message: a}\n    with: {message: b}\n", 6, 5,
-     None, "duplicate key 'with'", "YAML keeps only the last one"),
-    ("bad input type", "name: t\ninputs:\n  port: {type: int}\nsteps:\n  - id: a\n    uses: noop\n", 3, 16, None,
-     "inputs.port.type: Input should be", ""),
-    ("bad blueprint name", "name: My App\nsteps:\n  - id: a\n    uses: noop\n", 1, 7, None,
-     "name: String should match pattern", ""),
+    (
+        "duplicate yaml key",
+        HEAD + "  - id: a\n    uses: echo\n    with: {message: a}\n    with: {message: b}\n",
+        6,
+        5,
+        None,
+        "duplicate key 'with'",
+        "YAML keeps only the last one",
+    ),
+    (
+        "bad input type",
+        "name: t\ninputs:\n  port: {type: int}\nsteps:\n  - id: a\n    uses: noop\n",
+        3,
+        16,
+        None,
+        "inputs.port.type: Input should be",
+        "",
+    ),
+    (
+        "bad blueprint name",
+        "name: My App\nsteps:\n  - id: a\n    uses: noop\n",
+        1,
+        7,
+        None,
+        "name: String should match pattern",
+        "",
+    ),
 ]
 
 
@@ -86,7 +226,8 @@ def test_bad_blueprint_reports_exact_location(case, registry):
 
 
 def test_all_errors_reported_at_once(registry):
-    found = problems("""
+    found = problems(
+        """
         name: t
         steps:
           - id: a
@@ -97,7 +238,9 @@ def test_all_errors_reported_at_once(registry):
           - id: c
             uses: echo
             needs: [zz]
-        """, registry)
+        """,
+        registry,
+    )
     messages = " | ".join(p.message for p in found)
     assert "unknown step type 'nope'" in messages
     assert "valid integer" in messages
@@ -135,7 +278,8 @@ def test_inputs_are_coerced_from_command_line_strings(registry):
 
 
 def test_valid_blueprint_loads_with_implicit_dependencies(registry):
-    document = bp.parse("""
+    document = bp.parse(
+        """
 name: t
 steps:
   - id: a
@@ -143,7 +287,10 @@ steps:
   - id: b
     uses: echo
     with: {message: "${{ steps.a.outputs.message }}"}
-""", "ok.yaml", registry)
+""",
+        "ok.yaml",
+        registry,
+    )
     assert bp.dependencies(document.step("b")) == ["a"]
 
 
@@ -152,5 +299,7 @@ def test_shipped_json_schema_matches_the_models():
     from pathlib import Path
 
     shipped = json.loads((Path(__file__).parents[1] / "schema" / "blueprint.schema.json").read_text())
-    assert shipped == json.loads(json.dumps(bp.json_schema())), "regenerate: vicflow schema > schema/blueprint.schema.json"
+    assert shipped == json.loads(json.dumps(bp.json_schema())), (
+        "regenerate: vicflow schema > schema/blueprint.schema.json"
+    )
     assert "with" in shipped["$defs"]["StepSpec"]["properties"]

@@ -9,11 +9,11 @@ import time
 import uuid
 
 import pytest
-
-from tests.plugins import engine_steps
 from vicflow.flows import retry
 from vicflow.flows.blueprint import Backoff
 from vicflow.flows.engine import RunFailed
+
+from tests.plugins import engine_steps
 
 pytestmark = pytest.mark.prefect
 
@@ -52,7 +52,8 @@ def times(action: str) -> dict[str, float]:
 
 
 def test_dag_order_and_parallel_steps_overlap(write, run):
-    summary = run(write("""
+    summary = run(
+        write("""
         name: dag
         steps:
           - id: first
@@ -70,7 +71,8 @@ def test_dag_order_and_parallel_steps_overlap(write, run):
             uses: sleep
             needs: [left, right]
             with: {seconds: 0.1}
-        """))
+        """)
+    )
     assert summary["state"] == "completed"
     start, end = times("start"), times("end")
     assert end["first"] <= start["left"] and end["first"] <= start["right"]
@@ -79,7 +81,8 @@ def test_dag_order_and_parallel_steps_overlap(write, run):
 
 
 def test_for_each_fans_out_with_a_bound_and_names_items(write, run, prefect_api):
-    summary = run(write("""
+    summary = run(
+        write("""
         name: fan
         steps:
           - id: hosts
@@ -87,7 +90,8 @@ def test_for_each_fans_out_with_a_bound_and_names_items(write, run, prefect_api)
             for_each: [h0, h1, h2, h3, h4, h5]
             max_parallel: 2
             with: {seconds: 0.4, name: "${{ item }}"}
-        """))
+        """)
+    )
     assert summary["state"] == "completed"
     spans = [(times("start")[f"h{i}"], times("end")[f"h{i}"]) for i in range(6)]
     most_at_once = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
@@ -108,7 +112,8 @@ def _task_run_names(flow_run_id: str) -> set[str]:
 
 def test_retries_transient_errors_with_backoff_and_jitter(write, run):
     key = uuid.uuid4().hex
-    summary = run(write(f"""
+    summary = run(
+        write(f"""
         name: retry
         steps:
           - id: flaky
@@ -116,7 +121,8 @@ def test_retries_transient_errors_with_backoff_and_jitter(write, run):
             retries: 3
             retry_delay_seconds: {{base: 0.4, factor: 2, jitter: 0.25}}
             with: {{key: {key}, fail_times: 2}}
-        """))
+        """)
+    )
     assert summary["state"] == "completed"
     assert summary["steps"][0]["attempts"] == 3
     assert summary["steps"][0]["outputs"] == {"attempts": 3}
@@ -128,7 +134,8 @@ def test_retries_transient_errors_with_backoff_and_jitter(write, run):
 
 def test_permanent_error_is_not_retried(write, run):
     key = uuid.uuid4().hex
-    summary = run(write(f"""
+    summary = run(
+        write(f"""
         name: permanent
         steps:
           - id: flaky
@@ -136,7 +143,8 @@ def test_permanent_error_is_not_retried(write, run):
             retries: 5
             retry_delay_seconds: 0.1
             with: {{key: {key}, fail_times: 3, permanent: true}}
-        """))
+        """)
+    )
     assert summary["state"] == "failed"
     assert len(engine_steps.ATTEMPTS[key]) == 1
     assert "failure 1 of 3" in summary["steps"][0]["error"]
@@ -144,14 +152,16 @@ def test_permanent_error_is_not_retried(write, run):
 
 def test_timeout_fires_on_a_blocking_step(write, run):
     started = time.monotonic()
-    summary = run(write("""
+    summary = run(
+        write("""
         name: timeout
         steps:
           - id: stuck
             uses: sleep
             timeout_seconds: 0.5
             with: {seconds: 30}
-        """))
+        """)
+    )
     assert time.monotonic() - started < 10
     assert states(summary) == {"stuck": "timed_out"}
     assert "timeout_seconds=0.5" in summary["steps"][0]["error"]
@@ -213,7 +223,8 @@ def test_resume_skips_steps_that_completed_with_the_same_inputs(write, run):
 
 
 def test_if_false_skips_and_shows_in_the_run(write, run):
-    summary = run(write("""
+    summary = run(
+        write("""
         name: cond
         inputs:
           enabled: {type: boolean, default: false}
@@ -223,13 +234,15 @@ def test_if_false_skips_and_shows_in_the_run(write, run):
             if: inputs.enabled
           - id: always
             uses: echo
-        """))
+        """)
+    )
     assert states(summary) == {"maybe": "skipped", "always": "completed"}
     assert "was false" in summary["steps"][0]["note"]
 
 
 def test_outputs_pass_between_steps_with_native_types(write, run):
-    summary = run(write("""
+    summary = run(
+        write("""
         name: outputs
         inputs:
           port: {type: integer, default: 2376}
@@ -240,13 +253,15 @@ def test_outputs_pass_between_steps_with_native_types(write, run):
           - id: b
             uses: typed
             with: {host: "${{ steps.a.outputs.message }}", port: "${{ steps.a.outputs.value }}"}
-        """))
+        """)
+    )
     assert summary["steps"][1]["outputs"] == {"url": "tcp://vch:2376"}
     assert summary["steps"][1]["changed"] is False
 
 
 def test_dry_run_plans_without_applying(write, run):
-    summary = run(write("""
+    summary = run(
+        write("""
         name: plan
         steps:
           - id: a
@@ -255,7 +270,9 @@ def test_dry_run_plans_without_applying(write, run):
           - id: b
             uses: echo
             with: {message: "${{ steps.a.outputs.message }}"}
-        """), dry_run=True)
+        """),
+        dry_run=True,
+    )
     assert summary["state"] == "planned"
     assert not engine_steps.JOURNAL
     assert summary["plan"][0] == {"step": "a", "action": "create", "target": "a", "detail": "create it"}
@@ -266,13 +283,15 @@ def test_blueprint_error_fails_the_flow_run_with_the_location(write, run):
     from vicflow.flows.blueprint import BlueprintError
 
     with pytest.raises(BlueprintError, match=r"bp-\w+\.yaml:5:21: step 'a': reference to undefined input"):
-        run(write("""
+        run(
+            write("""
             name: sandbox
             steps:
               - id: a
                 uses: echo
                 with: {message: "${{ inputs.__class__ }}"}
-            """))
+            """)
+        )
 
 
 SECRET = "hunter2-" + uuid.uuid4().hex[:8]
@@ -293,7 +312,8 @@ def test_secrets_are_masked_in_logs_artifacts_events_and_errors(write, run, pref
 
     default_registry().pm.register(Observer(), name="test-observer")
     try:
-        summary = run(write("""
+        summary = run(
+            write("""
             name: secrets
             steps:
               - id: show
@@ -303,7 +323,8 @@ def test_secrets_are_masked_in_logs_artifacts_events_and_errors(write, run, pref
                 uses: undoable
                 needs: show
                 with: {name: boom, fail: true, secret: "${{ secrets.db_password }}"}
-            """))
+            """)
+        )
     finally:
         default_registry().pm.unregister(name="test-observer")
     assert summary["state"] == "failed"
@@ -330,11 +351,13 @@ def _everything_prefect_stored(flow_run_id: str) -> str:
                 break
             time.sleep(0.5)
         artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
         flow_run = client.read_flow_run(flow_run_id)
         task_runs = client.read_task_runs()
-        events = client._client.post("/events/filter", json={"filter": {"any_resource": {
-            "id_prefix": ["vicflow."]}}, "limit": 50}).json()
+        events = client._client.post(
+            "/events/filter", json={"filter": {"any_resource": {"id_prefix": ["vicflow."]}}, "limit": 50}
+        ).json()
     parts = [log.message for log in logs]
     parts += [json.dumps(a.data, default=str) + (a.description or "") for a in artifacts]
     parts += [str(flow_run.state.message), json.dumps(flow_run.parameters, default=str)]
@@ -347,23 +370,33 @@ def test_run_leaves_summary_artifact_and_events(write, run, prefect_api):
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    summary = run(write("""
+    summary = run(
+        write("""
         name: observed
         steps:
           - id: only
             uses: echo
             with: {message: hi}
-        """))
+        """)
+    )
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[summary["run_id"]])))
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[summary["run_id"]]))
+        )
         table = next(a for a in artifacts if a.key == "vicflow-observed-summary")
         rows = json.loads(table.data) if isinstance(table.data, str) else table.data
         assert rows[0]["id"] == "only" and rows[0]["state"] == "completed" and rows[0]["attempts"] == 1
         deadline = time.monotonic() + 20
         while True:
-            events = client._client.post("/events/filter", json={"filter": {"any_resource": {
-                "id": ["vicflow.blueprint.observed.step.only", "vicflow.blueprint.observed"]}}, "limit": 50}).json()
+            events = client._client.post(
+                "/events/filter",
+                json={
+                    "filter": {
+                        "any_resource": {"id": ["vicflow.blueprint.observed.step.only", "vicflow.blueprint.observed"]}
+                    },
+                    "limit": 50,
+                },
+            ).json()
             names = {e["event"] for e in events.get("events", [])}
             if {"vicflow.step.started", "vicflow.step.succeeded", "vicflow.run.finished"} <= names:
                 break

@@ -1,11 +1,14 @@
 """Expressions: native types, text rendering, the sandbox, and static reference extraction."""
 
 import pytest
-
 from vicflow.flows import expressions as ex
 
-CTX = {"inputs": {"port": 2376, "hosts": ["h0", "h1"], "name": "vch02"}, "steps": {"v": {"outputs": {"ip": "10.0.0.5"}}},
-       "event": {}, "secrets": {}}
+CTX = {
+    "inputs": {"port": 2376, "hosts": ["h0", "h1"], "name": "vch02"},
+    "steps": {"v": {"outputs": {"ip": "10.0.0.5"}}},
+    "event": {},
+    "secrets": {},
+}
 
 
 def test_whole_expression_keeps_its_native_type():
@@ -24,13 +27,16 @@ def test_go_templates_and_braces_stay_plain_text():
     assert ex.render(text, CTX) == text
 
 
-@pytest.mark.parametrize("source", [
-    "${{ inputs.__class__.__mro__ }}",
-    "${{ inputs.name.__class__ }}",
-    "${{ ''.__class__.__base__.__subclasses__() }}",
-    "${{ inputs.hosts.append('x') }}",
-    "${{ lipsum.__globals__ }}",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "${{ inputs.__class__.__mro__ }}",
+        "${{ inputs.name.__class__ }}",
+        "${{ ''.__class__.__base__.__subclasses__() }}",
+        "${{ inputs.hosts.append('x') }}",
+        "${{ lipsum.__globals__ }}",
+    ],
+)
 def test_sandbox_refuses_python_internals(source):
     with pytest.raises(ex.ExpressionError):
         ex.render(source, CTX)
@@ -43,8 +49,14 @@ def test_undefined_names_are_errors_not_empty_strings():
 
 
 def test_references_are_found_statically():
-    refs = set(ex.references({"a": "${{ steps.vch.outputs.docker_host }} ${{ inputs['port'] | string }}",
-                              "b": ["${{ item.name if event.x else secrets.pw }}"]}))
+    refs = set(
+        ex.references(
+            {
+                "a": "${{ steps.vch.outputs.docker_host }} ${{ inputs['port'] | string }}",
+                "b": ["${{ item.name if event.x else secrets.pw }}"],
+            }
+        )
+    )
     assert ("steps", "vch", "outputs", "docker_host") in refs
     assert ("inputs", "port") in refs
     assert {("item", "name"), ("event", "x"), ("secrets", "pw")} <= refs

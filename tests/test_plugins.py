@@ -3,9 +3,9 @@
 import json
 
 import pytest
+from vicflow.plugins.manager import PluginError, load_registry
 
 from tests.conftest import run_cli
-from vicflow.plugins.manager import PluginError, load_registry
 
 
 def test_test_plugin_step_types_are_registered():
@@ -15,8 +15,9 @@ def test_test_plugin_step_types_are_registered():
 
 
 def test_duplicate_step_type_is_rejected_naming_both_plugins():
-    with pytest.raises(PluginError, match="'echo' is registered by both tests.plugins.engine_steps and "
-                                          "tests.plugins.duplicate_echo"):
+    with pytest.raises(
+        PluginError, match="'echo' is registered by both tests.plugins.engine_steps and tests.plugins.duplicate_echo"
+    ):
         load_registry(extra_plugins=("tests.plugins.engine_steps", "tests.plugins.duplicate_echo"), entry_points=False)
 
 
@@ -37,15 +38,17 @@ def test_missing_plugin_module_names_it():
 
 def test_deny_list_drops_a_plugin(monkeypatch):
     monkeypatch.setenv("VICFLOW_PLUGINS_DENY", "tests.plugins.duplicate_*")
-    registry = load_registry(extra_plugins=("tests.plugins.engine_steps", "tests.plugins.duplicate_echo"),
-                             entry_points=False)
+    registry = load_registry(
+        extra_plugins=("tests.plugins.engine_steps", "tests.plugins.duplicate_echo"), entry_points=False
+    )
     assert "tests.plugins.duplicate_echo" not in registry.plugins
 
 
 def test_allow_list_keeps_only_what_it_names(monkeypatch):
     monkeypatch.setenv("VICFLOW_PLUGINS_ALLOW", "tests.plugins.engine_steps")
-    registry = load_registry(extra_plugins=("tests.plugins.engine_steps", "tests.plugins.duplicate_echo"),
-                             entry_points=False)
+    registry = load_registry(
+        extra_plugins=("tests.plugins.engine_steps", "tests.plugins.duplicate_echo"), entry_points=False
+    )
     assert list(registry.plugins) == ["tests.plugins.engine_steps"]
 
 

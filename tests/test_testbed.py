@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 import docker
 import pytest
-
-from tests.helpers import free_port, run_registry, wait_http
 from vicflow.plugins.builtin import registry_api
 from vicflow.plugins.builtin.vsphere import Sessions, VSphereParams
 from vicflow.plugins.step import PermanentError, StepContext
+
+from tests.helpers import free_port, run_registry, wait_http
 
 
 def _ctx():
@@ -21,8 +22,7 @@ def _ctx():
 
 def test_pyvmomi_logs_in_to_the_simulator_with_the_pinned_thumbprint(vcsim):
     sessions = Sessions()
-    params = VSphereParams(server=vcsim.url, user=vcsim.username, password=vcsim.password,
-                           thumbprint=vcsim.thumbprint)
+    params = VSphereParams(server=vcsim.url, user=vcsim.username, password=vcsim.password, thumbprint=vcsim.thumbprint)
     si = sessions.get(params, _ctx())
     content = si.RetrieveContent()
     assert content.about.apiType == "VirtualCenter"
@@ -52,24 +52,34 @@ def test_app_and_postgres_on_a_user_network_with_a_volume_and_a_published_port(d
     port = free_port()
     try:
         db = docker_client.containers.run(
-            "vicflow-test/postgres:15", name=f"smoke-db-{tag}", detach=True, network=network.name,
-            environment={"POSTGRES_USER": "gogsuser", "POSTGRES_PASSWORD": "pw-smoke", "POSTGRES_DB": "gogsdb",
-                         "PGDATA": "/var/lib/postgresql/data/data"},
-            volumes={volume.name: {"bind": "/var/lib/postgresql/data", "mode": "rw"}})
+            "vicflow-test/postgres:15",
+            name=f"smoke-db-{tag}",
+            detach=True,
+            network=network.name,
+            environment={
+                "POSTGRES_USER": "gogsuser",
+                "POSTGRES_PASSWORD": "pw-smoke",
+                "POSTGRES_DB": "gogsdb",
+                "PGDATA": "/var/lib/postgresql/data/data",
+            },
+            volumes={volume.name: {"bind": "/var/lib/postgresql/data", "mode": "rw"}},
+        )
         network.disconnect(db)
         network.connect(db, aliases=["gogsdb"])
-        app = docker_client.containers.run(
-            "vicflow-test/app:1.0", name=f"smoke-app-{tag}", detach=True, network=network.name,
+        docker_client.containers.run(
+            "vicflow-test/app:1.0",
+            name=f"smoke-app-{tag}",
+            detach=True,
+            network=network.name,
             environment={"DB_HOST": "gogsdb", "DB_USER": "gogsuser", "DB_PASSWORD": "pw-smoke", "DB_NAME": "gogsdb"},
-            ports={"3000/tcp": ("127.0.0.1", port)})
+            ports={"3000/tcp": ("127.0.0.1", port)},
+        )
         health = wait_http(f"http://127.0.0.1:{port}/health", timeout=90)
         assert health.json() == {"status": "ok", "database": "ok", "version": "1.0"}
     finally:
         for name in (f"smoke-app-{tag}", f"smoke-db-{tag}"):
-            try:
+            with contextlib.suppress(docker.errors.NotFound):
                 docker_client.containers.get(name).remove(force=True)
-            except docker.errors.NotFound:
-                pass
         network.remove()
         volume.remove(force=True)
 

@@ -72,9 +72,7 @@ def generate(folder: str | Path, cname: str, names: list[str], client: bool = Tr
     ca_cert = (
         _builder(f"{cname} CA", _name(f"{cname} CA"), ca_key, days)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
     server_key = _key()
@@ -84,8 +82,11 @@ def generate(folder: str | Path, cname: str, names: list[str], client: bool = Tr
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    paths = {"ca": folder / "ca.pem", "server_cert": folder / "server-cert.pem",
-             "server_key": folder / "server-key.pem"}
+    paths = {
+        "ca": folder / "ca.pem",
+        "server_cert": folder / "server-cert.pem",
+        "server_key": folder / "server-key.pem",
+    }
     _write(paths["ca"], ca_cert.public_bytes(serialization.Encoding.PEM))
     _write(paths["server_cert"], server_cert.public_bytes(serialization.Encoding.PEM))
     _write(paths["server_key"], _pem_key(server_key), private=True)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from pydantic import Field
-
 from vicflow.plugins.step import Params, PermanentError
 
 
@@ -28,26 +29,33 @@ def docker_client(params: DockerParams):
 
     host = params.docker_host or os.environ.get("DOCKER_HOST")
     if not host:
-        raise PermanentError("no Docker host given", "set docker_host (e.g. the vch step's docker_host output) "
-                             "or DOCKER_HOST")
+        raise PermanentError(
+            "no Docker host given", "set docker_host (e.g. the vch step's docker_host output) or DOCKER_HOST"
+        )
     cert_path = params.cert_path or os.environ.get("DOCKER_CERT_PATH")
     ca = params.ca or (f"{cert_path}/ca.pem" if cert_path else None)
     cert = params.cert or (f"{cert_path}/cert.pem" if cert_path and os.path.exists(f"{cert_path}/cert.pem") else None)
     key = params.key or (f"{cert_path}/key.pem" if cert_path and os.path.exists(f"{cert_path}/key.pem") else None)
     verify = params.tls_verify
     if verify is None:
-        verify = bool(ca) if os.environ.get("DOCKER_TLS_VERIFY") in (None, "") else \
-            os.environ["DOCKER_TLS_VERIFY"] not in ("0", "false")
+        verify = (
+            bool(ca)
+            if os.environ.get("DOCKER_TLS_VERIFY") in (None, "")
+            else os.environ["DOCKER_TLS_VERIFY"] not in ("0", "false")
+        )
     use_tls = params.tls if params.tls is not None else (host.endswith(":2376") or bool(ca) or bool(cert))
     timeout = int(params.api_timeout_seconds)
     if not use_tls:
         return docker.DockerClient(base_url=host, timeout=timeout)
     for label, path in (("ca", ca if verify else None), ("cert", cert), ("key", key)):
         if path and not os.path.exists(path):
-            raise PermanentError(f"TLS {label} file {path} does not exist",
-                                 "point ca/cert/key (or cert_path) at the files vch_create wrote")
-    tls = docker.tls.TLSConfig(client_cert=(cert, key) if cert and key else None,
-                               ca_cert=ca if verify else None, verify=verify)
+            raise PermanentError(
+                f"TLS {label} file {path} does not exist",
+                "point ca/cert/key (or cert_path) at the files vch_create wrote",
+            )
+    tls = docker.tls.TLSConfig(
+        client_cert=(cert, key) if cert and key else None, ca_cert=ca if verify else None, verify=verify
+    )
     url = host.replace("tcp://", "https://")
     # requests lets REQUESTS_CA_BUNDLE override a session's CA (requests#3829), and the SDK negotiates
     # the API version inside its constructor: probe with trust_env off, then pin the version.
@@ -72,9 +80,23 @@ def _unreachable(host: str, exc: Exception, has_client_cert: bool) -> Exception:
 
     text = str(exc)
     if not has_client_cert and ("ALERT_BAD_CERTIFICATE" in text or "CERTIFICATE_REQUIRED" in text):
-        return PermanentError(f"the Docker API at {host} requires a client certificate (a tls_verify VCH)",
-                              "pass cert and key, or cert_path with the cert.pem/key.pem vch_create wrote")
+        return PermanentError(
+            f"the Docker API at {host} requires a client certificate (a tls_verify VCH)",
+            "pass cert and key, or cert_path with the cert.pem/key.pem vch_create wrote",
+        )
     if "CERTIFICATE_VERIFY_FAILED" in text or "certificate" in text.lower():
-        return PermanentError(f"TLS handshake with the Docker API at {host} failed: {text[:300]}",
-                              "check ca/cert/key: they must be the ones generated for this VCH (tls_verify)")
+        return PermanentError(
+            f"TLS handshake with the Docker API at {host} failed: {text[:300]}",
+            "check ca/cert/key: they must be the ones generated for this VCH (tls_verify)",
+        )
     return TransientError(f"cannot reach the Docker API at {host}: {text[:300]}")
+
+
+@contextmanager
+def connected(params: DockerParams) -> Iterator:
+    """``docker_client(params)``, closed at the end of the block."""
+    client = docker_client(params)
+    try:
+        yield client
+    finally:
+        client.close()

@@ -36,8 +36,13 @@ def _upload_blob(base: str, repo: str, data: bytes, timeout: float, auth) -> str
     if location.startswith("/"):
         location = base + location
     sep = "&" if "?" in location else "?"
-    done = requests.put(f"{location}{sep}digest={digest}", data=data, timeout=timeout, auth=auth,
-                        headers={"Content-Type": "application/octet-stream"})
+    done = requests.put(
+        f"{location}{sep}digest={digest}",
+        data=data,
+        timeout=timeout,
+        auth=auth,
+        headers={"Content-Type": "application/octet-stream"},
+    )
     done.raise_for_status()
     return digest
 
@@ -49,18 +54,37 @@ def push_foreign_layer_manifest(base_url: str, repo: str, tag: str, timeout: flo
     registry"); a registry that allows foreign-layer URLs answers 201.
     """
     base = base_url.rstrip("/")
-    config = json.dumps({"architecture": "amd64", "os": "windows", "rootfs": {"type": "layers", "diff_ids": [
-        "sha256:" + hashlib.sha256(b"vicflow-foreign-layer").hexdigest()]}}).encode()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "windows",
+            "rootfs": {
+                "type": "layers",
+                "diff_ids": ["sha256:" + hashlib.sha256(b"vicflow-foreign-layer").hexdigest()],
+            },
+        }
+    ).encode()
     config_digest = _upload_blob(base, repo, config, timeout, auth)
     manifest = {
-        "schemaVersion": 2, "mediaType": MANIFEST_V2,
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_V2,
         "config": {"mediaType": CONFIG_V1, "size": len(config), "digest": config_digest},
-        "layers": [{"mediaType": FOREIGN_LAYER, "size": 1024,
-                    "digest": "sha256:" + hashlib.sha256(os.urandom(16)).hexdigest(),
-                    "urls": ["https://go.microsoft.com/fwlink/?linkid=837858"]}],
+        "layers": [
+            {
+                "mediaType": FOREIGN_LAYER,
+                "size": 1024,
+                "digest": "sha256:" + hashlib.sha256(os.urandom(16)).hexdigest(),
+                "urls": ["https://go.microsoft.com/fwlink/?linkid=837858"],
+            }
+        ],
     }
-    response = requests.put(f"{base}/v2/{repo}/manifests/{tag}", data=json.dumps(manifest), timeout=timeout,
-                            auth=auth, headers={"Content-Type": MANIFEST_V2})
+    response = requests.put(
+        f"{base}/v2/{repo}/manifests/{tag}",
+        data=json.dumps(manifest),
+        timeout=timeout,
+        auth=auth,
+        headers={"Content-Type": MANIFEST_V2},
+    )
     code = None
     try:
         errors = response.json().get("errors") or []
@@ -69,8 +93,9 @@ def push_foreign_layer_manifest(base_url: str, repo: str, tag: str, timeout: flo
         detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors) or response.text[:300]
     except ValueError:
         detail = response.text[:300]
-    return PushResult(response.status_code, response.status_code == 201, code, detail,
-                      response.headers.get("Docker-Content-Digest"))
+    return PushResult(
+        response.status_code, response.status_code == 201, code, detail, response.headers.get("Docker-Content-Digest")
+    )
 
 
 def delete_manifest(base_url: str, repo: str, digest: str, timeout: float = 10, auth=None) -> int:
@@ -80,7 +105,8 @@ def delete_manifest(base_url: str, repo: str, digest: str, timeout: float = 10, 
 
 def manifest(base_url: str, repo: str, ref: str, timeout: float = 10, auth=None) -> tuple[str, dict]:
     """The stored manifest's media type and body, asking for schema 2 (else distribution converts to 1)."""
-    response = requests.get(f"{base_url.rstrip('/')}/v2/{repo}/manifests/{ref}", timeout=timeout, auth=auth,
-                            headers={"Accept": MANIFEST_V2})
+    response = requests.get(
+        f"{base_url.rstrip('/')}/v2/{repo}/manifests/{ref}", timeout=timeout, auth=auth, headers={"Accept": MANIFEST_V2}
+    )
     response.raise_for_status()
     return response.headers.get("Content-Type", ""), response.json()

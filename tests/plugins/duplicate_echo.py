@@ -1,7 +1,8 @@
 """Registers a step type named like one of engine_steps' (for the duplicate test)."""
 
-from tests.plugins.engine_steps import Echo
 from vicflow.plugins import hookimpl
+
+from tests.plugins.engine_steps import Echo
 
 
 @hookimpl

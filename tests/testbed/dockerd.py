@@ -33,15 +33,15 @@ class Engine:
     def client(self, which: str = "socket", timeout: int = 120):
         """A DockerClient on the socket, the plain TCP port, or the TLS port (with the test client cert)."""
         import docker
-
         from vicflow.plugins.builtin.dockerapi import DockerParams, docker_client
 
         if which == "socket":
             return docker.DockerClient(base_url=self.socket_url, timeout=timeout)
         if which == "plain":
             return docker.DockerClient(base_url=self.plain_url, timeout=timeout)
-        return docker_client(DockerParams(docker_host=self.tls_url, cert_path=self.cert_dir,
-                                          api_timeout_seconds=timeout))
+        return docker_client(
+            DockerParams(docker_host=self.tls_url, cert_path=self.cert_dir, api_timeout_seconds=timeout)
+        )
 
 
 def _ping(url: str) -> bool:
@@ -69,8 +69,9 @@ def _certs() -> None:
 
 def _spawn(cmd: list[str], log: Path, pidfile: Path) -> None:
     with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
     pidfile.write_text(str(proc.pid))
 
 
@@ -89,17 +90,40 @@ def start(timeout: float = 90) -> Engine:
     _certs()
     if not _ping(eng.socket_url):
         say(f"starting dockerd on {SOCKET}, {TLS} (TLS verify); log {STATE / 'dockerd.log'}")
-        _spawn(["dockerd", "--host", f"unix://{SOCKET}", "--host", TLS,
-                "--tlsverify", "--tlscacert", str(CERTS / "ca.pem"),
-                "--tlscert", str(CERTS / "server-cert.pem"), "--tlskey", str(CERTS / "server-key.pem"),
-                "--data-root", str(STATE / "docker"), "--exec-root", str(RUN / "exec"),
-                "--pidfile", str(RUN / "dockerd.pid"), "--storage-driver", "overlay2"],
-               STATE / "dockerd.log", RUN / "dockerd.launcher.pid")
+        _spawn(
+            [
+                "dockerd",
+                "--host",
+                f"unix://{SOCKET}",
+                "--host",
+                TLS,
+                "--tlsverify",
+                "--tlscacert",
+                str(CERTS / "ca.pem"),
+                "--tlscert",
+                str(CERTS / "server-cert.pem"),
+                "--tlskey",
+                str(CERTS / "server-key.pem"),
+                "--data-root",
+                str(STATE / "docker"),
+                "--exec-root",
+                str(RUN / "exec"),
+                "--pidfile",
+                str(RUN / "dockerd.pid"),
+                "--storage-driver",
+                "overlay2",
+            ],
+            STATE / "dockerd.log",
+            RUN / "dockerd.launcher.pid",
+        )
         eng.started_here = True
     if not _ping(eng.plain_url):
         say(f"forwarding {PLAIN} (no TLS) to the socket with socat")
-        _spawn(["socat", "TCP-LISTEN:2375,bind=127.0.0.1,reuseaddr,fork", f"UNIX-CONNECT:{SOCKET}"],
-               STATE / "socat.log", RUN / "socat.pid")
+        _spawn(
+            ["socat", "TCP-LISTEN:2375,bind=127.0.0.1,reuseaddr,fork", f"UNIX-CONNECT:{SOCKET}"],
+            STATE / "socat.log",
+            RUN / "socat.pid",
+        )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if _ping(eng.socket_url) and _ping(eng.plain_url):

@@ -21,17 +21,23 @@ from tests.testbed import REPO, STATE, TestbedError, say
 
 SUITE = "bookworm"
 MIRROR = os.environ.get("VICFLOW_DEBIAN_MIRROR", "http://deb.debian.org/debian")
-PACKAGES = ("postgresql-15", "docker-registry", "python3-minimal", "python3-psycopg2", "busybox",
-            "ca-certificates")
+PACKAGES = ("postgresql-15", "docker-registry", "python3-minimal", "python3-psycopg2", "busybox", "ca-certificates")
 OVERLAY = REPO / "tests" / "testbed" / "rootfs"
-TRIM = ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man",
-        "usr/share/info", "usr/share/locale", "usr/share/postgresql/15/man")
+TRIM = (
+    "var/cache/apt/archives",
+    "var/lib/apt/lists",
+    "usr/share/doc",
+    "usr/share/man",
+    "usr/share/info",
+    "usr/share/locale",
+    "usr/share/postgresql/15/man",
+)
 
 REGISTRY = 'CMD ["/usr/bin/docker-registry", "serve", "/etc/docker/registry/{}.yml"]\nEXPOSE 5000'
 IMAGES: dict[str, str] = {
     "vicflow-test/busybox:latest": 'CMD ["busybox", "sh"]',
-    "vicflow-test/postgres:15": 'ENV PGDATA=/var/lib/postgresql/data\nSTOPSIGNAL SIGINT\nEXPOSE 5432\n'
-                                'ENTRYPOINT ["/usr/local/bin/postgres-entrypoint"]',
+    "vicflow-test/postgres:15": "ENV PGDATA=/var/lib/postgresql/data\nSTOPSIGNAL SIGINT\nEXPOSE 5432\n"
+    'ENTRYPOINT ["/usr/local/bin/postgres-entrypoint"]',
     "vicflow-test/app:1.0": 'ENV APP_VERSION=1.0\nEXPOSE 3000 22\nCMD ["/usr/local/bin/vicflow-test-app"]',
     "vicflow-test/app:1.1": 'ENV APP_VERSION=1.1\nEXPOSE 3000 22\nCMD ["/usr/local/bin/vicflow-test-app"]',
     "vicflow-test/registry:photon-2.6.0": REGISTRY.format("photon-2.6.0"),
@@ -65,10 +71,14 @@ def rootfs_tarball() -> Path:
         started = time.monotonic()
         result = subprocess.run(
             ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(root), MIRROR],
-            capture_output=True, text=True, timeout=1200)
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
         if result.returncode:
-            raise TestbedError(f"debootstrap failed (exit {result.returncode}):\n{result.stdout[-3000:]}"
-                               f"\n{result.stderr[-2000:]}")
+            raise TestbedError(
+                f"debootstrap failed (exit {result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-2000:]}"
+            )
         for rel in TRIM:
             shutil.rmtree(root / rel, ignore_errors=True)
         subprocess.run(["tar", "-C", str(root), "-cf", str(tarball) + ".tmp", "."], check=True, timeout=600)
@@ -102,13 +112,17 @@ def build_all(client) -> list[str]:
     if not client.images.list(name=debian):
         say(f"docker import {tarball.name} as {debian}")
         with open(tarball, "rb") as data:
-            client.api.import_image_from_data(data.read(), repository=debian.split(":")[0],
-                                              tag=debian.split(":")[1])
+            client.api.import_image_from_data(data.read(), repository=debian.split(":")[0], tag=debian.split(":")[1])
     base = f"vicflow-test/base:{_overlay_digest()}"
     if not client.images.list(name=base):
         say(f"building {base} (tests/testbed/rootfs on top of {debian})")
-        client.images.build(fileobj=_context(f"FROM {debian}\nCOPY rootfs/ /\n", True), custom_context=True,
-                            tag=base, rm=True, forcerm=True)
+        client.images.build(
+            fileobj=_context(f"FROM {debian}\nCOPY rootfs/ /\n", True),
+            custom_context=True,
+            tag=base,
+            rm=True,
+            forcerm=True,
+        )
     for tag, tail in IMAGES.items():
         label = f"vicflow.testbed.base={base}"
         current = client.images.list(name=tag, filters={"label": label})
@@ -116,6 +130,5 @@ def build_all(client) -> list[str]:
             continue
         say(f"building {tag}")
         dockerfile = f'FROM {base}\nLABEL vicflow.testbed.base="{base}"\n{tail}\n'
-        client.images.build(fileobj=_context(dockerfile, False),
-                            custom_context=True, tag=tag, rm=True, forcerm=True)
+        client.images.build(fileobj=_context(dockerfile, False), custom_context=True, tag=tag, rm=True, forcerm=True)
     return list(IMAGES)

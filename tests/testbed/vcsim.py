@@ -26,10 +26,15 @@ def binary() -> str:
         raise TestbedError("govmomi sources missing: apt-get install golang-github-vmware-govmomi-dev")
     out.parent.mkdir(parents=True, exist_ok=True)
     say(f"building the vCenter simulator into {out}")
-    env = dict(os.environ, GOPATH="/usr/share/gocode", GO111MODULE="off", GOFLAGS="",
-               GOCACHE=str(STATE / "gocache"))
-    result = subprocess.run(["go", "build", "-o", str(out) + ".tmp", "."], cwd=SOURCE.parent, env=env,
-                            capture_output=True, text=True, timeout=600)
+    env = dict(os.environ, GOPATH="/usr/share/gocode", GO111MODULE="off", GOFLAGS="", GOCACHE=str(STATE / "gocache"))
+    result = subprocess.run(
+        ["go", "build", "-o", str(out) + ".tmp", "."],
+        cwd=SOURCE.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if result.returncode:
         raise TestbedError(f"go build of {SOURCE} failed:\n{result.stderr}")
     os.replace(str(out) + ".tmp", out)
@@ -58,13 +63,41 @@ class Simulator:
                 self.process.wait(timeout=10)
 
 
-def start(hosts: int = 3, delay_ms: int = 0, tls: bool = True, clusters: int = 1,
-          datastores: int = 2, portgroups: int = 3, vms: int = 1, username: str = "vicflow",
-          password: str = "vicflow-pass", timeout: float = 30) -> Simulator:
+def start(
+    hosts: int = 3,
+    delay_ms: int = 0,
+    tls: bool = True,
+    clusters: int = 1,
+    datastores: int = 2,
+    portgroups: int = 3,
+    vms: int = 1,
+    username: str = "vicflow",
+    password: str = "vicflow-pass",
+    timeout: float = 30,
+) -> Simulator:
     """Start a simulator on a free 127.0.0.1 port and wait until it prints its URL."""
-    cmd = [binary(), "-listen", "127.0.0.1:0", f"-tls={str(tls).lower()}", "-host", str(hosts),
-           "-cluster", str(clusters), "-ds", str(datastores), "-pg", str(portgroups), "-vm", str(vms),
-           "-delay", str(delay_ms), "-username", username, "-password", password]
+    cmd = [
+        binary(),
+        "-listen",
+        "127.0.0.1:0",
+        f"-tls={str(tls).lower()}",
+        "-host",
+        str(hosts),
+        "-cluster",
+        str(clusters),
+        "-ds",
+        str(datastores),
+        "-pg",
+        str(portgroups),
+        "-vm",
+        str(vms),
+        "-delay",
+        str(delay_ms),
+        "-username",
+        username,
+        "-password",
+        password,
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     found: dict[str, str] = {}
     deadline = time.monotonic() + timeout

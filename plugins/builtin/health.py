@@ -1,0 +1,133 @@
+"""``health_check``: HTTP(S), TCP, container state/health and Postgres, retried until a deadline."""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from typing import Any, Literal
+
+import requests
+from pydantic import Field, model_validator
+from vicflow.plugins import Change, StepType, TransientError, hookimpl
+from vicflow.plugins.builtin import pgwire
+from vicflow.plugins.builtin.dockerapi import DockerParams, connected
+
+
+class HealthParams(DockerParams):
+    kind: Literal["http", "tcp", "container", "postgres"]
+    url: str | None = Field(None, description="http: the URL to GET")
+    expect_status: int | list[int] = Field(200, description="http: accepted status code(s)")
+    body_regex: str | None = Field(None, description="http: a regex the body must match")
+    headers: dict[str, str] = Field(default_factory=dict)
+    ca: str | None = Field(None, description="http: CA file for https")
+    verify_tls: bool = True
+    host: str | None = Field(None, description="tcp/postgres: host")
+    port: int | None = Field(None, description="tcp/postgres: port (postgres default 5432)")
+    container: str | None = Field(None, description="container: name or id")
+    user: str = "postgres"
+    password: str | None = None
+    database: str | None = None
+    deadline_seconds: float = Field(60, gt=0, description="keep trying this long")
+    interval_seconds: float = Field(2, ge=0)
+    attempt_timeout_seconds: float = Field(5, gt=0)
+
+    @model_validator(mode="after")
+    def _needs(self):
+        required = {"http": ["url"], "tcp": ["host", "port"], "container": ["container"], "postgres": ["host"]}
+        missing = [f for f in required[self.kind] if getattr(self, f) in (None, "")]
+        if missing:
+            raise ValueError(f"kind {self.kind} needs {', '.join(missing)}")
+        return self
+
+
+class HealthCheck(StepType):
+    """Probe until it passes or the deadline passes; the failure names the last error."""
+
+    Params = HealthParams
+    outputs = {
+        "latency_ms": "latency of the passing attempt",
+        "attempts": "attempts made",
+        "detail": "what the passing attempt saw",
+    }
+
+    def plan(self, params: HealthParams, ctx) -> list[Change]:
+        return [Change("none", _target(params), f"{params.kind} check (read-only)")]
+
+    def apply(self, params: HealthParams, ctx) -> dict[str, Any]:
+        ctx.changed = False
+        deadline = min(time.monotonic() + params.deadline_seconds, ctx.deadline or float("inf"))
+        attempt, last = 0, ""
+        while True:
+            attempt += 1
+            started = time.monotonic()
+            try:
+                detail = PROBES[params.kind](params, min(params.attempt_timeout_seconds, max(0.5, deadline - started)))
+                latency = (time.monotonic() - started) * 1000
+                ctx.logger.info("%s attempt %d passed in %.0f ms: %s", _target(params), attempt, latency, detail)
+                return {"latency_ms": round(latency, 1), "attempts": attempt, "detail": detail}
+            except Exception as exc:  # every failure is a reason to try again until the deadline
+                last = f"{type(exc).__name__}: {exc}" if not isinstance(exc, AssertionError) else str(exc)
+                latency = (time.monotonic() - started) * 1000
+                ctx.logger.info("%s attempt %d failed after %.0f ms: %s", _target(params), attempt, latency, last)
+            if time.monotonic() + params.interval_seconds >= deadline:
+                raise TransientError(
+                    f"{_target(params)} did not pass within {params.deadline_seconds:g}s "
+                    f"({attempt} attempts); last error: {last}",
+                    "check the service's logs; raise deadline_seconds if it is only slow",
+                )
+            time.sleep(params.interval_seconds)
+
+
+def _target(params: HealthParams) -> str:
+    return {
+        "http": params.url,
+        "tcp": f"{params.host}:{params.port}",
+        "container": params.container,
+        "postgres": f"postgres://{params.user}@{params.host}:{params.port or 5432}/{params.database or params.user}",
+    }[params.kind]
+
+
+def _http(params: HealthParams, timeout: float) -> str:
+    session = requests.Session()
+    session.trust_env = False  # a pinned CA must not be replaced by REQUESTS_CA_BUNDLE
+    verify: Any = params.ca if params.ca else params.verify_tls
+    response = session.get(params.url, headers=params.headers, timeout=timeout, verify=verify)
+    accepted = params.expect_status if isinstance(params.expect_status, list) else [params.expect_status]
+    assert response.status_code in accepted, f"HTTP {response.status_code} (expected {accepted}): {response.text[:200]}"
+    if params.body_regex:
+        assert re.search(params.body_regex, response.text), (
+            f"body does not match {params.body_regex!r}: {response.text[:200]}"
+        )
+    return f"HTTP {response.status_code}"
+
+
+def _tcp(params: HealthParams, timeout: float) -> str:
+    with socket.create_connection((params.host, params.port), timeout=timeout):
+        return "connected"
+
+
+def _container(params: HealthParams, timeout: float) -> str:
+    params = params.model_copy(update={"api_timeout_seconds": max(1, timeout)})
+    with connected(params) as client:
+        container = client.containers.get(params.container)
+        state = container.attrs["State"]
+        health = (state.get("Health") or {}).get("Status")
+        assert state.get("Running"), f"container {params.container} is {state.get('Status')}"
+        assert health in (None, "healthy"), f"container {params.container} is running but {health}"
+        return f"running{', ' + health if health else ''}"
+
+
+def _postgres(params: HealthParams, timeout: float) -> str:
+    version = pgwire.check(
+        params.host, params.port or 5432, params.user, params.password, params.database or params.user, timeout
+    )
+    return f"SELECT 1 ok (server {version})"
+
+
+PROBES = {"http": _http, "tcp": _tcp, "container": _container, "postgres": _postgres}
+
+
+@hookimpl
+def register_step_types(register):
+    register("health_check", HealthCheck)

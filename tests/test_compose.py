@@ -1,0 +1,285 @@
+"""compose_up / compose_down / health_check against the test bed's real dockerd and images."""
+
+from __future__ import annotations
+
+import textwrap
+import uuid
+
+import pytest
+import requests
+from vicflow.plugins.builtin.compose import ComposeDown, ComposeUp
+from vicflow.plugins.builtin.composefile import ComposeError
+from vicflow.plugins.builtin.health import HealthCheck
+from vicflow.plugins.step import PermanentError, TransientError
+
+from tests import stepkit
+from tests.helpers import free_port, wait_http
+
+pytestmark = pytest.mark.docker
+PLAIN = "tcp://127.0.0.1:2375"
+
+
+@pytest.fixture
+def gogs(docker_engine, docker_images):
+    """Parameters that deploy the seed's gogs compose file on the test engine, and cleanup."""
+    http_port, ssh_port = free_port(), free_port()
+    params = dict(
+        docker_host=PLAIN,
+        files=["gogs/docker-compose.yml"],
+        project=f"gogs{uuid.uuid4().hex[:6]}",
+        volume_driver="local",
+        use_os_environ=False,
+        environment={
+            "GOGS_IMAGE": "vicflow-test/app:1.0",
+            "POSTGRES_IMAGE": "vicflow-test/postgres:15",
+            "GOGS_DB_PASSWORD": "gogs-pw-1",
+            "GOGS_PUBLISH_IP": "127.0.0.1",
+            "GOGS_HTTP_PORT": str(http_port),
+            "GOGS_SSH_PORT": str(ssh_port),
+        },
+    )
+    params["url"] = f"http://127.0.0.1:{http_port}"
+    yield params
+    url = params.pop("url")
+    del url
+    stepkit.apply(ComposeDown, **{k: v for k, v in params.items() if k != "volume_driver"}, volumes=True)
+
+
+def up(params, ctx=None):
+    return stepkit.apply(ComposeUp, ctx, **{k: v for k, v in params.items() if k != "url"})
+
+
+def ids(outputs):
+    return {c["service"]: c["id"] for c in outputs["containers"]}
+
+
+def test_gogs_comes_up_answers_and_keeps_data_across_down_and_up(gogs, docker_client):
+    outputs, _ = up(gogs)
+    assert sorted(outputs["created"]) == ["gogs", "gogsdb"]
+    health = wait_http(f"{gogs['url']}/health", timeout=120)
+    assert health.json()["database"] == "ok"
+    assert requests.post(f"{gogs['url']}/notes", data="first commit", timeout=10).status_code == 201
+
+    labels = docker_client.containers.list(filters={"label": f"com.docker.compose.project={gogs['project']}"})
+    assert {c.labels["com.docker.compose.service"] for c in labels} == {"gogs", "gogsdb"}
+    app = docker_client.containers.get("gogsapp")
+    assert app.labels["com.docker.compose.oneoff"] == "False"
+    assert app.labels["com.docker.compose.container-number"] == "1"
+    assert app.labels["com.docker.compose.project.config_files"].endswith("blueprints/gogs/docker-compose.yml")
+    assert len(app.labels["com.docker.compose.config-hash"]) == 64
+    assert app.attrs["HostConfig"]["RestartPolicy"]["Name"] == "on-failure"
+
+    down = {k: v for k, v in gogs.items() if k not in ("url", "volume_driver")}
+    removed, _ = stepkit.apply(ComposeDown, **down)
+    assert sorted(removed["removed_containers"]) == ["gogsapp", "gogsdb"]
+    assert removed["removed_volumes"] == []
+    up(gogs)
+    wait_http(f"{gogs['url']}/health", timeout=120)
+    assert requests.get(f"{gogs['url']}/notes", timeout=10).json() == ["first commit"]
+
+
+def test_rerun_recreates_nothing_and_a_changed_env_recreates_one_service(gogs):
+    first, _ = up(gogs)
+    second, ctx = up(gogs)
+    assert ids(second) == ids(first)
+    assert sorted(second["unchanged"]) == ["gogs", "gogsdb"] and ctx.changed is False
+
+    gogs["environment"]["GOGS_IMAGE"] = "vicflow-test/app:1.1"
+    third, _ = up(gogs)
+    assert third["recreated"] == ["gogs"] and third["unchanged"] == ["gogsdb"]
+    assert ids(third)["gogsdb"] == ids(first)["gogsdb"] and ids(third)["gogs"] != ids(first)["gogs"]
+    assert wait_http(f"{gogs['url']}/health", timeout=120).json()["version"] == "1.1"
+
+
+def test_plan_lists_create_recreate_and_unchanged(gogs):
+    params = {k: v for k, v in gogs.items() if k != "url"}
+    assert {c.target.split("/")[1]: c.action for c in stepkit.plan(ComposeUp, **params)} == {
+        "gogs": "create",
+        "gogsdb": "create",
+    }
+    up(gogs)
+    params["environment"] = {**params["environment"], "GOGS_IMAGE": "vicflow-test/app:1.1"}
+    assert {c.target.split("/")[1]: c.action for c in stepkit.plan(ComposeUp, **params)} == {
+        "gogs": "recreate",
+        "gogsdb": "none",
+    }
+
+
+def test_rollback_restores_the_replaced_container(gogs, docker_client):
+    up(gogs)
+    wait_http(f"{gogs['url']}/health", timeout=120)
+    gogs["environment"]["GOGS_IMAGE"] = "vicflow-test/app:1.1"
+    outputs, ctx = up(gogs)
+    assert outputs["recreated"] == ["gogs"]
+    stepkit.rollback(ComposeUp, ctx, **{k: v for k, v in gogs.items() if k != "url"})
+    assert wait_http(f"{gogs['url']}/health", timeout=120).json()["version"] == "1.0"
+    assert docker_client.containers.get("gogsapp").labels["com.docker.compose.project"] == gogs["project"]
+
+
+def _write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text).lstrip("\n"))
+    return str(path)
+
+
+def test_two_files_merge_in_order(tmp_path, docker_engine, docker_images, docker_client):
+    project = f"merge{uuid.uuid4().hex[:6]}"
+    base = _write(
+        tmp_path,
+        "base.yml",
+        """
+        services:
+          box:
+            image: vicflow-test/busybox:latest
+            command: ["sleep", "600"]
+            stop_signal: SIGKILL
+            environment: {A: "1", B: "base"}
+            labels: {tier: base}
+        """,
+    )
+    override = _write(
+        tmp_path,
+        "override.yml",
+        """
+        services:
+          box:
+            environment: {B: "override", C: "3"}
+            labels: {extra: "yes"}
+        """,
+    )
+    outputs, _ = stepkit.apply(ComposeUp, docker_host=PLAIN, files=[base, override], project=project)
+    container = docker_client.containers.get(outputs["containers"][0]["id"])
+    env = dict(e.split("=", 1) for e in container.attrs["Config"]["Env"])
+    assert (env["A"], env["B"], env["C"]) == ("1", "override", "3")
+    assert container.labels["tier"] == "base" and container.labels["extra"] == "yes"
+    assert container.labels["com.docker.compose.project.config_files"] == f"{base},{override}"
+    stepkit.apply(ComposeDown, docker_host=PLAIN, project=project)
+
+
+def test_depends_on_service_healthy_waits_for_the_healthcheck(tmp_path, docker_engine, docker_images, docker_client):
+    project = f"healthy{uuid.uuid4().hex[:6]}"
+    path = _write(
+        tmp_path,
+        "compose.yml",
+        """
+        services:
+          slow:
+            image: vicflow-test/busybox:latest
+            command: ["sh", "-c", "sleep 3; touch /tmp/ready; sleep 600"]
+            stop_signal: SIGKILL
+            healthcheck:
+              test: ["CMD", "test", "-f", "/tmp/ready"]
+              interval: 1s
+              retries: 30
+          after:
+            image: vicflow-test/busybox:latest
+            command: ["sleep", "600"]
+            stop_signal: SIGKILL
+            depends_on:
+              slow: {condition: service_healthy}
+        """,
+    )
+    stepkit.apply(ComposeUp, docker_host=PLAIN, files=[path], project=project)
+    slow = docker_client.containers.get(f"{project}-slow-1")
+    after = docker_client.containers.get(f"{project}-after-1")
+    assert slow.attrs["State"]["Health"]["Status"] == "healthy"
+    health_log = slow.attrs["State"]["Health"]["Log"]
+    first_pass = min(entry["End"] for entry in health_log if entry["ExitCode"] == 0)
+    assert after.attrs["State"]["StartedAt"] > first_pass
+    stepkit.apply(ComposeDown, docker_host=PLAIN, project=project)
+
+
+@pytest.mark.parametrize(
+    ("snippet", "message"),
+    [
+        ("    deploy: {replicas: 2}\n", r"compose.yml:5:5: unsupported key 'deploy' in service 'web'"),
+        ("    imgae: x\n", r"compose.yml:5:5: unknown key 'imgae' in service 'web'"),
+        ("    ports: ['80:80:80:80']\n", r"compose.yml:5:13: invalid port '80:80:80:80'"),
+        ("    restart: sometimes\n", r"compose.yml:5:14: restart policy 'sometimes' is not one of"),
+        ("    volumes: ['data:/data']\n", r"compose.yml:5:15: named volume 'data' is not declared"),
+        ("    networks: [front]\n", r"compose.yml:5:15: service 'web' uses undeclared network 'front'"),
+        ("    environment: {X: $MISSING}\n", r"compose.yml:5:22: variable MISSING is not set"),
+    ],
+)
+def test_unknown_and_invalid_keys_give_a_precise_error(tmp_path, snippet, message):
+    path = _write(
+        tmp_path,
+        "compose.yml",
+        "services:\n  web:\n    image: vicflow-test/busybox:latest\n    command: ['true']\n" + snippet,
+    )
+    with pytest.raises(ComposeError, match=message):
+        stepkit.apply(ComposeUp, docker_host=PLAIN, files=[path], project="bad", use_os_environ=False, pull="never")
+
+
+def test_tls_endpoint(tmp_path, docker_engine, docker_images, docker_client):
+    project = f"tls{uuid.uuid4().hex[:6]}"
+    path = _write(
+        tmp_path,
+        "compose.yml",
+        """
+        services:
+          box: {image: "vicflow-test/busybox:latest", command: ["sleep", "600"], stop_signal: SIGKILL}
+        """,
+    )
+    outputs, _ = stepkit.apply(
+        ComposeUp, docker_host=docker_engine.tls_url, cert_path=docker_engine.cert_dir, files=[path], project=project
+    )
+    assert outputs["containers"][0]["state"] == "running"
+    stepkit.apply(ComposeDown, docker_host=docker_engine.tls_url, cert_path=docker_engine.cert_dir, project=project)
+
+
+def test_missing_volume_driver_says_which_and_how_to_override(tmp_path, docker_engine, docker_images):
+    path = _write(
+        tmp_path,
+        "compose.yml",
+        """
+        services:
+          db: {image: "vicflow-test/busybox:latest", volumes: ["data:/data"]}
+        volumes:
+          data: {driver: vsphere}
+        """,
+    )
+    with pytest.raises(PermanentError) as info:
+        stepkit.apply(ComposeUp, docker_host=PLAIN, files=[path], project=f"nodriver{uuid.uuid4().hex[:6]}")
+    assert "no volume driver 'vsphere'" in str(info.value)
+    assert "volume_driver: local" in info.value.hint
+
+
+def test_missing_image_fails_before_anything_changes(tmp_path, docker_engine, docker_client):
+    project = f"noimage{uuid.uuid4().hex[:6]}"
+    path = _write(
+        tmp_path,
+        "compose.yml",
+        """
+        services:
+          a: {image: "vicflow-test/busybox:latest", networks: [n]}
+          b: {image: "127.0.0.1:1/nowhere/nothing:1", networks: [n]}
+        networks:
+          n: {}
+        """,
+    )
+    with pytest.raises(PermanentError, match="image 127.0.0.1:1/nowhere/nothing:1 of service 'b'"):
+        stepkit.apply(ComposeUp, docker_host=PLAIN, files=[path], project=project)
+    assert not docker_client.networks.list(names=[f"{project}_n"])
+    assert not docker_client.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"})
+
+
+def test_health_check_that_never_passes_fails_at_its_deadline_with_the_last_error():
+    port = free_port()
+    with pytest.raises(TransientError, match=r"did not pass within 3s .*last error: .*(Connection refused|refused)"):
+        stepkit.apply(
+            HealthCheck, kind="http", url=f"http://127.0.0.1:{port}/health", deadline_seconds=3, interval_seconds=0.5
+        )
+
+
+def test_health_check_kinds_against_real_services(gogs):
+    outputs, _ = up(gogs)
+    http, _ = stepkit.apply(
+        HealthCheck, kind="http", url=f"{gogs['url']}/health", body_regex='"database": "ok"', deadline_seconds=120
+    )
+    assert http["attempts"] >= 1 and http["latency_ms"] > 0
+    port = int(gogs["url"].rsplit(":", 1)[1])
+    tcp, _ = stepkit.apply(HealthCheck, kind="tcp", host="127.0.0.1", port=port)
+    assert tcp["detail"] == "connected"
+    box, _ = stepkit.apply(HealthCheck, kind="container", container="gogsdb", docker_host=PLAIN, deadline_seconds=120)
+    assert box["detail"].startswith("running")
