@@ -33,7 +33,7 @@ CASES = [
         11,
         "app",
         "unknown step type 'ech0'",
-        "did you mean 'echo'? installed: echo, flaky, noop",
+        "did you mean 'echo'? installed: compose_down, compose_up, echo, flaky",
     ),
     (
         "duplicate id",
