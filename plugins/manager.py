@@ -26,6 +26,8 @@ from vicflow.plugins.step import StepType
 log = logging.getLogger("vicflow.plugins")
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
+    "vicflow.plugins.builtin.firewall",
+    "vicflow.plugins.builtin.vch",
     "vicflow.plugins.builtin.compose",
     "vicflow.plugins.builtin.health",
 )

@@ -150,3 +150,144 @@ def service_instance(params: VSphereParams, ctx: StepContext):
     """The run's session for these settings, logging in on first use."""
     sessions = ctx.resources.setdefault("vsphere", Sessions())
     return sessions.get(params, ctx)
+
+
+# ---------------------------------------------------------------------------------------------- inventory
+
+
+def _task_fields(task) -> dict:
+    """state, error and result of a task, read without the rest of TaskInfo.
+
+    Reading only these paths is lighter, and avoids TaskInfo fields that some servers fill with
+    an unexpected type (the 0.24 simulator's DeleteDatastoreFile_Task sets entity to the FileManager).
+    """
+    from pyVmomi import vim, vmodl
+
+    collector = vim.ServiceInstance("ServiceInstance", task._stub).content.propertyCollector
+    spec = vmodl.query.PropertyCollector.FilterSpec(
+        objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=task)],
+        propSet=[
+            vmodl.query.PropertyCollector.PropertySpec(
+                type=vim.Task, pathSet=["info.state", "info.error", "info.result"]
+            )
+        ],
+    )
+    found = collector.RetrieveContents([spec])
+    return {prop.name: prop.val for prop in found[0].propSet} if found else {}
+
+
+def wait_task(task, ctx: StepContext, what: str, timeout: float = 300):
+    """Wait for a vSphere task; its fault becomes a PermanentError naming ``what``."""
+    import time
+
+    deadline = time.monotonic() + ctx.remaining(timeout)
+    while True:
+        fields = _task_fields(task)
+        state = fields.get("info.state")
+        if state == "success":
+            return fields.get("info.result")
+        if state == "error":
+            fault = fields.get("info.error")
+            raise PermanentError(f"{what} failed: {getattr(fault, 'msg', None) or type(fault).__name__}")
+        if time.monotonic() > deadline:
+            raise TransientError(f"{what} did not finish in time (task {task._moId} is {state})")
+        time.sleep(0.2)
+
+
+def datacenter(si, name: str | None):
+    """The named datacenter, or the only one; the error lists those that exist."""
+    from pyVmomi import vim
+
+    found = [e for e in si.RetrieveContent().rootFolder.childEntity if isinstance(e, vim.Datacenter)]
+    names = [dc.name for dc in found]
+    if name is None:
+        if len(found) == 1:
+            return found[0]
+        raise PermanentError(f"{len(found)} datacenters exist; say which", f"set datacenter: one of {names}")
+    for dc in found:
+        if dc.name == name:
+            return dc
+    raise PermanentError(f"datacenter {name!r} not found", f"datacenters: {', '.join(names) or 'none'}")
+
+
+def inventory_path(obj, root) -> str:
+    """``obj``'s path below ``root`` (e.g. DC0_C0/Resources/DC0_C0_RP1)."""
+    parts = []
+    while obj is not None and obj != root:
+        parts.append(obj.name)
+        obj = obj.parent
+    return "/".join(reversed(parts))
+
+
+def _objects(si, root, types: list):
+    view = si.RetrieveContent().viewManager.CreateContainerView(root, types, True)
+    try:
+        return list(view.view)
+    finally:
+        view.Destroy()
+
+
+def compute_resource(si, dc, path: str):
+    """Resolve like vic-machine: a resource pool path first, else a cluster or compute resource.
+
+    Returns (pool, cluster): for a cluster, its root pool; for a pool, the cluster that owns it.
+    """
+    from pyVmomi import vim
+
+    wanted = path.strip("/").removeprefix(f"{dc.name}/host/")
+    pools = _objects(si, dc.hostFolder, [vim.ResourcePool])
+    matches = [
+        p
+        for p in pools
+        if not isinstance(p, vim.VirtualApp) and (inventory_path(p, dc.hostFolder) == wanted or p.name == wanted)
+    ]
+    if not matches:
+        computes = _objects(si, dc.hostFolder, [vim.ComputeResource])
+        matches = [c for c in computes if inventory_path(c, dc.hostFolder) == wanted or c.name == wanted]
+        matches = [c.resourcePool for c in matches]
+    if not matches:
+        known = sorted(inventory_path(c, dc.hostFolder) for c in _objects(si, dc.hostFolder, [vim.ComputeResource]))
+        raise PermanentError(
+            f"compute resource {path!r} not found in datacenter {dc.name}",
+            f"clusters and hosts: {', '.join(known)}; a pool is CLUSTER/Resources/POOL",
+        )
+    if len(matches) > 1:
+        paths = sorted(inventory_path(m, dc.hostFolder) for m in matches)
+        raise PermanentError(
+            f"compute resource {path!r} is ambiguous: {', '.join(paths)}",
+            "give the full path, e.g. CLUSTER/Resources/POOL",
+        )
+    pool = matches[0]
+    return pool, pool.owner
+
+
+def datastore(dc, name: str):
+    for ds in dc.datastore:
+        if ds.name == name:
+            return ds
+    raise PermanentError(
+        f"datastore {name!r} not found in datacenter {dc.name}",
+        f"datastores: {', '.join(sorted(d.name for d in dc.datastore))}",
+    )
+
+
+def network(dc, name: str):
+    for net in dc.network:
+        if net.name == name:
+            return net
+    raise PermanentError(
+        f"network {name!r} not found in datacenter {dc.name}",
+        f"networks: {', '.join(sorted(n.name for n in dc.network))}",
+    )
+
+
+def find_vm(si, dc, name: str):
+    from pyVmomi import vim
+
+    return next((vm for vm in _objects(si, dc.vmFolder, [vim.VirtualMachine]) if vm.name == name), None)
+
+
+def find_vapp_or_pool(si, dc, name: str):
+    from pyVmomi import vim
+
+    return next((p for p in _objects(si, dc.hostFolder, [vim.ResourcePool]) if p.name == name), None)
