@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 APT_PACKAGES := golang-go golang-github-vmware-govmomi-dev docker.io debootstrap docker-registry socat iptables
 
-.PHONY: setup apt venv testbed test demo lint bench stop clean
+.PHONY: setup apt venv testbed test demo demo-down lint bench stop clean
 
 setup: testbed
 
@@ -33,6 +33,9 @@ test: testbed
 
 demo: testbed
 	@$(PY) -m tests.demo
+
+demo-down: venv
+	@$(PY) -m vicflow.flows.cli run tests/data/demo-down.yaml
 
 lint: venv
 	$(VENV)/bin/ruff check .

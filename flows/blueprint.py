@@ -133,6 +133,8 @@ class _Collector:
             loc = tuple(err["loc"])
             if loc and loc[0] in skip and err["type"] == "missing":
                 continue
+            if not loc and skip:  # a model-level rule cannot judge values that are still expressions
+                continue
             field = ".".join(str(p) for p in loc) or "(top level)"
             if err["type"] == "extra_forbidden":
                 self.add((*base, *loc), f"unknown key {loc[-1]!r}", _extra_hint(err, exc), step, key=True)

@@ -35,10 +35,11 @@ class Progress:
         self.run_id: str | None = None
 
     def __enter__(self):
-        if not self.verbose:  # Prefect's own console lines would interleave with the progress display
-            for handler in logging.getLogger("prefect").handlers:
-                if type(handler).__name__ == "PrefectConsoleHandler":
-                    handler.setLevel(logging.WARNING)
+        if not self.verbose:  # Prefect's console lines (and its tracebacks) would bury the progress display;
+            for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):  # they still reach the API
+                for handler in logging.getLogger(name).handlers:
+                    if type(handler).__name__ == "PrefectConsoleHandler":
+                        handler.setLevel(logging.CRITICAL)
         self.bar.start()
         return self
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import requests
@@ -175,7 +176,7 @@ def test_create_builds_the_vch_and_a_rerun_changes_nothing(vcsim, isos, inventor
         out, ctx = stepkit.apply(VCHCreate, **params)
     assert appliance.error is None
     assert out["docker_host"] == "tcp://127.0.0.1:2375" and out["admin_portal"] == "https://127.0.0.1:2378"
-    assert open(out["env_file"]).read() == "DOCKER_HOST=127.0.0.1:2375\n"
+    assert Path(out["env_file"]).read_text() == "DOCKER_HOST=127.0.0.1:2375\n"
 
     vapp = objects(inventory, vim.VirtualApp)["vch02"]
     vm = objects(inventory, vim.VirtualMachine)["vch02"]
@@ -261,7 +262,7 @@ def test_tls_verify_end_to_end_against_a_tls_docker_endpoint(vcsim, isos, invent
         assert out["docker_host"] == "tcp://127.0.0.2:2376" and out["tls_verify"] is True
         for name in ("ca.pem", "ca-key.pem", "server-cert.pem", "server-key.pem", "cert.pem", "key.pem"):
             assert (isos / "certs" / name).is_file()
-        env = open(out["env_file"]).read().splitlines()
+        env = Path(out["env_file"]).read_text().splitlines()
         assert env == ["DOCKER_HOST=127.0.0.2:2376", "DOCKER_TLS_VERIFY=1", f"DOCKER_CERT_PATH={isos / 'certs'}"]
         from vicflow.plugins.builtin.dockerapi import DockerParams, connected
 

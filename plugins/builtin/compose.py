@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import docker
 import requests
-from pydantic import Field
+from pydantic import Field, field_validator
 from vicflow.plugins import Change, PermanentError, StepType, TransientError, hookimpl
 from vicflow.plugins.builtin.composefile import Project, Service, load_project
 from vicflow.plugins.builtin.dockerapi import DockerParams, connected
@@ -28,8 +28,15 @@ NETWORK_ERRORS = (requests.exceptions.ConnectionError, requests.exceptions.Timeo
 class ComposeParams(DockerParams):
     files: list[str] = Field(default_factory=list, description="compose files, merged in order (-f a -f b)")
     project: str | None = Field(None, description="project name (default: the first file's folder)")
-    environment: dict[str, str] = Field(default_factory=dict, description="values for ${VAR} interpolation")
+    environment: dict[str, str | int | float | bool | None] = Field(
+        default_factory=dict, description="values for ${VAR} interpolation")
     use_os_environ: bool = Field(True, description="also interpolate from vicflow's own environment")
+
+    @field_validator("environment")
+    @classmethod
+    def _as_strings(cls, value: dict) -> dict[str, str]:
+        """Compose variables are strings: 10080 -> "10080", true -> "true", None -> ""."""
+        return {k: "" if v is None else (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in value.items()}
 
 
 class ComposeUpParams(ComposeParams):
