@@ -33,7 +33,7 @@ CASES = [
         11,
         "app",
         "unknown step type 'ech0'",
-        "did you mean 'echo'? installed: compose_down, compose_up, echo, flaky",
+        "did you mean 'echo'? installed: compose_down, compose_up, echo, ",
     ),
     (
         "duplicate id",
