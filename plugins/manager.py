@@ -30,6 +30,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "vicflow.plugins.builtin.vch",
     "vicflow.plugins.builtin.compose",
     "vicflow.plugins.builtin.health",
+    "vicflow.plugins.builtin.registry_swap",
 )
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")

@@ -1,0 +1,270 @@
+"""``registry_swap``: the seed's Harbor registry swap as one safe step.
+
+By hand: docker pull, compose down, sed the tag, compose up; any failure half-way leaves the
+registry down.  Here: the new image is had before anything changes, the compose file is edited in
+place byte for byte (only the image scalar changes), the project goes down and up with all its
+files, the new registry is verified (it answers, and accepts the foreign-layer schema-2 push that
+failed in the seed), and any failure restores the file and the old containers.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import docker
+import requests
+import yaml
+from pydantic import Field
+from vicflow.plugins import Change, PermanentError, StepContext, StepType, hookimpl
+from vicflow.plugins.builtin import registry_api
+from vicflow.plugins.builtin.compose import LABEL, ComposeDown, ComposeDownParams, ComposeUp, ComposeUpParams
+from vicflow.plugins.builtin.composefile import load_project
+from vicflow.plugins.builtin.dockerapi import DockerParams, connected
+
+
+class RegistrySwapParams(DockerParams):
+    compose_files: list[str] = Field(
+        default=["/etc/vmware/harbor/docker-compose.notary.yml", "/etc/vmware/harbor/docker-compose.yml"],
+        description="Harbor's compose files, in order",
+    )
+    project: str | None = Field(None, description="compose project (default: the files' folder, e.g. harbor)")
+    service: str = "registry"
+    new_image: str = "vmware/registry:2.6.1-photon"
+    registry_url: str = Field(description="where the registry API answers, e.g. http://127.0.0.1:5000")
+    registry_user: str | None = None
+    registry_password: str | None = Field(None, description="use ${{ secrets.name }}")
+    verify_repository: str = Field("vicflow/swap-check", description="repository of the test push (deleted after)")
+    verify_timeout_seconds: float = Field(60, gt=0)
+    environment: dict[str, str] = Field(default_factory=dict, description="values for ${VAR} in the files")
+
+
+class ImageLocation:
+    """Where a service's image is written: the file that sets it last, and the scalar's byte range."""
+
+    def __init__(self, files: list[str], service: str):
+        self.path: Path | None = None
+        for name in files:
+            text = Path(name).read_text()
+            node = _image_node(yaml.compose(text), service)
+            if node is not None:
+                self.path, self.text, self.node = Path(name), text, node
+        if self.path is None:
+            raise PermanentError(
+                f"no compose file sets an image for service {service!r}: {', '.join(files)}",
+                "check service (default registry) and compose_files",
+            )
+        if "${" in self.node.value or "$" in self.node.value:
+            raise PermanentError(
+                f"{self.path}:{self.node.start_mark.line + 1}: the image of {service!r} comes from "
+                f"a variable ({self.node.value}); set the variable instead of editing the file"
+            )
+
+    @property
+    def value(self) -> str:
+        return self.node.value
+
+    def replaced(self, new_image: str) -> str:
+        """The file's text with only the image scalar changed (same quoting style)."""
+        quote = self.node.style if self.node.style in ('"', "'") else ""
+        start, end = self.node.start_mark.index, self.node.end_mark.index
+        return self.text[:start] + f"{quote}{new_image}{quote}" + self.text[end:]
+
+
+def _image_node(root, service: str):
+    def child(node, key):
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode) and k.value == key:
+                    return v
+        return None
+
+    node = child(child(child(root, "services"), service), "image")
+    return node if isinstance(node, yaml.ScalarNode) else None
+
+
+class RegistrySwap(StepType):
+    """Swap Harbor's registry image, verify schema-2 foreign-layer pushes, roll back by itself on failure."""
+
+    Params = RegistrySwapParams
+    outputs = {
+        "old_image": "image before",
+        "new_image": "image after",
+        "file": "the compose file edited",
+        "verification": "what was checked: container image, API status, foreign-layer push status",
+    }
+
+    def _files(self, params, ctx) -> list[str]:
+        return [ctx.path(f) for f in params.compose_files]
+
+    def _compose(self, params, ctx) -> dict[str, Any]:
+        files = self._files(params, ctx)
+        project = params.project or load_project(files, None, params.environment, False).name
+        base = {k: getattr(params, k) for k in DockerParams.model_fields}
+        return {**base, "files": files, "project": project, "environment": params.environment, "use_os_environ": False}
+
+    def _running_image(self, params, ctx) -> str | None:
+        compose = self._compose(params, ctx)
+        with connected(params) as client:
+            found = client.containers.list(
+                filters={"label": [f"{LABEL}.project={compose['project']}", f"{LABEL}.service={params.service}"]}
+            )
+        return found[0].attrs["Config"]["Image"] if found else None
+
+    def plan(self, params: RegistrySwapParams, ctx) -> list[Change]:
+        location = ImageLocation(self._files(params, ctx), params.service)
+        running = self._running_image(params, ctx)
+        if location.value == params.new_image and running == params.new_image:
+            return [Change("none", params.service, f"already runs {params.new_image}")]
+        return [
+            Change("update", f"{location.path}", f"image {location.value} -> {params.new_image}"),
+            Change("update", params.service, "compose down + up with all files, then verify (rolls back on failure)"),
+        ]
+
+    def apply(self, params: RegistrySwapParams, ctx) -> dict[str, Any]:
+        location = ImageLocation(self._files(params, ctx), params.service)
+        old_image = location.value
+        if old_image == params.new_image and self._running_image(params, ctx) == params.new_image:
+            ctx.changed = False
+            ctx.logger.info("%s already runs %s: nothing to do", params.service, params.new_image)
+            return {
+                "old_image": old_image,
+                "new_image": params.new_image,
+                "file": str(location.path),
+                "verification": self._verify(params, ctx),
+            }
+        self._ensure_image(params, ctx)  # before anything changes
+        ctx.state.update(file=str(location.path), text=location.text, old_image=old_image)
+        try:
+            location.path.write_text(location.replaced(params.new_image))
+            ctx.logger.info("%s: image %s -> %s", location.path, old_image, params.new_image)
+            self._redeploy(params, ctx)
+            verification = self._verify(params, ctx)
+        except Exception as exc:
+            ctx.logger.error("swap to %s failed (%s); rolling back to %s", params.new_image, exc, old_image)
+            self._restore(params, ctx)
+            raise PermanentError(
+                f"swap of {params.service!r} to {params.new_image} failed: {exc}; rolled back to {old_image}, "
+                "and the registry answers again",
+                "the old registry is serving; check the new image (docker logs) before retrying",
+            ) from None
+        return {
+            "old_image": old_image,
+            "new_image": params.new_image,
+            "file": str(location.path),
+            "verification": verification,
+        }
+
+    def rollback(self, params: RegistrySwapParams, ctx) -> None:
+        """A later step failed: put the old image back the same way."""
+        if ctx.state.get("text") is not None:
+            self._restore(params, ctx)
+
+    # ---- parts
+    def _ensure_image(self, params, ctx) -> None:
+        with connected(params) as client:
+            try:
+                client.images.get(params.new_image)
+                return
+            except docker.errors.ImageNotFound:
+                pass
+            ctx.logger.info("pulling %s", params.new_image)
+            try:
+                client.images.pull(params.new_image)
+            except docker.errors.APIError as exc:
+                raise PermanentError(
+                    f"{params.new_image} is not on the engine and cannot be pulled: "
+                    f"{exc.explanation}; nothing was changed",
+                    "push the image to a registry the engine can reach, or load it",
+                ) from None
+
+    def _redeploy(self, params, ctx) -> None:
+        compose = self._compose(params, ctx)
+        sub = StepContext(
+            f"{ctx.step_id}.compose",
+            ctx.run_id,
+            ctx.blueprint,
+            ctx.logger,
+            deadline=ctx.deadline,
+            base_dir=ctx.base_dir,
+            resources=ctx.resources,
+        )
+        ComposeDown().apply(ComposeDownParams(**compose), sub)
+        ComposeUp().apply(ComposeUpParams(**compose), sub)
+
+    def _restore(self, params, ctx) -> None:
+        Path(ctx.state["file"]).write_text(ctx.state["text"])
+        self._redeploy(params, ctx)
+        self._wait_api(params, ctx, time.monotonic() + params.verify_timeout_seconds)
+        ctx.logger.info("restored %s and %s", ctx.state["file"], ctx.state["old_image"])
+
+    def _auth(self, params):
+        return (params.registry_user, params.registry_password) if params.registry_user else None
+
+    def _wait_api(self, params, ctx, deadline: float) -> int:
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                status = registry_api.ping(params.registry_url, timeout=3, auth=self._auth(params))
+                if status in (200, 401):
+                    return status
+                last = f"HTTP {status}"
+            except requests.RequestException as exc:
+                last = str(exc)
+            time.sleep(0.5)
+        raise PermanentError(
+            f"the registry API at {params.registry_url}/v2/ did not answer within "
+            f"{params.verify_timeout_seconds:g}s (last: {last})"
+        )
+
+    def _verify(self, params, ctx) -> dict[str, Any]:
+        deadline = time.monotonic() + params.verify_timeout_seconds
+        compose = self._compose(params, ctx)
+        with connected(params) as client:
+            while True:
+                found = client.containers.list(
+                    all=True,
+                    filters={"label": [f"{LABEL}.project={compose['project']}", f"{LABEL}.service={params.service}"]},
+                )
+                if found and found[0].status == "running":
+                    break
+                if found and found[0].status in ("exited", "dead") or time.monotonic() > deadline:
+                    state = found[0].attrs["State"] if found else {}
+                    logs = found[0].logs(tail=5).decode(errors="replace").strip() if found else ""
+                    raise PermanentError(
+                        f"the {params.service} container is not running (status "
+                        f"{state.get('Status', 'missing')}, exit code {state.get('ExitCode')}): {logs}"
+                    )
+                time.sleep(0.5)
+            image = found[0].attrs["Config"]["Image"]
+        if image != params.new_image:
+            raise PermanentError(f"the {params.service} container runs {image}, not {params.new_image}")
+        status = self._wait_api(params, ctx, deadline)
+        push = registry_api.push_foreign_layer_manifest(
+            params.registry_url, params.verify_repository, "schema2-check", timeout=10, auth=self._auth(params)
+        )
+        if not push.accepted:
+            raise PermanentError(
+                f"the registry refused a schema-2 manifest with a foreign layer: HTTP {push.status} "
+                f"{push.detail} (the seed's 'manifest blob unknown')"
+            )
+        if push.digest:
+            deleted = registry_api.delete_manifest(
+                params.registry_url, params.verify_repository, push.digest, auth=self._auth(params)
+            )
+            if deleted not in (200, 202):
+                ctx.logger.warning("could not delete the test manifest %s (HTTP %s)", push.digest, deleted)
+        ctx.logger.info(
+            "verified: %s runs %s, /v2/ answers %s, foreign-layer push answered %s",
+            params.service,
+            image,
+            status,
+            push.status,
+        )
+        return {"container_image": image, "api_status": status, "foreign_layer_push": push.status}
+
+
+@hookimpl
+def register_step_types(register):
+    register("registry_swap", RegistrySwap)
