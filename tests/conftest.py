@@ -7,6 +7,7 @@ simulators.  A component that cannot start fails the test loudly with the reason
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -63,15 +64,18 @@ def docker_engine():
         "volumes": {v.id for v in client.volumes.list()},
     }
     yield engine
-    for container in client.containers.list(all=True):
-        if container.id not in before["containers"]:
-            container.remove(force=True, v=False)
-    for network in client.networks.list():
-        if network.id not in before["networks"]:
-            network.remove()
-    for volume in client.volumes.list():
-        if volume.id not in before["volumes"]:
-            volume.remove(force=True)
+    import docker
+
+    gone = (docker.errors.NotFound, docker.errors.APIError)  # removed meanwhile, or still in use
+    for kind, remove in (
+        ("containers", lambda c: c.remove(force=True, v=False)),
+        ("networks", lambda n: n.remove()),
+        ("volumes", lambda v: v.remove(force=True)),
+    ):
+        for item in getattr(client, kind).list(**({"all": True} if kind == "containers" else {})):
+            if item.id not in before[kind]:
+                with contextlib.suppress(*gone):
+                    remove(item)
     client.close()
     if engine.started_here:
         dockerd.stop()

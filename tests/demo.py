@@ -28,28 +28,54 @@ def main() -> int:
     sim = vcsim.start(hosts=3)
     print(f"[demo] vCenter simulator at {sim.url} (thumbprint {sim.thumbprint})")
     inputs = {
-        "server": sim.url, "user": sim.username, "thumbprint": sim.thumbprint, "datacenter": "DC0",
-        "cluster": "DC0_C0", "compute_resource": "DC0_C0", "name": "vch-demo", "image_store": "LocalDS_0/vch-demo",
-        "volume_stores": ["LocalDS_0/vch-demo/volumes:default"], "bridge_network": "DC0_DVPG0",
-        "public_network": "VM Network", "client_network": "VM Network", "management_network": "VM Network",
-        "tls": "no_tls", "cert_path": str(DEMO / "certs"), "appliance_iso": str(DEMO / "appliance.iso"),
-        "bootstrap_iso": str(DEMO / "bootstrap.iso"), "appliance_timeout_seconds": 60,
-        "gogs_image": "vicflow-test/app:1.0", "postgres_image": "vicflow-test/postgres:15",
-        "publish_ip": "127.0.0.1", "volume_driver": "local",
+        "server": sim.url,
+        "user": sim.username,
+        "thumbprint": sim.thumbprint,
+        "datacenter": "DC0",
+        "cluster": "DC0_C0",
+        "compute_resource": "DC0_C0",
+        "name": "vch-demo",
+        "image_store": "LocalDS_0/vch-demo",
+        "volume_stores": ["LocalDS_0/vch-demo/volumes:default"],
+        "bridge_network": "DC0_DVPG0",
+        "public_network": "VM Network",
+        "client_network": "VM Network",
+        "management_network": "VM Network",
+        "tls": "no_tls",
+        "cert_path": str(DEMO / "certs"),
+        "appliance_iso": str(DEMO / "appliance.iso"),
+        "bootstrap_iso": str(DEMO / "bootstrap.iso"),
+        "appliance_timeout_seconds": 60,
+        "gogs_image": "vicflow-test/app:1.0",
+        "postgres_image": "vicflow-test/postgres:15",
+        "publish_ip": "127.0.0.1",
+        "volume_driver": "local",
     }
     (DEMO / "inputs.yaml").write_text(yaml.safe_dump(inputs))
     from vicflow.flows.cli import main as vicflow
 
     try:
         with Appliance(sim, "vch-demo", ip="127.0.0.1"):
-            code = vicflow(["run", str(REPO / "blueprints" / "full-stack.yaml"), "--inputs", str(DEMO / "inputs.yaml"),
-                            "--set", f"password={sim.password}", "--set", "db_password=demo-db-password"])
+            code = vicflow(
+                [
+                    "run",
+                    str(REPO / "blueprints" / "full-stack.yaml"),
+                    "--inputs",
+                    str(DEMO / "inputs.yaml"),
+                    "--set",
+                    f"password={sim.password}",
+                    "--set",
+                    "db_password=demo-db-password",
+                ]
+            )
     finally:
         sim.stop()
     if code == 0:
         print("[demo] Gogs stand-in: curl http://127.0.0.1:10080/health   (containers gogsapp, gogsdb)")
         print("[demo] Prefect UI: .venv/bin/prefect server start, then open the run URL above")
-        print(f"[demo] inputs used: {DEMO / 'inputs.yaml'}; remove the app with `make demo-down`, stop the test bed with `make stop`")
+        print(
+            f"[demo] inputs used: {DEMO / 'inputs.yaml'}; remove the app with `make demo-down`, stop the test bed with `make stop`"
+        )
     return code
 
 

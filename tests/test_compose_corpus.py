@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from vicflow.plugins.builtin.composefile import ComposeError, load_project
 
 CORPUS = Path(__file__).parent / "data" / "compose-corpus"

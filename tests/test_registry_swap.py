@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import textwrap
 import uuid
 
 import pytest
-
-from tests import stepkit
-from tests.helpers import free_port, wait_http
 from vicflow.plugins.builtin import registry_api
 from vicflow.plugins.builtin.compose import ComposeDown, ComposeUp
 from vicflow.plugins.builtin.registry_swap import RegistrySwap
 from vicflow.plugins.step import PermanentError
+
+from tests import stepkit
+from tests.helpers import free_port, wait_http
 
 pytestmark = pytest.mark.docker
 PLAIN = "tcp://127.0.0.1:2375"
@@ -66,15 +65,22 @@ def harbor(tmp_path, docker_engine, docker_images):
     stepkit.apply(ComposeUp, docker_host=PLAIN, files=files, project=project)
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/v2/")
-    params = dict(docker_host=PLAIN, compose_files=files, project=project, registry_url=url,
-                  new_image="vicflow-test/registry:2.6.1-photon", verify_timeout_seconds=20)
+    params = dict(
+        docker_host=PLAIN,
+        compose_files=files,
+        project=project,
+        registry_url=url,
+        new_image="vicflow-test/registry:2.6.1-photon",
+        verify_timeout_seconds=20,
+    )
     yield params, folder
     stepkit.apply(ComposeDown, docker_host=PLAIN, project=project, volumes=True)
 
 
 def registry_container(client, project):
-    found = client.containers.list(all=True, filters={"label": [f"com.docker.compose.project={project}",
-                                                                "com.docker.compose.service=registry"]})
+    found = client.containers.list(
+        all=True, filters={"label": [f"com.docker.compose.project={project}", "com.docker.compose.service=registry"]}
+    )
     return found[0]
 
 
@@ -82,16 +88,20 @@ def test_swap_makes_the_seed_push_work_and_keeps_data_and_comments(harbor, docke
     params, folder = harbor
     url = params["registry_url"]
     before_text = (folder / "docker-compose.yml").read_text()
-    assert registry_api.push_foreign_layer_manifest(url, "windows/nanoserver", "before").error_code == \
-        "MANIFEST_BLOB_UNKNOWN"
+    assert (
+        registry_api.push_foreign_layer_manifest(url, "windows/nanoserver", "before").error_code
+        == "MANIFEST_BLOB_UNKNOWN"
+    )
     target = f"{url.removeprefix('http://')}/library/busybox"
     docker_client.images.get("vicflow-test/busybox:latest").tag(target, "kept")
     for line in docker_client.images.push(target, tag="kept", stream=True, decode=True):
         assert "error" not in line, line
 
     out, ctx = stepkit.apply(RegistrySwap, **params)
-    assert (out["old_image"], out["new_image"]) == ("vicflow-test/registry:photon-2.6.0",
-                                                    "vicflow-test/registry:2.6.1-photon")
+    assert (out["old_image"], out["new_image"]) == (
+        "vicflow-test/registry:photon-2.6.0",
+        "vicflow-test/registry:2.6.1-photon",
+    )
     assert out["verification"]["foreign_layer_push"] == 201
     after_text = (folder / "docker-compose.yml").read_text()
     assert after_text == before_text.replace("registry:photon-2.6.0", "registry:2.6.1-photon", 1)
@@ -113,10 +123,14 @@ def test_swap_makes_the_seed_push_work_and_keeps_data_and_comments(harbor, docke
 def test_a_new_image_that_fails_verification_is_rolled_back(harbor, docker_client, broken):
     params, folder = harbor
     before_text = (folder / "docker-compose.yml").read_text()
-    with pytest.raises(PermanentError, match=r"failed: .*rolled back to vicflow-test/registry:photon-2.6.0, and the "
-                                             r"registry answers again"):
-        stepkit.apply(RegistrySwap, **{**params, "new_image": f"vicflow-test/registry:{broken}",
-                                       "verify_timeout_seconds": 8})
+    with pytest.raises(
+        PermanentError,
+        match=r"failed: .*rolled back to vicflow-test/registry:photon-2.6.0, and the "
+        r"registry answers again",
+    ):
+        stepkit.apply(
+            RegistrySwap, **{**params, "new_image": f"vicflow-test/registry:{broken}", "verify_timeout_seconds": 8}
+        )
     assert (folder / "docker-compose.yml").read_text() == before_text
     container = registry_container(docker_client, params["project"])
     assert container.attrs["Config"]["Image"] == "vicflow-test/registry:photon-2.6.0"

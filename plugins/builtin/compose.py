@@ -29,7 +29,8 @@ class ComposeParams(DockerParams):
     files: list[str] = Field(default_factory=list, description="compose files, merged in order (-f a -f b)")
     project: str | None = Field(None, description="project name (default: the first file's folder)")
     environment: dict[str, str | int | float | bool | None] = Field(
-        default_factory=dict, description="values for ${VAR} interpolation")
+        default_factory=dict, description="values for ${VAR} interpolation"
+    )
     use_os_environ: bool = Field(True, description="also interpolate from vicflow's own environment")
 
     @field_validator("environment")

@@ -21,26 +21,34 @@ class FirewallParams(vsphere.VSphereParams):
     datacenter: str | None = Field(None, description="default: the only datacenter")
     compute_resource: str = Field(description="cluster, host, or resource pool path (CLUSTER/Resources/POOL)")
     action: Literal["allow", "deny"] = Field("allow", description="allow enables vSPC; deny disables it")
-    parallel: int = Field(16, ge=1, le=128, description="hosts changed at once")
+    parallel: int = Field(32, ge=1, le=128, description="hosts changed at once")
 
 
 def hosts(params: FirewallParams, ctx):
     si = vsphere.service_instance(params, ctx)
     dc = vsphere.datacenter(si, params.datacenter)
     _, owner = vsphere.compute_resource(si, dc, params.compute_resource)
-    return list(owner.host)
+    return si, list(owner.host)
 
 
-def enabled(host) -> bool:
-    info = host.configManager.firewallSystem.firewallInfo
-    for ruleset in info.ruleset:
-        if ruleset.key == RULESET:
-            return bool(ruleset.enabled)
-    raise PermanentError(f"host {host.name} has no firewall ruleset {RULESET!r}", "is it an ESXi host?")
+def host_states(si, hosts: list) -> dict[str, tuple]:
+    """name -> (firewall system, vSPC enabled) for every host, in two PropertyCollector calls."""
+    from pyVmomi import vim
+
+    props = vsphere.collect(si, hosts, vim.HostSystem, ["name", "configManager.firewallSystem"])
+    systems = {h._moId: props[h._moId]["configManager.firewallSystem"] for h in hosts}
+    infos = vsphere.collect(si, list(systems.values()), vim.host.FirewallSystem, ["firewallInfo"])
+    states = {}
+    for host in hosts:
+        name, system = props[host._moId]["name"], systems[host._moId]
+        rulesets = {r.key: r.enabled for r in infos[system._moId]["firewallInfo"].ruleset}
+        if RULESET not in rulesets:
+            raise PermanentError(f"host {name} has no firewall ruleset {RULESET!r}", "is it an ESXi host?")
+        states[name] = (system, bool(rulesets[RULESET]))
+    return states
 
 
-def set_ruleset(host, allow: bool) -> None:
-    system = host.configManager.firewallSystem
+def set_ruleset(system, allow: bool) -> None:
     (system.EnableRuleset if allow else system.DisableRuleset)(id=RULESET)
 
 
@@ -55,11 +63,9 @@ class Firewall(StepType):
         "failed": "hosts that failed",
     }
 
-    def _states(self, params, ctx) -> dict[str, Any]:
-        found = hosts(params, ctx)
-        with ThreadPoolExecutor(max_workers=params.parallel) as pool:
-            states = list(pool.map(enabled, found))
-        return dict(zip([h.name for h in found], zip(found, states, strict=True), strict=True))
+    def _states(self, params, ctx) -> dict[str, tuple]:
+        si, found = hosts(params, ctx)
+        return host_states(si, found)
 
     def plan(self, params: FirewallParams, ctx) -> list[Change]:
         want = params.action == "allow"
@@ -115,13 +121,10 @@ class Firewall(StepType):
 
     def rollback(self, params: FirewallParams, ctx) -> None:
         """Put every host this run changed back to its previous state."""
-        by_name = {h.name: h for h in hosts(params, ctx)}
+        states = self._states(params, ctx)
+        undo = ctx.state.get("changed", [])
         with ThreadPoolExecutor(max_workers=params.parallel) as pool:
-            list(
-                pool.map(
-                    lambda name: set_ruleset(by_name[name], ctx.state["before"][name]), ctx.state.get("changed", [])
-                )
-            )
+            list(pool.map(lambda name: set_ruleset(states[name][0], ctx.state["before"][name]), undo))
 
 
 @hookimpl

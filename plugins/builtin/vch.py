@@ -19,7 +19,7 @@ from pydantic import Field
 from vicflow.plugins import Change, PermanentError, StepType, TransientError, hookimpl
 from vicflow.plugins.builtin import certs, vsphere
 from vicflow.plugins.builtin.dockerapi import DockerParams, connected
-from vicflow.plugins.builtin.firewall import RULESET, enabled
+from vicflow.plugins.builtin.firewall import RULESET, host_states
 
 PREFIX = "guestinfo.vice./"
 CONFIG_KEY = "guestinfo.vicflow.config"  # the settings this VCH was created with (drift detection)
@@ -203,8 +203,9 @@ def validate(params: VCHCreateParams, ctx) -> Target:
             v.problems.append(f"file {ctx.path(path)} does not exist")
     if params.check_firewall and cluster is not None:
         # the hosts that mount the image store; all of the cluster's when the datastore is unknown
-        mounted = {h.key for h in image_ds.host} if image_ds is not None else set(cluster.host)
-        closed = [h.name for h in cluster.host if h in mounted and not v.check(enabled, h)]
+        mounted = {m.key._moId for m in image_ds.host} if image_ds is not None else {h._moId for h in cluster.host}
+        states = v.check(host_states, si, [h for h in cluster.host if h._moId in mounted]) or {}
+        closed = [name for name, (_, on) in states.items() if not on]
         if closed:
             v.problems.append(
                 f"Firewall must permit dst 2377/tcp outbound to the VCH management interface "

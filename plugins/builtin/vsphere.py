@@ -227,6 +227,40 @@ def _objects(si, root, types: list):
         view.Destroy()
 
 
+def _tree(si, root) -> dict[str, dict]:
+    """moId -> {obj, name, parent, owner, path} for every pool, compute resource and folder below ``root``.
+
+    One container view and one PropertyCollector call per type, instead of a call per name and parent.
+    """
+    from pyVmomi import vim, vmodl
+
+    query = vmodl.query.PropertyCollector
+    objects = _objects(si, root, [vim.ResourcePool, vim.ComputeResource, vim.Folder])
+    spec = query.FilterSpec(
+        objectSet=[query.ObjectSpec(obj=o) for o in objects],
+        propSet=[
+            query.PropertySpec(type=vim.ResourcePool, pathSet=["name", "parent", "owner"]),
+            query.PropertySpec(type=vim.ComputeResource, pathSet=["name", "parent"]),
+            query.PropertySpec(type=vim.Folder, pathSet=["name", "parent"]),
+        ],
+    )
+    tree = {}
+    for content in si.RetrieveContent().propertyCollector.RetrieveContents([spec]) if objects else []:
+        props = {p.name: p.val for p in content.propSet}
+        tree[content.obj._moId] = {"obj": content.obj, **props}
+
+    def path(moid: str) -> str:
+        node = tree.get(moid)
+        if node is None or moid == root._moId:
+            return ""
+        parent = path(node["parent"]._moId) if node.get("parent") is not None else ""
+        return f"{parent}/{node['name']}" if parent else node["name"]
+
+    for moid, node in tree.items():
+        node["path"] = path(moid)
+    return tree
+
+
 def compute_resource(si, dc, path: str):
     """Resolve like vic-machine: a resource pool path first, else a cluster or compute resource.
 
@@ -235,30 +269,29 @@ def compute_resource(si, dc, path: str):
     from pyVmomi import vim
 
     wanted = path.strip("/").removeprefix(f"{dc.name}/host/")
-    pools = _objects(si, dc.hostFolder, [vim.ResourcePool])
-    matches = [
-        p
-        for p in pools
-        if not isinstance(p, vim.VirtualApp) and (inventory_path(p, dc.hostFolder) == wanted or p.name == wanted)
+    tree = _tree(si, dc.hostFolder)
+    pools = [
+        n for n in tree.values() if isinstance(n["obj"], vim.ResourcePool) and not isinstance(n["obj"], vim.VirtualApp)
     ]
+    computes = [n for n in tree.values() if isinstance(n["obj"], vim.ComputeResource)]
+    matches = [n for n in pools if wanted in (n["path"], n["name"])]
     if not matches:
-        computes = _objects(si, dc.hostFolder, [vim.ComputeResource])
-        matches = [c for c in computes if inventory_path(c, dc.hostFolder) == wanted or c.name == wanted]
-        matches = [c.resourcePool for c in matches]
+        by_moid = {n["obj"]._moId: n for n in pools}
+        matches = [n for n in computes if wanted in (n["path"], n["name"])]
+        matches = [next(p for p in by_moid.values() if p["parent"]._moId == c["obj"]._moId) for c in matches]
     if not matches:
-        known = sorted(inventory_path(c, dc.hostFolder) for c in _objects(si, dc.hostFolder, [vim.ComputeResource]))
+        known = sorted(n["path"] for n in computes)
         raise PermanentError(
             f"compute resource {path!r} not found in datacenter {dc.name}",
             f"clusters and hosts: {', '.join(known)}; a pool is CLUSTER/Resources/POOL",
         )
     if len(matches) > 1:
-        paths = sorted(inventory_path(m, dc.hostFolder) for m in matches)
+        paths = sorted(n["path"] for n in matches)
         raise PermanentError(
             f"compute resource {path!r} is ambiguous: {', '.join(paths)}",
             "give the full path, e.g. CLUSTER/Resources/POOL",
         )
-    pool = matches[0]
-    return pool, pool.owner
+    return matches[0]["obj"], matches[0]["owner"]
 
 
 def datastore(dc, name: str):
@@ -291,3 +324,17 @@ def find_vapp_or_pool(si, dc, name: str):
     from pyVmomi import vim
 
     return next((p for p in _objects(si, dc.hostFolder, [vim.ResourcePool]) if p.name == name), None)
+
+
+def collect(si, objects: list, kind, paths: list[str]) -> dict[str, dict]:
+    """Read ``paths`` of many objects in one PropertyCollector call, keyed by managed object id."""
+    from pyVmomi import vmodl
+
+    if not objects:
+        return {}
+    query = vmodl.query.PropertyCollector
+    spec = query.FilterSpec(
+        objectSet=[query.ObjectSpec(obj=o) for o in objects], propSet=[query.PropertySpec(type=kind, pathSet=paths)]
+    )
+    found = si.RetrieveContent().propertyCollector.RetrieveContents([spec])
+    return {content.obj._moId: {p.name: p.val for p in content.propSet} for content in found}
