@@ -82,6 +82,11 @@ class Blueprint(Strict):
     description: str = ""
     inputs: dict[str, InputSpec] = Field(default_factory=dict)
     steps: list[StepSpec] = Field(min_length=1)
+    target: str | None = Field(
+        None,
+        description="what runs must not touch at the same time, e.g. ${{ inputs.docker_host }}/gogs; "
+        "runs with the same rendered target queue behind each other (default: the blueprint name)",
+    )
     path: str | None = Field(None, exclude=True)
 
     def step(self, step_id: str) -> StepSpec:

@@ -36,6 +36,10 @@ def _parser() -> argparse.ArgumentParser:
         if name == "run":
             p.add_argument("--resume", metavar="RUN", help="skip steps that completed in RUN with the same inputs")
 
+    p = sub.add_parser("listen", help="run event sources and emit Prefect events (stop with Ctrl-C / SIGTERM)")
+    p.add_argument("--config", required=True, metavar="FILE", help="YAML: one section per source (docs/events.md)")
+    p.add_argument("sources", nargs="*", help="source names (default: every section of the config)")
+
     sub.add_parser("schema", help="print the JSON Schema of blueprints")
     p = sub.add_parser("plugins", help="list plugins, their step types and event sources")
     p.add_argument("--output", choices=("text", "json"), default="text")
@@ -184,6 +188,7 @@ COMMANDS = {
     "plugins": cmd_plugins,
     "run": lambda args: _run_or_plan(args, dry_run=False),
     "plan": lambda args: _run_or_plan(args, dry_run=True),
+    "listen": lambda args: __import__("vicflow.flows.listen", fromlist=["main"]).main(args),
 }
 
 if __name__ == "__main__":

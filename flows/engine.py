@@ -362,9 +362,7 @@ def execute(
     max_workers: int = 16,
 ) -> dict[str, Any]:
     """Run (or plan) ``blueprint``; returns the summary, raises RunFailed when a step failed for good."""
-    for name, spec in blueprint.inputs.items():
-        if spec.type == "secret" and inputs.get(name) is not None:
-            masking.add_secret(inputs[name])
+    inputs = render_inputs(blueprint, inputs, event)
     masking.install_log_filter()
     run = Run(blueprint, inputs, registry.step_types, registry, run_id, event=event, dry_run=dry_run)
     run.records = {s.id: StepRecord(s.id, s.uses) for s in blueprint.steps}
@@ -401,6 +399,16 @@ def execute(
                 resource.close()
             except Exception as exc:
                 log.warning("could not release %s: %s", type(resource).__name__, exc)
+
+
+def render_inputs(blueprint: Blueprint, inputs: dict[str, Any], event: dict[str, Any] | None) -> dict[str, Any]:
+    """Input values may themselves be ``${{ secrets.x }}`` (or ``${{ event.* }}``); secret ones are masked."""
+    context = {"secrets": Secrets(), "event": event or {}}
+    rendered = {k: expressions.render(v, context) if expressions.has_expression(v) else v for k, v in inputs.items()}
+    for name, spec in blueprint.inputs.items():
+        if spec.type == "secret" and rendered.get(name) is not None:
+            masking.add_secret(rendered[name])
+    return rendered
 
 
 def _public_inputs(blueprint: Blueprint, inputs: dict[str, Any]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "vicflow.plugins.builtin.compose",
     "vicflow.plugins.builtin.health",
     "vicflow.plugins.builtin.registry_swap",
+    "vicflow.plugins.builtin.sources",
 )
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")

@@ -74,12 +74,13 @@ def start(
     username: str = "vicflow",
     password: str = "vicflow-pass",
     timeout: float = 30,
+    listen: str = "127.0.0.1:0",
 ) -> Simulator:
-    """Start a simulator on a free 127.0.0.1 port and wait until it prints its URL."""
+    """Start a simulator (on a free 127.0.0.1 port unless ``listen`` says) and wait until it prints its URL."""
     cmd = [
         binary(),
         "-listen",
-        "127.0.0.1:0",
+        listen,
         f"-tls={str(tls).lower()}",
         "-host",
         str(hosts),

@@ -1,0 +1,359 @@
+"""Event sources: Docker engine events, vSphere events and registry notifications become Prefect events.
+
+Each source runs in its own thread under ``vicflow listen``, reconnects with backoff when its server
+goes away, gives every event a deterministic id (so a reconnect never emits the same event twice),
+and logs what it drops and why.  Event names and resources are documented in docs/events.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from vicflow.plugins import hookimpl
+from vicflow.plugins.builtin import vsphere
+from vicflow.plugins.builtin.dockerapi import DockerParams, connected
+
+NAMESPACE = uuid.UUID("5b1f3c52-7d5e-4c36-9d0e-6f0b8c1a2e11")
+Emit = Callable[[dict[str, Any]], None]
+
+
+class EventSource:
+    """Base of every source: ``run(stop)`` streams until ``stop`` is set, reconnecting with backoff."""
+
+    Config: type[BaseModel] = BaseModel
+    max_backoff = 30.0
+
+    def __init__(self, config: dict[str, Any], emit: Emit, logger: logging.Logger | None = None):
+        self.config = self.Config.model_validate(config or {})
+        self.emit_fn = emit
+        self.log = logger or logging.getLogger(f"vicflow.sources.{type(self).__name__}")
+        self.seen: OrderedDict[uuid.UUID, None] = OrderedDict()
+        self.emitted = 0
+
+    def run(self, stop: threading.Event) -> None:
+        backoff = 1.0
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                self.stream(stop)
+            except Exception as exc:  # the server went away: say so, wait, reconnect
+                if stop.is_set():
+                    break
+                if time.monotonic() - started > 30:
+                    backoff = 1.0
+                self.log.warning(
+                    "%s: connection lost (%s); reconnecting in %.0fs", type(self).__name__, str(exc)[:200], backoff
+                )
+                stop.wait(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+            else:
+                backoff = 1.0
+
+    def stream(self, stop: threading.Event) -> None:
+        raise NotImplementedError
+
+    def publish(
+        self, name: str, key: str, resource: dict[str, str], payload: dict[str, Any], occurred: datetime | None = None
+    ) -> bool:
+        """Emit once per ``key``; a key seen before (a replay after reconnecting) is dropped."""
+        event_id = uuid.uuid5(NAMESPACE, key)
+        if event_id in self.seen:
+            self.log.debug("dropped %s: already emitted (%s)", name, key)
+            return False
+        self.seen[event_id] = None
+        while len(self.seen) > 10000:
+            self.seen.popitem(last=False)
+        self.emit_fn(
+            {
+                "event": name,
+                "id": event_id,
+                "resource": resource,
+                "payload": payload,
+                "occurred": occurred or datetime.now(UTC),
+            }
+        )
+        self.emitted += 1
+        self.log.info("emitted %s for %s", name, resource.get("prefect.resource.id"))
+        return True
+
+
+# ---------------------------------------------------------------------------------------------- docker
+
+
+class DockerSourceConfig(DockerParams):
+    engine: str | None = Field(None, description="name for this engine in resource ids (default: docker_host)")
+    window_seconds: float = Field(5, gt=0, description="each events request ends after this long, then resumes")
+
+
+DOCKER_EVENTS = {"die": "docker.container.died", "start": "docker.container.started"}
+
+
+class DockerEvents(EventSource):
+    """Container die / start / health_status from the Docker engine's event stream."""
+
+    Config = DockerSourceConfig
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.since: str | None = None
+
+    @property
+    def engine(self) -> str:
+        name = self.config.engine or self.config.docker_host or "local"
+        return name.replace("tcp://", "").replace("unix://", "").replace("/", "_")
+
+    def stream(self, stop: threading.Event) -> None:
+        with connected(self.config) as client:
+            client.ping()
+            if self.since is None:
+                self.since = f"{time.time():.9f}"
+            while not stop.is_set():
+                until = f"{time.time() + self.config.window_seconds:.9f}"
+                for raw in client.events(
+                    decode=True,
+                    since=self.since,
+                    until=until,
+                    filters={"type": "container", "event": ["die", "start", "health_status"]},
+                ):
+                    self.handle(raw)
+                    nano = raw.get("timeNano")
+                    if nano:
+                        self.since = f"{nano // 10**9}.{nano % 10**9:09d}"
+
+    def handle(self, raw: dict[str, Any]) -> None:
+        action = raw.get("Action") or raw.get("status") or ""
+        attributes = (raw.get("Actor") or {}).get("Attributes") or {}
+        name = attributes.get("name", raw.get("id", "")[:12])
+        if action.startswith("health_status"):
+            event, status = "docker.container.health-changed", action.split(":", 1)[-1].strip()
+        elif action in DOCKER_EVENTS:
+            event, status = DOCKER_EVENTS[action], action
+        else:
+            self.log.debug("dropped docker event %s: not a die/start/health_status", action)
+            return
+        project = attributes.get("com.docker.compose.project")
+        service = attributes.get("com.docker.compose.service")
+        rid = f"docker.{self.engine}." + (
+            f"compose.{project}.{service}" if project and service else f"container.{name}"
+        )
+        resource = {
+            "prefect.resource.id": rid,
+            "prefect.resource.name": name,
+            "docker.engine": self.engine,
+            "docker.container": name,
+            "docker.image": attributes.get("image", ""),
+            "compose.project": project or "",
+            "compose.service": service or "",
+        }
+        payload = {
+            "container_id": raw.get("id"),
+            "status": status,
+            "exit_code": attributes.get("exitCode"),
+            "docker_host": self.config.docker_host,
+        }
+        occurred = datetime.fromtimestamp(raw.get("timeNano", time.time_ns()) / 1e9, UTC)
+        self.publish(
+            event, f"docker/{self.engine}/{raw.get('id')}/{raw.get('timeNano')}/{action}", resource, payload, occurred
+        )
+
+
+# ---------------------------------------------------------------------------------------------- vsphere
+
+
+class VSphereSourceConfig(vsphere.VSphereParams):
+    poll_seconds: float = Field(1, gt=0)
+
+
+VSPHERE_EVENTS = {
+    "VmPoweredOffEvent": "vsphere.vm.powered-off",
+    "VmPoweredOnEvent": "vsphere.vm.powered-on",
+    "HostConnectionLostEvent": "vsphere.host.connection-lost",
+    "VmReconfiguredEvent": "vsphere.vm.reconfigured",
+}
+
+
+class VSphereEvents(EventSource):
+    """VM power and reconfiguration events and lost hosts, from an EventHistoryCollector."""
+
+    Config = VSphereSourceConfig
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.begin = datetime.now(UTC)
+
+    def stream(self, stop: threading.Event) -> None:
+        from pyVmomi import vim
+        from vicflow.plugins.step import StepContext
+
+        ctx = StepContext("listen", "listen", "listen", self.log)
+        sessions = vsphere.Sessions()
+        si = sessions.get(self.config, ctx)
+        server = vsphere.split_server(vsphere._setting(self.config, "server"))[0]
+        try:
+            spec = vim.event.EventFilterSpec(
+                eventTypeId=list(VSPHERE_EVENTS), time=vim.event.EventFilterSpec.ByTime(beginTime=self.begin)
+            )
+            collector = si.content.eventManager.CreateCollectorForEvents(filter=spec)
+            collector.SetCollectorPageSize(maxCount=100)
+            try:
+                # latestPage (newest events) works on vCenter and on the simulator, whose collector only
+                # pages through what existed when it was created; keys make the overlap harmless
+                while not stop.is_set():
+                    for ev in sorted(collector.latestPage or [], key=lambda e: e.key):
+                        self.handle(server, ev)
+                    stop.wait(self.config.poll_seconds)
+            finally:
+                collector.DestroyCollector()
+        finally:
+            sessions.close()
+
+    def handle(self, server: str, ev) -> None:
+        kind = type(ev).__name__.rsplit(".", 1)[-1]
+        name = VSPHERE_EVENTS.get(kind)
+        if name is None:
+            self.log.debug("dropped vSphere event %s: not one of %s", kind, ", ".join(VSPHERE_EVENTS))
+            return
+        if ev.createdTime and ev.createdTime < self.begin:
+            return  # from before this listener started (or an older page after a reconnect)
+        if ev.createdTime and ev.createdTime > self.begin:
+            self.begin = ev.createdTime  # a reconnect resumes from here; the key drops repeats
+        vm = getattr(ev, "vm", None)
+        host = getattr(ev, "host", None)
+        if vm is not None and name.startswith("vsphere.vm"):
+            rid, label = f"vsphere.{server}.vm.{vm.vm._moId}", vm.name
+        else:
+            rid, label = f"vsphere.{server}.host.{host.host._moId if host else 'unknown'}", host.name if host else ""
+        resource = {
+            "prefect.resource.id": rid,
+            "prefect.resource.name": label,
+            "vsphere.server": server,
+            "vsphere.vm": vm.name if vm else "",
+            "vsphere.host": host.name if host else "",
+        }
+        payload = {"key": ev.key, "message": ev.fullFormattedMessage or "", "user": ev.userName or ""}
+        # the key includes the time: a restarted server (the simulator) numbers its events from 1 again
+        self.publish(name, f"vsphere/{server}/{ev.key}/{ev.createdTime.isoformat()}", resource, payload, ev.createdTime)
+
+
+# ---------------------------------------------------------------------------------------------- registry
+
+
+class RegistrySourceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    listen: str = Field("127.0.0.1:5080", description="HOST:PORT for the registry's notification endpoint")
+    path: str = "/events"
+    token: str = Field(description="shared secret: the registry sends Authorization: Bearer <token>")
+
+
+MANIFEST_TYPES = {
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+}
+
+
+class RegistryNotifications(EventSource):
+    """An HTTP receiver for the distribution registry's notifications: pushes become registry.image.pushed."""
+
+    Config = RegistrySourceConfig
+
+    def stream(self, stop: threading.Event) -> None:
+        host, _, port = self.config.listen.rpartition(":")
+        source = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                if self.path.split("?")[0] != source.config.path:
+                    self.send_error(404)
+                    return
+                if self.headers.get("Authorization") != f"Bearer {source.config.token}":
+                    source.log.warning(
+                        "dropped a notification from %s: wrong or missing bearer token", self.client_address[0]
+                    )
+                    self.send_error(401)
+                    return
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                try:
+                    envelope = json.loads(body)
+                except ValueError:
+                    source.log.warning("dropped a notification: body is not JSON")
+                    self.send_error(400)
+                    return
+                for event in envelope.get("events", []):
+                    source.handle(event)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, fmt, *args):
+                source.log.debug("receiver: " + fmt, *args)
+
+        server = ThreadingHTTPServer((host, int(port)), Handler)
+        server.timeout = 0.5
+        self.log.info("receiving registry notifications on http://%s%s", self.config.listen, self.config.path)
+        try:
+            while not stop.is_set():
+                server.handle_request()
+        finally:
+            server.server_close()
+
+    def handle(self, event: dict[str, Any]) -> None:
+        target = event.get("target") or {}
+        if event.get("action") != "push" or target.get("mediaType") not in MANIFEST_TYPES:
+            self.log.debug(
+                "dropped registry event %s %s: not a manifest push", event.get("action"), target.get("mediaType")
+            )
+            return
+        if not target.get("tag"):
+            self.log.info(
+                "dropped push of %s@%s: no tag (a push by digest)", target.get("repository"), target.get("digest")
+            )
+            return
+        host = (event.get("request") or {}).get("host", "")
+        repository, tag, digest = target["repository"], target["tag"], target.get("digest", "")
+        image = f"{host}/{repository}:{tag}" if host else f"{repository}:{tag}"
+        resource = {
+            "prefect.resource.id": f"registry.{host or 'registry'}.repository.{repository}",
+            "prefect.resource.name": repository,
+            "registry.host": host,
+            "registry.repository": repository,
+            "registry.tag": tag,
+            "registry.digest": digest,
+            "registry.image": image,
+        }
+        payload = {
+            "repository": repository,
+            "tag": tag,
+            "digest": digest,
+            "image": image,
+            "actor": (event.get("actor") or {}).get("name", ""),
+            "url": target.get("url", ""),
+        }
+        occurred = None
+        if event.get("timestamp"):
+            try:
+                occurred = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00"))
+            except ValueError:
+                occurred = None
+        self.publish(
+            "registry.image.pushed", f"registry/{event.get('id') or digest + tag}", resource, payload, occurred
+        )
+
+
+@hookimpl
+def register_event_sources(register):
+    register("docker", DockerEvents)
+    register("vsphere", VSphereEvents)
+    register("registry", RegistryNotifications)
