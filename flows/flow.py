@@ -3,15 +3,20 @@
 Importing this module has no side effects beyond defining the flow.
 """
 
-from typing import Any
+import json
+import re
+from contextlib import contextmanager, suppress
+from typing import Any, Literal
 
 from prefect import flow
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 from vicflow.flows import blueprint as bp
-from vicflow.flows import engine, shipped
+from vicflow.flows import engine, expressions, shipped
 from vicflow.plugins.manager import default_registry
+
+ShippedBlueprint = Literal["gogs", "gogs-health", "vch", "full-stack", "harbor-registry-swap"]
 
 
 @flow(
@@ -21,8 +26,16 @@ from vicflow.plugins.manager import default_registry
     validate_parameters=True,
 )
 def run_blueprint(
-    blueprint: str = Field(description="a shipped blueprint (gogs, vch, full-stack, ...) or a path to one"),
-    inputs: dict[str, Any] | None = Field(default=None, description="values for the blueprint's inputs"),
+    blueprint: ShippedBlueprint | str = Field(
+        description="a shipped blueprint (gogs, gogs-health, vch, full-stack, harbor-registry-swap) or a path"
+    ),
+    inputs: dict[str, Any] | None = Field(
+        default=None, description="values for the blueprint's inputs; a value may be ${{ secrets.name }}"
+    ),
+    inputs_from: str | None = Field(
+        default=None,
+        description="name of a Prefect Variable holding this site's input values (a JSON object); inputs override them",
+    ),
     dry_run: bool = Field(default=False, description="only call plan(): show what would change"),
     resume: str | None = Field(default=None, description="flow-run id of an earlier run to resume"),
     event: dict[str, Any] | None = Field(default=None, description="the event that triggered this run"),
@@ -30,6 +43,52 @@ def run_blueprint(
     """Run a vicflow blueprint: every step becomes a task run named after its step id."""
     registry = default_registry()
     document = bp.load(shipped.resolve(blueprint), registry)
-    values = bp.resolve_inputs(document, inputs or {})
+    given = {**site_inputs(inputs_from), **(inputs or {})}
+    values = bp.resolve_inputs(document, given)
     run_id = str(flow_run.get_id() or "local")
-    return engine.execute(document, values, registry, run_id, dry_run=dry_run, resume=resume, event=event)
+    with one_run_per_target(document, values, event):
+        return engine.execute(document, values, registry, run_id, dry_run=dry_run, resume=resume, event=event)
+
+
+def site_inputs(variable: str | None) -> dict[str, Any]:
+    """The input values stored in a Prefect Variable (what a trigger does not say)."""
+    if not variable:
+        return {}
+    from prefect.variables import Variable
+
+    value = Variable.get(variable, default=None)
+    if value is None:
+        raise bp.BlueprintError(
+            [
+                bp.Problem(
+                    f"variable:{variable}",
+                    1,
+                    1,
+                    f"Prefect Variable {variable!r} not found",
+                    'create it: prefect variable set NAME \'{"docker_host": "tcp://..."}\'',
+                )
+            ]
+        )
+    return json.loads(value) if isinstance(value, str) else dict(value)
+
+
+@contextmanager
+def one_run_per_target(document: bp.Blueprint, values: dict[str, Any], event: dict[str, Any] | None):
+    """Hold the global concurrency limit named after the run's target (limit 1): a second run waits."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.concurrency.sync import concurrency
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    target = document.name
+    if document.target:
+        target = str(expressions.render(document.target, {"inputs": values, "event": event or {}}))
+    name = "vicflow-target-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", target)[:100]
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            with suppress(ObjectAlreadyExists):
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+    with concurrency(name, occupy=1, strict=True, lease_duration=3600):
+        yield
