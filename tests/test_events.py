@@ -35,7 +35,9 @@ def test_deploy_all_creates_deployments_schedule_and_automations(stack):
     assert any("docker.container.died" in a["trigger"]["expect"] for a in automations)
     schema = deployments["run-blueprint"]["parameter_openapi_schema"]["properties"]
     assert "gogs-health" in json.dumps(schema["blueprint"]) and schema["inputs"]["description"]
-    assert deployments["redeploy-on-push"]["concurrency_limit"] == 1
+    redeploy = deployments["redeploy-on-push"]
+    assert redeploy["global_concurrency_limit"]["limit"] == 1
+    assert redeploy["concurrency_options"]["collision_strategy"] == "ENQUEUE"
 
 
 def test_push_to_registry_redeploys_with_the_new_tag(stack):
