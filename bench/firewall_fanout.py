@@ -19,7 +19,7 @@ HOSTS, DELAY_MS, ROUNDS = 64, 25, 3
 
 
 def main() -> None:
-    from pyVim.connect import Disconnect, SmartConnect
+    from pyVim.connect import Disconnect
     from pyVmomi import vim
     from vicflow.plugins.builtin.firewall import Firewall
 
@@ -28,16 +28,7 @@ def main() -> None:
 
     logging.disable(logging.WARNING)
     sim = vcsim.start(hosts=HOSTS, delay_ms=DELAY_MS, vms=0)
-    host, port = sim.host.split(":")
-    si = SmartConnect(
-        host=host,
-        port=int(port),
-        user=sim.username,
-        pwd=sim.password,
-        disableSslCertValidation=True,
-        thumbprint=sim.thumbprint,
-        connectionPoolTimeout=-1,
-    )
+    si = sim.connect(connectionPoolTimeout=-1)
     params = {
         "server": sim.url,
         "user": sim.username,
@@ -59,14 +50,7 @@ def main() -> None:
             hosts[0].configManager.firewallSystem.DisableRuleset(id="vSPC")  # state is shared by all hosts
 
         def serial() -> None:
-            own = SmartConnect(
-                host=host,
-                port=int(port),
-                user=sim.username,
-                pwd=sim.password,
-                disableSslCertValidation=True,
-                thumbprint=sim.thumbprint,
-            )
+            own = sim.connect()  # vic-machine logs in too
             view = own.content.viewManager.CreateContainerView(
                 own.content.rootFolder, [vim.ClusterComputeResource], True
             )

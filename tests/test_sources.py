@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 import requests
-from pyVim.connect import Disconnect, SmartConnect
+from pyVim.connect import Disconnect
 from pyVmomi import vim
 from vicflow.plugins.builtin.sources import DockerEvents, RegistryNotifications, VSphereEvents
 
@@ -57,6 +57,12 @@ def test_docker_source_emits_died_with_project_and_service_and_never_twice(docke
         )
         assert died[0]["resource"]["prefect.resource.id"] == "docker.testbed.compose.gogs.gogs"
         assert died[0]["resource"]["compose.project"] == "gogs" and died[0]["payload"]["exit_code"] == "137"
+        retired = docker_client.containers.run("vicflow-test/busybox:latest", ["sleep", "600"], name=f"{name}-b",
+                                               detach=True, labels={"com.docker.compose.project": "gogs"})
+        from vicflow.plugins.builtin.compose import retire
+
+        retire(retired)
+        retired.remove(force=True)
         time.sleep(2.5)  # several windows later, the same event was not emitted again
         assert (
             len([e for e in got if e["event"] == "docker.container.died" and e["resource"]["docker.container"] == name])
@@ -103,15 +109,7 @@ def test_vsphere_source_sees_power_off_and_survives_a_server_restart(tmp_path):
 
 
 def power_off_first_vm(sim):
-    host, port = sim.host.split(":")
-    si = SmartConnect(
-        host=host,
-        port=int(port),
-        user=sim.username,
-        pwd=sim.password,
-        disableSslCertValidation=True,
-        thumbprint=sim.thumbprint,
-    )
+    si = sim.connect()
     vm = next(
         v
         for v in si.content.viewManager.CreateContainerView(si.content.rootFolder, [vim.VirtualMachine], True).view

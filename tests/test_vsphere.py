@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from pyVim.connect import Disconnect, SmartConnect
+from pyVim.connect import Disconnect
 from pyVmomi import vim
 from vicflow.plugins.builtin import vch as vchmod
 from vicflow.plugins.builtin.firewall import Firewall
@@ -27,15 +27,7 @@ def creds(sim) -> dict:
 @pytest.fixture
 def inventory(vcsim):
     """A separate pyvmomi session to read the inventory back as a user would (govc-style)."""
-    host, port = vcsim.host.split(":")
-    si = SmartConnect(
-        host=host,
-        port=int(port),
-        user=vcsim.username,
-        pwd=vcsim.password,
-        disableSslCertValidation=True,
-        thumbprint=vcsim.thumbprint,
-    )
+    si = vcsim.connect()
     yield si
     Disconnect(si)
 

@@ -288,6 +288,7 @@ class Deployer:
         record: dict[str, Any] = {"action": action}
         if old is not None:
             record.update(old=old.attrs, old_running=old.status == "running")
+            retire(old)
             old.stop(timeout=int(service.stop_grace_period or 10))
             old.remove(v=False)
         body = self.body(service, self.image_id(service.image) or "")
@@ -396,6 +397,16 @@ class Deployer:
             "started": by_action["start"],
             "unchanged": by_action["unchanged"],
         }
+
+
+REMOVING_SUFFIX = "_vicflow-removing"
+
+
+def retire(container) -> None:
+    """Rename a container vicflow is about to stop on purpose, so its `die` event is not taken for a crash
+    (the docker event source drops dies of such names instead of triggering a heal run)."""
+    if not container.name.endswith(REMOVING_SUFFIX):
+        container.rename(container.name + REMOVING_SUFFIX)
 
 
 def _argv(value: list[str] | str | None) -> list[str] | None:
@@ -555,7 +566,7 @@ class ComposeDown(StepType):
         with connected(params) as client:
             containers = client.containers.list(all=True, filters=selector)
             with ThreadPoolExecutor(max_workers=8) as pool:
-                list(pool.map(lambda c: c.remove(force=True, v=False), containers))
+                list(pool.map(lambda c: (retire(c), c.remove(force=True, v=False)), containers))
             networks = client.networks.list(filters=selector)
             for network in networks:
                 network.remove()

@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from vicflow.plugins import hookimpl
 from vicflow.plugins.builtin import vsphere
+from vicflow.plugins.builtin.compose import REMOVING_SUFFIX
 from vicflow.plugins.builtin.dockerapi import DockerParams, connected
 
 NAMESPACE = uuid.UUID("5b1f3c52-7d5e-4c36-9d0e-6f0b8c1a2e11")
@@ -140,6 +141,9 @@ class DockerEvents(EventSource):
             event, status = DOCKER_EVENTS[action], action
         else:
             self.log.debug("dropped docker event %s: not a die/start/health_status", action)
+            return
+        if name.endswith(REMOVING_SUFFIX):
+            self.log.info("dropped %s of %s: vicflow stopped it on purpose (replace or compose_down)", action, name)
             return
         project = attributes.get("com.docker.compose.project")
         service = attributes.get("com.docker.compose.service")

@@ -38,19 +38,11 @@ class Appliance:
             self.proxy.wait(timeout=10)
 
     def _run(self) -> None:
-        from pyVim.connect import Disconnect, SmartConnect
+        from pyVim.connect import Disconnect
         from pyVmomi import vim
         from vicflow.plugins.builtin import vch
 
-        host, port = self.sim.host.split(":")
-        si = SmartConnect(
-            host=host,
-            port=int(port),
-            user=self.sim.username,
-            pwd=self.sim.password,
-            disableSslCertValidation=True,
-            thumbprint=self.sim.thumbprint,
-        )
+        si = self.sim.connect()
         try:
             while not self.stop_event.is_set():
                 vm = next(

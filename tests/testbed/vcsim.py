@@ -53,6 +53,14 @@ class Simulator:
     def host(self) -> str:
         return self.url.split("://", 1)[1].split("/", 1)[0]
 
+    def connect(self, **kwargs):
+        """A pyvmomi session of its own (as govc would open), thumbprint pinned; Disconnect() it."""
+        from pyVim.connect import SmartConnect
+
+        host, port = self.host.split(":")
+        return SmartConnect(host=host, port=int(port), user=self.username, pwd=self.password,
+                            disableSslCertValidation=True, thumbprint=self.thumbprint, **kwargs)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
