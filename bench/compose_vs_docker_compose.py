@@ -41,8 +41,14 @@ def docker_compose() -> str:
 def compose_file(folder: Path, n: int) -> Path:
     lines = ["version: '3.7'", "services:"]
     for i in range(n):
-        lines += [f"  s{i}:", f"    image: {IMAGE}", "    command: [sleep, '3600']", "    stop_signal: SIGKILL",
-                  "    networks: [net]", f"    volumes: ['v{i}:/data']"]
+        lines += [
+            f"  s{i}:",
+            f"    image: {IMAGE}",
+            "    command: [sleep, '3600']",
+            "    stop_signal: SIGKILL",
+            "    networks: [net]",
+            f"    volumes: ['v{i}:/data']",
+        ]
     lines += ["networks:", "  net: {}", "volumes:"] + [f"  v{i}: {{}}" for i in range(n)]
     path = folder / f"compose-{n}.yml"
     path.write_text("\n".join(lines) + "\n")
@@ -71,13 +77,18 @@ def main() -> None:
 
     def vicflow(path, project):
         params = {"docker_host": engine.socket_url, "files": [str(path)], "project": project}
-        return (lambda: stepkit.apply(ComposeUp, **params), lambda: stepkit.apply(ComposeUp, **params),
-                lambda: stepkit.apply(ComposeDown, docker_host=engine.socket_url, project=project, volumes=True))
+        return (
+            lambda: stepkit.apply(ComposeUp, **params),
+            lambda: stepkit.apply(ComposeUp, **params),
+            lambda: stepkit.apply(ComposeDown, docker_host=engine.socket_url, project=project, volumes=True),
+        )
 
     def compose(path, project):
         def run(*args):
-            subprocess.run([binary, "-p", project, "-f", str(path), *args], env=env, check=True,
-                           capture_output=True, timeout=600)
+            subprocess.run(
+                [binary, "-p", project, "-f", str(path), *args], env=env, check=True, capture_output=True, timeout=600
+            )
+
         return (lambda: run("up", "-d"), lambda: run("up", "-d"), lambda: run("down", "-v"))
 
     def floor(path, project):
@@ -88,20 +99,38 @@ def main() -> None:
             network = client.networks.create(f"{project}_net", labels=labels)
             with ThreadPoolExecutor(8) as pool:
                 list(pool.map(lambda i: client.volumes.create(f"{project}_v{i}", labels=labels), range(n)))
-                list(pool.map(lambda i: client.containers.run(
-                    IMAGE, ["sleep", "3600"], name=f"{project}-s{i}-1", detach=True, stop_signal="SIGKILL",
-                    network=network.name, volumes={f"{project}_v{i}": {"bind": "/data", "mode": "rw"}},
-                    labels=labels), range(n)))
+                list(
+                    pool.map(
+                        lambda i: client.containers.run(
+                            IMAGE,
+                            ["sleep", "3600"],
+                            name=f"{project}-s{i}-1",
+                            detach=True,
+                            stop_signal="SIGKILL",
+                            network=network.name,
+                            volumes={f"{project}_v{i}": {"bind": "/data", "mode": "rw"}},
+                            labels=labels,
+                        ),
+                        range(n),
+                    )
+                )
 
         def noop():
             client.containers.list(all=True, filters={"label": f"bench={project}"})
 
         def down():
             with ThreadPoolExecutor(8) as pool:
-                list(pool.map(lambda c: c.remove(force=True),
-                              client.containers.list(all=True, filters={"label": f"bench={project}"})))
+                list(
+                    pool.map(
+                        lambda c: c.remove(force=True),
+                        client.containers.list(all=True, filters={"label": f"bench={project}"}),
+                    )
+                )
                 client.networks.get(f"{project}_net").remove()
-                list(pool.map(lambda v: v.remove(force=True), client.volumes.list(filters={"label": f"bench={project}"})))
+                list(
+                    pool.map(lambda v: v.remove(force=True), client.volumes.list(filters={"label": f"bench={project}"}))
+                )
+
         return up, noop, down
 
     tools = {"vicflow": vicflow, "docker-compose": compose, "floor": floor}
@@ -120,10 +149,12 @@ def main() -> None:
             v, c, f = (statistics.median(results[(n, t, phase)]) for t in tools)
             print(f"{n:>8} {phase:>6} {v:9.2f} {c:9.2f} {f:9.2f}  {c / v:15.2f}  {v / f:13.2f}")
     v20 = statistics.median(results[(20, "vicflow", "up")])
-    print(f"targets: 20-service up {statistics.median(results[(20, 'docker-compose', 'up')]) / v20:.2f}x faster than "
-          f"docker-compose (>= 1.2), {v20 / statistics.median(results[(20, 'floor', 'up')]):.2f} of the floor (<= 1.10); "
-          f"no-op {statistics.median(results[(20, 'docker-compose', 'noop')]) / statistics.median(results[(20, 'vicflow', 'noop')]):.1f}x "
-          "faster than docker-compose's (>= 5)")
+    print(
+        f"targets: 20-service up {statistics.median(results[(20, 'docker-compose', 'up')]) / v20:.2f}x faster than "
+        f"docker-compose (>= 1.2), {v20 / statistics.median(results[(20, 'floor', 'up')]):.2f} of the floor (<= 1.10); "
+        f"no-op {statistics.median(results[(20, 'docker-compose', 'noop')]) / statistics.median(results[(20, 'vicflow', 'noop')]):.1f}x "
+        "faster than docker-compose's (>= 5)"
+    )
 
 
 if __name__ == "__main__":

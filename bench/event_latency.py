@@ -31,8 +31,12 @@ def main() -> None:
     engine = dockerd.start()
     client = engine.client()
     images.build_all(client)
-    parts = {"event (occurred -> received)": [], "trigger (received -> run created)": [],
-             "poll + process start (created -> Running)": [], "run (Running -> Completed)": []}
+    parts = {
+        "event (occurred -> received)": [],
+        "trigger (received -> run created)": [],
+        "poll + process start (created -> Running)": [],
+        "run (Running -> Completed)": [],
+    }
     to_running, to_completed = [], []
     with prefect_stack.running(Path(tempfile.mkdtemp(prefix="event-latency-")), client) as stack:
         started = time.time()
@@ -54,11 +58,15 @@ def main() -> None:
             parts["run (Running -> Completed)"].append(done - running)
             to_running.append(running - occurred)
             to_completed.append(done - occurred)
-            print(f"push {tag}: Running after {running - occurred:.2f}s, Completed after {done - occurred:.2f}s",
-                  flush=True)
+            print(
+                f"push {tag}: Running after {running - occurred:.2f}s, Completed after {done - occurred:.2f}s",
+                flush=True,
+            )
     print(f"\n{PUSHES} pushes, worker with PREFECT_WORKER_QUERY_SECONDS=1")
-    print(f"push -> Running:   median {statistics.median(to_running):.2f}s, p95 {p95(to_running):.2f}s "
-          f"(target 3 / 5 s; serve baseline 3.1 / 4.9 s, worker baseline 5.1 / 7.8 s)")
+    print(
+        f"push -> Running:   median {statistics.median(to_running):.2f}s, p95 {p95(to_running):.2f}s "
+        f"(target 3 / 5 s; serve baseline 3.1 / 4.9 s, worker baseline 5.1 / 7.8 s)"
+    )
     print(f"push -> Completed: median {statistics.median(to_completed):.2f}s, p95 {p95(to_completed):.2f}s")
     for name, values in parts.items():
         print(f"  {name:45s} median {statistics.median(values):.2f}s  p95 {p95(values):.2f}s")

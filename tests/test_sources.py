@@ -57,8 +57,13 @@ def test_docker_source_emits_died_with_project_and_service_and_never_twice(docke
         )
         assert died[0]["resource"]["prefect.resource.id"] == "docker.testbed.compose.gogs.gogs"
         assert died[0]["resource"]["compose.project"] == "gogs" and died[0]["payload"]["exit_code"] == "137"
-        retired = docker_client.containers.run("vicflow-test/busybox:latest", ["sleep", "600"], name=f"{name}-b",
-                                               detach=True, labels={"com.docker.compose.project": "gogs"})
+        retired = docker_client.containers.run(
+            "vicflow-test/busybox:latest",
+            ["sleep", "600"],
+            name=f"{name}-b",
+            detach=True,
+            labels={"com.docker.compose.project": "gogs"},
+        )
         from vicflow.plugins.builtin.compose import retire
 
         retire(retired)

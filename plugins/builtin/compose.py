@@ -406,7 +406,10 @@ def retire(container) -> None:
     """Rename a container vicflow is about to stop on purpose, so its `die` event is not taken for a crash
     (the docker event source drops dies of such names instead of triggering a heal run)."""
     if not container.name.endswith(REMOVING_SUFFIX):
-        container.rename(container.name + REMOVING_SUFFIX)
+        try:
+            container.rename(container.name + REMOVING_SUFFIX)
+        except docker.errors.APIError:
+            pass  # a container stuck restarting cannot be renamed; its die may then start a (no-op) heal run
 
 
 def _argv(value: list[str] | str | None) -> list[str] | None:

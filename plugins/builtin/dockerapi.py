@@ -84,6 +84,13 @@ def _unreachable(host: str, exc: Exception, has_client_cert: bool) -> Exception:
             f"the Docker API at {host} requires a client certificate (a tls_verify VCH)",
             "pass cert and key, or cert_path with the cert.pem/key.pem vch_create wrote",
         )
+    if not has_client_cert and "EOF occurred in violation of protocol" in text:
+        # TLS 1.3: the server checks the client certificate after the handshake; the refusal arrives as an
+        # alert or, depending on timing, as a closed connection
+        return PermanentError(
+            f"the Docker API at {host} closed the TLS connection: it requires a client certificate (a tls_verify VCH)",
+            "pass cert and key, or cert_path with the cert.pem/key.pem vch_create wrote",
+        )
     if "CERTIFICATE_VERIFY_FAILED" in text or "certificate" in text.lower():
         return PermanentError(
             f"TLS handshake with the Docker API at {host} failed: {text[:300]}",

@@ -79,6 +79,10 @@ class Appliance:
         self.proxy = subprocess.Popen(
             [
                 "socat",
+                "-d",
+                "-d",
+                "-lf",
+                str(folder / "socat.log"),
                 f"OPENSSL-LISTEN:2376,bind={self.ip},reuseaddr,fork,cert={folder / 'server.pem'},"
                 f"key={folder / 'server-key.pem'},{verify},openssl-min-proto-version=TLS1.2",
                 f"UNIX-CONNECT:{dockerd.SOCKET}",

@@ -45,8 +45,9 @@ def wait_http(url: str, timeout: float = 60) -> None:
 
 
 def start(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        cmd, env=env, cwd=REPO, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def stop(proc: subprocess.Popen, timeout: float = 20) -> None:
@@ -76,8 +77,9 @@ class Stack:
         return response.json()
 
     def cli(self, *args: str) -> str:
-        result = subprocess.run([str(BIN / "prefect"), *args], env=self.env, cwd=REPO, capture_output=True, text=True,
-                                timeout=300)
+        result = subprocess.run(
+            [str(BIN / "prefect"), *args], env=self.env, cwd=REPO, capture_output=True, text=True, timeout=300
+        )
         if result.returncode:
             raise RuntimeError(f"prefect {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
         return result.stdout
@@ -94,9 +96,11 @@ class Stack:
             if len(final) >= count:
                 return final
             time.sleep(0.5)
-        raise AssertionError(f"{deployment}: fewer than {count} finished runs after {timeout}s: "
-                             f"{[(r['name'], r['state_type']) for r in self.runs_of(deployment)]}\n"
-                             f"worker log:\n{(self.home / 'worker.log').read_text()[-4000:]}")
+        raise AssertionError(
+            f"{deployment}: fewer than {count} finished runs after {timeout}s: "
+            f"{[(r['name'], r['state_type']) for r in self.runs_of(deployment)]}\n"
+            f"worker log:\n{(self.home / 'worker.log').read_text()[-4000:]}"
+        )
 
     def push(self, client, source: str, tag: str) -> str:
         repository = f"{self.registry}/gogs/gogs"
@@ -116,8 +120,10 @@ def clean_gogs() -> None:
     from vicflow.plugins.step import StepContext
 
     step = ComposeDown()
-    step.apply(step.Params(docker_host=ENGINE, project="gogs", volumes=True),
-               StepContext("clean", "clean", "clean", logging.getLogger("vicflow.testbed")))
+    step.apply(
+        step.Params(docker_host=ENGINE, project="gogs", volumes=True),
+        StepContext("clean", "clean", "clean", logging.getLogger("vicflow.testbed")),
+    )
 
 
 @contextmanager
@@ -126,39 +132,89 @@ def running(home: Path, docker_client):
     port, receiver, registry_port, token = free_port(), free_port(), free_port(), uuid.uuid4().hex
     api = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(home), PREFECT_API_URL=api, PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               PREFECT_UI_ENABLED="false", PREFECT_SERVER_API_HOST="127.0.0.1", PREFECT_SERVER_API_PORT=str(port),
-               PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_RUNNER_POLL_FREQUENCY="1", VICFLOW_HOME=str(REPO),
-               PYTHONPATH=str(REPO), VICFLOW_STATE_DIR=str(home / "state"), DO_NOT_TRACK="1",
-               VICFLOW_SECRET_GOGS_DB_PASSWORD="gogs-db-" + uuid.uuid4().hex[:8])
+    env.update(
+        PREFECT_HOME=str(home),
+        PREFECT_API_URL=api,
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_UI_ENABLED="false",
+        PREFECT_SERVER_API_HOST="127.0.0.1",
+        PREFECT_SERVER_API_PORT=str(port),
+        PREFECT_WORKER_QUERY_SECONDS="1",
+        PREFECT_RUNNER_POLL_FREQUENCY="1",
+        VICFLOW_HOME=str(REPO),
+        PYTHONPATH=str(REPO),
+        VICFLOW_STATE_DIR=str(home / "state"),
+        DO_NOT_TRACK="1",
+        VICFLOW_SECRET_GOGS_DB_PASSWORD="gogs-db-" + uuid.uuid4().hex[:8],
+    )
     env.pop("VICFLOW_PLUGINS", None)
     clean_gogs()
-    processes = [start([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env,
-                       home / "server.log")]
+    processes = [
+        start(
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env,
+            home / "server.log",
+        )
+    ]
     registry = None
     try:
         wait_http(f"{api}/health", timeout=120)
         stack = Stack(api, env, home)
-        stack.site = {"docker_host": ENGINE, "db_password": "${{ secrets.gogs_db_password }}",
-                      "publish_ip": "127.0.0.1", "http_port": free_port(), "ssh_port": free_port(),
-                      "volume_driver": "local", "gogs_image": "vicflow-test/app:1.0",
-                      "postgres_image": "vicflow-test/postgres:15"}
+        stack.site = {
+            "docker_host": ENGINE,
+            "db_password": "${{ secrets.gogs_db_password }}",
+            "publish_ip": "127.0.0.1",
+            "http_port": free_port(),
+            "ssh_port": free_port(),
+            "volume_driver": "local",
+            "gogs_image": "vicflow-test/app:1.0",
+            "postgres_image": "vicflow-test/postgres:15",
+        }
         stack.cli("work-pool", "create", "vicflow", "--type", "process")
         stack.cli("variable", "set", "vicflow_site_gogs", json.dumps(stack.site))
         stack.deploy_output = stack.cli("--no-prompt", "deploy", "--all")
-        processes.append(start([str(BIN / "prefect"), "worker", "start", "--pool", "vicflow", "--type", "process"],
-                               env, home / "worker.log"))
-        (home / "listen.yaml").write_text(json.dumps({
-            "docker": {"docker_host": ENGINE, "engine": "testbed", "window_seconds": 2},
-            "registry": {"listen": f"127.0.0.1:{receiver}", "token": token}}))
-        processes.append(start([sys.executable, "-m", "vicflow.flows.cli", "listen", "--config",
-                                str(home / "listen.yaml")], env, home / "listen.log"))
-        endpoints = [{"name": "vicflow", "url": f"http://127.0.0.1:{receiver}/events", "timeout": "2s",
-                      "threshold": 3, "backoff": "1s", "headers": {"Authorization": [f"Bearer {token}"]}}]
+        processes.append(
+            start(
+                [str(BIN / "prefect"), "worker", "start", "--pool", "vicflow", "--type", "process"],
+                env,
+                home / "worker.log",
+            )
+        )
+        (home / "listen.yaml").write_text(
+            json.dumps(
+                {
+                    "docker": {"docker_host": ENGINE, "engine": "testbed", "window_seconds": 2},
+                    "registry": {"listen": f"127.0.0.1:{receiver}", "token": token},
+                }
+            )
+        )
+        processes.append(
+            start(
+                [sys.executable, "-m", "vicflow.flows.cli", "listen", "--config", str(home / "listen.yaml")],
+                env,
+                home / "listen.log",
+            )
+        )
+        endpoints = [
+            {
+                "name": "vicflow",
+                "url": f"http://127.0.0.1:{receiver}/events",
+                "timeout": "2s",
+                "threshold": 3,
+                "backoff": "1s",
+                "headers": {"Authorization": [f"Bearer {token}"]},
+            }
+        ]
         registry = docker_client.containers.run(
-            "vicflow-test/registry:2.6.1-photon", name=f"notify-registry-{uuid.uuid4().hex[:6]}", detach=True,
-            network_mode="host", environment={"REGISTRY_HTTP_ADDR": f"127.0.0.1:{registry_port}",
-                                              "REGISTRY_NOTIFICATIONS_ENDPOINTS": json.dumps(endpoints)})
+            "vicflow-test/registry:2.6.1-photon",
+            name=f"notify-registry-{uuid.uuid4().hex[:6]}",
+            detach=True,
+            network_mode="host",
+            environment={
+                "REGISTRY_HTTP_ADDR": f"127.0.0.1:{registry_port}",
+                "REGISTRY_NOTIFICATIONS_ENDPOINTS": json.dumps(endpoints),
+            },
+        )
         wait_http(f"http://127.0.0.1:{registry_port}/v2/")
         stack.registry = f"127.0.0.1:{registry_port}"
         yield stack

@@ -58,8 +58,15 @@ class Simulator:
         from pyVim.connect import SmartConnect
 
         host, port = self.host.split(":")
-        return SmartConnect(host=host, port=int(port), user=self.username, pwd=self.password,
-                            disableSslCertValidation=True, thumbprint=self.thumbprint, **kwargs)
+        return SmartConnect(
+            host=host,
+            port=int(port),
+            user=self.username,
+            pwd=self.password,
+            disableSslCertValidation=True,
+            thumbprint=self.thumbprint,
+            **kwargs,
+        )
 
     def stop(self) -> None:
         if self.process.poll() is None:
