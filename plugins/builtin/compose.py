@@ -406,10 +406,9 @@ def retire(container) -> None:
     """Rename a container vicflow is about to stop on purpose, so its `die` event is not taken for a crash
     (the docker event source drops dies of such names instead of triggering a heal run)."""
     if not container.name.endswith(REMOVING_SUFFIX):
-        try:
+        # a container stuck restarting cannot be renamed; its die may then start a (no-op) heal run
+        with contextlib.suppress(docker.errors.APIError):
             container.rename(container.name + REMOVING_SUFFIX)
-        except docker.errors.APIError:
-            pass  # a container stuck restarting cannot be renamed; its die may then start a (no-op) heal run
 
 
 def _argv(value: list[str] | str | None) -> list[str] | None:
