@@ -57,17 +57,14 @@ def test_docker_source_emits_died_with_project_and_service_and_never_twice(docke
         )
         assert died[0]["resource"]["prefect.resource.id"] == "docker.testbed.compose.gogs.gogs"
         assert died[0]["resource"]["compose.project"] == "gogs" and died[0]["payload"]["exit_code"] == "137"
-        retired = docker_client.containers.run(
+        removed = docker_client.containers.run(
             "vicflow-test/busybox:latest",
             ["sleep", "600"],
             name=f"{name}-b",
             detach=True,
             labels={"com.docker.compose.project": "gogs"},
         )
-        from vicflow.plugins.builtin.compose import retire
-
-        retire(retired)
-        retired.remove(force=True)
+        removed.remove(force=True)  # what a replace or compose_down does: die, then destroy
         time.sleep(2.5)  # several windows later, the same event was not emitted again
         assert (
             len([e for e in got if e["event"] == "docker.container.died" and e["resource"]["docker.container"] == name])

@@ -288,7 +288,6 @@ class Deployer:
         record: dict[str, Any] = {"action": action}
         if old is not None:
             record.update(old=old.attrs, old_running=old.status == "running")
-            retire(old)
             old.stop(timeout=int(service.stop_grace_period or 10))
             old.remove(v=False)
         body = self.body(service, self.image_id(service.image) or "")
@@ -399,16 +398,21 @@ class Deployer:
         }
 
 
-REMOVING_SUFFIX = "_vicflow-removing"
-
-
-def retire(container) -> None:
-    """Rename a container vicflow is about to stop on purpose, so its `die` event is not taken for a crash
-    (the docker event source drops dies of such names instead of triggering a heal run)."""
-    if not container.name.endswith(REMOVING_SUFFIX):
-        # a container stuck restarting cannot be renamed; its die may then start a (no-op) heal run
-        with contextlib.suppress(docker.errors.APIError):
-            container.rename(container.name + REMOVING_SUFFIX)
+def remove_network(network, attempts: int = 20) -> None:
+    """Remove a network; right after its containers were removed in parallel, dockerd may still report
+    active endpoints for a moment: disconnect what remains and try again."""
+    for attempt in range(attempts):
+        try:
+            network.remove()
+            return
+        except docker.errors.APIError as exc:
+            if "active endpoints" not in str(exc) or attempt == attempts - 1:
+                raise
+            network.reload()
+            for container in network.containers:
+                with contextlib.suppress(docker.errors.APIError):
+                    network.disconnect(container, force=True)
+            time.sleep(0.25)
 
 
 def _argv(value: list[str] | str | None) -> list[str] | None:
@@ -493,7 +497,7 @@ class ComposeUp(StepType):
                     ctx.logger.info("restored the previous container of %s", service)
             for network in reversed(state.get("networks", [])):
                 with contextlib.suppress(docker.errors.NotFound):
-                    client.networks.get(network).remove()
+                    remove_network(client.networks.get(network))
             if state.get("volumes"):
                 ctx.logger.info("kept volumes %s (vicflow never deletes data on rollback)", ", ".join(state["volumes"]))
 
@@ -568,10 +572,10 @@ class ComposeDown(StepType):
         with connected(params) as client:
             containers = client.containers.list(all=True, filters=selector)
             with ThreadPoolExecutor(max_workers=8) as pool:
-                list(pool.map(lambda c: (retire(c), c.remove(force=True, v=False)), containers))
+                list(pool.map(lambda c: c.remove(force=True, v=False), containers))
             networks = client.networks.list(filters=selector)
             for network in networks:
-                network.remove()
+                remove_network(network)
             volumes = client.volumes.list(filters=selector) if params.volumes else []
             for volume in volumes:
                 volume.remove()

@@ -21,7 +21,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from vicflow.plugins import hookimpl
 from vicflow.plugins.builtin import vsphere
-from vicflow.plugins.builtin.compose import REMOVING_SUFFIX
 from vicflow.plugins.builtin.dockerapi import DockerParams, connected
 
 NAMESPACE = uuid.UUID("5b1f3c52-7d5e-4c36-9d0e-6f0b8c1a2e11")
@@ -93,7 +92,13 @@ class EventSource:
 
 class DockerSourceConfig(DockerParams):
     engine: str | None = Field(None, description="name for this engine in resource ids (default: docker_host)")
-    window_seconds: float = Field(5, gt=0, description="each events request ends after this long, then resumes")
+    window_seconds: float = Field(1, gt=0, description="each events request ends after this long, then resumes")
+    removal_grace_seconds: float = Field(
+        1.5,
+        ge=0,
+        description="a die followed by destroy within this long was a deliberate removal (a replace, "
+        "compose_down): it is dropped, not taken for a crash",
+    )
 
 
 DOCKER_EVENTS = {"die": "docker.container.died", "start": "docker.container.started"}
@@ -107,6 +112,7 @@ class DockerEvents(EventSource):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.since: str | None = None
+        self.pending: dict[str, tuple[dict, float]] = {}  # container id -> (die event, emit after)
 
     @property
     def engine(self) -> str:
@@ -124,12 +130,38 @@ class DockerEvents(EventSource):
                     decode=True,
                     since=self.since,
                     until=until,
-                    filters={"type": "container", "event": ["die", "start", "health_status"]},
+                    filters={"type": "container", "event": ["die", "start", "health_status", "destroy"]},
                 ):
-                    self.handle(raw)
+                    self.take(raw)
                     nano = raw.get("timeNano")
                     if nano:
                         self.since = f"{nano // 10**9}.{nano % 10**9:09d}"
+                    self.flush()
+                self.flush()
+
+    def take(self, raw: dict[str, Any]) -> None:
+        """Hold a die until it is clear the container was not removed on purpose; handle the rest now."""
+        action, container = raw.get("Action") or raw.get("status") or "", raw.get("id", "")
+        if action == "destroy":
+            held = self.pending.pop(container, None)
+            if held:
+                name = ((held[0].get("Actor") or {}).get("Attributes") or {}).get("name", container[:12])
+                self.log.info("dropped die of %s: it was removed right after (a replace or compose_down)", name)
+            return
+        if action == "die" and self.config.removal_grace_seconds > 0:
+            # `since` is inclusive: a new window replays the last event; keep its first deadline
+            held = self.pending.get(container)
+            if held is None or held[0].get("timeNano") != raw.get("timeNano"):
+                self.pending[container] = (raw, time.monotonic() + self.config.removal_grace_seconds)
+            return
+        self.handle(raw)
+
+    def flush(self) -> None:
+        now = time.monotonic()
+        for container, (raw, due) in list(self.pending.items()):
+            if due <= now:
+                del self.pending[container]
+                self.handle(raw)
 
     def handle(self, raw: dict[str, Any]) -> None:
         action = raw.get("Action") or raw.get("status") or ""
@@ -141,9 +173,6 @@ class DockerEvents(EventSource):
             event, status = DOCKER_EVENTS[action], action
         else:
             self.log.debug("dropped docker event %s: not a die/start/health_status", action)
-            return
-        if name.endswith(REMOVING_SUFFIX):
-            self.log.info("dropped %s of %s: vicflow stopped it on purpose (replace or compose_down)", action, name)
             return
         project = attributes.get("com.docker.compose.project")
         service = attributes.get("com.docker.compose.service")
@@ -207,7 +236,7 @@ class VSphereEvents(EventSource):
             spec = vim.event.EventFilterSpec(
                 eventTypeId=list(VSPHERE_EVENTS), time=vim.event.EventFilterSpec.ByTime(beginTime=self.begin)
             )
-            collector = si.content.eventManager.CreateCollectorForEvents(filter=spec)
+            collector = vsphere.content(si).eventManager.CreateCollectorForEvents(filter=spec)
             collector.SetCollectorPageSize(maxCount=100)
             try:
                 # latestPage (newest events) works on vCenter and on the simulator, whose collector only

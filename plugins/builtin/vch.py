@@ -541,7 +541,7 @@ class VCHCreate(StepType):
     def _directories(self, params, target, ctx) -> None:
         from pyVmomi import vim
 
-        manager = target.si.RetrieveContent().fileManager
+        manager = vsphere.content(target.si).fileManager
         wanted = [(target.image_ds, target.image_path)] + list(target.volume_stores.values())
         for ds, path in wanted:
             name = f"[{ds.name}] {path}"
@@ -608,7 +608,7 @@ class VCHCreate(StepType):
 
         si = vsphere.service_instance(params, ctx)
         dc = vsphere.datacenter(si, params.datacenter)
-        content = si.RetrieveContent()
+        content = si.content
         for kind, ref in reversed(ctx.state.get("created", [])):  # ref: a managed object, a path or a folder
             try:
                 if kind == "powered_on":
@@ -747,7 +747,7 @@ class VCHDelete(StepType):
 
         try:
             vsphere.wait_task(
-                si.RetrieveContent().fileManager.DeleteDatastoreFile_Task(name=name, datacenter=dc),
+                vsphere.content(si).fileManager.DeleteDatastoreFile_Task(name=name, datacenter=dc),
                 ctx,
                 f"delete {name}",
             )

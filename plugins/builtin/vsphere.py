@@ -154,6 +154,16 @@ def service_instance(params: VSphereParams, ctx: StepContext):
 
 # ---------------------------------------------------------------------------------------------- inventory
 
+_contents: dict[int, object] = {}
+
+
+def content(si):
+    """The ServiceContent of a session, fetched once (every ``si.content`` read is a round trip)."""
+    key = id(si._stub)
+    if key not in _contents:
+        _contents[key] = si.RetrieveContent()
+    return _contents[key]
+
 
 def _task_fields(task) -> dict:
     """state, error and result of a task, read without the rest of TaskInfo.
@@ -163,7 +173,7 @@ def _task_fields(task) -> dict:
     """
     from pyVmomi import vim, vmodl
 
-    collector = vim.ServiceInstance("ServiceInstance", task._stub).content.propertyCollector
+    collector = content(vim.ServiceInstance("ServiceInstance", task._stub)).propertyCollector
     spec = vmodl.query.PropertyCollector.FilterSpec(
         objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=task)],
         propSet=[
@@ -198,7 +208,7 @@ def datacenter(si, name: str | None):
     """The named datacenter, or the only one; the error lists those that exist."""
     from pyVmomi import vim
 
-    found = [e for e in si.RetrieveContent().rootFolder.childEntity if isinstance(e, vim.Datacenter)]
+    found = [e for e in content(si).rootFolder.childEntity if isinstance(e, vim.Datacenter)]
     names = [dc.name for dc in found]
     if name is None:
         if len(found) == 1:
@@ -220,7 +230,7 @@ def inventory_path(obj, root) -> str:
 
 
 def _objects(si, root, types: list):
-    view = si.RetrieveContent().viewManager.CreateContainerView(root, types, True)
+    view = content(si).viewManager.CreateContainerView(root, types, True)
     try:
         return list(view.view)
     finally:
@@ -245,9 +255,9 @@ def _tree(si, root) -> dict[str, dict]:
         ],
     )
     tree = {}
-    for content in si.RetrieveContent().propertyCollector.RetrieveContents([spec]) if objects else []:
-        props = {p.name: p.val for p in content.propSet}
-        tree[content.obj._moId] = {"obj": content.obj, **props}
+    for found in content(si).propertyCollector.RetrieveContents([spec]) if objects else []:
+        props = {p.name: p.val for p in found.propSet}
+        tree[found.obj._moId] = {"obj": found.obj, **props}
 
     def path(moid: str) -> str:
         node = tree.get(moid)
@@ -336,5 +346,5 @@ def collect(si, objects: list, kind, paths: list[str]) -> dict[str, dict]:
     spec = query.FilterSpec(
         objectSet=[query.ObjectSpec(obj=o) for o in objects], propSet=[query.PropertySpec(type=kind, pathSet=paths)]
     )
-    found = si.RetrieveContent().propertyCollector.RetrieveContents([spec])
-    return {content.obj._moId: {p.name: p.val for p in content.propSet} for content in found}
+    found = content(si).propertyCollector.RetrieveContents([spec])
+    return {item.obj._moId: {p.name: p.val for p in item.propSet} for item in found}
