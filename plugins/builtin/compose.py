@@ -70,19 +70,27 @@ class Deployer:
         self.client, self.project, self.params, self.ctx = client, project, params, ctx
         self.lock = threading.Lock()
         self.state = ctx.state.setdefault("compose", {"services": {}, "networks": [], "volumes": []})
+        self._containers: dict[str, Any] | None = None
+        self._images: dict[str, str | None] = {}
 
-    # ---- reading
+    # ---- reading (one list call for the project's containers, one look-up per image)
+    def containers(self, refresh: bool = False) -> dict[str, Any]:
+        """service -> container (list summaries), read once per apply unless ``refresh``."""
+        if self._containers is None or refresh:
+            found = self.client.containers.list(all=True, filters={"label": f"{LABEL}.project={self.project.name}"})
+            self._containers = {c.labels.get(f"{LABEL}.service"): c for c in found}
+        return self._containers
+
     def existing(self, service: Service):
-        found = self.client.containers.list(
-            all=True, filters={"label": [f"{LABEL}.project={self.project.name}", f"{LABEL}.service={service.name}"]}
-        )
-        return found[0] if found else None
+        return self.containers().get(service.name)
 
-    def image_id(self, image: str) -> str | None:
-        try:
-            return self.client.images.get(image).id
-        except docker.errors.ImageNotFound:
-            return None
+    def image_id(self, image: str, refresh: bool = False) -> str | None:
+        if refresh or image not in self._images:
+            try:
+                self._images[image] = self.client.images.get(image).id
+            except docker.errors.ImageNotFound:
+                self._images[image] = None
+        return self._images[image]
 
     def decide(self, service: Service) -> tuple[str, str]:
         """(create | recreate | start | unchanged, why)."""
@@ -93,7 +101,8 @@ class Deployer:
         if labels.get(f"{LABEL}.config-hash") != service.config_hash():
             return "recreate", "configuration changed"
         wanted = self.image_id(service.image)
-        if wanted and container.attrs.get("Image") != wanted:
+        running_image = container.attrs.get("ImageID") or container.attrs.get("Image")  # list summary / inspect
+        if wanted and running_image != wanted:
             return "recreate", f"image {service.image} now points to {wanted[7:19]}"
         if container.status != "running":
             return "start", f"container is {container.status}"
@@ -181,6 +190,7 @@ class Deployer:
                 self.ctx.logger.info("pulling %s", service.image)
                 try:
                     self.client.images.pull(service.image)
+                    self.image_id(service.image, refresh=True)
                 except docker.errors.APIError as exc:
                     if self.image_id(service.image):
                         self.ctx.logger.warning(
@@ -200,77 +210,73 @@ class Deployer:
 
     def ensure_networks(self) -> None:
         used = {n for s in self.project.services.values() for n in s.networks}
+        present = {n.name for n in self.client.networks.list()} if used else set()
         for key in used:
             spec = self.project.networks[key]
-            try:
-                self.client.networks.get(spec.name)
+            if spec.name in present:
                 continue
-            except docker.errors.NotFound:
-                if spec.external:
-                    raise PermanentError(
-                        f"external network {spec.name!r} does not exist",
-                        f"create it first (docker network create {spec.name})",
-                    ) from None
+            if spec.external:
+                raise PermanentError(
+                    f"external network {spec.name!r} does not exist",
+                    f"create it first (docker network create {spec.name})",
+                )
+            labels = {
+                **spec.labels,
+                f"{LABEL}.project": self.project.name,
+                f"{LABEL}.network": key,
+                f"{LABEL}.version": VERSION_LABEL,
+            }
             self.client.networks.create(
-                spec.name,
-                driver=spec.driver or "bridge",
-                options=spec.driver_opts or None,
-                labels={
-                    **spec.labels,
-                    f"{LABEL}.project": self.project.name,
-                    f"{LABEL}.network": key,
-                    f"{LABEL}.version": VERSION_LABEL,
-                },
+                spec.name, driver=spec.driver or "bridge", options=spec.driver_opts or None, labels=labels
             )
             with self.lock:
                 self.state["networks"].append(spec.name)
             self.ctx.logger.info("created network %s", spec.name)
 
     def ensure_volumes(self) -> None:
+        """One listing of the engine's volumes; the missing ones created in parallel."""
         used = {m.source for s in self.project.services.values() for m in s.mounts if m.type == "volume" and m.source}
-        for key in sorted(used):
-            spec = self.project.volumes[key]
-            driver = self.params.volume_driver or spec.driver or "local"
-            try:
-                existing = self.client.volumes.get(spec.name)
-                if not spec.external and existing.attrs.get("Driver") != driver:
-                    raise PermanentError(
-                        f"volume {spec.name!r} exists with driver {existing.attrs.get('Driver')!r}, the project "
-                        f"asks for {driver!r}",
-                        "vicflow never deletes a volume by itself: move its data, remove it "
-                        "by hand, or set volume_driver to match",
-                    )
-                continue
-            except docker.errors.NotFound:
-                if spec.external:
-                    raise PermanentError(
-                        f"external volume {spec.name!r} does not exist",
-                        f"create it first (docker volume create {spec.name})",
-                    ) from None
-            try:
-                self.client.volumes.create(
-                    spec.name,
-                    driver=driver,
-                    driver_opts=spec.driver_opts or None,
-                    labels={
-                        **spec.labels,
-                        f"{LABEL}.project": self.project.name,
-                        f"{LABEL}.volume": key,
-                        f"{LABEL}.version": VERSION_LABEL,
-                    },
+        present = {v.name: v for v in self.client.volumes.list()} if used else {}
+        with ThreadPoolExecutor(max_workers=self.params.parallel, thread_name_prefix="volumes") as pool:
+            list(pool.map(lambda key: self._ensure_volume(key, present), sorted(used)))
+
+    def _ensure_volume(self, key: str, present: dict[str, Any]) -> None:
+        spec = self.project.volumes[key]
+        driver = self.params.volume_driver or spec.driver or "local"
+        existing = present.get(spec.name)
+        if existing is not None:
+            if not spec.external and existing.attrs.get("Driver") != driver:
+                raise PermanentError(
+                    f"volume {spec.name!r} exists with driver {existing.attrs.get('Driver')!r}, the project asks "
+                    f"for {driver!r}",
+                    "vicflow never deletes a volume by itself: move its data, remove it by hand, or set "
+                    "volume_driver to match",
                 )
-            except docker.errors.APIError as exc:
-                text = str(exc.explanation or exc)
-                if "plugin" in text and "not found" in text or "driver" in text.lower():
-                    raise PermanentError(
-                        f"the engine has no volume driver {driver!r} (volume {key!r}): {text}",
-                        "a VCH provides the vsphere driver; on another engine set volume_driver: local in the "
-                        "compose_up step",
-                    ) from None
-                raise
-            with self.lock:
-                self.state["volumes"].append(spec.name)
-            self.ctx.logger.info("created volume %s (driver %s)", spec.name, driver)
+            return
+        if spec.external:
+            raise PermanentError(
+                f"external volume {spec.name!r} does not exist", f"create it first (docker volume create {spec.name})"
+            )
+        labels = {
+            **spec.labels,
+            f"{LABEL}.project": self.project.name,
+            f"{LABEL}.volume": key,
+            f"{LABEL}.version": VERSION_LABEL,
+        }
+        try:
+            self.client.volumes.create(spec.name, driver=driver, driver_opts=spec.driver_opts or None, labels=labels)
+        except docker.errors.APIError as exc:
+            text = str(exc.explanation or exc)
+            if "plugin" in text and "not found" in text or "driver" in text.lower():
+                raise PermanentError(
+                    f"the engine has no volume driver {driver!r} (volume {key!r}): {text}",
+                    "a VCH provides the vsphere driver; on another engine set volume_driver: local in the "
+                    "compose_up step",
+                ) from None
+            raise
+        with self.lock:
+            self.state["volumes"].append(spec.name)
+        self.ctx.logger.info("created volume %s (driver %s)", spec.name, driver)
 
     def converge(self, service: Service) -> str:
         action, why = self.decide(service)
@@ -287,6 +293,7 @@ class Deployer:
             self._check_name_free(name)
         record: dict[str, Any] = {"action": action}
         if old is not None:
+            old.reload()  # the full inspect (list summaries lack HostConfig), to restore it on rollback
             record.update(old=old.attrs, old_running=old.status == "running")
             old.stop(timeout=int(service.stop_grace_period or 10))
             old.remove(v=False)
@@ -367,14 +374,14 @@ class Deployer:
 
     def outputs(self, actions: dict[str, str]) -> dict[str, Any]:
         containers = []
+        current = self.containers(refresh=True)
         for service in self.project.services.values():
-            container = self.existing(service)
-            container.reload()
-            ports = {
-                key: [f"{b['HostIp'] or '0.0.0.0'}:{b['HostPort']}" for b in value]
-                for key, value in (container.attrs["NetworkSettings"].get("Ports") or {}).items()
-                if value
-            }
+            container = current[service.name]
+            ports: dict[str, list[str]] = {}
+            for port in container.attrs.get("Ports") or []:  # list summary: IP, PrivatePort, PublicPort, Type
+                if port.get("PublicPort"):
+                    key = f"{port['PrivatePort']}/{port.get('Type', 'tcp')}"
+                    ports.setdefault(key, []).append(f"{port.get('IP') or '0.0.0.0'}:{port['PublicPort']}")
             containers.append(
                 {
                     "service": service.name,
@@ -466,6 +473,8 @@ class ComposeUp(StepType):
 
                     for name, action in zip(level, pool.map(one, level), strict=True):
                         actions[name] = action
+                    if any(a != "unchanged" for a in actions.values()):
+                        deployer.containers(refresh=True)  # the next level waits on what this one created
             if params.remove_orphans:
                 for name in deployer.remove_orphans():
                     ctx.logger.info("removed orphan container %s", name)
