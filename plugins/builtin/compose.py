@@ -77,8 +77,11 @@ class Deployer:
     def containers(self, refresh: bool = False) -> dict[str, Any]:
         """service -> container (list summaries), read once per apply unless ``refresh``."""
         if self._containers is None or refresh:
-            found = self.client.containers.list(all=True, filters={"label": f"{LABEL}.project={self.project.name}"})
-            self._containers = {c.labels.get(f"{LABEL}.service"): c for c in found}
+            # sparse: the list summaries only (the SDK would otherwise inspect every container, one call each)
+            found = self.client.containers.list(
+                all=True, sparse=True, filters={"label": f"{LABEL}.project={self.project.name}"}
+            )
+            self._containers = {summary_labels(c).get(f"{LABEL}.service"): c for c in found}
         return self._containers
 
     def existing(self, service: Service):
@@ -97,15 +100,16 @@ class Deployer:
         container = self.existing(service)
         if container is None:
             return "create", "no container yet"
-        labels = container.labels
+        labels = summary_labels(container)
         if labels.get(f"{LABEL}.config-hash") != service.config_hash():
             return "recreate", "configuration changed"
         wanted = self.image_id(service.image)
         running_image = container.attrs.get("ImageID") or container.attrs.get("Image")  # list summary / inspect
         if wanted and running_image != wanted:
             return "recreate", f"image {service.image} now points to {wanted[7:19]}"
-        if container.status != "running":
-            return "start", f"container is {container.status}"
+        state = summary_state(container)
+        if state != "running":
+            return "start", f"container is {state}"
         return "unchanged", "up to date"
 
     # ---- desired state
@@ -385,10 +389,10 @@ class Deployer:
             containers.append(
                 {
                     "service": service.name,
-                    "name": container.name,
+                    "name": (container.attrs.get("Names") or ["/" + container.id[:12]])[0].lstrip("/"),
                     "id": container.id,
                     "image": service.image,
-                    "state": container.status,
+                    "state": summary_state(container),
                     "ports": ports,
                 }
             )
@@ -403,6 +407,16 @@ class Deployer:
             "started": by_action["start"],
             "unchanged": by_action["unchanged"],
         }
+
+
+def summary_labels(container) -> dict[str, str]:
+    """Labels of a container from a sparse listing (``Labels``) or an inspect (``Config.Labels``)."""
+    return container.attrs.get("Labels") or (container.attrs.get("Config") or {}).get("Labels") or {}
+
+
+def summary_state(container) -> str:
+    state = container.attrs.get("State")
+    return state.get("Status", "") if isinstance(state, dict) else str(state or "")
 
 
 def remove_network(network, attempts: int = 20) -> None:
