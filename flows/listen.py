@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -88,7 +87,3 @@ def main(args) -> int:
     except Exception as exc:  # events already sent cannot be lost; report what could not be flushed
         log.warning("could not flush pending events: %s", exc)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(0)

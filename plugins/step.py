@@ -63,7 +63,6 @@ class StepContext:
     dry_run: bool = False
     changed: bool = True
     state: dict[str, Any] = field(default_factory=dict)
-    outputs: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, Any] = field(default_factory=dict)  # shared per run (e.g. vSphere sessions)
     mask: Any = None  # callable str -> str hiding secret values
     base_dir: str = "."  # the blueprint's folder: relative file parameters are resolved against it

@@ -304,24 +304,21 @@ def compute_resource(si, dc, path: str):
     return matches[0]["obj"], matches[0]["owner"]
 
 
-def datastore(dc, name: str):
-    for ds in dc.datastore:
-        if ds.name == name:
-            return ds
+def _named(items, name: str, kind: str, dc):
+    for item in items:
+        if item.name == name:
+            return item
     raise PermanentError(
-        f"datastore {name!r} not found in datacenter {dc.name}",
-        f"datastores: {', '.join(sorted(d.name for d in dc.datastore))}",
+        f"{kind} {name!r} not found in datacenter {dc.name}", f"{kind}s: {', '.join(sorted(i.name for i in items))}"
     )
+
+
+def datastore(dc, name: str):
+    return _named(dc.datastore, name, "datastore", dc)
 
 
 def network(dc, name: str):
-    for net in dc.network:
-        if net.name == name:
-            return net
-    raise PermanentError(
-        f"network {name!r} not found in datacenter {dc.name}",
-        f"networks: {', '.join(sorted(n.name for n in dc.network))}",
-    )
+    return _named(dc.network, name, "network", dc)
 
 
 def find_vm(si, dc, name: str):
