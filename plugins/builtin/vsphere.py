@@ -73,9 +73,11 @@ class Sessions:
         server, user, password = (_setting(params, n) for n in ("server", "user", "password"))
         missing = [n for n, v in (("server", server), ("user", user), ("password", password)) if not v]
         if missing:
+            variables = ", ".join(f"VSPHERE_{name.upper()}" for name in missing)
             raise PermanentError(
                 f"vSphere {', '.join(missing)} not set",
-                f"set {', '.join(missing)} in the step's with:, or VSPHERE_{missing[0].upper()} in the environment",
+                f"give them to the step (with: {', '.join(missing)}; the shipped blueprints take them as inputs: "
+                f"--set {missing[0]}=...), or set {variables}",
             )
         masking.add_secret(password)
         with self._lock:
