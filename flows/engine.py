@@ -148,6 +148,7 @@ class Run:
     completion_order: list[str] = field(default_factory=list)
     resources: dict[str, Any] = field(default_factory=dict)
     items: dict[str, list[Any]] = field(default_factory=dict)  # for_each items per step
+    rendered: dict[str, list[Any]] = field(default_factory=dict)  # parameters per item, rendered once
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -228,10 +229,12 @@ def params_digest(params: Any) -> str:
 # --------------------------------------------------------------------------------------------- steps
 
 
-def _prepare(run: Run, step_id: str, item: Any) -> tuple[StepType, Any, StepContext]:
+def _prepare(run: Run, step_id: str, item: Any, rendered: Any = None) -> tuple[StepType, Any, StepContext]:
+    """Validate a step's parameters (rendered here unless the scheduler already did) and build its context."""
     step = run.blueprint.step(step_id)
     step_type = run.step_types[step.uses]
-    rendered = expressions.render(step.with_, run.context(item))
+    if rendered is None:
+        rendered = expressions.render(step.with_, run.context(item))
     try:
         params = step_type.Params.model_validate(rendered)
     except ValidationError as exc:
@@ -296,7 +299,7 @@ def step_task(token: str, step_id: str, item_index: int | None = None) -> dict[s
         attempt = record.attempts
     item = run.items[step_id][item_index] if item_index is not None else None
     try:
-        step_type, params, ctx = _prepare(run, step_id, item)
+        step_type, params, ctx = _prepare(run, step_id, item, run.rendered[step_id][item_index or 0])
         ctx.attempt = attempt
         if step.timeout_seconds:
             ctx.deadline = time.monotonic() + step.timeout_seconds
@@ -505,6 +508,7 @@ def _schedule(run: Run, max_workers: int) -> str | None:
                         "for_each takes a list or an expression that yields one",
                     )
             rendered = [expressions.render(step.with_, run.context(item)) for item in items]
+            run.rendered[step_id] = rendered  # the task validates these; secrets are resolved once
             record.params_hash = params_digest(rendered)
             previous = run.previous.get(step_id)
             if (
