@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import requests
 from pyVim.connect import Disconnect
-from pyVmomi import vim
+from pyVmomi import vim, vmodl
 from vicflow.plugins.builtin import vch as vchmod
-from vicflow.plugins.builtin.firewall import Firewall
+from vicflow.plugins.builtin import vsphere
+from vicflow.plugins.builtin.firewall import Firewall, ruleset_enabled
 from vicflow.plugins.builtin.vch import VCHCreate, VCHDelete, VCHInspect
 from vicflow.plugins.step import PermanentError, TransientError
 
@@ -69,6 +70,24 @@ def test_firewall_allow_deny_and_idempotency_on_three_hosts(vcsim, inventory):
 def test_firewall_resolves_a_resource_pool_to_its_cluster(vcsim):
     out, _ = stepkit.apply(Firewall, **creds(vcsim), compute_resource="DC0_C0/Resources/DC0_C0_RP1")
     assert sorted(r["host"] for r in out["hosts"]) == ["DC0_C0_H0", "DC0_C0_H1", "DC0_C0_H2"]
+
+
+def test_firewall_xml_read_matches_pyvmomi_across_pages_and_faults_like_pyvmomi(vcsim, inventory):
+    """The firewall step reads rulesets as XML (collect_xml); it must see exactly what pyvmomi sees."""
+    systems = [h.configManager.firewallSystem for h in objects(inventory, vim.HostSystem).values()]
+    pages = vsphere.collect_xml(inventory, systems, vim.host.FirewallSystem, ["firewallInfo"], page_size=2)
+    assert sorted(pages) == sorted(s._moId for s in systems), "every page of the answer is read"
+    for system in systems:
+        as_xml = {
+            (r.findtext(f"{vsphere.VIM}key"), r.findtext(f"{vsphere.VIM}enabled") == "true")
+            for r in pages[system._moId]["firewallInfo"].iterfind(f"{vsphere.VIM}ruleset")
+        }
+        assert as_xml == {(r.key, r.enabled) for r in system.firewallInfo.ruleset}
+        assert ruleset_enabled(pages[system._moId]["firewallInfo"]) is False
+
+    gone = vim.HostSystem("host-gone", inventory._stub)
+    with pytest.raises(vmodl.fault.ManagedObjectNotFound):
+        vsphere.collect_xml(inventory, [gone], vim.HostSystem, ["name"])
 
 
 def test_firewall_without_thumbprint_shows_it_and_changes_nothing(vcsim, inventory):

@@ -27,8 +27,15 @@ class FirewallParams(vsphere.VSphereParams):
 def hosts(params: FirewallParams, ctx):
     si = vsphere.service_instance(params, ctx)
     dc = vsphere.datacenter(si, params.datacenter)
-    _, owner = vsphere.compute_resource(si, dc, params.compute_resource)
-    return si, list(owner.host)
+    return si, vsphere.compute_resource(si, dc, params.compute_resource).hosts
+
+
+def ruleset_enabled(firewall_info) -> bool | None:
+    """vSPC's ``enabled`` in a HostFirewallInfo XML element; None when the host has no such ruleset."""
+    for ruleset in firewall_info.iterfind(f"{vsphere.VIM}ruleset") if firewall_info is not None else ():
+        if ruleset.findtext(f"{vsphere.VIM}key") == RULESET:
+            return ruleset.findtext(f"{vsphere.VIM}enabled") == "true"
+    return None
 
 
 def host_states(si, hosts: list) -> dict[str, tuple]:
@@ -37,14 +44,14 @@ def host_states(si, hosts: list) -> dict[str, tuple]:
 
     props = vsphere.collect(si, hosts, vim.HostSystem, ["name", "configManager.firewallSystem"])
     systems = {h._moId: props[h._moId]["configManager.firewallSystem"] for h in hosts}
-    infos = vsphere.collect(si, list(systems.values()), vim.host.FirewallSystem, ["firewallInfo"])
+    infos = vsphere.collect_xml(si, list(systems.values()), vim.host.FirewallSystem, ["firewallInfo"])
     states = {}
     for host in hosts:
         name, system = props[host._moId]["name"], systems[host._moId]
-        rulesets = {r.key: r.enabled for r in infos[system._moId]["firewallInfo"].ruleset}
-        if RULESET not in rulesets:
+        enabled = ruleset_enabled(infos.get(system._moId, {}).get("firewallInfo"))
+        if enabled is None:
             raise PermanentError(f"host {name} has no firewall ruleset {RULESET!r}", "is it an ESXi host?")
-        states[name] = (system, bool(rulesets[RULESET]))
+        states[name] = (system, enabled)
     return states
 
 

@@ -157,7 +157,7 @@ def validate(params: VCHCreateParams, ctx) -> Target:
     v = Validation()
     dc = vsphere.datacenter(si, params.datacenter)  # nothing else can be checked without it
     found = v.check(vsphere.compute_resource, si, dc, params.compute_resource)
-    pool, cluster = found if found else (None, None)
+    pool, cluster = (found.pool, found.cluster) if found else (None, None)
     ds_name, image_path = _store(params.image_store)
     image_ds = v.check(vsphere.datastore, dc, ds_name)
     stores = v.check(_volume_stores, params.volume_stores) or {}

@@ -12,6 +12,8 @@ import os
 import socket
 import ssl
 import threading
+import weakref
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from pydantic import Field
@@ -156,15 +158,14 @@ def service_instance(params: VSphereParams, ctx: StepContext):
 
 # ---------------------------------------------------------------------------------------------- inventory
 
-_contents: dict[int, object] = {}
+_contents: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # a session's stub -> its ServiceContent
 
 
 def content(si):
     """The ServiceContent of a session, fetched once (every ``si.content`` read is a round trip)."""
-    key = id(si._stub)
-    if key not in _contents:
-        _contents[key] = si.RetrieveContent()
-    return _contents[key]
+    if si._stub not in _contents:
+        _contents[si._stub] = si.RetrieveContent()
+    return _contents[si._stub]
 
 
 def _task_fields(task) -> dict:
@@ -206,20 +207,47 @@ def wait_task(task, ctx: StepContext, what: str, timeout: float = 300):
         time.sleep(0.2)
 
 
+def walk(si, root, hops: list[tuple], props: dict) -> dict[str, dict]:
+    """moId -> {obj, **props} for ``root`` and everything reachable from it through ``hops``, in one call.
+
+    ``hops`` are (type, property) pairs the PropertyCollector follows, recursively, e.g.
+    (vim.Folder, "childEntity"); ``props`` maps a type to the properties read from objects of that type.
+    One RetrieveContents instead of a round trip per object, name and parent (each costs a WAN latency).
+    """
+    from pyVmomi import vmodl
+
+    query = vmodl.query.PropertyCollector
+    names = [f"{kind.__name__}.{path}" for kind, path in hops]
+    select = [query.SelectionSpec(name=name) for name in names]
+    spec = query.FilterSpec(
+        objectSet=[
+            query.ObjectSpec(
+                obj=root,
+                selectSet=[
+                    query.TraversalSpec(name=name, type=kind, path=path, skip=False, selectSet=select)
+                    for name, (kind, path) in zip(names, hops, strict=True)
+                ],
+            )
+        ],
+        propSet=[query.PropertySpec(type=kind, pathSet=paths) for kind, paths in props.items()],
+    )
+    found = content(si).propertyCollector.RetrieveContents([spec])
+    return {item.obj._moId: {"obj": item.obj, **{p.name: p.val for p in item.propSet}} for item in found}
+
+
 def datacenter(si, name: str | None):
     """The named datacenter, or the only one; the error lists those that exist."""
     from pyVmomi import vim
 
-    found = [e for e in content(si).rootFolder.childEntity if isinstance(e, vim.Datacenter)]
-    names = [dc.name for dc in found]
+    found = walk(si, content(si).rootFolder, [(vim.Folder, "childEntity")], {vim.Datacenter: ["name"]})
+    found = {node["name"]: node["obj"] for node in found.values() if isinstance(node["obj"], vim.Datacenter)}
     if name is None:
         if len(found) == 1:
-            return found[0]
-        raise PermanentError(f"{len(found)} datacenters exist; say which", f"set datacenter: one of {names}")
-    for dc in found:
-        if dc.name == name:
-            return dc
-    raise PermanentError(f"datacenter {name!r} not found", f"datacenters: {', '.join(names) or 'none'}")
+            return next(iter(found.values()))
+        raise PermanentError(f"{len(found)} datacenters exist; say which", f"set datacenter: one of {sorted(found)}")
+    if name in found:
+        return found[name]
+    raise PermanentError(f"datacenter {name!r} not found", f"datacenters: {', '.join(sorted(found)) or 'none'}")
 
 
 def inventory_path(obj, root) -> str:
@@ -239,62 +267,60 @@ def _objects(si, root, types: list):
         view.Destroy()
 
 
-def _tree(si, root) -> dict[str, dict]:
-    """moId -> {obj, name, parent, owner, path} for every pool, compute resource and folder below ``root``.
-
-    One container view and one PropertyCollector call per type, instead of a call per name and parent.
-    """
-    from pyVmomi import vim, vmodl
-
-    query = vmodl.query.PropertyCollector
-    objects = _objects(si, root, [vim.ResourcePool, vim.ComputeResource, vim.Folder])
-    spec = query.FilterSpec(
-        objectSet=[query.ObjectSpec(obj=o) for o in objects],
-        propSet=[
-            query.PropertySpec(type=vim.ResourcePool, pathSet=["name", "parent", "owner"]),
-            query.PropertySpec(type=vim.ComputeResource, pathSet=["name", "parent"]),
-            query.PropertySpec(type=vim.Folder, pathSet=["name", "parent"]),
-        ],
-    )
-    tree = {}
-    for found in content(si).propertyCollector.RetrieveContents([spec]) if objects else []:
-        props = {p.name: p.val for p in found.propSet}
-        tree[found.obj._moId] = {"obj": found.obj, **props}
-
-    def path(moid: str) -> str:
-        node = tree.get(moid)
-        if node is None or moid == root._moId:
-            return ""
-        parent = path(node["parent"]._moId) if node.get("parent") is not None else ""
-        return f"{parent}/{node['name']}" if parent else node["name"]
-
-    for moid, node in tree.items():
-        node["path"] = path(moid)
-    return tree
+class Compute(NamedTuple):
+    pool: object  # the resource pool VMs go into
+    cluster: object  # the cluster or compute resource that owns it
+    hosts: list  # the cluster's hosts
 
 
-def compute_resource(si, dc, path: str):
+def compute_resource(si, dc, path: str) -> Compute:
     """Resolve like vic-machine: a resource pool path first, else a cluster or compute resource.
 
-    Returns (pool, cluster): for a cluster, its root pool; for a pool, the cluster that owns it.
+    For a cluster, its root pool; for a pool, the cluster that owns it. The datacenter's host tree
+    is read in one call, and paths are built from it.
     """
     from pyVmomi import vim
 
-    wanted = path.strip("/").removeprefix(f"{dc.name}/host/")
-    tree = _tree(si, dc.hostFolder)
+    tree = walk(
+        si,
+        dc,
+        [
+            (vim.Datacenter, "hostFolder"),
+            (vim.Folder, "childEntity"),
+            (vim.ComputeResource, "resourcePool"),
+            (vim.ResourcePool, "resourcePool"),
+        ],
+        {
+            vim.Datacenter: ["name", "hostFolder"],
+            vim.Folder: ["name", "parent"],
+            vim.ComputeResource: ["name", "parent", "host"],
+            vim.ResourcePool: ["name", "parent", "owner"],
+        },
+    )
+    dc_name, host_folder = tree[dc._moId]["name"], tree[dc._moId]["hostFolder"]
+
+    def below(moid: str) -> str:
+        node = tree.get(moid)
+        if node is None or moid == host_folder._moId or "parent" not in node:
+            return ""
+        parent = below(node["parent"]._moId) if node["parent"] is not None else ""
+        return f"{parent}/{node['name']}" if parent else node["name"]
+
+    for moid, node in tree.items():
+        node["path"] = below(moid)
+    wanted = path.strip("/").removeprefix(f"{dc_name}/host/")
     pools = [
         n for n in tree.values() if isinstance(n["obj"], vim.ResourcePool) and not isinstance(n["obj"], vim.VirtualApp)
     ]
     computes = [n for n in tree.values() if isinstance(n["obj"], vim.ComputeResource)]
     matches = [n for n in pools if wanted in (n["path"], n["name"])]
     if not matches:
-        by_moid = {n["obj"]._moId: n for n in pools}
         matches = [n for n in computes if wanted in (n["path"], n["name"])]
-        matches = [next(p for p in by_moid.values() if p["parent"]._moId == c["obj"]._moId) for c in matches]
+        matches = [next(p for p in pools if p["parent"]._moId == c["obj"]._moId) for c in matches]
     if not matches:
         known = sorted(n["path"] for n in computes)
         raise PermanentError(
-            f"compute resource {path!r} not found in datacenter {dc.name}",
+            f"compute resource {path!r} not found in datacenter {dc_name}",
             f"clusters and hosts: {', '.join(known)}; a pool is CLUSTER/Resources/POOL",
         )
     if len(matches) > 1:
@@ -303,7 +329,8 @@ def compute_resource(si, dc, path: str):
             f"compute resource {path!r} is ambiguous: {', '.join(paths)}",
             "give the full path, e.g. CLUSTER/Resources/POOL",
         )
-    return matches[0]["obj"], matches[0]["owner"]
+    owner = matches[0]["owner"]
+    return Compute(matches[0]["obj"], owner, list(tree[owner._moId]["host"]))
 
 
 def _named(items, name: str, kind: str, dc):
@@ -335,15 +362,66 @@ def find_vapp_or_pool(si, dc, name: str):
     return next((p for p in _objects(si, dc.hostFolder, [vim.ResourcePool]) if p.name == name), None)
 
 
+def _filter(objects: list, kind, paths: list[str]):
+    from pyVmomi import vmodl
+
+    query = vmodl.query.PropertyCollector
+    return query.FilterSpec(
+        objectSet=[query.ObjectSpec(obj=o) for o in objects], propSet=[query.PropertySpec(type=kind, pathSet=paths)]
+    )
+
+
 def collect(si, objects: list, kind, paths: list[str]) -> dict[str, dict]:
     """Read ``paths`` of many objects in one PropertyCollector call, keyed by managed object id."""
+    if not objects:
+        return {}
+    found = content(si).propertyCollector.RetrieveContents([_filter(objects, kind, paths)])
+    return {item.obj._moId: {p.name: p.val for p in item.propSet} for item in found}
+
+
+VIM = "{urn:vim25}"
+
+
+def collect_xml(si, objects: list, kind, paths: list[str], page_size: int | None = None) -> dict[str, dict]:
+    """Like ``collect``, but each value is the XML element of the answer, not a pyvmomi object.
+
+    For reads that are large and need little: pyvmomi builds a typed object for every element, and
+    64 hosts' firewall rulesets are 50,000 elements and 0.35 s of CPU to read one boolean a host.
+    ElementTree reads the same answer in a few ms. A non-200 answer is asked again through pyvmomi,
+    which raises the server's fault as usual. Big answers come in pages (``page_size``, or the server's).
+    """
+    from xml.etree import ElementTree
+
     from pyVmomi import vmodl
 
     if not objects:
         return {}
     query = vmodl.query.PropertyCollector
-    spec = query.FilterSpec(
-        objectSet=[query.ObjectSpec(obj=o) for o in objects], propSet=[query.PropertySpec(type=kind, pathSet=paths)]
-    )
-    found = content(si).propertyCollector.RetrieveContents([spec])
-    return {item.obj._moId: {p.name: p.val for p in item.propSet} for item in found}
+    collector, stub = content(si).propertyCollector, si._stub
+    found: dict[str, dict] = {}
+    call = ("RetrievePropertiesEx", [[_filter(objects, kind, paths)], query.RetrieveOptions(maxObjects=page_size)])
+    while call:
+        body = stub.SerializeRequest(collector, query._GetMethodInfo(call[0]), call[1])
+        conn = stub.GetConnection()  # the session's pool: same cookie, pinned thumbprint and timeout
+        try:
+            headers = {"Cookie": stub.cookie, "SOAPAction": stub.versionId, "Content-Type": "text/xml; charset=UTF-8"}
+            conn.request("POST", stub.path, body, headers)
+            response = conn.getresponse()
+            data = response.read()
+        except BaseException:
+            conn.close()
+            raise
+        stub.ReturnConnection(conn)
+        if response.status != 200:
+            getattr(collector, call[0])(*call[1])  # raises the fault, as a pyvmomi call would
+            raise TransientError(f"vSphere answered {call[0]} with HTTP {response.status}")
+        result = ElementTree.fromstring(data).find(f".//{VIM}returnval")
+        if result is None:
+            break
+        for item in result.iterfind(f"{VIM}objects"):
+            props = found.setdefault(item.findtext(f"{VIM}obj"), {})
+            for prop in item.iterfind(f"{VIM}propSet"):
+                props[prop.findtext(f"{VIM}name")] = prop.find(f"{VIM}val")
+        token = result.findtext(f"{VIM}token")
+        call = ("ContinueRetrievePropertiesEx", [token]) if token else None
+    return found
