@@ -40,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, metavar="FILE", help="YAML: one section per source (docs/events.md)")
     p.add_argument("sources", nargs="*", help="source names (default: every section of the config)")
 
+    p = sub.add_parser(
+        "worker", help="prefect worker start for a process pool, with runs forked from a preloaded process"
+    )
+    p.add_argument("--pool", default="vicflow", help="the process work pool (default: vicflow)")
+
     sub.add_parser("schema", help="print the JSON Schema of blueprints")
     p = sub.add_parser("plugins", help="list plugins, their step types and event sources")
     p.add_argument("--output", choices=("text", "json"), default="text")
@@ -189,6 +194,7 @@ COMMANDS = {
     "run": lambda args: _run_or_plan(args, dry_run=False),
     "plan": lambda args: _run_or_plan(args, dry_run=True),
     "listen": lambda args: __import__("vicflow.flows.listen", fromlist=["main"]).main(args),
+    "worker": lambda args: __import__("vicflow.flows.forkserver", fromlist=["run_worker"]).run_worker(args.pool),
 }
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ def test_push_to_registry_redeploys_with_the_new_tag(stack):
     assert runs[0]["state_type"] == "COMPLETED", runs[0]
     assert runs[0]["parameters"]["inputs"]["gogs_image"] == image
     assert runs[0]["parameters"]["event"]["event"] == "registry.image.pushed", "the run carries its event"
+    assert "no fork server" not in (stack.home / "worker.log").read_text(), "vicflow worker forks the run"
     health = wait_http(f"http://127.0.0.1:{stack.site['http_port']}/health", timeout=60).json()
     assert health == {"status": "ok", "database": "ok", "version": "1.1"}
     assert stack.client.containers.get("gogsapp").attrs["Config"]["Image"] == image

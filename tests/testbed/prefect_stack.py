@@ -70,6 +70,20 @@ class Stack:
         self.site: dict = {}
         self.registry = ""
         self.deploy_output = ""
+        self.worker: subprocess.Popen | None = None
+        self.worker_log = home / "worker.log"
+
+    def start_worker(self, forked: bool = True) -> None:
+        """`vicflow worker` (runs forked from its fork server), or, to compare, a plain `prefect worker start`
+        (each run is a fresh `python -m prefect.engine`).  Replaces the running worker."""
+        if self.worker is not None:
+            stop(self.worker)
+        if forked:
+            command, self.worker_log = [str(BIN / "vicflow"), "worker", "--pool", "vicflow"], self.home / "worker.log"
+        else:
+            command = [str(BIN / "prefect"), "worker", "start", "--pool", "vicflow", "--type", "process"]
+            self.worker_log = self.home / "worker-plain.log"
+        self.worker = start(command, self.env, self.worker_log)
 
     def post(self, path: str, body: dict | None = None):
         response = requests.post(f"{self.api}{path}", json=body or {}, timeout=30)
@@ -99,7 +113,7 @@ class Stack:
         raise AssertionError(
             f"{deployment}: fewer than {count} finished runs after {timeout}s: "
             f"{[(r['name'], r['state_type']) for r in self.runs_of(deployment)]}\n"
-            f"worker log:\n{(self.home / 'worker.log').read_text()[-4000:]}"
+            f"worker log:\n{self.worker_log.read_text()[-4000:]}"
         )
 
     def push(self, client, source: str, tag: str) -> str:
@@ -143,6 +157,7 @@ def running(home: Path, docker_client):
         PREFECT_RUNNER_POLL_FREQUENCY="1",
         VICFLOW_HOME=str(REPO),
         PYTHONPATH=str(REPO),
+        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # vicflow-engine, as in an activated venv
         VICFLOW_STATE_DIR=str(home / "state"),
         DO_NOT_TRACK="1",
         VICFLOW_SECRET_GOGS_DB_PASSWORD="gogs-db-" + uuid.uuid4().hex[:8],
@@ -156,7 +171,7 @@ def running(home: Path, docker_client):
             home / "server.log",
         )
     ]
-    registry = None
+    registry = stack = None
     try:
         wait_http(f"{api}/health", timeout=120)
         stack = Stack(api, env, home)
@@ -173,13 +188,7 @@ def running(home: Path, docker_client):
         stack.cli("work-pool", "create", "vicflow", "--type", "process")
         stack.cli("variable", "set", "vicflow_site_gogs", json.dumps(stack.site))
         stack.deploy_output = stack.cli("--no-prompt", "deploy", "--all")
-        processes.append(
-            start(
-                [str(BIN / "prefect"), "worker", "start", "--pool", "vicflow", "--type", "process"],
-                env,
-                home / "worker.log",
-            )
-        )
+        stack.start_worker()
         (home / "listen.yaml").write_text(
             json.dumps(
                 {
@@ -223,4 +232,6 @@ def running(home: Path, docker_client):
             registry.remove(force=True)
         for proc in reversed(processes):
             stop(proc)
+        if stack is not None and stack.worker is not None:
+            stop(stack.worker)
         clean_gogs()

@@ -1,0 +1,229 @@
+"""Start flow-run processes in milliseconds: fork them from a process that has Prefect and vicflow imported.
+
+A process worker starts every flow run as ``python -m prefect.engine``, and that process spends about
+2 s importing Prefect and the flow before the run turns Running: most of an event's latency.
+``vicflow worker`` runs a fork server beside ``prefect worker start``: one single-threaded process
+that imports all of that once and forks a child per run. The deployments' command, ``vicflow-engine``
+(``launch`` below), hands its stdin/stdout/stderr, environment, working directory and arguments to
+the fork server, forwards signals to the child and exits with the child's status, so the worker sees
+exactly what ``python -m prefect.engine`` would show it. Without a fork server it becomes that command.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib
+import json
+import os
+import random
+import select
+import signal
+import socket
+import sys
+import threading
+import traceback
+import warnings
+
+SOCKET_ENV = "VICFLOW_FORKSERVER"
+# what `python -m prefect.engine`, the flow and the built-in steps import
+PRELOAD = (
+    "prefect.engine",
+    "prefect.flow_engine",
+    "prefect._internal.metrics",
+    "vicflow.flows.flow",
+    "docker",
+    "pyVmomi",
+)
+REQUEST_TIMEOUT = 10  # seconds a launcher has to send its request
+
+
+# ------------------------------------------------------------------------------------------- launcher
+
+
+def launch() -> None:
+    """``vicflow-engine [ARGS]``: ``python -m prefect.engine [ARGS]``, forked from the fork server."""
+    path = os.environ.get(SOCKET_ENV)
+    server = _connect(path) if path else None
+    if server is None:
+        os.execv(sys.executable, [sys.executable, "-m", "prefect.engine", *sys.argv[1:]])
+    socket.send_fds(server, [b"r"], [0, 1, 2])
+    request = {"argv": sys.argv[1:], "env": dict(os.environ), "cwd": os.getcwd()}
+    server.sendall(json.dumps(request).encode() + b"\n")
+    answers = server.makefile("rb")
+    pid = int(answers.readline() or 0)
+    if not pid:
+        sys.exit(f"vicflow-engine: the fork server at {path} refused the run (see its log)")
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda received, _frame: os.kill(pid, received))
+    status = answers.readline()
+    if not status:
+        sys.exit(f"vicflow-engine: the fork server at {path} went away while flow run process {pid} ran")
+    code = int(status)
+    if code < 0:  # killed by a signal: die the same way, as the child did
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    sys.exit(code)
+
+
+def _connect(path: str) -> socket.socket | None:
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        server.connect(path)
+        return server
+    except OSError as exc:
+        server.close()
+        print(f"vicflow-engine: no fork server at {path} ({exc}); running python -m prefect.engine", file=sys.stderr)
+        return None
+
+
+# --------------------------------------------------------------------------------------------- worker
+
+
+def run_worker(pool: str) -> int:
+    """``prefect worker start --pool POOL --type process`` with a fork server for its runs; both stop together."""
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    bin_dir = Path(sys.executable).parent
+    path = os.path.join(tempfile.mkdtemp(prefix="vicflow-worker-"), "forkserver.sock")
+    # vicflow-engine (the deployments' command) is found next to this Python
+    env = {**os.environ, SOCKET_ENV: path, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    server = subprocess.Popen([sys.executable, "-m", "vicflow.flows.forkserver", path], env=env, stdout=subprocess.PIPE)
+    if server.stdout.readline().strip() != b"ready":
+        server.wait(timeout=30)
+        print(f"vicflow worker: the fork server did not start (exit {server.returncode})", file=sys.stderr)
+        return 1
+    worker = subprocess.Popen(
+        [str(bin_dir / "prefect"), "worker", "start", "--pool", pool, "--type", "process"], env=env
+    )
+    signal.signal(signal.SIGTERM, lambda *_: worker.terminate())
+    try:
+        return worker.wait()
+    except KeyboardInterrupt:
+        worker.send_signal(signal.SIGINT)
+        return worker.wait()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.dirname(path))
+
+
+# ---------------------------------------------------------------------------------------- fork server
+
+
+def serve(path: str) -> None:
+    """Import PRELOAD, listen on ``path`` (mode 0600) and fork one child per launcher until SIGTERM."""
+    for module in PRELOAD:
+        importlib.import_module(module)
+    if threading.active_count() != 1:  # a thread would be lost in every child, holding whatever lock it held
+        sys.exit(f"fork server: importing {PRELOAD} started threads {threading.enumerate()}; forking is unsafe")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        listener.bind(path)
+    finally:
+        os.umask(old_umask)
+    listener.listen(16)
+    launchers: dict[int, socket.socket] = {}  # child pid -> its launcher's connection
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    print("ready", flush=True)
+    try:
+        while not stopping:
+            readable, _, _ = select.select([listener, *launchers.values()], [], [], 0.2)
+            for sock in readable:
+                if sock is listener:
+                    _start_child(listener, launchers)
+                else:  # a launcher only ever closes: it was killed, so stop its run too
+                    pid = next(p for p, s in launchers.items() if s is sock)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGTERM)
+            _reap(launchers)
+    finally:
+        listener.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _start_child(listener: socket.socket, launchers: dict[int, socket.socket]) -> None:
+    conn, _ = listener.accept()
+    conn.settimeout(REQUEST_TIMEOUT)
+    try:
+        _, fds, _, _ = socket.recv_fds(conn, 1, 3)
+        request = json.loads(conn.makefile("rb").readline())
+    except (OSError, ValueError) as exc:
+        print(f"fork server: dropped a launcher that sent no valid request: {exc}", file=sys.stderr, flush=True)
+        conn.close()
+        return
+    pid = os.fork()
+    if pid == 0:
+        listener.close()
+        for other in launchers.values():
+            other.close()
+        conn.close()
+        _run_engine(fds, request)  # never returns
+    for fd in fds:
+        os.close(fd)
+    conn.settimeout(None)
+    conn.sendall(f"{pid}\n".encode())
+    launchers[pid] = conn
+
+
+def _reap(launchers: dict[int, socket.socket]) -> None:
+    while launchers:
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid == 0:
+            return
+        conn = launchers.pop(pid, None)
+        if conn is not None:
+            with contextlib.suppress(OSError):  # the launcher may be gone
+                conn.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
+            conn.close()
+
+
+def _run_engine(fds: list[int], request: dict) -> None:
+    """In the child: become the launcher's process (stdio, cwd, environment), run prefect.engine, exit."""
+    import runpy
+
+    from prefect.context import SettingsContext, get_settings_context
+    from prefect.settings import Settings
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    sys.stdin, sys.stdout, sys.stderr = (
+        os.fdopen(n, mode, closefd=False) for n, mode in ((0, "r"), (1, "w"), (2, "w"))
+    )
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    random.seed()  # not the fork server's sequence
+    sys.argv = ["prefect.engine", *request["argv"]]
+    code = 0
+    try:  # settings were read from the fork server's environment at import: read them again
+        with SettingsContext(profile=get_settings_context().profile, settings=Settings()):
+            # prefect.engine is imported already (by prefect.flow_engine); running it as __main__ is intended
+            warnings.filterwarnings("ignore", "'prefect.engine' found in sys.modules", RuntimeWarning)
+            runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        atexit._run_exitfuncs()  # Prefect flushes its logs and events here
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1])
