@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.testbed import STATE, dockerd, images  # noqa: E402
 
 COMPOSE_VENV = STATE / "docker-compose-1.29.2"
-SIZES, ROUNDS = (1, 5, 20), 3
+SIZES, ROUNDS = (1, 5, 20), 5
 IMAGE = "vicflow-test/busybox:latest"
 
 

@@ -264,6 +264,23 @@ def test_missing_image_fails_before_anything_changes(tmp_path, docker_engine, do
     assert not docker_client.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"})
 
 
+def test_a_container_name_taken_outside_the_project_is_reported_and_left_alone(
+    tmp_path, docker_engine, docker_images, docker_client
+):
+    project, name = f"taken{uuid.uuid4().hex[:6]}", f"someone-else-{uuid.uuid4().hex[:6]}"
+    other = docker_client.containers.create("vicflow-test/busybox:latest", ["sleep", "60"], name=name)
+    path = _write(
+        tmp_path, "compose.yml", f"services:\n  a: {{image: 'vicflow-test/busybox:latest', container_name: {name}}}\n"
+    )
+    try:
+        with pytest.raises(PermanentError, match=f"container name '{name}' is taken by a container not managed"):
+            stepkit.apply(ComposeUp, docker_host=PLAIN, files=[path], project=project)
+        assert docker_client.containers.get(name).id == other.id, "the other container is untouched"
+    finally:
+        other.remove(force=True)
+        stepkit.apply(ComposeDown, docker_host=PLAIN, project=project)
+
+
 def test_health_check_that_never_passes_fails_at_its_deadline_with_the_last_error():
     port = free_port()
     with pytest.raises(TransientError, match=r"did not pass within 3s .*last error: .*(Connection refused|refused)"):

@@ -293,8 +293,6 @@ class Deployer:
             self._record(service.name, {"action": "start", "id": old.id})
             self.ctx.logger.info("started %s (%s)", name, why)
             return action
-        if action == "create":
-            self._check_name_free(name)
         record: dict[str, Any] = {"action": action}
         if old is not None:
             old.reload()  # the full inspect (list summaries lack HostConfig), to restore it on rollback
@@ -309,7 +307,12 @@ class Deployer:
         return action
 
     def create(self, name: str, body: dict[str, Any], service: Service | None) -> str:
-        container = self.client.api.create_container_from_config(body, name=name)
+        try:
+            container = self.client.api.create_container_from_config(body, name=name)
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:  # the name is taken (asked only then: one call less per container)
+                raise self._name_taken(name) from None
+            raise
         if service is not None:
             for key, aliases in list(service.networks.items())[1:]:
                 self.client.api.connect_container_to_network(
@@ -318,13 +321,12 @@ class Deployer:
         self.client.api.start(container["Id"])
         return container["Id"]
 
-    def _check_name_free(self, name: str) -> None:
+    def _name_taken(self, name: str) -> PermanentError:
         try:
-            other = self.client.containers.get(name)
-        except docker.errors.NotFound:
-            return
-        owner = other.labels.get(f"{LABEL}.project")
-        raise PermanentError(
+            owner = self.client.containers.get(name).labels.get(f"{LABEL}.project")
+        except docker.errors.NotFound:  # removed meanwhile
+            owner = None
+        return PermanentError(
             f"container name {name!r} is taken by a container not managed by project "
             f"{self.project.name!r} (project: {owner or 'none'})",
             "remove or rename that container, or change container_name",
@@ -478,7 +480,8 @@ class ComposeUp(StepType):
             actions: dict[str, str] = {}
             deadline = ctx.deadline or time.monotonic() + 300
             with ThreadPoolExecutor(max_workers=params.parallel, thread_name_prefix="compose") as pool:
-                for level in project.levels():
+                levels = project.levels()
+                for level in levels:
 
                     def one(name: str) -> str:
                         service = project.services[name]
@@ -487,7 +490,7 @@ class ComposeUp(StepType):
 
                     for name, action in zip(level, pool.map(one, level), strict=True):
                         actions[name] = action
-                    if any(a != "unchanged" for a in actions.values()):
+                    if any(a != "unchanged" for a in actions.values()) and level is not levels[-1]:
                         deployer.containers(refresh=True)  # the next level waits on what this one created
             if params.remove_orphans:
                 for name in deployer.remove_orphans():
