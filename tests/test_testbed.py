@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import socket
+import ssl
+import threading
 import uuid
 
 import docker
 import pytest
-from vicflow.plugins.builtin import registry_api
-from vicflow.plugins.builtin.vsphere import Sessions, VSphereParams
+from vicflow.plugins.builtin import certs, registry_api
+from vicflow.plugins.builtin.vsphere import Sessions, VSphereParams, split_server
 from vicflow.plugins.step import PermanentError, StepContext
 
 from tests.helpers import free_port, run_registry, wait_http
@@ -35,6 +38,66 @@ def test_wrong_thumbprint_is_refused(vcsim):
     params = VSphereParams(server=vcsim.url, user=vcsim.username, password=vcsim.password, thumbprint=wrong)
     with pytest.raises(PermanentError, match="thumbprint mismatch .* refusing to connect"):
         Sessions().get(params, _ctx())
+
+
+@contextlib.contextmanager
+def interceptor(target: tuple[str, int], tmp_path):
+    """A proxy on 127.0.0.1 that passes its first connection through untouched and answers every later one
+    with a certificate of its own (a man in the middle), relaying what it decrypts to ``target``."""
+    paths = certs.generate(tmp_path / "mitm", "127.0.0.1", ["127.0.0.1"], client=False)
+    own = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    own.load_cert_chain(paths["server_cert"], paths["server_key"])
+    upstream = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    upstream.check_hostname, upstream.verify_mode = False, ssl.CERT_NONE
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stopping = threading.Event()
+
+    def pipe(a, b):
+        with contextlib.suppress(OSError):
+            while data := a.recv(65536):
+                b.sendall(data)
+        for sock in (a, b):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def serve():
+        accepted = 0
+        while not stopping.is_set():
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            client.settimeout(10)
+            server = socket.create_connection(target, timeout=10)
+            with contextlib.suppress(OSError):
+                if accepted:  # intercept: terminate TLS here with our own certificate
+                    client = own.wrap_socket(client, server_side=True)
+                    server = upstream.wrap_socket(server)
+                threading.Thread(target=pipe, args=(client, server), daemon=True).start()
+                threading.Thread(target=pipe, args=(server, client), daemon=True).start()
+            accepted += 1
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stopping.set()
+        thread.join(timeout=5)
+        listener.close()
+
+
+def test_every_connection_is_pinned_not_only_the_first(vcsim, tmp_path):
+    host, port = split_server(vcsim.url)
+    with interceptor((host, port), tmp_path) as proxy:
+        params = VSphereParams(server=proxy, user=vcsim.username, password=vcsim.password, thumbprint=vcsim.thumbprint)
+        sessions = Sessions()
+        try:  # the API version is read on connection 1 (passed through); the login's connection is intercepted
+            with pytest.raises(PermanentError, match="thumbprint mismatch .* refusing to connect"):
+                sessions.get(params, _ctx())
+        finally:
+            sessions.close()
 
 
 def test_missing_thumbprint_shows_the_one_seen_and_how_to_pin_it(vcsim):
