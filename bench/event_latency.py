@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import requests
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PUSHES = 20
@@ -34,7 +36,8 @@ def measure(stack, client, label: str) -> dict[str, list[float]]:
         "push -> Completed": [],
         "  event (occurred -> received)": [],
         "  trigger (received -> run created)": [],
-        "  poll + process start (created -> Running)": [],
+        "  poll + worker claims it (created -> Pending)": [],
+        "  process start (Pending -> Running)": [],
         "  run (Running -> Completed)": [],
     }
     started = time.time()
@@ -50,6 +53,8 @@ def measure(stack, client, label: str) -> dict[str, list[float]]:
         event = run["parameters"]["event"]
         occurred, received = ts(event["occurred"]), ts(event.get("received") or event["occurred"])
         created, running, done = ts(run["created"]), ts(run["start_time"]), ts(run["end_time"])
+        states = requests.get(f"{stack.api}/flow_run_states/", params={"flow_run_id": run["id"]}, timeout=30).json()
+        pending = min(ts(state["timestamp"]) for state in states if state["type"] == "PENDING")
         for name, value in zip(
             times,
             (
@@ -57,7 +62,8 @@ def measure(stack, client, label: str) -> dict[str, list[float]]:
                 done - occurred,
                 received - occurred,
                 created - received,
-                running - created,
+                pending - created,
+                running - pending,
                 done - running,
             ),
             strict=True,
