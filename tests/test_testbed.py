@@ -41,9 +41,9 @@ def test_wrong_thumbprint_is_refused(vcsim):
 
 
 @contextlib.contextmanager
-def interceptor(target: tuple[str, int], tmp_path):
-    """A proxy on 127.0.0.1 that passes its first connection through untouched and answers every later one
-    with a certificate of its own (a man in the middle), relaying what it decrypts to ``target``."""
+def interceptor(target: tuple[str, int], tmp_path, passed: int):
+    """A proxy on 127.0.0.1 that passes its first ``passed`` connections through untouched and answers every
+    later one with a certificate of its own (a man in the middle), relaying what it decrypts to ``target``."""
     paths = certs.generate(tmp_path / "mitm", "127.0.0.1", ["127.0.0.1"], client=False)
     own = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     own.load_cert_chain(paths["server_cert"], paths["server_key"])
@@ -71,7 +71,7 @@ def interceptor(target: tuple[str, int], tmp_path):
             client.settimeout(10)
             server = socket.create_connection(target, timeout=10)
             with contextlib.suppress(OSError):
-                if accepted:  # intercept: terminate TLS here with our own certificate
+                if accepted >= passed:  # intercept: terminate TLS here with our own certificate
                     client = own.wrap_socket(client, server_side=True)
                     server = upstream.wrap_socket(server)
                 threading.Thread(target=pipe, args=(client, server), daemon=True).start()
@@ -88,12 +88,13 @@ def interceptor(target: tuple[str, int], tmp_path):
         listener.close()
 
 
-def test_every_connection_is_pinned_not_only_the_first(vcsim, tmp_path):
+@pytest.mark.parametrize("passed", [0, 1], ids=["version-discovery-intercepted", "session-intercepted"])
+def test_every_connection_is_pinned_not_only_the_first(vcsim, tmp_path, passed):
     host, port = split_server(vcsim.url)
-    with interceptor((host, port), tmp_path) as proxy:
+    with interceptor((host, port), tmp_path, passed) as proxy:
         params = VSphereParams(server=proxy, user=vcsim.username, password=vcsim.password, thumbprint=vcsim.thumbprint)
         sessions = Sessions()
-        try:  # the API version is read on connection 1 (passed through); the login's connection is intercepted
+        try:  # connection 1 reads the API version, connection 2 logs in
             with pytest.raises(PermanentError, match="thumbprint mismatch .* refusing to connect"):
                 sessions.get(params, _ctx())
         finally:

@@ -115,24 +115,34 @@ def _mismatch(host: str, expected: str, seen: str) -> PermanentError:
     )
 
 
-def _pinned_connection(host: str, thumbprint: str) -> type:
-    """An HTTPSConnection that refuses a server whose certificate's SHA-1 is not ``thumbprint``.
+class PinnedContext(ssl.SSLContext):
+    """TLS that accepts exactly one certificate, by SHA-1 (no CA chain), on every connection made with it.
 
-    pyvmomi checks a pinned thumbprint only when ordinary verification fails, which never happens with
-    verification off (how a self-signed vCenter is reached); this checks every connection of the
-    session's pool, reconnects included.
+    That is pyvmomi's API-version discovery and every connection of the session's pool, reconnects
+    included. pyvmomi's own thumbprint check runs only when CA verification fails, which never happens
+    with verification off (how a self-signed vCenter is reached), so it cannot be relied on.
     """
-    import http.client
 
-    class PinnedHTTPSConnection(http.client.HTTPSConnection):
-        def connect(self):
-            super().connect()
-            seen = normalise(hashlib.sha1(self.sock.getpeercert(binary_form=True)).hexdigest())
-            if seen != thumbprint:
-                self.close()
-                raise _mismatch(host, thumbprint, seen)
+    pinned_host: str
+    pinned_thumbprint: str
+    io_timeout: float
 
-    return PinnedHTTPSConnection
+    @classmethod
+    def of(cls, host: str, thumbprint: str, timeout: float) -> PinnedContext:
+        context = cls(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        context.pinned_host, context.pinned_thumbprint, context.io_timeout = host, thumbprint, timeout
+        return context
+
+    def wrap_socket(self, sock, *args, **kwargs):
+        if sock.gettimeout() is None:  # pyvmomi's version discovery sets none
+            sock.settimeout(self.io_timeout)
+        tls = super().wrap_socket(sock, *args, **kwargs)
+        seen = normalise(hashlib.sha1(tls.getpeercert(binary_form=True)).hexdigest())
+        if seen != self.pinned_thumbprint:
+            tls.close()
+            raise _mismatch(self.pinned_host, self.pinned_thumbprint, seen)
+        return tls
 
 
 def _login(
@@ -152,16 +162,14 @@ def _login(
             "(or set VSPHERE_THUMBPRINT)",
         )
     try:
-        # the API version is read first over a connection of its own; nothing is sent there but the request
-        stub = SmartStubAdapter(
+        stub = SmartStubAdapter(  # reads the API version first, then makes no connection until the first call
             host=host,
             port=port,
-            disableSslCertValidation=True,
+            sslContext=None if insecure else PinnedContext.of(host, normalise(thumbprint), timeout),
+            disableSslCertValidation=insecure,
             httpConnectionTimeout=int(max(1, timeout)),
             connectionPoolTimeout=-1,
         )
-        if not insecure:
-            stub.scheme = _pinned_connection(host, normalise(thumbprint))
         si = vim.ServiceInstance("ServiceInstance", stub)
         _contents[stub] = si.RetrieveContent()
         _contents[stub].sessionManager.Login(user, password, None)
