@@ -283,15 +283,6 @@ def datacenter(si, name: str | None):
     raise PermanentError(f"datacenter {name!r} not found", f"datacenters: {', '.join(sorted(found)) or 'none'}")
 
 
-def inventory_path(obj, root) -> str:
-    """``obj``'s path below ``root`` (e.g. DC0_C0/Resources/DC0_C0_RP1)."""
-    parts = []
-    while obj is not None and obj != root:
-        parts.append(obj.name)
-        obj = obj.parent
-    return "/".join(reversed(parts))
-
-
 def _objects(si, root, types: list):
     view = content(si).viewManager.CreateContainerView(root, types, True)
     try:
