@@ -8,7 +8,7 @@ import uuid
 import pytest
 import requests
 from vicflow.plugins.builtin.compose import ComposeDown, ComposeUp
-from vicflow.plugins.builtin.composefile import ComposeError
+from vicflow.plugins.builtin.composefile import ComposeError, load_project
 from vicflow.plugins.builtin.health import HealthCheck
 from vicflow.plugins.step import PermanentError, TransientError
 
@@ -198,7 +198,11 @@ def test_depends_on_service_healthy_waits_for_the_healthcheck(tmp_path, docker_e
         ("    restart: sometimes\n", r"compose.yml:5:14: restart policy 'sometimes' is not one of"),
         ("    volumes: ['data:/data']\n", r"compose.yml:5:15: named volume 'data' is not declared"),
         ("    networks: [front]\n", r"compose.yml:5:15: service 'web' uses undeclared network 'front'"),
-        ("    environment: {X: $MISSING}\n", r"compose.yml:5:22: variable MISSING is not set"),
+        ("    environment: {X: '${MISSING:?the admin password}'}\n", r"compose.yml:5:22: required variable MISSING is "
+         r"missing: the admin password"),
+        ("    build: .\n", r"compose.yml:5:5: unsupported key 'build' in service 'web'\n  hint: vicflow never runs a build"),
+        ("    logging: {driver: syslog, opts: {}}\n", r"compose.yml:5:31: unknown key 'opts' in logging of 'web'"),
+        ("    mem_limit: lots\n", r"compose.yml:5:16: invalid mem_limit of 'web': not a size"),
     ],
 )
 def test_unknown_and_invalid_keys_give_a_precise_error(tmp_path, snippet, message):
@@ -300,3 +304,85 @@ def test_health_check_kinds_against_real_services(gogs):
     assert tcp["detail"] == "connected"
     box, _ = stepkit.apply(HealthCheck, kind="container", container="gogsdb", docker_host=PLAIN, deadline_seconds=120)
     assert box["detail"].startswith("running")
+
+
+def test_keys_real_files_use_reach_the_engine(tmp_path, docker_engine, docker_images, docker_client, caplog):
+    """Harbor's and other real files' keys become the Engine API's settings; an unset variable warns."""
+    project = f"keys{uuid.uuid4().hex[:6]}"
+    (tmp_path / "app.env").write_text("# Harbor-style env_file\nFROM_FILE=yes\nOVERRIDDEN=file\n")
+    path = _write(
+        tmp_path,
+        "compose.yml",
+        """
+        version: '2'
+        services:
+          box:
+            image: vicflow-test/busybox:latest
+            entrypoint: /bin/busybox sh
+            command: -c "echo started; exec sleep 600"
+            stop_signal: SIGKILL
+            env_file: [./app.env]
+            environment: [OVERRIDDEN=compose, "EMPTY=${NOT_SET_ANYWHERE}"]
+            logging:
+              driver: json-file
+              options: {max-size: 1m, tag: "box"}
+            networks:
+              back: {aliases: [boxalias]}
+            extra_hosts: ["registry.local:10.0.0.5"]
+            dns: [127.0.0.11]
+            mem_limit: 64m
+            cpus: 0.5
+            cpu_shares: 512
+            cap_drop: [NET_RAW]
+            cap_add: [SYS_TIME]
+            tmpfs: [/run/scratch:size=1m]
+            read_only: true
+            init: true
+            shm_size: 16m
+            tty: true
+            stdin_open: true
+            ulimits: {nofile: {soft: 1024, hard: 2048}, nproc: 512}
+            sysctls: {net.core.somaxconn: 1024}
+            security_opt: [no-new-privileges:true]
+        networks:
+          back: {}
+        """,
+    )
+    with caplog.at_level("WARNING"):
+        stepkit.apply(ComposeUp, docker_host=PLAIN, files=[path], project=project, use_os_environ=False)
+    assert any(
+        f"{path}:" in r.getMessage() and "variable NOT_SET_ANYWHERE is not set; using an empty string" in r.getMessage()
+        for r in caplog.records
+    )
+    box = docker_client.containers.get(f"{project}-box-1")
+    config, host = box.attrs["Config"], box.attrs["HostConfig"]
+    assert config["Entrypoint"] == ["/bin/busybox", "sh"]
+    assert config["Cmd"] == ["-c", "echo started; exec sleep 600"]
+    env = dict(e.split("=", 1) for e in config["Env"])
+    assert (env["FROM_FILE"], env["OVERRIDDEN"], env["EMPTY"]) == ("yes", "compose", "")
+    assert host["LogConfig"] == {"Type": "json-file", "Config": {"max-size": "1m", "tag": "box"}}
+    assert "boxalias" in box.attrs["NetworkSettings"]["Networks"][f"{project}_back"]["Aliases"]
+    assert host["ExtraHosts"] == ["registry.local:10.0.0.5"] and host["Dns"] == ["127.0.0.11"]
+    assert (host["Memory"], host["NanoCpus"], host["CpuShares"]) == (64 * 2**20, 500_000_000, 512)
+    assert (host["CapAdd"], host["CapDrop"]) == (["SYS_TIME"], ["NET_RAW"])
+    assert host["Tmpfs"] == {"/run/scratch": "size=1m"}
+    assert host["ReadonlyRootfs"] is True and host["Init"] is True and host["ShmSize"] == 16 * 2**20
+    assert config["Tty"] is True and config["OpenStdin"] is True
+    assert {u["Name"]: (u["Soft"], u["Hard"]) for u in host["Ulimits"]} == {"nofile": (1024, 2048), "nproc": (512, 512)}
+    assert host["Sysctls"] == {"net.core.somaxconn": "1024"} and host["SecurityOpt"] == ["no-new-privileges:true"]
+    assert "started" in box.logs().decode()
+    again, ctx = stepkit.apply(ComposeUp, docker_host=PLAIN, files=[path], project=project, use_os_environ=False)
+    assert ctx.changed is False and again["unchanged"] == ["box"], "a second run changes nothing"
+    stepkit.apply(ComposeDown, docker_host=PLAIN, project=project)
+
+
+def test_partial_service_completed_by_a_later_file(tmp_path):
+    """Harbor's order: the notary file gives ui only an extra network; docker-compose.yml defines ui."""
+    notary = _write(tmp_path, "docker-compose.notary.yml", "version: '2'\nservices:\n  ui:\n    networks: [harbor-notary]\n"
+                    "networks:\n  harbor-notary: {external: false}\n")
+    main = _write(tmp_path, "docker-compose.yml", "version: '2'\nservices:\n  ui:\n    image: vmware/harbor-ui\n"
+                  "    networks: [harbor]\nnetworks:\n  harbor: {external: false}\n")
+    ui = load_project([notary, main], use_os_environ=False).services["ui"]
+    assert ui.image == "vmware/harbor-ui" and set(ui.networks) == {"harbor", "harbor-notary"}
+    with pytest.raises(ComposeError, match=r"docker-compose.notary.yml:4:5: service 'ui' has no image"):
+        load_project([notary], use_os_environ=False)

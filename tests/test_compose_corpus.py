@@ -1,6 +1,7 @@
 """Parse, without running, every compose file of tests/data/compose-corpus (real projects' shapes).
 
-The first line of each says what must happen: `# expect: ok`, or `# expect: unsupported 'KEY' at L:C`.
+The first line of each says what must happen: `# expect: ok`, `# expect: unsupported 'KEY' at L:C`, or
+`# expect: vic 'KEY' at L:C` (loads for an ordinary engine; on a VCH, VIC 1.1's refusal of KEY at L:C).
 `NAME.override.yml` is merged over `NAME.yml`, as `docker compose -f NAME.yml -f NAME.override.yml`.
 """
 
@@ -30,10 +31,13 @@ def test_compose_file_loads_or_names_the_unsupported_key(path):
         project = load_project(files, project_name=path.stem, environment=ENV, use_os_environ=False)
         assert project.services and all(s.image for s in project.services.values())
         return
-    key, line, column = re.fullmatch(r"unsupported '(\w+)' at (\d+):(\d+)", expect).groups()
-    with pytest.raises(ComposeError) as info:
+    kind, key, line, column = re.fullmatch(r"(unsupported|vic) '(\w+)' at (\d+):(\d+)", expect).groups()
+    if kind == "vic":
         load_project(files, project_name=path.stem, environment=ENV, use_os_environ=False)
-    assert str(info.value).startswith(f"{path}:{line}:{column}: unsupported key '{key}'"), str(info.value)
+    with pytest.raises(ComposeError) as info:
+        load_project(files, project_name=path.stem, environment=ENV, use_os_environ=False, vch=kind == "vic")
+    message = f"unsupported key '{key}'" if kind == "unsupported" else f"VIC 1.1 does not support '{key}'"
+    assert str(info.value).startswith(f"{path}:{line}:{column}: {message}"), str(info.value)
 
 
 def test_override_merges_in_order():

@@ -54,9 +54,21 @@ class ComposeDownParams(ComposeParams):
     remove_orphans: bool = True
 
 
-def _project(params: ComposeParams, ctx) -> Project:
+def _project(params: ComposeParams, ctx, client=None) -> Project:
+    """The project; with ``client``, keys a VCH refuses are errors when the engine is one."""
     files = [ctx.path(f) for f in params.files]
-    return load_project(files, params.project, params.environment, params.use_os_environ)
+    project = load_project(
+        files, params.project, params.environment, params.use_os_environ, vch=client is not None and is_vch(client)
+    )
+    for warning in project.warnings:
+        ctx.logger.warning("%s", warning)
+    return project
+
+
+def is_vch(client) -> bool:
+    """A VCH says so in ``docker info`` (VIC's Driver is "vSphere Integrated Containers ... Backend Engine")."""
+    info = client.info()
+    return "vSphere Integrated Containers" in f"{info.get('Driver', '')} {info.get('ID', '')}"
 
 
 def container_name(project: Project, service: Service) -> str:
@@ -154,6 +166,7 @@ class Deployer:
             "ExtraHosts": service.extra_hosts or None,
             "Links": [self._link(link) for link in service.links] or None,
             "NetworkMode": service.network_mode or (networks[0] if networks else "default"),
+            **service.host,
         }
         body: dict[str, Any] = {
             "Image": service.image,
@@ -169,6 +182,8 @@ class Deployer:
             "StopSignal": service.stop_signal,
             "StopTimeout": None if service.stop_grace_period is None else int(service.stop_grace_period),
             "Healthcheck": service.healthcheck,
+            "Tty": service.tty or None,
+            "OpenStdin": service.stdin_open or None,
             "HostConfig": host_config,
         }
         if networks and not service.network_mode:
@@ -308,7 +323,8 @@ class Deployer:
 
     def create(self, name: str, body: dict[str, Any], service: Service | None) -> str:
         try:
-            container = self.client.api.create_container_from_config(body, name=name)
+            platform = service.platform if service is not None else None
+            container = self.client.api.create_container_from_config(body, name=name, platform=platform)
         except docker.errors.APIError as exc:
             if exc.status_code == 409:  # the name is taken (asked only then: one call less per container)
                 raise self._name_taken(name) from None
@@ -318,8 +334,27 @@ class Deployer:
                 self.client.api.connect_container_to_network(
                     container["Id"], self.project.networks[key].name, aliases=[service.name, *aliases]
                 )
-        self.client.api.start(container["Id"])
+        self._start(container["Id"], name)
         return container["Id"]
+
+    def _start(self, container_id: str, name: str, wait_seconds: float = 30) -> None:
+        """Start; a syslog logging driver whose server (Harbor's ``log`` service) is still starting refuses the
+        start with "failed to initialize logging driver": that is retried until the server listens."""
+        until = time.monotonic() + wait_seconds
+        while True:
+            try:
+                self.client.api.start(container_id)
+                return
+            except docker.errors.APIError as exc:
+                text = str(exc.explanation or exc)
+                if "logging driver" not in text or time.monotonic() > until:
+                    raise PermanentError(
+                        f"container {name!r} was created but does not start: {text}",
+                        "the logging driver's server must listen before the service starts (depends_on it)"
+                        if "logging driver" in text
+                        else "check the service's settings and the image",
+                    ) from None
+                time.sleep(0.5)
 
     def _name_taken(self, name: str) -> PermanentError:
         try:
@@ -459,8 +494,8 @@ class ComposeUp(StepType):
     transient_errors = NETWORK_ERRORS
 
     def plan(self, params: ComposeUpParams, ctx) -> list[Change]:
-        project = _project(params, ctx)
         with connected(params) as client:
+            project = _project(params, ctx, client)
             deployer = Deployer(client, project, params, ctx)
             changes = []
             for service in project.services.values():
@@ -471,8 +506,8 @@ class ComposeUp(StepType):
         return changes
 
     def apply(self, params: ComposeUpParams, ctx) -> dict[str, Any]:
-        project = _project(params, ctx)
         with connected(params) as client:
+            project = _project(params, ctx, client)
             deployer = Deployer(client, project, params, ctx)
             deployer.ensure_images()
             deployer.ensure_networks()

@@ -42,6 +42,25 @@ SERVICE_KEYS = {
     "network_mode",
     "stop_signal",
     "stop_grace_period",
+    "logging",
+    "dns",
+    "dns_search",
+    "mem_limit",
+    "cpus",
+    "cpu_shares",
+    "cap_add",
+    "cap_drop",
+    "privileged",
+    "tmpfs",
+    "read_only",
+    "stdin_open",
+    "tty",
+    "platform",
+    "init",
+    "shm_size",
+    "ulimits",
+    "sysctls",
+    "security_opt",
 }
 # Valid Compose keys this implementation does not support: an error says so instead of ignoring them.
 UNSUPPORTED_SERVICE_KEYS = {
@@ -49,38 +68,19 @@ UNSUPPORTED_SERVICE_KEYS = {
     "deploy",
     "configs",
     "secrets",
-    "cap_add",
-    "cap_drop",
     "cgroup_parent",
     "devices",
-    "dns",
-    "dns_search",
     "domainname",
     "external_links",
     "extends",
-    "init",
     "ipc",
     "isolation",
-    "logging",
     "mac_address",
-    "mem_limit",
     "memswap_limit",
-    "cpus",
-    "cpu_shares",
     "pid",
-    "platform",
-    "privileged",
     "profiles",
     "pull_policy",
-    "read_only",
     "scale",
-    "security_opt",
-    "shm_size",
-    "stdin_open",
-    "sysctls",
-    "tmpfs",
-    "tty",
-    "ulimits",
     "userns_mode",
     "volumes_from",
     "runtime",
@@ -91,11 +91,32 @@ UNSUPPORTED_SERVICE_KEYS = {
     "attach",
     "annotations",
 }
+UNSUPPORTED_HINTS = {
+    "build": "vicflow never runs a build (a VCH cannot build either): build and push the image, then set image:",
+}
+# Service keys a VCH refuses, from VIC's "Supported Docker Compose File Options" ("No. Depends on docker run
+# --X", which VIC does not implement).  Checked only when the engine is a VCH (docker info says so).
+VIC_UNSUPPORTED = {
+    "build": "docker build",
+    "cap_add": "docker run --cap-add",
+    "cap_drop": "docker run --cap-drop",
+    "cgroup_parent": "docker run --cgroup-parent",
+    "devices": "docker create --device",
+    "dns_search": "docker run --dns-search",
+    "tmpfs": "docker run --tmpfs",
+    "entrypoint": "docker run --entrypoint",
+    "expose": "docker run --expose",
+    "extra_hosts": "docker run --add-host",
+    "group_add": "docker run --group-add",
+    "privileged": "docker run --privileged (a container is a VM)",
+    "volumes_from": "sharing volumes between containers (docker run --volumes-from)",
+}
 TOP_KEYS = {"version", "name", "services", "networks", "volumes"}
 UNSUPPORTED_TOP_KEYS = {"configs", "secrets", "include"}
 NETWORK_KEYS = {"driver", "external", "name", "labels", "driver_opts"}
 VOLUME_KEYS = {"driver", "driver_opts", "external", "name", "labels"}
 HEALTHCHECK_KEYS = {"test", "interval", "timeout", "retries", "start_period", "disable"}
+LOGGING_KEYS = {"driver", "options"}
 RESTART = {"no", "always", "on-failure", "unless-stopped"}
 VAR_RE = re.compile(
     r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])((?:[^{}]|\{[^{}]*\})*))?\}|([A-Za-z_][A-Za-z0-9_]*))"
@@ -146,6 +167,10 @@ class Service:
     network_mode: str | None = None
     stop_signal: str | None = None
     stop_grace_period: float | None = None
+    host: dict[str, Any] = field(default_factory=dict)  # Engine API HostConfig fields (LogConfig, CapAdd, ...)
+    tty: bool = False
+    stdin_open: bool = False
+    platform: str | None = None
 
     def config_hash(self) -> str:
         """Compose-style hash of everything that, when changed, requires a new container."""
@@ -173,6 +198,7 @@ class Project:
     services: dict[str, Service]
     networks: dict[str, Resource]
     volumes: dict[str, Resource]
+    warnings: list[str] = field(default_factory=list)  # e.g. unset variables, with file:line
 
     def levels(self) -> list[list[str]]:
         """Services grouped so that each group depends only on earlier groups."""
@@ -204,12 +230,16 @@ class _Source:
         return ComposeError(f"{self.path}:{line}:{col}: {message}", hint or None)
 
 
-def interpolate(value: Any, env: dict[str, str], src: _Source, path: tuple = ()) -> Any:
-    """Compose's ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR:+alt} and $$."""
+def interpolate(value: Any, env: dict[str, str], src: _Source, path: tuple = (), warnings: list | None = None) -> Any:
+    """Compose's ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR:+alt} and $$.
+
+    An unset ${VAR} becomes "" with a warning naming it and its file:line, as ``docker compose`` does.
+    """
+    warnings = [] if warnings is None else warnings
     if isinstance(value, dict):
-        return {k: interpolate(v, env, src, (*path, k)) for k, v in value.items()}
+        return {k: interpolate(v, env, src, (*path, k), warnings) for k, v in value.items()}
     if isinstance(value, list):
-        return [interpolate(v, env, src, (*path, i)) for i, v in enumerate(value)]
+        return [interpolate(v, env, src, (*path, i), warnings) for i, v in enumerate(value)]
     if not isinstance(value, str) or "$" not in value:
         return value
 
@@ -222,7 +252,7 @@ def interpolate(value: Any, env: dict[str, str], src: _Source, path: tuple = ())
         val = env.get(name)
         if op in (":-", "-"):
             use_default = (not present) if op == "-" else (not val)
-            return interpolate(arg, env, src, path) if use_default else val
+            return interpolate(arg, env, src, path, warnings) if use_default else val
         if op in (":?", "?"):
             if (not present) if op == "?" else (not val):
                 raise src.error(
@@ -232,13 +262,14 @@ def interpolate(value: Any, env: dict[str, str], src: _Source, path: tuple = ())
                 )
             return val
         if op in (":+", "+"):
-            return interpolate(arg, env, src, path) if ((present and val) if op == ":+" else present) else ""
+            return interpolate(arg, env, src, path, warnings) if ((present and val) if op == ":+" else present) else ""
         if not present:
-            raise src.error(
-                path,
-                f"variable {name} is not set",
-                f"set it in the step's environment parameter, or write ${{{name}:-default}}",
+            line, col = src.located.where(path)
+            warnings.append(
+                f"{src.path}:{line}:{col}: variable {name} is not set; using an empty string "
+                f"(set it in the step's environment, or write ${{{name}:-default}})"
             )
+            return ""
         return val
 
     return VAR_RE.sub(replace, value)
@@ -261,14 +292,19 @@ def load_project(
     project_name: str | None = None,
     environment: dict[str, str] | None = None,
     use_os_environ: bool = True,
+    vch: bool = False,
 ) -> Project:
-    """Read, interpolate, check and merge compose files in order (as ``docker compose -f a -f b``)."""
+    """Read, interpolate, check and merge compose files in order (as ``docker compose -f a -f b``).
+
+    ``vch``: the engine is a VCH, so keys VIC 1.1 does not support are errors too.
+    """
     if not files:
         raise ComposeError("no compose files given", "set files: [docker-compose.yml]")
     paths = [Path(f).resolve() for f in files]
     workdir = paths[0].parent
     env = {**(os.environ if use_os_environ else {}), **_dotenv(workdir / ".env"), **(environment or {})}
     merged: dict[str, Any] = {}
+    warnings: list[str] = []
     sources: dict[str, _Source] = {}  # service/network/volume key -> where it was last defined
     for path in paths:
         try:
@@ -281,8 +317,8 @@ def load_project(
         data = located.data or {}
         if not isinstance(data, dict):
             raise src.error((), "a compose file is a mapping with services:")
-        data = interpolate(data, env, src)
-        _check_file(data, src)
+        data = interpolate(data, env, src, (), warnings)
+        _check_file(data, src, vch)
         for section in ("services", "networks", "volumes"):
             for key in data.get(section) or {}:
                 sources[f"{section}.{key}"] = src
@@ -291,7 +327,7 @@ def load_project(
     name = re.sub(r"[^a-z0-9_-]", "", name.lower())
     if not name:
         raise ComposeError("the project name is empty after normalisation", "set project: to a-z, 0-9, _ or -")
-    project = Project(name, [str(p) for p in paths], str(workdir), {}, {}, {})
+    project = Project(name, [str(p) for p in paths], str(workdir), {}, {}, {}, warnings)
     for key, spec in (merged.get("networks") or {}).items():
         project.networks[key] = _resource(name, key, spec or {})
     for key, spec in (merged.get("volumes") or {}).items():
@@ -312,15 +348,24 @@ def load_project(
     return project
 
 
-def _check_keys(data: dict, allowed: set, unsupported: set, src: _Source, path: tuple, what: str) -> None:
+def _check_keys(
+    data: dict, allowed: set, unsupported: set, src: _Source, path: tuple, what: str, vch: bool = False
+) -> None:
     for key in data:
+        if vch and key in VIC_UNSUPPORTED and unsupported is UNSUPPORTED_SERVICE_KEYS:
+            raise src.error(
+                (*path, key),
+                f"VIC 1.1 does not support {key!r} in {what}: a VCH does not implement {VIC_UNSUPPORTED[key]}",
+                "remove it from the file, or deploy this service to an ordinary Docker engine",
+                key=True,
+            )
         if key in allowed:
             continue
         if key in unsupported:
             raise src.error(
                 (*path, key),
                 f"unsupported key {key!r} in {what}",
-                "vicflow's compose_up does not implement it; remove it or run that part by hand",
+                UNSUPPORTED_HINTS.get(key, "vicflow's compose_up does not implement it; remove it or run that part by hand"),
                 key=True,
             )
         raise src.error(
@@ -331,7 +376,7 @@ def _check_keys(data: dict, allowed: set, unsupported: set, src: _Source, path: 
         )
 
 
-def _check_file(data: dict, src: _Source) -> None:
+def _check_file(data: dict, src: _Source, vch: bool = False) -> None:
     _check_keys(data, TOP_KEYS, UNSUPPORTED_TOP_KEYS, src, (), "the top level")
     for section, allowed in (("networks", NETWORK_KEYS), ("volumes", VOLUME_KEYS)):
         for key, spec in (data.get(section) or {}).items():
@@ -344,7 +389,9 @@ def _check_file(data: dict, src: _Source) -> None:
     for name, spec in services.items():
         if not isinstance(spec, dict):
             raise src.error(("services", name), f"service {name!r} must be a mapping")
-        _check_keys(spec, SERVICE_KEYS, UNSUPPORTED_SERVICE_KEYS, src, ("services", name), f"service {name!r}")
+        _check_keys(spec, SERVICE_KEYS, UNSUPPORTED_SERVICE_KEYS, src, ("services", name), f"service {name!r}", vch)
+        if isinstance(spec.get("logging"), dict):
+            _check_keys(spec["logging"], LOGGING_KEYS, set(), src, ("services", name, "logging"), f"logging of {name!r}")
         if isinstance(spec.get("healthcheck"), dict):
             _check_keys(
                 spec["healthcheck"],
@@ -392,9 +439,16 @@ def _merge_file(base: dict, override: dict) -> dict:
 def _merge_service(base: dict, override: dict) -> dict:
     out = dict(base)
     for key, value in override.items():
-        if key in ("environment", "labels"):
+        if key in ("environment", "labels", "sysctls"):
             out[key] = {**_mapping(base.get(key)), **_mapping(value)}
-        elif key in ("ports", "expose", "extra_hosts", "links", "env_file"):
+        elif key in ("ulimits",) and isinstance(value, dict):
+            out[key] = {**(base.get(key) or {}), **value}
+        elif key == "logging" and isinstance(value, dict) and isinstance(base.get(key), dict):
+            same = value.get("driver") in (None, base[key].get("driver"))  # compose merges options of one driver
+            options = {**(base[key].get("options") or {}), **(value.get("options") or {})} if same else value.get("options")
+            out[key] = {**base[key], **value, "options": options}
+        elif key in ("ports", "expose", "extra_hosts", "links", "env_file", "cap_add", "cap_drop", "dns", "dns_search",
+                     "security_opt", "tmpfs"):
             merged = list(_listify(base.get(key)))
             merged += [v for v in _listify(value) if v not in merged]
             out[key] = merged
@@ -524,7 +578,8 @@ def _service(name: str, spec: dict, project: Project, src: _Source, workdir: Pat
         raise src.error(
             path,
             f"service {name!r} has no image",
-            "compose_up cannot build: push the image to a registry and set image:",
+            "if a later compose file completes this service, list it in files: after this one; vicflow never "
+            "builds: push the image to a registry and set image:",
         )
     environment: dict[str, str | None] = {}
     for env_file in _listify(spec.get("env_file")):
@@ -596,7 +651,96 @@ def _service(name: str, spec: dict, project: Project, src: _Source, workdir: Pat
             service.healthcheck = _healthcheck(health)
         except ValueError as exc:
             raise src.error((*path, "healthcheck"), f"invalid healthcheck of {name!r}: {exc}") from None
+    for key, convert in HOST_CONFIG.items():
+        if spec.get(key) is None:
+            continue
+        try:
+            api_key, value = convert(spec[key])
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise src.error((*path, key), f"invalid {key} of {name!r}: {exc}") from None
+        service.host[api_key] = value
+    service.tty, service.stdin_open = bool(spec.get("tty")), bool(spec.get("stdin_open"))
+    service.platform = _opt(spec.get("platform"))
     return service
+
+
+BYTES_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([bkmg]?)b?", re.IGNORECASE)
+
+
+def parse_bytes(value: Any) -> int:
+    """Compose sizes: 512m, 1g, 1gb, 100k, 2048 (bytes)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = BYTES_RE.fullmatch(str(value).strip())
+    if not match:
+        raise ValueError(f"not a size: {value!r} (use e.g. 512m, 1g, 64k)")
+    unit = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30}[match.group(2).lower()]
+    return int(float(match.group(1)) * unit)
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        raise ValueError("expected a string or a list of strings")
+    return [str(v) for v in _listify(value)]
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _logging(value: dict) -> dict[str, Any]:
+    options = value.get("options") or {}
+    if not isinstance(options, dict):
+        raise ValueError("options must be a mapping")
+    return {"Type": str(value.get("driver") or "json-file"), "Config": {str(k): _scalar(v) for k, v in options.items()}}
+
+
+def _tmpfs(value: Any) -> dict[str, str]:
+    out = {}
+    for item in _strings(value):
+        target, _, options = item.partition(":")
+        if not target.startswith("/"):
+            raise ValueError(f"{item!r}: the tmpfs target must be an absolute path")
+        out[target] = options
+    return out
+
+
+def _ulimits(value: dict) -> list[dict[str, Any]]:
+    out = []
+    for limit, spec in value.items():
+        soft, hard = (spec.get("soft"), spec.get("hard")) if isinstance(spec, dict) else (spec, spec)
+        out.append({"Name": str(limit), "Soft": int(soft), "Hard": int(hard)})
+    return out
+
+
+def _cpus(value: Any) -> int:
+    cpus = float(value)
+    if cpus <= 0:
+        raise ValueError("cpus must be more than 0")
+    return int(cpus * 1e9)
+
+
+# compose key -> (Engine API HostConfig key, value).  API 1.25 has all of them (what VIC 1.1 speaks).
+HOST_CONFIG = {
+    "logging": lambda v: ("LogConfig", _logging(v)),
+    "cap_add": lambda v: ("CapAdd", _strings(v)),
+    "cap_drop": lambda v: ("CapDrop", _strings(v)),
+    "dns": lambda v: ("Dns", _strings(v)),
+    "dns_search": lambda v: ("DnsSearch", _strings(v)),
+    "mem_limit": lambda v: ("Memory", parse_bytes(v)),
+    "shm_size": lambda v: ("ShmSize", parse_bytes(v)),
+    "cpus": lambda v: ("NanoCpus", _cpus(v)),
+    "cpu_shares": lambda v: ("CpuShares", int(v)),
+    "privileged": lambda v: ("Privileged", _flag(v)),
+    "read_only": lambda v: ("ReadonlyRootfs", _flag(v)),
+    "init": lambda v: ("Init", _flag(v)),
+    "tmpfs": lambda v: ("Tmpfs", _tmpfs(v)),
+    "ulimits": lambda v: ("Ulimits", _ulimits(v)),
+    "sysctls": lambda v: ("Sysctls", {k: v or "" for k, v in _mapping(v).items()}),
+    "security_opt": lambda v: ("SecurityOpt", _strings(v)),
+}
 
 
 def _extra_hosts(value: Any) -> list[str]:

@@ -21,7 +21,20 @@ from tests.testbed import REPO, STATE, TestbedError, say
 
 SUITE = "bookworm"
 MIRROR = os.environ.get("VICFLOW_DEBIAN_MIRROR", "http://deb.debian.org/debian")
-PACKAGES = ("postgresql-15", "docker-registry", "python3-minimal", "python3-psycopg2", "busybox", "ca-certificates")
+PACKAGES = (
+    "postgresql-15",
+    "docker-registry",
+    "python3-minimal",
+    "python3-psycopg2",
+    "busybox",
+    "ca-certificates",
+    # Harbor 1.1's stand-ins: harbor-log (rsyslog), nginx, and the ui's token service (JWT, RS256)
+    "rsyslog",
+    "nginx-light",
+    "python3-jwt",
+    "python3-cryptography",
+    "python3-cffi-backend",  # provides the virtual python3-cffi-backend-api-* that debootstrap cannot resolve
+)
 OVERLAY = REPO / "tests" / "testbed" / "rootfs"
 TRIM = (
     "var/cache/apt/archives",
