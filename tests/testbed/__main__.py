@@ -1,8 +1,8 @@
-"""python -m tests.testbed [all|vcsim|dockerd|images|stop]: build and start the test bed by hand."""
+"""python -m tests.testbed [all|vcsim|dockerd|images|harbor|stop]: build and start the test bed by hand."""
 
 import sys
 
-from tests.testbed import TestbedError, dockerd, images, say, vcsim
+from tests.testbed import TestbedError, dockerd, harbor, images, say, vcsim
 
 
 def main(argv: list[str]) -> int:
@@ -10,13 +10,17 @@ def main(argv: list[str]) -> int:
     try:
         if what in ("all", "vcsim"):
             say(f"simulator binary: {vcsim.binary()}")
-        if what in ("all", "dockerd", "images"):
+        if what in ("all", "dockerd", "images", "harbor"):
             engine = dockerd.start()
             say(f"Docker engine: {engine.socket_url}, {engine.plain_url}, {engine.tls_url} (TLS)")
-        if what in ("all", "images"):
+        if what in ("all", "images", "harbor"):
             tags = images.build_all(engine.client())
             say(f"images ready: {', '.join(tags)}")
+        if what == "harbor":
+            harbor.start(engine)
         if what == "stop":
+            if dockerd._ping(dockerd.engine().plain_url):
+                harbor.stop(dockerd.engine())
             dockerd.stop()
             say("dockerd stopped")
     except TestbedError as exc:

@@ -46,7 +46,11 @@ TRIM = (
     "usr/share/postgresql/15/man",
 )
 
-REGISTRY = 'CMD ["/usr/bin/docker-registry", "serve", "/etc/docker/registry/{}.yml"]\nEXPOSE 5000'
+# Like vmware/registry, the binary is the ENTRYPOINT, so Harbor's `command: ["serve", "/etc/registry/config.yml"]`
+# runs it with Harbor's own (mounted) config.  photon-2.6.0 keeps distribution's default validation, which refuses
+# a foreign-layer manifest; 2.6.1-photon carries, in the image, the allowance that made the real 2.6.1 accept it.
+REGISTRY = 'ENTRYPOINT ["/usr/bin/docker-registry"]\nCMD ["serve", "/etc/docker/registry/{}.yml"]\nEXPOSE 5000'
+ALLOW_FOREIGN = "ENV REGISTRY_VALIDATION_MANIFESTS_URLS_ALLOW='[\"^https?://\"]'\n"
 IMAGES: dict[str, str] = {
     "vicflow-test/busybox:latest": 'CMD ["busybox", "sh"]',
     "vicflow-test/postgres:15": "ENV PGDATA=/var/lib/postgresql/data\nSTOPSIGNAL SIGINT\nEXPOSE 5432\n"
@@ -54,10 +58,17 @@ IMAGES: dict[str, str] = {
     "vicflow-test/app:1.0": 'ENV APP_VERSION=1.0\nEXPOSE 3000 22\nCMD ["/usr/local/bin/vicflow-test-app"]',
     "vicflow-test/app:1.1": 'ENV APP_VERSION=1.1\nEXPOSE 3000 22\nCMD ["/usr/local/bin/vicflow-test-app"]',
     "vicflow-test/registry:photon-2.6.0": REGISTRY.format("photon-2.6.0"),
-    "vicflow-test/registry:2.6.1-photon": REGISTRY.format("2.6.1-photon"),
-    # Broken on purpose, for rollback tests: exits at once / runs but never answers on 5000.
-    "vicflow-test/registry:broken-exits": REGISTRY.format("missing-config"),
-    "vicflow-test/registry:broken-silent": 'CMD ["sleep", "infinity"]\nEXPOSE 5000',
+    "vicflow-test/registry:2.6.1-photon": ALLOW_FOREIGN + REGISTRY.format("2.6.1-photon"),
+    # Broken on purpose, for rollback tests: exits at once / runs but never answers on 5000 (whatever the command).
+    "vicflow-test/registry:broken-exits": 'ENTRYPOINT ["/bin/sh", "-c", "echo \'configuration error: registry '
+    'stand-in broken on purpose\' >&2; exit 1", "--"]\nEXPOSE 5000',
+    "vicflow-test/registry:broken-silent": 'ENTRYPOINT ["/usr/local/bin/vicflow-sleep"]\nEXPOSE 5000',
+    # Harbor 1.1 (tests/testbed/harbor.py): log = rsyslog, ui = the token service, proxy = Debian's nginx, and
+    # the services that only need to run (mysql, adminserver, jobservice, notary) share one stand-in.
+    "vicflow-test/harbor-log:v1.1.1": 'ENTRYPOINT ["rsyslogd", "-n", "-f", "/etc/rsyslog-harbor.conf"]\nEXPOSE 514',
+    "vicflow-test/harbor-ui:v1.1.1": 'ENTRYPOINT ["/usr/local/bin/harbor-ui-standin"]\nEXPOSE 8080',
+    "vicflow-test/harbor-standin:v1.1.1": 'ENTRYPOINT ["/usr/local/bin/vicflow-sleep"]',
+    "vicflow-test/nginx:1.11.5": 'STOPSIGNAL SIGQUIT\nEXPOSE 80 443\nCMD ["nginx", "-g", "daemon off;"]',
 }
 
 
@@ -115,7 +126,7 @@ def _context(dockerfile: str, with_overlay: bool) -> io.BytesIO:
 
 def _overlay_digest() -> str:
     files = sorted(p for p in OVERLAY.rglob("*") if p.is_file())
-    return _key(*(str(p.relative_to(OVERLAY)).encode() + p.read_bytes() for p in files))
+    return _key(*(f"{p.relative_to(OVERLAY)}:{p.stat().st_mode & 0o777:o}".encode() + p.read_bytes() for p in files))
 
 
 def build_all(client) -> list[str]:
@@ -137,11 +148,11 @@ def build_all(client) -> list[str]:
             forcerm=True,
         )
     for tag, tail in IMAGES.items():
-        label = f"vicflow.testbed.base={base}"
-        current = client.images.list(name=tag, filters={"label": label})
+        key = _key(base, tail)  # a changed Dockerfile line rebuilds the image, not only a changed base
+        current = client.images.list(name=tag, filters={"label": f"vicflow.testbed.key={key}"})
         if current:
             continue
         say(f"building {tag}")
-        dockerfile = f'FROM {base}\nLABEL vicflow.testbed.base="{base}"\n{tail}\n'
+        dockerfile = f'FROM {base}\nLABEL vicflow.testbed.base="{base}" vicflow.testbed.key="{key}"\n{tail}\n'
         client.images.build(fileobj=_context(dockerfile, False), custom_context=True, tag=tag, rm=True, forcerm=True)
     return list(IMAGES)
