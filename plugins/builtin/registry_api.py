@@ -1,10 +1,18 @@
-"""Just enough of the registry v2 API to prove what the seed needed: schema-2 pushes with foreign layers."""
+"""Just enough of the registry v2 API to prove what the seed needed: schema-2 pushes with foreign layers.
+
+Speaks the distribution token flow that Harbor uses: ``GET /v2/`` answers 401 with
+``WWW-Authenticate: Bearer realm=...,service=...``; the realm is asked with the user's Basic credentials for
+a token scoped to ``repository:NAME:pull,push``; requests then carry ``Authorization: Bearer``.  A registry
+that asks for Basic auth gets the credentials directly.  Hand-written rather than ``oras``: oras-py builds
+OCI manifests and would not send a hand-made schema-2 manifest with a foreign layer (docs/decisions.md).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 
 import requests
@@ -12,6 +20,16 @@ import requests
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_V1 = "application/vnd.docker.container.image.v1+json"
 FOREIGN_LAYER = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+CHALLENGE_RE = re.compile(r'(\w+)="([^"]*)"')
+
+
+class RegistryError(Exception):
+    """The registry refused us (credentials, TLS, permissions); the message says which, ``hint`` what to do."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
 
 
 @dataclass
@@ -23,90 +41,226 @@ class PushResult:
     digest: str | None = None
 
 
+class Registry:
+    """One registry endpoint: TLS settings, credentials, and one cached token per scope."""
+
+    def __init__(
+        self,
+        url: str,
+        user: str | None = None,
+        password: str | None = None,
+        ca: str | None = None,
+        insecure: bool = False,
+        timeout: float = 10,
+    ):
+        self.base, self.user, self.password, self.timeout = url.rstrip("/"), user, password, timeout
+        self.ca = ca
+        self.session = requests.Session()
+        self.session.trust_env = False  # REQUESTS_CA_BUNDLE would otherwise replace the pinned CA (requests#3829)
+        self.session.verify = ca if ca else not insecure
+        self._challenge: dict[str, str] | None = None
+        self._tokens: dict[str, str] = {}
+
+    def close(self) -> None:
+        self.session.close()
+
+    # ---- transport
+    def _send(self, method: str, url: str, **kwargs) -> requests.Response:
+        try:
+            return self.session.request(method, url, timeout=self.timeout, **kwargs)
+        except requests.exceptions.SSLError as exc:
+            raise RegistryError(
+                f"TLS verification of {self.base} failed"
+                + (f" with the CA {self.ca}" if self.ca else " with the system's CAs")
+                + f": {_reason(exc)}",
+                "set registry_ca to the CA that signed the registry's certificate (Harbor's ca.crt on the "
+                "appliance), or insecure: true to skip verification",
+            ) from None
+
+    def ping(self) -> int:
+        """Status of GET /v2/: 200, or 401 when the registry wants authentication."""
+        return self._send("GET", f"{self.base}/v2/").status_code
+
+    def challenge(self) -> dict[str, str]:
+        """The WWW-Authenticate challenge of /v2/ (``scheme`` plus its parameters; empty if none)."""
+        if self._challenge is None:
+            response = self._send("GET", f"{self.base}/v2/")
+            header = response.headers.get("WWW-Authenticate", "")
+            scheme = header.split(" ", 1)[0].lower() if header else ""
+            self._challenge = {"scheme": scheme, **dict(CHALLENGE_RE.findall(header))} if header else {}
+        return self._challenge
+
+    def token(self, scope: str) -> str | None:
+        """A Bearer token for ``scope`` from the challenge's realm (None when the registry needs no token)."""
+        challenge = self.challenge()
+        if challenge.get("scheme") != "bearer":
+            return None
+        if scope not in self._tokens:
+            auth = (self.user, self.password or "") if self.user else None
+            params = {"service": challenge.get("service", ""), "scope": scope}
+            response = self._send("GET", challenge["realm"], params=params, auth=auth)
+            if response.status_code == 401:
+                raise RegistryError(
+                    f"the token service {challenge['realm']} refused the credentials of user "
+                    f"{self.user or '(anonymous)'} (HTTP 401)",
+                    "check registry_user and registry_password (a Harbor user of the project)",
+                )
+            if response.status_code != 200:
+                raise RegistryError(
+                    f"the token service {challenge['realm']} answered HTTP {response.status_code}: "
+                    f"{response.text[:200]}"
+                )
+            body = response.json()
+            self._tokens[scope] = body.get("token") or body.get("access_token") or ""
+        return self._tokens[scope]
+
+    def request(self, method: str, path: str, scope: str, **kwargs) -> requests.Response:
+        """``method`` on ``/v2/...`` with the right credentials for ``scope``."""
+        headers = dict(kwargs.pop("headers", None) or {})
+        token = self.token(scope)
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        elif self.user:
+            kwargs["auth"] = (self.user, self.password or "")
+        url = path if path.startswith("http") else f"{self.base}{path}"
+        response = self._send(method, url, headers=headers, **kwargs)
+        if response.status_code == 401 and token is not None:
+            raise RegistryError(
+                f"{method} {path}: the registry refused the token for {scope!r} "
+                f"({_challenge_error(response) or 'HTTP 401'})",
+                "the project must exist and the user must be allowed to push to it (in Harbor: a project member "
+                "with the developer role, or an admin)",
+            )
+        return response
+
+    # ---- operations
+    def check_push(self, repo: str) -> None:
+        """Prove the credentials may push to ``repo``: open a blob upload and cancel it (nothing is stored)."""
+        scope = f"repository:{repo}:pull,push"
+        start = self.request("POST", f"/v2/{repo}/blobs/uploads/", scope)
+        if start.status_code != 202:
+            raise RegistryError(f"the registry refused an upload to {repo}: HTTP {start.status_code} {_errors(start)}")
+        try:  # cancelling needs the delete action, which a pusher may lack: the empty upload is then left
+            self.request("DELETE", self._location(start), f"repository:{repo}:pull,push,delete")
+        except RegistryError:
+            pass
+
+    def upload_blob(self, repo: str, data: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        scope = f"repository:{repo}:pull,push"
+        start = self.request("POST", f"/v2/{repo}/blobs/uploads/", scope)
+        start.raise_for_status()
+        location = self._location(start)
+        sep = "&" if "?" in location else "?"
+        done = self.request(
+            "PUT",
+            f"{location}{sep}digest={digest}",
+            scope,
+            data=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        done.raise_for_status()
+        return digest
+
+    def _location(self, response: requests.Response) -> str:
+        location = response.headers["Location"]
+        return self.base + location if location.startswith("/") else location
+
+    def put_manifest(self, repo: str, ref: str, manifest: dict) -> PushResult:
+        response = self.request(
+            "PUT",
+            f"/v2/{repo}/manifests/{ref}",
+            f"repository:{repo}:pull,push",
+            data=json.dumps(manifest),
+            headers={"Content-Type": manifest.get("mediaType", MANIFEST_V2)},
+        )
+        code, detail = None, response.text[:300]
+        try:
+            errors = response.json().get("errors") or []
+            codes = [e.get("code") for e in errors]
+            code = next((c for c in codes if c != "UNKNOWN"), codes[0] if codes else None)  # the specific one
+            detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors) or detail
+        except (ValueError, AttributeError):
+            pass
+        return PushResult(
+            response.status_code, response.status_code == 201, code, detail, response.headers.get("Docker-Content-Digest")
+        )
+
+    def push_foreign_layer_manifest(self, repo: str, tag: str) -> PushResult:
+        """PUT a schema-2 manifest whose only layer is foreign (as a Windows nanoserver image has).
+
+        Harbor 1.1's registry answered MANIFEST_BLOB_UNKNOWN ("manifest blob unknown: blob unknown to
+        registry"); a registry that allows foreign-layer URLs answers 201.
+        """
+        config = json.dumps(
+            {
+                "architecture": "amd64",
+                "os": "windows",
+                "rootfs": {
+                    "type": "layers",
+                    "diff_ids": ["sha256:" + hashlib.sha256(b"vicflow-foreign-layer").hexdigest()],
+                },
+            }
+        ).encode()
+        config_digest = self.upload_blob(repo, config)
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_V2,
+            "config": {"mediaType": CONFIG_V1, "size": len(config), "digest": config_digest},
+            "layers": [
+                {
+                    "mediaType": FOREIGN_LAYER,
+                    "size": 1024,
+                    "digest": "sha256:" + hashlib.sha256(os.urandom(16)).hexdigest(),
+                    "urls": ["https://go.microsoft.com/fwlink/?linkid=837858"],
+                }
+            ],
+        }
+        return self.put_manifest(repo, tag, manifest)
+
+    def delete_manifest(self, repo: str, digest: str) -> int:
+        return self.request("DELETE", f"/v2/{repo}/manifests/{digest}", f"repository:{repo}:pull,push,delete").status_code
+
+    def manifest(self, repo: str, ref: str) -> tuple[str, dict]:
+        """The stored manifest's media type and body, asking for schema 2 (else distribution converts to 1)."""
+        response = self.request(
+            "GET", f"/v2/{repo}/manifests/{ref}", f"repository:{repo}:pull", headers={"Accept": MANIFEST_V2}
+        )
+        response.raise_for_status()
+        return response.headers.get("Content-Type", ""), response.json()
+
+    def blob(self, repo: str, digest: str) -> bytes:
+        response = self.request("GET", f"/v2/{repo}/blobs/{digest}", f"repository:{repo}:pull")
+        response.raise_for_status()
+        return response.content
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    match = re.search(r"\[SSL: [A-Z_]+\][^(')]*", text)
+    return match.group(0).strip() if match else text[:200]
+
+
+def _challenge_error(response: requests.Response) -> str:
+    found = dict(CHALLENGE_RE.findall(response.headers.get("WWW-Authenticate", "")))
+    return found.get("error", "")
+
+
+def _errors(response: requests.Response) -> str:
+    try:
+        return "; ".join(f"{e.get('code')}: {e.get('message')}" for e in response.json().get("errors") or [])
+    except ValueError:
+        return response.text[:200]
+
+
+# Plain-URL shortcuts (a registry without TLS settings), as the test bed's smoke tests use them.
 def ping(base_url: str, timeout: float = 5, auth=None) -> int:
-    """Status of GET /v2/ (200, or 401 with auth required)."""
-    return requests.get(f"{base_url.rstrip('/')}/v2/", timeout=timeout, auth=auth).status_code
-
-
-def _upload_blob(base: str, repo: str, data: bytes, timeout: float, auth) -> str:
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    start = requests.post(f"{base}/v2/{repo}/blobs/uploads/", timeout=timeout, auth=auth)
-    start.raise_for_status()
-    location = start.headers["Location"]
-    if location.startswith("/"):
-        location = base + location
-    sep = "&" if "?" in location else "?"
-    done = requests.put(
-        f"{location}{sep}digest={digest}",
-        data=data,
-        timeout=timeout,
-        auth=auth,
-        headers={"Content-Type": "application/octet-stream"},
-    )
-    done.raise_for_status()
-    return digest
+    return Registry(base_url, *(auth or (None, None)), timeout=timeout).ping()
 
 
 def push_foreign_layer_manifest(base_url: str, repo: str, tag: str, timeout: float = 10, auth=None) -> PushResult:
-    """PUT a schema-2 manifest whose only layer is foreign (as a Windows nanoserver image has).
-
-    Harbor 1.1's registry answered MANIFEST_BLOB_UNKNOWN ("manifest blob unknown: blob unknown to
-    registry"); a registry that allows foreign-layer URLs answers 201.
-    """
-    base = base_url.rstrip("/")
-    config = json.dumps(
-        {
-            "architecture": "amd64",
-            "os": "windows",
-            "rootfs": {
-                "type": "layers",
-                "diff_ids": ["sha256:" + hashlib.sha256(b"vicflow-foreign-layer").hexdigest()],
-            },
-        }
-    ).encode()
-    config_digest = _upload_blob(base, repo, config, timeout, auth)
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": MANIFEST_V2,
-        "config": {"mediaType": CONFIG_V1, "size": len(config), "digest": config_digest},
-        "layers": [
-            {
-                "mediaType": FOREIGN_LAYER,
-                "size": 1024,
-                "digest": "sha256:" + hashlib.sha256(os.urandom(16)).hexdigest(),
-                "urls": ["https://go.microsoft.com/fwlink/?linkid=837858"],
-            }
-        ],
-    }
-    response = requests.put(
-        f"{base}/v2/{repo}/manifests/{tag}",
-        data=json.dumps(manifest),
-        timeout=timeout,
-        auth=auth,
-        headers={"Content-Type": MANIFEST_V2},
-    )
-    code = None
-    try:
-        errors = response.json().get("errors") or []
-        codes = [e.get("code") for e in errors]
-        code = next((c for c in codes if c != "UNKNOWN"), codes[0] if codes else None)  # the specific one
-        detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors) or response.text[:300]
-    except ValueError:
-        detail = response.text[:300]
-    return PushResult(
-        response.status_code, response.status_code == 201, code, detail, response.headers.get("Docker-Content-Digest")
-    )
-
-
-def delete_manifest(base_url: str, repo: str, digest: str, timeout: float = 10, auth=None) -> int:
-    response = requests.delete(f"{base_url.rstrip('/')}/v2/{repo}/manifests/{digest}", timeout=timeout, auth=auth)
-    return response.status_code
+    return Registry(base_url, *(auth or (None, None)), timeout=timeout).push_foreign_layer_manifest(repo, tag)
 
 
 def manifest(base_url: str, repo: str, ref: str, timeout: float = 10, auth=None) -> tuple[str, dict]:
-    """The stored manifest's media type and body, asking for schema 2 (else distribution converts to 1)."""
-    response = requests.get(
-        f"{base_url.rstrip('/')}/v2/{repo}/manifests/{ref}", timeout=timeout, auth=auth, headers={"Accept": MANIFEST_V2}
-    )
-    response.raise_for_status()
-    return response.headers.get("Content-Type", ""), response.json()
+    return Registry(base_url, *(auth or (None, None)), timeout=timeout).manifest(repo, ref)

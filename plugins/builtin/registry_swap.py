@@ -1,10 +1,12 @@
 """``registry_swap``: the seed's Harbor registry swap as one safe step.
 
 By hand: docker pull, compose down, sed the tag, compose up; any failure half-way leaves the
-registry down.  Here: the new image is had before anything changes, the compose file is edited in
-place byte for byte (only the image scalar changes), the project goes down and up with all its
-files, the new registry is verified (it answers, and accepts the foreign-layer schema-2 push that
-failed in the seed), and any failure restores the file and the old containers.
+registry down.  Here, before anything is stopped (pre-flight): the new image is on the engine, the CA
+verifies Harbor's certificate, and the credentials get a token that may push.  Then the compose file
+is edited in place byte for byte (only the image scalar changes), the project goes down and up with
+all its files in the seed's order, the new registry is verified through Harbor's public HTTPS URL
+(it answers, and accepts the foreign-layer schema-2 push that failed in the seed, with a token), and
+any failure restores the file and the old containers.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import docker
 import requests
@@ -32,10 +35,18 @@ class RegistrySwapParams(DockerParams):
     project: str | None = Field(None, description="compose project (default: the files' folder, e.g. harbor)")
     service: str = "registry"
     new_image: str = "vmware/registry:2.6.1-photon"
-    registry_url: str = Field(description="where the registry API answers, e.g. http://127.0.0.1:5000")
-    registry_user: str | None = None
+    registry_url: str | None = Field(
+        None,
+        description="Harbor's public URL, through its nginx (default: https:// and the host of docker_host, or "
+        "https://127.0.0.1 for a local engine, as on the appliance)",
+    )
+    registry_ca: str | None = Field(None, description="the CA that signed Harbor's certificate (the appliance CA)")
+    insecure: bool = Field(False, description="skip TLS verification of registry_url (logged as a warning)")
+    registry_user: str | None = Field("admin", description="a Harbor user who may push to verify_repository")
     registry_password: str | None = Field(None, description="use ${{ secrets.name }}")
-    verify_repository: str = Field("vicflow/swap-check", description="repository of the test push (deleted after)")
+    verify_repository: str = Field(
+        "library/vicflow-swap-check", description="repository of the test push, in an existing project (deleted after)"
+    )
     verify_timeout_seconds: float = Field(60, gt=0)
     environment: dict[str, str] = Field(default_factory=dict, description="values for ${VAR} in the files")
 
@@ -134,7 +145,8 @@ class RegistrySwap(StepType):
                 "file": str(location.path),
                 "verification": self._verify(params, ctx),
             }
-        self._ensure_image(params, ctx)  # before anything changes
+        self._ensure_image(params, ctx)  # pre-flight: before anything changes
+        self._preflight(params, ctx)
         ctx.state.update(file=str(location.path), text=location.text, old_image=old_image)
         try:
             location.path.write_text(location.replaced(params.new_image))
@@ -199,22 +211,48 @@ class RegistrySwap(StepType):
         self._wait_api(params, ctx, time.monotonic() + params.verify_timeout_seconds)
         ctx.logger.info("restored %s and %s", ctx.state["file"], ctx.state["old_image"])
 
-    def _auth(self, params):
-        return (params.registry_user, params.registry_password) if params.registry_user else None
+    def _registry(self, params, ctx, timeout: float = 10) -> registry_api.Registry:
+        if params.insecure:
+            ctx.logger.warning("insecure: true: the certificate of %s is not verified", registry_url(params))
+        ca = ctx.path(params.registry_ca) if params.registry_ca else None
+        return registry_api.Registry(
+            registry_url(params), params.registry_user, params.registry_password, ca, params.insecure, timeout
+        )
+
+    def _preflight(self, params, ctx) -> None:
+        """Before anything is stopped: the CA verifies, the credentials get a token, and that token may push."""
+        registry = self._registry(params, ctx)
+        try:
+            registry.check_push(params.verify_repository)
+        except registry_api.RegistryError as exc:
+            raise PermanentError(f"pre-flight: {exc}; nothing was changed", exc.hint) from None
+        except requests.RequestException as exc:
+            raise PermanentError(
+                f"pre-flight: the registry at {registry_url(params)} cannot be reached: {exc}; nothing was changed",
+                "registry_url is Harbor's public URL (its nginx), e.g. https://APPLIANCE",
+            ) from None
+        finally:
+            registry.close()
+        ctx.logger.info("pre-flight: %s verifies, %s may push to %s", registry_url(params),
+                        params.registry_user or "anonymous", params.verify_repository)
 
     def _wait_api(self, params, ctx, deadline: float) -> int:
         last = ""
-        while time.monotonic() < deadline:
-            try:
-                status = registry_api.ping(params.registry_url, timeout=3, auth=self._auth(params))
-                if status in (200, 401):
-                    return status
-                last = f"HTTP {status}"
-            except requests.RequestException as exc:
-                last = str(exc)
-            time.sleep(0.5)
+        registry = self._registry(params, ctx, timeout=3)
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    status = registry.ping()
+                    if status in (200, 401):
+                        return status
+                    last = f"HTTP {status}"
+                except (requests.RequestException, registry_api.RegistryError) as exc:
+                    last = str(exc)
+                time.sleep(0.5)
+        finally:
+            registry.close()
         raise PermanentError(
-            f"the registry API at {params.registry_url}/v2/ did not answer within "
+            f"the registry API at {registry_url(params)}/v2/ did not answer within "
             f"{params.verify_timeout_seconds:g}s (last: {last})"
         )
 
@@ -241,20 +279,22 @@ class RegistrySwap(StepType):
         if image != params.new_image:
             raise PermanentError(f"the {params.service} container runs {image}, not {params.new_image}")
         status = self._wait_api(params, ctx, deadline)
-        push = registry_api.push_foreign_layer_manifest(
-            params.registry_url, params.verify_repository, "schema2-check", timeout=10, auth=self._auth(params)
-        )
-        if not push.accepted:
-            raise PermanentError(
-                f"the registry refused a schema-2 manifest with a foreign layer: HTTP {push.status} "
-                f"{push.detail} (the seed's 'manifest blob unknown')"
-            )
-        if push.digest:
-            deleted = registry_api.delete_manifest(
-                params.registry_url, params.verify_repository, push.digest, auth=self._auth(params)
-            )
-            if deleted not in (200, 202):
-                ctx.logger.warning("could not delete the test manifest %s (HTTP %s)", push.digest, deleted)
+        registry = self._registry(params, ctx)
+        try:
+            push = registry.push_foreign_layer_manifest(params.verify_repository, "schema2-check")
+            if not push.accepted:
+                raise PermanentError(
+                    f"the registry refused a schema-2 manifest with a foreign layer: HTTP {push.status} "
+                    f"{push.detail} (the seed's 'manifest blob unknown')"
+                )
+            if push.digest:
+                deleted = registry.delete_manifest(params.verify_repository, push.digest)
+                if deleted not in (200, 202):
+                    ctx.logger.warning("could not delete the test manifest %s (HTTP %s)", push.digest, deleted)
+        except registry_api.RegistryError as exc:
+            raise PermanentError(f"verification push: {exc}", exc.hint) from None
+        finally:
+            registry.close()
         ctx.logger.info(
             "verified: %s runs %s, /v2/ answers %s, foreign-layer push answered %s",
             params.service,
@@ -263,6 +303,14 @@ class RegistrySwap(StepType):
             push.status,
         )
         return {"container_image": image, "api_status": status, "foreign_layer_push": push.status}
+
+
+def registry_url(params: RegistrySwapParams) -> str:
+    """Harbor's public URL: given, or https:// on the host of docker_host (the appliance runs both)."""
+    if params.registry_url:
+        return params.registry_url.rstrip("/")
+    host = urlparse((params.docker_host or "").replace("tcp://", "https://")).hostname
+    return f"https://{host}" if host and (params.docker_host or "").startswith("tcp://") else "https://127.0.0.1"
 
 
 @hookimpl
