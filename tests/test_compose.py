@@ -198,9 +198,15 @@ def test_depends_on_service_healthy_waits_for_the_healthcheck(tmp_path, docker_e
         ("    restart: sometimes\n", r"compose.yml:5:14: restart policy 'sometimes' is not one of"),
         ("    volumes: ['data:/data']\n", r"compose.yml:5:15: named volume 'data' is not declared"),
         ("    networks: [front]\n", r"compose.yml:5:15: service 'web' uses undeclared network 'front'"),
-        ("    environment: {X: '${MISSING:?the admin password}'}\n", r"compose.yml:5:22: required variable MISSING is "
-         r"missing: the admin password"),
-        ("    build: .\n", r"compose.yml:5:5: unsupported key 'build' in service 'web'\n  hint: vicflow never runs a build"),
+        (
+            "    environment: {X: '${MISSING:?the admin password}'}\n",
+            r"compose.yml:5:22: required variable MISSING is "
+            r"missing: the admin password",
+        ),
+        (
+            "    build: .\n",
+            r"compose.yml:5:5: unsupported key 'build' in service 'web'\n  hint: vicflow never runs a build",
+        ),
         ("    logging: {driver: syslog, opts: {}}\n", r"compose.yml:5:31: unknown key 'opts' in logging of 'web'"),
         ("    mem_limit: lots\n", r"compose.yml:5:16: invalid mem_limit of 'web': not a size"),
     ],
@@ -378,10 +384,18 @@ def test_keys_real_files_use_reach_the_engine(tmp_path, docker_engine, docker_im
 
 def test_partial_service_completed_by_a_later_file(tmp_path):
     """Harbor's order: the notary file gives ui only an extra network; docker-compose.yml defines ui."""
-    notary = _write(tmp_path, "docker-compose.notary.yml", "version: '2'\nservices:\n  ui:\n    networks: [harbor-notary]\n"
-                    "networks:\n  harbor-notary: {external: false}\n")
-    main = _write(tmp_path, "docker-compose.yml", "version: '2'\nservices:\n  ui:\n    image: vmware/harbor-ui\n"
-                  "    networks: [harbor]\nnetworks:\n  harbor: {external: false}\n")
+    notary = _write(
+        tmp_path,
+        "docker-compose.notary.yml",
+        "version: '2'\nservices:\n  ui:\n    networks: [harbor-notary]\n"
+        "networks:\n  harbor-notary: {external: false}\n",
+    )
+    main = _write(
+        tmp_path,
+        "docker-compose.yml",
+        "version: '2'\nservices:\n  ui:\n    image: vmware/harbor-ui\n"
+        "    networks: [harbor]\nnetworks:\n  harbor: {external: false}\n",
+    )
     ui = load_project([notary, main], use_os_environ=False).services["ui"]
     assert ui.image == "vmware/harbor-ui" and set(ui.networks) == {"harbor", "harbor-notary"}
     with pytest.raises(ComposeError, match=r"docker-compose.notary.yml:4:5: service 'ui' has no image"):

@@ -2,7 +2,8 @@
 
 The first line of each says what must happen: `# expect: ok`, `# expect: unsupported 'KEY' at L:C`, or
 `# expect: vic 'KEY' at L:C` (loads for an ordinary engine; on a VCH, VIC 1.1's refusal of KEY at L:C).
-`NAME.override.yml` is merged over `NAME.yml`, as `docker compose -f NAME.yml -f NAME.override.yml`.
+`NAME.override.yml` is merged over `NAME.yml`, as `docker compose -f NAME.yml -f NAME.override.yml`;
+`NAME.before.yml` is loaded before it (Harbor's `-f docker-compose.notary.yml -f docker-compose.yml`).
 """
 
 import re
@@ -12,18 +13,20 @@ import pytest
 from vicflow.plugins.builtin.composefile import ComposeError, load_project
 
 CORPUS = Path(__file__).parent / "data" / "compose-corpus"
-FILES = sorted(p for p in CORPUS.glob("*.yml") if not p.name.endswith(".override.yml"))
+FILES = sorted(p for p in CORPUS.rglob("*.yml") if not p.name.endswith((".override.yml", ".before.yml")))
 ENV = {"KC_PASSWORD": "kc"}
 
 
 def test_the_corpus_is_large_enough():
-    assert len(FILES) >= 30
+    assert len(FILES) >= 45
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
 def test_compose_file_loads_or_names_the_unsupported_key(path):
     expect = path.read_text().splitlines()[0].removeprefix("# expect: ")
-    files = [str(path)]
+    before = path.with_name(path.stem + ".before.yml")
+    files = [str(before)] if before.exists() else []
+    files.append(str(path))
     override = path.with_name(path.stem + ".override.yml")
     if override.exists():
         files.append(str(override))
@@ -65,3 +68,27 @@ def test_details_of_real_shapes():
     assert v2.services["app"].extra_hosts == ["somehost:162.242.195.82", "otherhost:50.31.209.229"]
     edge = load_project([str(CORPUS / "05-traefik-external-network.yml")], use_os_environ=False)
     assert edge.networks["proxy"].name == "edge-proxy" and edge.networks["proxy"].external
+
+
+def test_harbor_1_1_in_the_seeds_order():
+    main = CORPUS / "harbor-1.1" / "35-harbor-1.1.yml"
+    project = load_project([str(main.with_name("35-harbor-1.1.before.yml")), str(main)], use_os_environ=False)
+    assert project.name == "harbor-11" and len(project.services) == 10
+    ui, signer, server = (project.services[s] for s in ("ui", "notary-signer", "notary-server"))
+    assert ui.image == "vmware/harbor-ui:__version__" and set(ui.networks) == {"harbor", "harbor-notary"}
+    assert signer.networks["notary-sig"] == ["notarysigner"]
+    assert server.entrypoint == "/usr/bin/env sh" and server.command.startswith("-c ")
+    assert project.services["registry"].host["LogConfig"] == {
+        "Type": "syslog",
+        "Config": {"syslog-address": "tcp://127.0.0.1:1514", "tag": "registry"},
+    }
+    assert project.services["notary-db"].environment["MYSQL_ALLOW_EMPTY_PASSWORD"] == '"true"'
+    assert [p.published for p in project.services["proxy"].ports] == [80, 443]
+
+
+def test_yaml_anchors_and_x_extensions():
+    airflow = load_project([str(CORPUS / "37-airflow-x-common.yml")], use_os_environ=False)
+    init = airflow.services["airflow-init"]
+    assert init.image == "apache/airflow:2.7.1" and init.user == "50000:0"
+    assert init.environment["_AIRFLOW_DB_MIGRATE"] == "true" and "AIRFLOW__CORE__EXECUTOR" in init.environment
+    assert init.depends_on == {"postgres": "service_healthy"}

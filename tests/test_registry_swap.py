@@ -1,148 +1,190 @@
-"""registry_swap on a Harbor-shaped project, with the test bed's registry tags (real dockerd)."""
+"""registry_swap on Harbor 1.1 as the VIC appliance runs it: Harbor's own compose files, token auth behind nginx.
+
+The Harbor stand-in (tests/testbed/harbor.py) starts once for the module from photon-2.6.0.  The tests that
+must leave it untouched run first; the successful swap runs last.
+"""
 
 from __future__ import annotations
 
-import uuid
+import hashlib
+import json
+import time
+from pathlib import Path
 
 import pytest
 from vicflow.plugins.builtin import registry_api
-from vicflow.plugins.builtin.compose import ComposeDown, ComposeUp
 from vicflow.plugins.builtin.registry_swap import RegistrySwap
 from vicflow.plugins.step import PermanentError
 
 from tests import stepkit
-from tests.helpers import free_port, wait_http
+from tests.testbed import harbor as harbor_bed
 
 pytestmark = pytest.mark.docker
-PLAIN = "tcp://127.0.0.1:2375"
-
-MAIN = """\
-# Harbor 1.1's /etc/vmware/harbor/docker-compose.yml, trimmed to what the swap touches.
-version: '2'
-services:
-  registry:
-    image: vicflow-test/registry:photon-2.6.0   # plays vmware/registry:photon-2.6.0
-    restart: always
-    volumes:
-      - registry-data:/var/lib/registry
-    ports:
-      - "127.0.0.1:{port}:5000"
-    networks:
-      - harbor
-  ui:
-    image: "vicflow-test/busybox:latest"
-    command: ["sleep", "600"]
-    stop_signal: SIGKILL
-    depends_on: [registry]
-    networks: [harbor]
-networks:
-  harbor: {{}}
-volumes:
-  registry-data: {{}}
-"""
-NOTARY = """\
-# docker-compose.notary.yml
-services:
-  notary-server:
-    image: vicflow-test/busybox:latest
-    command: ["sleep", "600"]
-    stop_signal: SIGKILL
-    networks: [notary-mdb, harbor]
-networks:
-  notary-mdb: {}
-"""
+OLD, NEW = "vicflow-test/registry:photon-2.6.0", "vicflow-test/registry:2.6.1-photon"
 
 
-@pytest.fixture
-def harbor(tmp_path, docker_engine, docker_images):
-    folder = tmp_path / "harbor"
-    folder.mkdir()
-    port = free_port()
-    (folder / "docker-compose.yml").write_text(MAIN.format(port=port))
-    (folder / "docker-compose.notary.yml").write_text(NOTARY)
-    project = f"harbor{uuid.uuid4().hex[:6]}"
-    files = [str(folder / "docker-compose.notary.yml"), str(folder / "docker-compose.yml")]
-    stepkit.apply(ComposeUp, docker_host=PLAIN, files=files, project=project)
-    url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/v2/")
-    params = dict(
-        docker_host=PLAIN,
-        compose_files=files,
-        project=project,
-        registry_url=url,
-        new_image="vicflow-test/registry:2.6.1-photon",
-        verify_timeout_seconds=20,
-    )
-    yield params, folder
-    stepkit.apply(ComposeDown, docker_host=PLAIN, project=project, volumes=True)
+@pytest.fixture(scope="module")
+def harbor(docker_engine, docker_images):
+    bed = harbor_bed.start(docker_engine)
+    yield bed
+    harbor_bed.stop(docker_engine)
 
 
-def registry_container(client, project):
-    found = client.containers.list(
-        all=True, filters={"label": [f"com.docker.compose.project={project}", "com.docker.compose.service=registry"]}
-    )
-    return found[0]
+def swap_params(harbor, **overrides):
+    return {
+        "docker_host": "tcp://127.0.0.1:2375",
+        "compose_files": harbor.files,
+        "project": harbor.project,
+        "new_image": NEW,
+        "registry_url": harbor.url,
+        "registry_ca": harbor.ca,
+        "registry_user": harbor.user,
+        "registry_password": harbor.password,
+        "verify_timeout_seconds": 30,
+        **overrides,
+    }
 
 
-def test_swap_makes_the_seed_push_work_and_keeps_data_and_comments(harbor, docker_client):
-    params, folder = harbor
-    url = params["registry_url"]
-    before_text = (folder / "docker-compose.yml").read_text()
-    assert (
-        registry_api.push_foreign_layer_manifest(url, "windows/nanoserver", "before").error_code
-        == "MANIFEST_BLOB_UNKNOWN"
-    )
-    target = f"{url.removeprefix('http://')}/library/busybox"
-    docker_client.images.get("vicflow-test/busybox:latest").tag(target, "kept")
-    for line in docker_client.images.push(target, tag="kept", stream=True, decode=True):
-        assert "error" not in line, line
-
-    out, ctx = stepkit.apply(RegistrySwap, **params)
-    assert (out["old_image"], out["new_image"]) == (
-        "vicflow-test/registry:photon-2.6.0",
-        "vicflow-test/registry:2.6.1-photon",
-    )
-    assert out["verification"]["foreign_layer_push"] == 201
-    after_text = (folder / "docker-compose.yml").read_text()
-    assert after_text == before_text.replace("registry:photon-2.6.0", "registry:2.6.1-photon", 1)
-    assert "# plays vmware/registry:photon-2.6.0" in after_text, "comments are kept byte for byte"
-    assert registry_container(docker_client, params["project"]).attrs["Config"]["Image"] == params["new_image"]
-    assert registry_api.push_foreign_layer_manifest(url, "windows/nanoserver", "after").status == 201
-    media_type, _ = registry_api.manifest(url, "library/busybox", "kept")
-    assert media_type == registry_api.MANIFEST_V2, "an image pushed before the swap is still there"
-    docker_client.images.remove(f"{target}:kept")
-
-    container_id = registry_container(docker_client, params["project"]).id
-    again, ctx = stepkit.apply(RegistrySwap, **params)
-    assert ctx.changed is False and again["verification"]["foreign_layer_push"] == 201
-    assert registry_container(docker_client, params["project"]).id == container_id
-    assert (folder / "docker-compose.yml").read_text() == after_text
+def containers(docker_client, project="harbor"):
+    found = docker_client.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"})
+    return {c.labels["com.docker.compose.service"]: c for c in found}
 
 
-@pytest.mark.parametrize("broken", ["broken-exits", "broken-silent"])
-def test_a_new_image_that_fails_verification_is_rolled_back(harbor, docker_client, broken):
-    params, folder = harbor
-    before_text = (folder / "docker-compose.yml").read_text()
-    with pytest.raises(
-        PermanentError,
-        match=r"failed: .*rolled back to vicflow-test/registry:photon-2.6.0, and the "
-        r"registry answers again",
-    ):
+def push_small_image(registry: registry_api.Registry, repo: str, tag: str) -> bytes:
+    """A real image (one layer) pushed with the token flow, as `docker push` does it."""
+    layer = f"layer of {repo}:{tag} {time.time()}".encode()
+    layer_digest = registry.upload_blob(repo, layer)
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()]},
+        }
+    ).encode()
+    config_digest = registry.upload_blob(repo, config)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": registry_api.MANIFEST_V2,
+        "config": {"mediaType": registry_api.CONFIG_V1, "size": len(config), "digest": config_digest},
+        "layers": [{"mediaType": registry_api.LAYER, "size": len(layer), "digest": layer_digest}],
+    }
+    assert registry.put_manifest(repo, tag, manifest).accepted
+    return layer
+
+
+def test_the_stand_in_runs_harbors_own_files_changed_only_in_images_paths_and_host_ports(harbor):
+    for name, deployed in (("docker-compose.tpl", harbor.files[1]), ("docker-compose.notary.yml", harbor.files[0])):
+        upstream = (harbor_bed.UPSTREAM / name).read_text().splitlines()
+        lines = Path(deployed).read_text().splitlines()
+        assert len(upstream) == len(lines)
+        for before, after in zip(upstream, lines, strict=True):
+            if before != after:
+                assert before.strip().startswith(
+                    ("image:", "- /data", "- /var/log/harbor/", "- 80:80", "- 443:443", "- 1514:514")
+                ), f"{name}: {before!r} was changed"
+
+
+def test_the_seed_error_on_photon_2_6_0_through_the_proxy_with_a_token(harbor):
+    registry = registry_api.Registry(harbor.url, harbor.user, harbor.password, harbor.ca)
+    anonymous = registry_api.Registry(harbor.url, ca=harbor.ca)
+    assert anonymous.ping() == 401 and anonymous.challenge()["realm"] == f"{harbor.url}/service/token"
+    assert anonymous.challenge()["service"] == "harbor-registry"
+    result = registry.push_foreign_layer_manifest("library/nanoserver", "seed")
+    assert result.error_code == "MANIFEST_BLOB_UNKNOWN" and "blob unknown to registry" in result.detail
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"registry_password": "wrong"},
+            r"pre-flight: the token service .*/service/token refused the credentials "
+            r"of user admin \(HTTP 401\); nothing was changed",
+        ),
+        (
+            {"registry_ca": "WRONG_CA"},
+            r"pre-flight: TLS verification of https://127.0.0.1:\d+ failed with the CA "
+            r".*: \[SSL: CERTIFICATE_VERIFY_FAILED\].*; nothing was changed",
+        ),
+        ({"registry_ca": None}, r"pre-flight: TLS verification .* failed with the system's CAs"),
+        (
+            {"verify_repository": "noproject/check"},
+            r"pre-flight: .*refused the token for "
+            r"'repository:noproject/check:pull,push' \(insufficient_scope\)",
+        ),
+    ],
+    ids=["wrong-password", "wrong-ca", "no-ca", "project-missing"],
+)
+def test_preflight_failures_touch_nothing(harbor, docker_client, tmp_path, overrides, message):
+    if overrides.get("registry_ca") == "WRONG_CA":
+        from vicflow.plugins.builtin import certs
+
+        overrides["registry_ca"] = certs.generate(tmp_path / "other", "other", ["127.0.0.1"], client=False)["ca"]
+    before_text = Path(harbor.files[1]).read_text()
+    before = {s: c.id for s, c in containers(docker_client).items()}
+    with pytest.raises(PermanentError, match=message):
+        stepkit.apply(RegistrySwap, **swap_params(harbor, **overrides))
+    assert Path(harbor.files[1]).read_text() == before_text
+    after = containers(docker_client)
+    assert {s: c.id for s, c in after.items()} == before, "no container was touched"
+    assert after["registry"].attrs["Config"]["Image"] == OLD and after["registry"].status == "running"
+
+
+def test_a_new_image_that_breaks_the_registry_rolls_back_by_itself(harbor, docker_client):
+    before_text = Path(harbor.files[1]).read_text()
+    with pytest.raises(PermanentError, match=rf"failed: .*rolled back to {OLD}, and the registry answers again"):
         stepkit.apply(
-            RegistrySwap, **{**params, "new_image": f"vicflow-test/registry:{broken}", "verify_timeout_seconds": 8}
+            RegistrySwap,
+            **swap_params(harbor, new_image="vicflow-test/registry:broken-exits", verify_timeout_seconds=10),
         )
-    assert (folder / "docker-compose.yml").read_text() == before_text
-    container = registry_container(docker_client, params["project"])
-    assert container.attrs["Config"]["Image"] == "vicflow-test/registry:photon-2.6.0"
-    assert container.status == "running"
-    wait_http(f"{params['registry_url']}/v2/", timeout=20)
+    assert Path(harbor.files[1]).read_text() == before_text
+    registry = containers(docker_client)["registry"]
+    assert registry.attrs["Config"]["Image"] == OLD and registry.status == "running"
+    assert registry_api.Registry(harbor.url, ca=harbor.ca).ping() == 401
 
 
-def test_missing_image_fails_before_any_change(harbor, docker_client):
-    params, folder = harbor
-    before_text = (folder / "docker-compose.yml").read_text()
-    before_id = registry_container(docker_client, params["project"]).id
-    with pytest.raises(PermanentError, match="cannot be pulled: .*nothing was changed"):
-        stepkit.apply(RegistrySwap, **{**params, "new_image": "127.0.0.1:1/vmware/registry:2.6.1-photon"})
-    assert (folder / "docker-compose.yml").read_text() == before_text
-    assert registry_container(docker_client, params["project"]).id == before_id
+def test_swap_as_the_seed_does_it_keeps_images_logs_and_notifications(harbor, docker_client):
+    registry = registry_api.Registry(harbor.url, harbor.user, harbor.password, harbor.ca)
+    layer = push_small_image(registry, "library/kept", "before-swap")
+    before_text = Path(harbor.files[1]).read_text()
+
+    out, ctx = stepkit.apply(RegistrySwap, **swap_params(harbor))
+    assert (out["old_image"], out["new_image"]) == (OLD, NEW) and ctx.changed
+    assert out["verification"] == {"container_image": NEW, "api_status": 401, "foreign_layer_push": 201}
+    assert Path(harbor.files[1]).read_text() == before_text.replace("registry:photon-2.6.0", "registry:2.6.1-photon", 1)
+    running = containers(docker_client)
+    assert running["registry"].attrs["Config"]["Image"] == NEW
+    assert all(c.status == "running" for c in running.values()), {s: c.status for s, c in running.items()}
+
+    after = registry_api.Registry(harbor.url, harbor.user, harbor.password, harbor.ca)
+    media_type, manifest = after.manifest("library/kept", "before-swap")
+    assert media_type == registry_api.MANIFEST_V2, "an image pushed before the swap is still pulled after it"
+    assert after.blob("library/kept", manifest["layers"][0]["digest"]) == layer
+    assert after.push_foreign_layer_manifest("library/nanoserver", "after").status == 201
+
+    # Harbor's syslog: every service's logging driver writes to harbor-log; the ui got the registry's events
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        registry_log = (harbor.log_dir / "registry.log").read_text()
+        ui_log = (harbor.log_dir / "ui.log").read_text()
+        if (
+            "notification: push library/nanoserver:after" in ui_log
+            and "/v2/library/nanoserver/manifests/after" in registry_log
+        ):
+            break
+        time.sleep(0.5)
+    assert "/v2/library/nanoserver/manifests/after" in registry_log
+    assert "notification: push library/nanoserver:after" in ui_log
+
+    ids = {s: c.id for s, c in running.items()}
+    again, ctx = stepkit.apply(RegistrySwap, **swap_params(harbor))
+    assert ctx.changed is False and again["verification"]["foreign_layer_push"] == 201
+    assert {s: c.id for s, c in containers(docker_client).items()} == ids, "a second run changes nothing"
+
+
+def test_registry_url_defaults_to_harbors_public_https_url():
+    from vicflow.plugins.builtin.registry_swap import RegistrySwapParams, registry_url
+
+    assert registry_url(RegistrySwapParams(docker_host="unix:///var/run/docker.sock")) == "https://127.0.0.1"
+    assert registry_url(RegistrySwapParams(docker_host="tcp://10.0.0.7:2376")) == "https://10.0.0.7"
+    assert registry_url(RegistrySwapParams(registry_url="https://harbor.example/")) == "https://harbor.example"

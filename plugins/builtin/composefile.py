@@ -352,6 +352,8 @@ def _check_keys(
     data: dict, allowed: set, unsupported: set, src: _Source, path: tuple, what: str, vch: bool = False
 ) -> None:
     for key in data:
+        if str(key).startswith("x-"):  # the Compose spec's extension fields, anywhere: ignored by every engine
+            continue
         if vch and key in VIC_UNSUPPORTED and unsupported is UNSUPPORTED_SERVICE_KEYS:
             raise src.error(
                 (*path, key),
@@ -365,7 +367,9 @@ def _check_keys(
             raise src.error(
                 (*path, key),
                 f"unsupported key {key!r} in {what}",
-                UNSUPPORTED_HINTS.get(key, "vicflow's compose_up does not implement it; remove it or run that part by hand"),
+                UNSUPPORTED_HINTS.get(
+                    key, "vicflow's compose_up does not implement it; remove it or run that part by hand"
+                ),
                 key=True,
             )
         raise src.error(
@@ -391,7 +395,9 @@ def _check_file(data: dict, src: _Source, vch: bool = False) -> None:
             raise src.error(("services", name), f"service {name!r} must be a mapping")
         _check_keys(spec, SERVICE_KEYS, UNSUPPORTED_SERVICE_KEYS, src, ("services", name), f"service {name!r}", vch)
         if isinstance(spec.get("logging"), dict):
-            _check_keys(spec["logging"], LOGGING_KEYS, set(), src, ("services", name, "logging"), f"logging of {name!r}")
+            _check_keys(
+                spec["logging"], LOGGING_KEYS, set(), src, ("services", name, "logging"), f"logging of {name!r}"
+            )
         if isinstance(spec.get("healthcheck"), dict):
             _check_keys(
                 spec["healthcheck"],
@@ -445,10 +451,23 @@ def _merge_service(base: dict, override: dict) -> dict:
             out[key] = {**(base.get(key) or {}), **value}
         elif key == "logging" and isinstance(value, dict) and isinstance(base.get(key), dict):
             same = value.get("driver") in (None, base[key].get("driver"))  # compose merges options of one driver
-            options = {**(base[key].get("options") or {}), **(value.get("options") or {})} if same else value.get("options")
+            options = (
+                {**(base[key].get("options") or {}), **(value.get("options") or {})} if same else value.get("options")
+            )
             out[key] = {**base[key], **value, "options": options}
-        elif key in ("ports", "expose", "extra_hosts", "links", "env_file", "cap_add", "cap_drop", "dns", "dns_search",
-                     "security_opt", "tmpfs"):
+        elif key in (
+            "ports",
+            "expose",
+            "extra_hosts",
+            "links",
+            "env_file",
+            "cap_add",
+            "cap_drop",
+            "dns",
+            "dns_search",
+            "security_opt",
+            "tmpfs",
+        ):
             merged = list(_listify(base.get(key)))
             merged += [v for v in _listify(value) if v not in merged]
             out[key] = merged

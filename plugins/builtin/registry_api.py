@@ -9,6 +9,7 @@ OCI manifests and would not send a hand-made schema-2 manifest with a foreign la
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -140,10 +141,9 @@ class Registry:
         start = self.request("POST", f"/v2/{repo}/blobs/uploads/", scope)
         if start.status_code != 202:
             raise RegistryError(f"the registry refused an upload to {repo}: HTTP {start.status_code} {_errors(start)}")
-        try:  # cancelling needs the delete action, which a pusher may lack: the empty upload is then left
+        # cancelling needs the delete action, which a pusher may lack: the empty upload is then left
+        with contextlib.suppress(RegistryError):
             self.request("DELETE", self._location(start), f"repository:{repo}:pull,push,delete")
-        except RegistryError:
-            pass
 
     def upload_blob(self, repo: str, data: bytes) -> str:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -183,7 +183,11 @@ class Registry:
         except (ValueError, AttributeError):
             pass
         return PushResult(
-            response.status_code, response.status_code == 201, code, detail, response.headers.get("Docker-Content-Digest")
+            response.status_code,
+            response.status_code == 201,
+            code,
+            detail,
+            response.headers.get("Docker-Content-Digest"),
         )
 
     def push_foreign_layer_manifest(self, repo: str, tag: str) -> PushResult:
@@ -219,7 +223,9 @@ class Registry:
         return self.put_manifest(repo, tag, manifest)
 
     def delete_manifest(self, repo: str, digest: str) -> int:
-        return self.request("DELETE", f"/v2/{repo}/manifests/{digest}", f"repository:{repo}:pull,push,delete").status_code
+        return self.request(
+            "DELETE", f"/v2/{repo}/manifests/{digest}", f"repository:{repo}:pull,push,delete"
+        ).status_code
 
     def manifest(self, repo: str, ref: str) -> tuple[str, dict]:
         """The stored manifest's media type and body, asking for schema 2 (else distribution converts to 1)."""

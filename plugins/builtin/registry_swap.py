@@ -233,8 +233,12 @@ class RegistrySwap(StepType):
             ) from None
         finally:
             registry.close()
-        ctx.logger.info("pre-flight: %s verifies, %s may push to %s", registry_url(params),
-                        params.registry_user or "anonymous", params.verify_repository)
+        ctx.logger.info(
+            "pre-flight: %s verifies, %s may push to %s",
+            registry_url(params),
+            params.registry_user or "anonymous",
+            params.verify_repository,
+        )
 
     def _wait_api(self, params, ctx, deadline: float) -> int:
         last = ""

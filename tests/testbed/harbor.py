@@ -88,8 +88,16 @@ def prepare(root: Path = STATE / "harbor") -> Harbor:
     """Lay out Harbor's files and generated config afresh (data under ``root/data`` is kept)."""
     config = root / "common" / "config"
     shutil.rmtree(config, ignore_errors=True)
-    for sub in ("registry", "ui", "db", "adminserver", "jobservice", "nginx/cert", "nginx/conf.d",
-                "notary/mysql-initdb.d"):
+    for sub in (
+        "registry",
+        "ui",
+        "db",
+        "adminserver",
+        "jobservice",
+        "nginx/cert",
+        "nginx/conf.d",
+        "notary/mysql-initdb.d",
+    ):
         (config / sub).mkdir(parents=True, exist_ok=True)
     for sub in ("data/registry", "data/database", "data/config", "data/job_logs", "data/notary-db", "log"):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -170,8 +178,10 @@ def start(engine, root: Path = STATE / "harbor", timeout: float = 90) -> Harbor:
         except requests.RequestException as exc:
             last = str(exc)
         time.sleep(0.5)
-    raise TestbedError(f"Harbor did not answer at {harbor.url}/v2/ within {timeout:g}s (last: {last}); "
-                       f"see the logs under {harbor.log_dir}")
+    raise TestbedError(
+        f"Harbor did not answer at {harbor.url}/v2/ within {timeout:g}s (last: {last}); "
+        f"see the logs under {harbor.log_dir}"
+    )
 
 
 def stop(engine) -> None:
