@@ -43,11 +43,33 @@ def run_blueprint(
     """Run a vicflow blueprint: every step becomes a task run named after its step id."""
     registry = default_registry()
     document = bp.load(shipped.resolve(blueprint), registry)
-    given = {**site_inputs(inputs_from), **(inputs or {})}
+    given = {**declared_site_inputs(document, inputs_from), **(inputs or {})}
     values = bp.resolve_inputs(document, given)
     run_id = str(flow_run.get_id() or "local")
     with one_run_per_target(document, values, event):
         return engine.execute(document, values, registry, run_id, dry_run=dry_run, resume=resume, event=event)
+
+
+def declared_site_inputs(document: bp.Blueprint, variable: str | None) -> dict[str, Any]:
+    """The site Variable's values that ``document`` declares.
+
+    One site Variable serves every deployment of a site (gogs wants db_password, gogs-health does not), so a
+    value the blueprint does not declare is ignored and named in the run's log; an unknown input given
+    directly (``inputs``, ``--set``) is still an error.
+    """
+    site = site_inputs(variable)
+    ignored = sorted(set(site) - set(document.inputs))
+    if ignored:
+        from prefect.logging import get_run_logger
+
+        get_run_logger().info(
+            "site Variable %r: %s not used by blueprint %r (it declares %s)",
+            variable,
+            ", ".join(ignored),
+            document.name,
+            ", ".join(sorted(document.inputs)) or "no inputs",
+        )
+    return {k: v for k, v in site.items() if k in document.inputs}
 
 
 def site_inputs(variable: str | None) -> dict[str, Any]:

@@ -30,6 +30,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "vicflow.plugins.builtin.vch",
     "vicflow.plugins.builtin.compose",
     "vicflow.plugins.builtin.health",
+    "vicflow.plugins.builtin.http_request",
     "vicflow.plugins.builtin.registry_swap",
     "vicflow.plugins.builtin.sources",
 )

@@ -1,8 +1,9 @@
 """`make demo`: the full-stack blueprint on the local test bed.
 
-vCenter is the govmomi simulator (over HTTPS, thumbprint pinned), the VCH's Docker API is the
-test bed's dockerd (a harness plays the appliance and reports 127.0.0.1), the images are the test
-images built from Debian packages, and Prefect runs on its local SQLite database.
+vCenter is the govmomi simulator (over HTTPS, thumbprint pinned); the VCH's Docker API is the test bed's
+VCH-shaped endpoint on 127.0.0.2:2375 (tests/testbed/vchproxy.py, in front of its dockerd; a harness plays
+the appliance and reports that address); the images are the test images built from Debian packages; Prefect
+runs on its local SQLite database.  A second `make demo` changes nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from tests.testbed import REPO, dockerd, images, vcsim
 from tests.testbed.appliance import Appliance
 
 DEMO = REPO / ".vicflow" / "demo"
+VCH_IP = dockerd.VCH.removeprefix("tcp://").split(":")[0]
 
 
 def main() -> int:
@@ -48,14 +50,14 @@ def main() -> int:
         "appliance_timeout_seconds": 60,
         "gogs_image": "vicflow-test/app:1.0",
         "postgres_image": "vicflow-test/postgres:15",
-        "publish_ip": "127.0.0.1",
+        "publish_ip": VCH_IP,
         "volume_driver": "local",
     }
     (DEMO / "inputs.yaml").write_text(yaml.safe_dump(inputs))
     from vicflow.flows.cli import main as vicflow
 
     try:
-        with Appliance(sim, "vch-demo", ip="127.0.0.1"):
+        with Appliance(sim, "vch-demo", ip=VCH_IP):
             code = vicflow(
                 [
                     "run",
@@ -66,12 +68,15 @@ def main() -> int:
                     f"password={sim.password}",
                     "--set",
                     "db_password=demo-db-password",
+                    "--set",
+                    "admin_password=demo-admin-password",
                 ]
             )
     finally:
         sim.stop()
     if code == 0:
-        print("[demo] Gogs stand-in: curl http://127.0.0.1:10080/health   (containers gogsapp, gogsdb)")
+        print(f"[demo] Gogs, installed: curl http://{VCH_IP}:10080/   (containers gogsapp, gogsdb; the VCH's "
+              f"Docker API: DOCKER_HOST=tcp://{VCH_IP}:2375)")
         print("[demo] Prefect UI: .venv/bin/prefect server start, then open the run URL above")
         print(
             f"[demo] inputs used: {DEMO / 'inputs.yaml'}; remove the app with `make demo-down`, stop the test bed with `make stop`"

@@ -20,7 +20,7 @@ def wait_http(url: str, timeout: float = 60, status: int = 200, **kwargs) -> req
     last = None
     while time.monotonic() < deadline:
         try:
-            response = requests.get(url, timeout=3, **kwargs)
+            response = requests.get(url, timeout=3, allow_redirects=False, **kwargs)  # a 302 is an answer
             if response.status_code == status:
                 return response
             last = f"HTTP {response.status_code}: {response.text[:300]}"
@@ -37,3 +37,28 @@ def run_registry(client, tag: str, name: str, port: int | None = None, **kwargs)
         f"vicflow-test/registry:{tag}", name=name, detach=True, ports={"5000/tcp": ("127.0.0.1", port)}, **kwargs
     )
     return container, f"http://127.0.0.1:{port}"
+
+
+def gogs_first_run(base_url: str, db_password: str, admin_password: str = "admin-pw-1") -> dict:
+    """The shipped gogs blueprint's first_run step parameters, rendered for a Gogs at ``base_url``.
+
+    Tests install Gogs exactly as the blueprint does, so the two cannot drift apart.
+    """
+    from urllib.parse import urlparse
+
+    from vicflow.flows import blueprint as bp
+    from vicflow.flows import expressions
+    from vicflow.plugins.manager import default_registry
+
+    from tests.stepkit import REPO
+
+    document = bp.load(REPO / "blueprints" / "gogs.yaml", default_registry())
+    url = urlparse(base_url)
+    inputs = {
+        **{name: spec.default for name, spec in document.inputs.items()},
+        "app_host": url.hostname,
+        "http_port": url.port,
+        "db_password": db_password,
+        "admin_password": admin_password,
+    }
+    return expressions.render(document.step("first_run").with_, {"inputs": inputs})

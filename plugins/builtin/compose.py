@@ -18,7 +18,7 @@ import requests
 from pydantic import Field, field_validator
 from vicflow.plugins import Change, PermanentError, StepType, TransientError, hookimpl
 from vicflow.plugins.builtin.composefile import Project, Service, load_project
-from vicflow.plugins.builtin.dockerapi import DockerParams, connected
+from vicflow.plugins.builtin.dockerapi import DockerParams, connected, is_vch
 
 LABEL = "com.docker.compose"
 VERSION_LABEL = "vicflow"
@@ -63,12 +63,6 @@ def _project(params: ComposeParams, ctx, client=None) -> Project:
     for warning in project.warnings:
         ctx.logger.warning("%s", warning)
     return project
-
-
-def is_vch(client) -> bool:
-    """A VCH says so in ``docker info`` (VIC's Driver is "vSphere Integrated Containers ... Backend Engine")."""
-    info = client.info()
-    return "vSphere Integrated Containers" in f"{info.get('Driver', '')} {info.get('ID', '')}"
 
 
 def container_name(project: Project, service: Service) -> str:

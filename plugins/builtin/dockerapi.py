@@ -99,6 +99,12 @@ def _unreachable(host: str, exc: Exception, has_client_cert: bool) -> Exception:
     return TransientError(f"cannot reach the Docker API at {host}: {text[:300]}")
 
 
+def is_vch(client) -> bool:
+    """A VCH says so in ``docker info`` (VIC's Driver is "vSphere Integrated Containers ... Backend Engine")."""
+    info = client.info()
+    return "vSphere Integrated Containers" in f"{info.get('Driver', '')} {info.get('ID', '')}"
+
+
 @contextmanager
 def connected(params: DockerParams) -> Iterator:
     """``docker_client(params)``, closed at the end of the block."""

@@ -14,10 +14,16 @@ from vicflow.plugins.builtin import pgwire
 from vicflow.plugins.builtin.dockerapi import DockerParams, connected
 
 
+class ProbeFailed(Exception):
+    """The service answered, but not as expected (a real exception: ``assert`` vanishes under ``python -O``)."""
+
+
 class HealthParams(DockerParams):
     kind: Literal["http", "tcp", "container", "postgres"]
     url: str | None = Field(None, description="http: the URL to GET")
-    expect_status: int | list[int] = Field(200, description="http: accepted status code(s)")
+    expect_status: int | list[int] = Field(
+        200, description="http: accepted status code(s); redirects are not followed (expect 302 to accept one)"
+    )
     body_regex: str | None = Field(None, description="http: a regex the body must match")
     headers: dict[str, str] = Field(default_factory=dict)
     ca: str | None = Field(None, description="http: CA file for https")
@@ -67,7 +73,7 @@ class HealthCheck(StepType):
                 ctx.logger.info("%s attempt %d passed in %.0f ms: %s", _target(params), attempt, latency, detail)
                 return {"latency_ms": round(latency, 1), "attempts": attempt, "detail": detail}
             except Exception as exc:  # every failure is a reason to try again until the deadline
-                last = f"{type(exc).__name__}: {exc}" if not isinstance(exc, AssertionError) else str(exc)
+                last = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ProbeFailed) else str(exc)
                 latency = (time.monotonic() - started) * 1000
                 ctx.logger.info("%s attempt %d failed after %.0f ms: %s", _target(params), attempt, latency, last)
             if time.monotonic() + params.interval_seconds >= deadline:
@@ -92,13 +98,14 @@ def _http(params: HealthParams, timeout: float) -> str:
     session = requests.Session()
     session.trust_env = False  # a pinned CA must not be replaced by REQUESTS_CA_BUNDLE
     verify: Any = params.ca if params.ca else params.verify_tls
-    response = session.get(params.url, headers=params.headers, timeout=timeout, verify=verify)
+    # a redirect is an answer: Gogs sends every page to /install until its first run is done
+    response = session.get(params.url, headers=params.headers, timeout=timeout, verify=verify, allow_redirects=False)
     accepted = params.expect_status if isinstance(params.expect_status, list) else [params.expect_status]
-    assert response.status_code in accepted, f"HTTP {response.status_code} (expected {accepted}): {response.text[:200]}"
-    if params.body_regex:
-        assert re.search(params.body_regex, response.text), (
-            f"body does not match {params.body_regex!r}: {response.text[:200]}"
-        )
+    if response.status_code not in accepted:
+        where = f" to {response.headers['Location']}" if response.headers.get("Location") else ""
+        raise ProbeFailed(f"HTTP {response.status_code}{where} (expected {accepted}): {response.text[:200]}")
+    if params.body_regex and not re.search(params.body_regex, response.text):
+        raise ProbeFailed(f"body does not match {params.body_regex!r}: {response.text[:200]}")
     return f"HTTP {response.status_code}"
 
 
@@ -113,8 +120,10 @@ def _container(params: HealthParams, timeout: float) -> str:
         container = client.containers.get(params.container)
         state = container.attrs["State"]
         health = (state.get("Health") or {}).get("Status")
-        assert state.get("Running"), f"container {params.container} is {state.get('Status')}"
-        assert health in (None, "healthy"), f"container {params.container} is running but {health}"
+        if not state.get("Running"):
+            raise ProbeFailed(f"container {params.container} is {state.get('Status')}")
+        if health not in (None, "healthy"):
+            raise ProbeFailed(f"container {params.container} is running but {health}")
         return f"running{', ' + health if health else ''}"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -16,12 +17,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from vicflow.plugins import hookimpl
 from vicflow.plugins.builtin import vsphere
-from vicflow.plugins.builtin.dockerapi import DockerParams, connected
+from vicflow.plugins.builtin.dockerapi import DockerParams, connected, is_vch
 
 NAMESPACE = uuid.UUID("5b1f3c52-7d5e-4c36-9d0e-6f0b8c1a2e11")
 Emit = Callable[[dict[str, Any]], None]
@@ -89,6 +90,9 @@ class EventSource:
 
 # ---------------------------------------------------------------------------------------------- docker
 
+LABEL = "com.docker.compose"
+EXIT_RE = re.compile(r"Exited \((-?\d+)\)")
+
 
 class DockerSourceConfig(DockerParams):
     engine: str | None = Field(None, description="name for this engine in resource ids (default: docker_host)")
@@ -99,9 +103,49 @@ class DockerSourceConfig(DockerParams):
         description="a die followed by destroy within this long was a deliberate removal (a replace, "
         "compose_down): it is dropped, not taken for a crash",
     )
+    mode: Literal["auto", "events", "poll"] = Field(
+        "auto",
+        description="events: the /events stream; poll: list containers every poll_seconds; auto: poll on a VCH "
+        "(VIC 1.1 has no events: its /events stays silent), events elsewhere",
+    )
+    poll_seconds: float = Field(2, gt=0, description="poll: how often the compose-labelled containers are listed")
 
 
 DOCKER_EVENTS = {"die": "docker.container.died", "start": "docker.container.started"}
+
+
+def _changes(before: dict[str, dict], after: dict[str, dict]) -> list[dict[str, Any]]:
+    """Docker-event-shaped records for what changed between two container listings.
+
+    A container that its restart policy revived between two listings is running in both: nothing is emitted,
+    and nothing needed healing.
+    """
+    out = []
+    nano = time.time_ns()
+    for cid, old in before.items():
+        new = after.get(cid)
+        if new is None:
+            out.append(_raw("destroy", old, nano))
+        elif old["State"] == "running" and new["State"] != "running":
+            out.append(_raw("die", new, nano))
+        elif new["State"] == "running" and old["State"] != "running":
+            out.append(_raw("start", new, nano))
+    for cid, new in after.items():
+        if cid not in before and new["State"] == "running":
+            out.append(_raw("start", new, nano))
+    return out
+
+
+def _raw(action: str, summary: dict[str, Any], nano: int) -> dict[str, Any]:
+    exit_code = EXIT_RE.search(summary.get("Status", ""))
+    attributes = {
+        **(summary.get("Labels") or {}),
+        "name": (summary.get("Names") or ["/" + summary["Id"][:12]])[0].lstrip("/"),
+        "image": summary.get("Image", ""),
+    }
+    if exit_code:
+        attributes["exitCode"] = exit_code.group(1)
+    return {"Action": action, "id": summary["Id"], "timeNano": nano, "Actor": {"Attributes": attributes}}
 
 
 class DockerEvents(EventSource):
@@ -122,6 +166,14 @@ class DockerEvents(EventSource):
     def stream(self, stop: threading.Event) -> None:
         with connected(self.config) as client:
             client.ping()
+            if self.config.mode == "poll" or (self.config.mode == "auto" and is_vch(client)):
+                if self.config.mode == "auto":
+                    self.log.info(
+                        "%s is a VCH, which has no event stream: polling containers every %gs",
+                        self.engine,
+                        self.config.poll_seconds,
+                    )
+                return self.poll(client, stop)
             if self.since is None:
                 self.since = f"{time.time():.9f}"
             while not stop.is_set():
@@ -138,6 +190,19 @@ class DockerEvents(EventSource):
                         self.since = f"{nano // 10**9}.{nano % 10**9:09d}"
                     self.flush()
                 self.flush()
+
+    def poll(self, client, stop: threading.Event) -> None:
+        """List the compose-labelled containers; a running one that stopped is a die, a new or restarted one a
+        start, a vanished one a destroy (so a deliberate removal is dropped as with the event stream)."""
+        known: dict[str, dict[str, Any]] | None = None
+        while not stop.is_set():
+            now = {c["Id"]: c for c in client.api.containers(all=True, filters={"label": f"{LABEL}.project"})}
+            if known is not None:
+                for raw in _changes(known, now):
+                    self.take(raw)
+            known = now
+            self.flush()
+            stop.wait(self.config.poll_seconds)
 
     def take(self, raw: dict[str, Any]) -> None:
         """Hold a die until it is clear the container was not removed on purpose; handle the rest now."""

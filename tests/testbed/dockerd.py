@@ -2,6 +2,7 @@
 
 It listens on a unix socket, on tcp://127.0.0.1:2376 with TLS verification (dockerd's own TLS,
 certificates generated for the test bed) and, through socat, on tcp://127.0.0.1:2375 without TLS.
+tcp://127.0.0.2:2375 answers like a VCH 1.1 (tests/testbed/vchproxy.py), in front of the same engine.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ from tests.testbed import RUN, STATE, TestbedError, say
 SOCKET = RUN / "docker.sock"
 PLAIN = "tcp://127.0.0.1:2375"
 TLS = "tcp://127.0.0.1:2376"
+VCH = "tcp://127.0.0.2:2375"  # a VCH's address and no-TLS port (loopback range)
 CERTS = STATE / "docker-certs"
 
 
@@ -28,6 +31,7 @@ class Engine:
     plain_url: str
     tls_url: str
     cert_dir: str
+    vch_url: str = VCH
     started_here: bool = False
 
     def client(self, which: str = "socket", timeout: int = 120):
@@ -51,6 +55,15 @@ def _ping(url: str) -> bool:
         docker.DockerClient(base_url=url, timeout=3).ping()
         return True
     except Exception:
+        return False
+
+
+def _ping_vch() -> bool:
+    import requests
+
+    try:
+        return requests.get(f"http://{VCH.removeprefix('tcp://')}/_ping", timeout=3).status_code == 200
+    except requests.RequestException:
         return False
 
 
@@ -78,7 +91,7 @@ def _spawn(cmd: list[str], log: Path, pidfile: Path) -> None:
 def start(timeout: float = 90) -> Engine:
     """Start dockerd (and the plain-TCP forwarder) unless they already answer."""
     eng = engine()
-    if _ping(eng.socket_url) and _ping(eng.plain_url):
+    if _ping(eng.socket_url) and _ping(eng.plain_url) and _ping_vch():
         return eng
     for tool, package in (("dockerd", "docker.io"), ("socat", "socat")):
         if not shutil.which(tool):
@@ -117,6 +130,21 @@ def start(timeout: float = 90) -> Engine:
             RUN / "dockerd.launcher.pid",
         )
         eng.started_here = True
+    if not _ping_vch():
+        say(f"a VCH 1.1's Docker API on {VCH} (tests/testbed/vchproxy.py)")
+        _spawn(
+            [
+                sys.executable,
+                "-m",
+                "tests.testbed.vchproxy",
+                "--listen",
+                VCH.removeprefix("tcp://"),
+                "--socket",
+                str(SOCKET),
+            ],
+            STATE / "vchproxy.log",
+            RUN / "vchproxy.pid",
+        )
     if not _ping(eng.plain_url):
         say(f"forwarding {PLAIN} (no TLS) to the socket with socat")
         _spawn(
@@ -126,7 +154,7 @@ def start(timeout: float = 90) -> Engine:
         )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if _ping(eng.socket_url) and _ping(eng.plain_url):
+        if _ping(eng.socket_url) and _ping(eng.plain_url) and _ping_vch():
             return eng
         time.sleep(0.5)
     log = (STATE / "dockerd.log").read_text(errors="replace")[-3000:]
@@ -135,7 +163,7 @@ def start(timeout: float = 90) -> Engine:
 
 def stop() -> None:
     """Stop what start() launched (dockerd and socat)."""
-    for name in ("socat.pid", "dockerd.pid"):
+    for name in ("vchproxy.pid", "socat.pid", "dockerd.pid"):
         pidfile = RUN / name
         if not pidfile.exists():
             continue

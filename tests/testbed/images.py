@@ -55,8 +55,8 @@ IMAGES: dict[str, str] = {
     "vicflow-test/busybox:latest": 'CMD ["busybox", "sh"]',
     "vicflow-test/postgres:15": "ENV PGDATA=/var/lib/postgresql/data\nSTOPSIGNAL SIGINT\nEXPOSE 5432\n"
     'ENTRYPOINT ["/usr/local/bin/postgres-entrypoint"]',
-    "vicflow-test/app:1.0": 'ENV APP_VERSION=1.0\nEXPOSE 3000 22\nCMD ["/usr/local/bin/vicflow-test-app"]',
-    "vicflow-test/app:1.1": 'ENV APP_VERSION=1.1\nEXPOSE 3000 22\nCMD ["/usr/local/bin/vicflow-test-app"]',
+    "vicflow-test/app:1.0": 'ENV APP_VERSION=1.0 GOGS_CUSTOM=/data/gogs\nEXPOSE 3000 22\nCMD ["/usr/local/bin/gogs-standin"]',
+    "vicflow-test/app:1.1": 'ENV APP_VERSION=1.1 GOGS_CUSTOM=/data/gogs\nEXPOSE 3000 22\nCMD ["/usr/local/bin/gogs-standin"]',
     "vicflow-test/registry:photon-2.6.0": REGISTRY.format("photon-2.6.0"),
     "vicflow-test/registry:2.6.1-photon": ALLOW_FOREIGN + REGISTRY.format("2.6.1-photon"),
     # Broken on purpose, for rollback tests: exits at once / runs but never answers on 5000 (whatever the command).
