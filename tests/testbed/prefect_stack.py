@@ -1,7 +1,12 @@
 """The event-driven stack on this machine: `prefect server start` (SQLite) with prefect.yaml deployed, a
 process worker, `vicflow listen` (docker + registry sources) and a registry container that notifies it.
 
-Used by tests/test_events.py and bench/event_latency.py.  Everything listens on 127.0.0.1.
+The app runs on the test bed's VCH-shaped endpoint (127.0.0.2:2375, tests/testbed/vchproxy.py), which has no
+event stream: the docker source polls it, as it would a real VCH.  The setup follows the README's commands
+(``Stack.commands`` records them; tests/test_events.py compares them with the README).
+
+Used by tests/test_events.py and bench/event_latency.py.  Everything listens on 127.0.0.1 (the app on the
+VCH address 127.0.0.2).
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import requests
 from tests.testbed import REPO
 
 BIN = Path(sys.executable).parent
-ENGINE = "tcp://127.0.0.1:2375"
+ENGINE = "tcp://127.0.0.2:2375"  # the VCH-shaped endpoint
+APP_HOST = "127.0.0.2"
 
 
 def free_port() -> int:
@@ -72,6 +78,8 @@ class Stack:
         self.deploy_output = ""
         self.worker: subprocess.Popen | None = None
         self.worker_log = home / "worker.log"
+        self.commands: list[list[str]] = []  # the setup commands run, as a user types them
+        self.timings: dict[str, float] = {}
 
     def start_worker(self, forked: bool = True) -> None:
         """`vicflow worker` (runs forked from its fork server), or, to compare, a plain `prefect worker start`
@@ -83,6 +91,7 @@ class Stack:
         else:
             command = [str(BIN / "prefect"), "worker", "start", "--pool", "vicflow", "--type", "process"]
             self.worker_log = self.home / "worker-plain.log"
+        self.commands.append(command)
         self.worker = start(command, self.env, self.worker_log)
 
     def post(self, path: str, body: dict | None = None):
@@ -91,6 +100,7 @@ class Stack:
         return response.json()
 
     def cli(self, *args: str) -> str:
+        self.commands.append([str(BIN / "prefect"), *args])
         result = subprocess.run(
             [str(BIN / "prefect"), *args], env=self.env, cwd=REPO, capture_output=True, text=True, timeout=300
         )
@@ -161,6 +171,7 @@ def running(home: Path, docker_client):
         VICFLOW_STATE_DIR=str(home / "state"),
         DO_NOT_TRACK="1",
         VICFLOW_SECRET_GOGS_DB_PASSWORD="gogs-db-" + uuid.uuid4().hex[:8],
+        VICFLOW_SECRET_GOGS_ADMIN_PASSWORD="gogs-admin-" + uuid.uuid4().hex[:8],
     )
     env.pop("VICFLOW_PLUGINS", None)
     clean_gogs()
@@ -178,7 +189,9 @@ def running(home: Path, docker_client):
         stack.site = {
             "docker_host": ENGINE,
             "db_password": "${{ secrets.gogs_db_password }}",
-            "publish_ip": "127.0.0.1",
+            "admin_password": "${{ secrets.gogs_admin_password }}",
+            "app_host": APP_HOST,
+            "publish_ip": APP_HOST,
             "http_port": free_port(),
             "ssh_port": free_port(),
             "volume_driver": "local",
@@ -192,11 +205,12 @@ def running(home: Path, docker_client):
         (home / "listen.yaml").write_text(
             json.dumps(
                 {
-                    "docker": {"docker_host": ENGINE, "engine": "testbed", "window_seconds": 2},
+                    "docker": {"docker_host": ENGINE, "engine": "testbed", "poll_seconds": 1},
                     "registry": {"listen": f"127.0.0.1:{receiver}", "token": token},
                 }
             )
         )
+        stack.commands.append([str(BIN / "vicflow"), "listen", "--config", str(home / "listen.yaml")])
         processes.append(
             start(
                 [sys.executable, "-m", "vicflow.flows.cli", "listen", "--config", str(home / "listen.yaml")],

@@ -142,8 +142,10 @@ class Handler(BaseHTTPRequestHandler):
         conn, response = self._upstream(self.command, path, body)
         try:
             self.send_response(response.status)
-            chunked = response.getheader("Transfer-Encoding", "").lower() == "chunked" or (
-                response.getheader("Content-Length") is None and response.status != 204 and self.command != "HEAD"
+            bodiless = self.command == "HEAD" or response.status in (204, 304) or response.status < 200
+            chunked = not bodiless and (
+                response.getheader("Transfer-Encoding", "").lower() == "chunked"
+                or response.getheader("Content-Length") is None
             )
             for key, value in response.getheaders():
                 if key.lower() in ("transfer-encoding", "connection", "content-length", "server"):
@@ -154,7 +156,7 @@ class Handler(BaseHTTPRequestHandler):
             elif response.getheader("Content-Length") is not None:
                 self.send_header("Content-Length", response.getheader("Content-Length"))
             self.end_headers()
-            if self.command == "HEAD" or response.status in (204, 304):
+            if bodiless:
                 return
             while True:
                 data = response.read1(65536) if chunked else response.read(65536)
