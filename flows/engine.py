@@ -26,6 +26,18 @@ from vicflow.flows.blueprint import Blueprint, dependencies
 from vicflow.flows.retry import delays
 from vicflow.plugins.step import Change, StepContext, StepError, StepType
 
+# Every event the engine emits (docs/events.md lists them; tests/test_docs.py compares the two).
+EVENTS = (
+    "vicflow.run.started",
+    "vicflow.run.finished",
+    "vicflow.step.started",
+    "vicflow.step.succeeded",
+    "vicflow.step.failed",
+    "vicflow.step.skipped",
+    "vicflow.step.rollback-started",
+    "vicflow.step.rolled-back",
+    "vicflow.step.rollback-failed",
+)
 log = logging.getLogger("vicflow.engine")
 
 
@@ -167,6 +179,8 @@ class Run:
 
     def emit(self, name: str, step: str | None = None, payload: dict[str, Any] | None = None) -> None:
         """A Prefect event plus the ``on_run_event`` hook; payloads are masked."""
+        if name not in EVENTS:
+            raise ValueError(f"event {name!r} is not declared: add it to engine.EVENTS and docs/events.md")
         payload = masking.mask(payload or {})
         bp = self.blueprint.name
         resource = {

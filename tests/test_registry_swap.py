@@ -6,13 +6,17 @@ must leave it untouched run first; the successful swap runs last.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 
+import docker
 import pytest
 from vicflow.plugins.builtin import registry_api
+from vicflow.plugins.builtin.compose import ComposeDown, ComposeUp
 from vicflow.plugins.builtin.registry_swap import RegistrySwap
 from vicflow.plugins.step import PermanentError
 
@@ -128,6 +132,43 @@ def test_preflight_failures_touch_nothing(harbor, docker_client, tmp_path, overr
     after = containers(docker_client)
     assert {s: c.id for s, c in after.items()} == before, "no container was touched"
     assert after["registry"].attrs["Config"]["Image"] == OLD and after["registry"].status == "running"
+
+
+@pytest.fixture
+def engine_trusts_harbor(harbor):
+    """The engine trusts the appliance CA for Harbor's host, as `docker login` users set it up."""
+    folder = Path("/etc/docker/certs.d") / harbor.url.removeprefix("https://")
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(harbor.ca, folder / "ca.crt")
+    yield harbor.url.removeprefix("https://")
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_compose_up_pulls_from_a_private_project_with_registry_auth(
+    harbor, engine_trusts_harbor, docker_client, tmp_path
+):
+    image = f"{engine_trusts_harbor}/library/private-box"
+    docker_client.images.get("vicflow-test/busybox:latest").tag(image, "1")
+    auth = {"username": harbor.user, "password": harbor.password}
+    for line in docker_client.images.push(image, tag="1", stream=True, decode=True, auth_config=auth):
+        assert "error" not in line, line
+    docker_client.images.remove(f"{image}:1")
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text(
+        f"services:\n  box:\n    image: {image}:1\n    command: [sleep, '60']\n    stop_signal: SIGKILL\n"
+    )
+    params = {"docker_host": "tcp://127.0.0.1:2375", "files": [str(compose)], "project": "privatebox"}
+    with pytest.raises(PermanentError, match=r"cannot be pulled: .*\n  hint: give registry_auth"):
+        stepkit.apply(ComposeUp, **params)
+    try:
+        with pytest.raises(PermanentError, match=r"cannot be pulled"):
+            stepkit.apply(ComposeUp, **params, registry_auth={**auth, "password": "wrong"})
+        out, _ = stepkit.apply(ComposeUp, **params, registry_auth={**auth, "registry": engine_trusts_harbor})
+        assert out["created"] == ["box"] and out["containers"][0]["state"] == "running"
+    finally:
+        stepkit.apply(ComposeDown, docker_host="tcp://127.0.0.1:2375", project="privatebox")
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            docker_client.images.remove(f"{image}:1")
 
 
 def test_a_new_image_that_breaks_the_registry_rolls_back_by_itself(harbor, docker_client):

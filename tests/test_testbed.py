@@ -6,10 +6,12 @@ import contextlib
 import socket
 import ssl
 import threading
+import time
 import uuid
 
 import docker
 import pytest
+import requests
 from vicflow.plugins.builtin import certs, registry_api
 from vicflow.plugins.builtin.vsphere import Sessions, VSphereParams, split_server
 from vicflow.plugins.step import PermanentError, StepContext
@@ -135,11 +137,36 @@ def test_app_and_postgres_on_a_user_network_with_a_volume_and_a_published_port(d
             name=f"smoke-app-{tag}",
             detach=True,
             network=network.name,
-            environment={"DB_HOST": "gogsdb", "DB_USER": "gogsuser", "DB_PASSWORD": "pw-smoke", "DB_NAME": "gogsdb"},
             ports={"3000/tcp": ("127.0.0.1", port)},
         )
-        health = wait_http(f"http://127.0.0.1:{port}/health", timeout=90)
-        assert health.json() == {"status": "ok", "database": "ok", "version": "1.0"}
+        url = f"http://127.0.0.1:{port}"
+        assert wait_http(f"{url}/", status=302, timeout=90).headers["Location"] == "/install"
+        form = {
+            "db_type": "PostgreSQL",
+            "db_host": "gogsdb:5432",
+            "db_user": "gogsuser",
+            "db_passwd": "pw-smoke",
+            "db_name": "gogsdb",
+            "ssl_mode": "disable",
+            "app_name": "Gogs",
+            "repo_root_path": "/data/git/repos",
+            "run_user": "git",
+            "domain": "localhost",
+            "http_port": "3000",
+            "app_url": f"{url}/",
+            "log_root_path": "/data/log",
+            "admin_name": "smoke",
+            "admin_passwd": "x",
+            "admin_confirm_passwd": "x",
+        }
+        deadline = time.monotonic() + 60
+        while True:  # until Postgres has initialised and accepts the password
+            answer = requests.post(f"{url}/install", data=form, timeout=10, allow_redirects=False)
+            if answer.status_code == 302 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert (answer.status_code, answer.headers.get("Location")) == (302, f"{url}/user/login"), answer.text[-500:]
+        assert "Gogs Version: 1.0" in wait_http(f"{url}/", timeout=10).text
     finally:
         for name in (f"smoke-app-{tag}", f"smoke-db-{tag}"):
             with contextlib.suppress(docker.errors.NotFound):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -307,3 +308,57 @@ def test_delete_refuses_a_powered_on_container_vm_without_force(vcsim, isos, inv
         stepkit.apply(VCHDelete, **creds(vcsim), name="vch02")
     removed, _ = stepkit.apply(VCHDelete, **creds(vcsim), name="vch02", force=True)
     assert "gogsapp-cvm" in removed["removed"] and "volume store LocalDS_1/shared:fast" in removed["removed"]
+
+
+def test_vic_machine_target_form_sets_the_datacenter_and_is_never_dropped(vcsim, inventory):
+    """`--target sddcvcs.domain.sddc/SDDC.Datacenter`, as the seed types it."""
+    from vicflow.plugins.builtin.firewall import FirewallParams
+
+    base = vcsim.url.removesuffix("/sdk")  # https://127.0.0.1:PORT
+    params = FirewallParams(server=f"{base}/DC0", compute_resource="DC0_C0", action="allow")
+    assert (params.server, params.datacenter) == (base, "DC0")
+    assert FirewallParams(server=vcsim.url, compute_resource="x", action="allow").datacenter is None
+    with pytest.raises(ValueError, match=r"names datacenter 'DC0' but datacenter is 'DC1': set server: https://"):
+        FirewallParams(server=f"{base}/DC0", datacenter="DC1", compute_resource="x", action="allow")
+    with pytest.raises(PermanentError, match=r"names datacenter 'Nowhere'"):
+        vsphere.split_server("h/Nowhere")
+    out, _ = stepkit.apply(
+        Firewall, **{**creds(vcsim), "server": f"{base}/DC0"}, compute_resource="DC0_C0", action="allow"
+    )
+    assert len(out["hosts"]) == 3
+    firewall(vcsim, "deny")
+
+
+def test_registry_ca_drift_is_its_content_and_relative_paths_are_the_blueprints(vcsim, isos, inventory, docker_engine):
+    """The CA file is read from the blueprint's folder; a renamed copy is no drift, a replaced certificate is."""
+    from vicflow.plugins.builtin import certs
+
+    ca_a = certs.generate(isos / "a", "harbor-a", ["127.0.0.1"], client=False)["ca"]
+    ca_b = certs.generate(isos / "b", "harbor-b", ["127.0.0.1"], client=False)["ca"]
+    (isos / "sddcvic.crt").write_bytes(Path(ca_a).read_bytes())
+    firewall(vcsim)
+    params = vch_params(
+        vcsim,
+        isos,
+        name="vch03",
+        image_store="LocalDS_0/VCHPOOL/vch03",
+        registry_ca=["sddcvic.crt"],
+        volume_stores=["LocalDS_0/VCHPOOL/vch03/volumes:default"],
+    )
+    ctx = stepkit.context("vch", base_dir=isos)  # the blueprint's folder: relative files resolve there
+    try:
+        with Appliance(vcsim, "vch03", ip="127.0.0.1"):
+            stepkit.apply(VCHCreate, ctx, **params)
+        config = vchmod.extra_config(objects(inventory, vim.VirtualMachine)["vch03"])
+        assert base64.b64decode(config[vchmod.PREFIX + "registry/ca"]) == Path(ca_a).read_bytes()
+
+        (isos / "renamed.crt").write_bytes(Path(ca_a).read_bytes())
+        again, ctx2 = stepkit.apply(
+            VCHCreate, stepkit.context("vch", base_dir=isos), **{**params, "registry_ca": ["renamed.crt"]}
+        )
+        assert ctx2.changed is False, "the same certificate under another name is no drift"
+        (isos / "sddcvic.crt").write_bytes(Path(ca_b).read_bytes())
+        with pytest.raises(PermanentError, match=r"different configuration: registry_ca: \['sha256:"):
+            stepkit.apply(VCHCreate, stepkit.context("vch", base_dir=isos), **params)
+    finally:
+        stepkit.apply(VCHDelete, **creds(vcsim), name="vch03")

@@ -19,6 +19,7 @@ from pydantic import Field, field_validator
 from vicflow.plugins import Change, PermanentError, StepType, TransientError, hookimpl
 from vicflow.plugins.builtin.composefile import Project, Service, load_project
 from vicflow.plugins.builtin.dockerapi import DockerParams, connected, is_vch
+from vicflow.plugins.step import Params
 
 LABEL = "com.docker.compose"
 VERSION_LABEL = "vicflow"
@@ -40,6 +41,16 @@ class ComposeParams(DockerParams):
         return {k: "" if v is None else (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in value.items()}
 
 
+class RegistryAuth(Params):
+    """Credentials for pulls from a private registry (a Harbor project that is not public)."""
+
+    username: str
+    password: str = Field(description="use ${{ secrets.name }}")
+    registry: str | None = Field(
+        None, description="the registry host they are for, e.g. harbor.domain.sddc (default: all)"
+    )
+
+
 class ComposeUpParams(ComposeParams):
     remove_orphans: bool = False
     volume_driver: str | None = Field(
@@ -47,6 +58,7 @@ class ComposeUpParams(ComposeParams):
     )
     pull: Literal["missing", "always", "never"] = "missing"
     parallel: int = Field(8, ge=1, le=64, description="containers created at once within a level")
+    registry_auth: RegistryAuth | None = Field(None, description="credentials for pulling from a private registry")
 
 
 class ComposeDownParams(ComposeParams):
@@ -63,6 +75,12 @@ def _project(params: ComposeParams, ctx, client=None) -> Project:
     for warning in project.warnings:
         ctx.logger.warning("%s", warning)
     return project
+
+
+def registry_host(image: str) -> str:
+    """The registry an image reference names (Docker's rule: a first part with a dot, a port or localhost)."""
+    first, sep, _ = image.partition("/")
+    return first if sep and ("." in first or ":" in first or first == "localhost") else "docker.io"
 
 
 def container_name(project: Project, service: Service) -> str:
@@ -202,7 +220,7 @@ class Deployer:
                     continue
                 self.ctx.logger.info("pulling %s", service.image)
                 try:
-                    self.client.images.pull(service.image)
+                    self.client.images.pull(service.image, auth_config=self._auth(service.image))
                     self.image_id(service.image, refresh=True)
                 except docker.errors.APIError as exc:
                     if self.image_id(service.image):
@@ -210,16 +228,25 @@ class Deployer:
                             "pull of %s failed, using the local image: %s", service.image, exc.explanation
                         )
                         continue
+                    denied = "unauthorized" in str(exc.explanation) or "denied" in str(exc.explanation)
                     raise PermanentError(
                         f"image {service.image} of service {service.name!r} is not on the engine "
                         f"and cannot be pulled: {exc.explanation}",
-                        "push it to a registry the engine can reach, or check the name",
+                        "give registry_auth (username, and password as ${{ secrets.name }}) for a private project"
+                        if denied
+                        else "push it to a registry the engine can reach, or check the name",
                     ) from None
             if not self.image_id(service.image):
                 raise PermanentError(
                     f"image {service.image} of service {service.name!r} is not on the engine",
                     "pull it first or set pull: missing",
                 )
+
+    def _auth(self, image: str) -> dict[str, str] | None:
+        auth = self.params.registry_auth
+        if auth is None or auth.registry not in (None, registry_host(image)):
+            return None
+        return {"username": auth.username, "password": auth.password}
 
     def ensure_networks(self) -> None:
         used = {n for s in self.project.services.values() for n in s.networks}

@@ -33,6 +33,7 @@ class EventSource:
 
     Config: type[BaseModel] = BaseModel
     max_backoff = 30.0
+    events: tuple[str, ...] = ()  # every event name the source emits (docs/events.md lists them)
 
     def __init__(self, config: dict[str, Any], emit: Emit, logger: logging.Logger | None = None):
         self.config = self.Config.model_validate(config or {})
@@ -67,6 +68,8 @@ class EventSource:
         self, name: str, key: str, resource: dict[str, str], payload: dict[str, Any], occurred: datetime | None = None
     ) -> bool:
         """Emit once per ``key``; a key seen before (a replay after reconnecting) is dropped."""
+        if name not in self.events:
+            raise ValueError(f"{type(self).__name__} emits {name!r} without declaring it in events")
         event_id = uuid.uuid5(NAMESPACE, key)
         if event_id in self.seen:
             self.log.debug("dropped %s: already emitted (%s)", name, key)
@@ -152,6 +155,7 @@ class DockerEvents(EventSource):
     """Container die / start / health_status from the Docker engine's event stream."""
 
     Config = DockerSourceConfig
+    events = (*DOCKER_EVENTS.values(), "docker.container.health-changed")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -284,6 +288,7 @@ class VSphereEvents(EventSource):
     """VM power and reconfiguration events and lost hosts, from an EventHistoryCollector."""
 
     Config = VSphereSourceConfig
+    events = tuple(VSPHERE_EVENTS.values())
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -367,6 +372,7 @@ class RegistryNotifications(EventSource):
     """An HTTP receiver for the distribution registry's notifications: pushes become registry.image.pushed."""
 
     Config = RegistrySourceConfig
+    events = ("registry.image.pushed",)
 
     def stream(self, stop: threading.Event) -> None:
         host, _, port = self.config.listen.rpartition(":")

@@ -7,6 +7,7 @@ create that fails part-way removes what it built (vic-machine 1.1 left half-buil
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import time
@@ -79,8 +80,10 @@ def _volume_stores(specs: list[str]) -> dict[str, tuple[str, str]]:
     return out
 
 
-def _wanted_config(params: VCHCreateParams) -> dict[str, Any]:
-    """What defines this VCH: stored in its extraConfig and compared on every later run."""
+def _wanted_config(params: VCHCreateParams, ctx) -> dict[str, Any]:
+    """What defines this VCH: stored in its extraConfig and compared on every later run.
+
+    Registry CAs count by content (a renamed file is no drift, a replaced certificate is)."""
     client = params.client_network or params.public_network
     return {
         "compute_resource": params.compute_resource,
@@ -99,7 +102,9 @@ def _wanted_config(params: VCHCreateParams) -> dict[str, Any]:
         "memory_mb": params.memory_mb,
         "use_resource_pool": params.use_resource_pool,
         "version": params.version,
-        "registry_ca": sorted(Path(f).name for f in params.registry_ca),
+        "registry_ca": sorted(
+            "sha256:" + hashlib.sha256(Path(ctx.path(f)).read_bytes()).hexdigest() for f in params.registry_ca
+        ),
     }
 
 
@@ -300,9 +305,9 @@ class VCHCreate(StepType):
             ]
         return [
             Change(
-                "none" if not _differences(vm, params) else "error",
+                "none" if not _differences(vm, params, ctx) else "error",
                 params.name,
-                "; ".join(_differences(vm, params)) or "exists with the same configuration",
+                "; ".join(_differences(vm, params, ctx)) or "exists with the same configuration",
             )
         ]
 
@@ -331,7 +336,7 @@ class VCHCreate(StepType):
             raise PermanentError(
                 f"a VM named {params.name!r} exists and is not a VCH", "choose another name, or remove that VM"
             )
-        differences = _differences(vm, params)
+        differences = _differences(vm, params, ctx)
         if differences:
             raise PermanentError(
                 f"VCH {params.name!r} exists with a different configuration: " + "; ".join(differences),
@@ -347,7 +352,7 @@ class VCHCreate(StepType):
     def _build(self, params: VCHCreateParams, target: Target, cert_path: str, ctx) -> dict[str, Any]:
 
         created = ctx.state["created"]
-        settings = {**_wanted_config(params), "cert_path": cert_path}
+        settings = {**_wanted_config(params, ctx), "cert_path": cert_path}
         if params.tls != "no_tls":
             cname = params.tls_cname or (params.public_ip or "").split("/")[0]
             names = [n for n in (cname, (params.public_ip or "").split("/")[0]) if n]
@@ -368,7 +373,7 @@ class VCHCreate(StepType):
             {iso: params.appliance_iso, f"{params.version}-bootstrap.iso": params.bootstrap_iso},
             ctx,
         )
-        keys = self._extra_config(params, target, settings, cert_path)
+        keys = self._extra_config(params, target, settings, cert_path, ctx)
         self._cdrom_and_config(vm, target, folder, iso, keys, ctx)
         self._directories(params, target, ctx)
         vsphere.wait_task(vm.PowerOnVM_Task(), ctx, f"power on {params.name}")
@@ -493,7 +498,7 @@ class VCHCreate(StepType):
                 )
             ctx.logger.info("uploaded %s to [%s] %s", name, target.image_ds.name, folder)
 
-    def _extra_config(self, params, target, settings, cert_path) -> dict[str, str]:
+    def _extra_config(self, params, target, settings, cert_path, ctx) -> dict[str, str]:
         keys = {
             CONFIG_KEY: json.dumps(settings, sort_keys=True),
             PREFIX + "common/name": params.name,
@@ -510,7 +515,7 @@ class VCHCreate(StepType):
             keys[PREFIX + "init/networks|public/ip"] = params.public_ip
             keys[PREFIX + "init/networks|public/gateway"] = params.public_gateway or ""
         if params.registry_ca:
-            pem = b"".join(Path(f).read_bytes() for f in params.registry_ca)
+            pem = b"".join(Path(ctx.path(f)).read_bytes() for f in params.registry_ca)
             keys[PREFIX + "registry/ca"] = base64.b64encode(pem).decode()
         if params.tls != "no_tls":
             keys[SERVER_CERT_KEY] = base64.b64encode(Path(f"{cert_path}/server-cert.pem").read_bytes()).decode()
@@ -640,9 +645,9 @@ class _PinnedAdapter(requests.adapters.HTTPAdapter):
         return super().init_poolmanager(*args, **kwargs)
 
 
-def _differences(vm, params: VCHCreateParams) -> list[str]:
+def _differences(vm, params: VCHCreateParams, ctx) -> list[str]:
     stored = json.loads(extra_config(vm).get(CONFIG_KEY, "{}"))
-    wanted = _wanted_config(params)
+    wanted = _wanted_config(params, ctx)
     return [f"{key}: {stored.get(key)!r} -> {value!r}" for key, value in wanted.items() if stored.get(key) != value]
 
 

@@ -14,9 +14,9 @@ import ssl
 import threading
 import weakref
 from typing import NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from vicflow.flows import masking
 from vicflow.plugins.step import Params, PermanentError, StepContext, TransientError
 
@@ -24,19 +24,59 @@ from vicflow.plugins.step import Params, PermanentError, StepContext, TransientE
 class VSphereParams(Params):
     """Connection settings; each falls back to VSPHERE_SERVER / _USER / _PASSWORD / _THUMBPRINT."""
 
-    server: str | None = Field(None, description="vCenter host, host:port or https://host/sdk")
+    server: str | None = Field(
+        None, description="vCenter host, host:port, https://host/sdk, or vic-machine's target form host/Datacenter"
+    )
     user: str | None = None
     password: str | None = Field(None, description="use ${{ secrets.name }}")
     thumbprint: str | None = Field(None, description="SHA-1 of the server certificate, AB:CD:...")
     insecure: bool = Field(False, description="skip certificate checks (logged as a warning)")
     connect_timeout_seconds: float = Field(30, gt=0)
 
+    @model_validator(mode="after")
+    def _target_form(self):
+        """vic-machine's ``--target host/Datacenter``: the datacenter moves to ``datacenter``, never dropped."""
+        if not self.server:
+            return self
+        host, dc = split_target(self.server)
+        if dc is None:
+            return self
+        if "datacenter" not in type(self).model_fields:
+            raise ValueError(
+                f"server {self.server!r} names datacenter {dc!r}, which this step does not use: set server: {host}"
+            )
+        current = getattr(self, "datacenter", None)
+        if current not in (None, dc):
+            raise ValueError(
+                f"server {self.server!r} names datacenter {dc!r} but datacenter is {current!r}: "
+                f"set server: {host} and keep datacenter: {current}, or drop datacenter"
+            )
+        self.server = host
+        object.__setattr__(self, "datacenter", dc)
+        return self
+
 
 def _setting(params: VSphereParams, name: str) -> str | None:
     return getattr(params, name) or os.environ.get(f"VSPHERE_{name.upper()}")
 
 
+def split_target(server: str) -> tuple[str, str | None]:
+    """``host[:port][/sdk]`` -> (that, None); vic-machine's ``host/Datacenter`` -> (host, Datacenter)."""
+    parts = urlsplit(server if "://" in server else f"https://{server}")
+    path = unquote(parts.path).strip("/")
+    if path in ("", "sdk"):
+        return server, None
+    base = f"{parts.scheme}://{parts.netloc}" if "://" in server else parts.netloc
+    return base, path
+
+
 def split_server(server: str) -> tuple[str, int]:
+    host, dc = split_target(server)
+    if dc is not None:  # e.g. from VSPHERE_SERVER, which no validator saw
+        raise PermanentError(
+            f"the vSphere server {server!r} names datacenter {dc!r} (vic-machine's host/Datacenter form)",
+            f"set server: {host} and datacenter: {dc}",
+        )
     parts = urlsplit(server if "://" in server else f"https://{server}")
     return parts.hostname or server, parts.port or 443
 
