@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 APT_PACKAGES := golang-go golang-github-vmware-govmomi-dev docker.io debootstrap docker-registry socat iptables
 
-.PHONY: setup apt venv testbed test demo demo-down lint bench stop clean
+.PHONY: setup apt venv testbed test demo demo-down lint bench fuzz stop clean
 
 setup: testbed
 
@@ -39,6 +39,9 @@ demo-down: venv
 
 lint: venv
 	$(VENV)/bin/ruff check .
+
+fuzz: venv  # the generated hostile-input suite at its full count (10,000 cases per loader)
+	VICFLOW_FUZZ=full $(PY) -m pytest -q tests/reliability/test_hostile_input.py
 
 bench: testbed
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -120,18 +120,50 @@ class BlueprintError(Exception):
         super().__init__("\n".join(str(p) for p in problems))
 
 
-def did_you_mean(word: str, choices: list[str] | set[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+MAX_PROBLEMS = 100  # a file with thousands of mistakes gets the first hundred and a count
+
+
+def did_you_mean(word: str, choices: list[str] | set[str] | dict) -> str:
+    if len(choices) > 500 or len(str(word)) > 100:  # difflib is quadratic; a hint must stay cheap
+        return ""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
     return f"did you mean {close[0]!r}? " if close else ""
+
+
+def listing(names, limit: int = 20) -> str:
+    """Some names for a hint, never thousands."""
+    names = sorted(str(n) for n in names)
+    return ", ".join(names[:limit]) + (f" (and {len(names) - limit} more)" if len(names) > limit else "")
+
+
+def short(value: Any, limit: int = 120) -> str:
+    """A value quoted in a message, cut when huge."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def if_expression(condition: str | bool | None):
+    """``if:`` as the engine evaluates it: a bare string is an expression."""
+    if isinstance(condition, str) and "${{" not in condition:
+        return "${{ " + condition + " }}"
+    return condition
 
 
 class _Collector:
     def __init__(self, file: str, located: yamlpos.Located | None):
         self.file, self.located, self.problems = file, located, []
+        self.count = 0
 
     def add(self, path: tuple, message: str, hint: str = "", step: str | None = None, key: bool = False):
+        self.count += 1
+        if len(self.problems) >= MAX_PROBLEMS:
+            return
         line, col = self.located.where(path, key=key) if self.located else (1, 1)
         self.problems.append(Problem(self.file, line, col, message, hint, step))
+
+    def finish(self) -> None:
+        if self.count > len(self.problems):
+            self.problems.append(Problem(self.file, 1, 1, f"... and {self.count - len(self.problems)} more problems"))
 
     def pydantic(self, base: tuple, exc: ValidationError, step: str | None = None, skip: set = frozenset()):
         for err in exc.errors(include_url=False):
@@ -169,11 +201,15 @@ def _validate(model: type[BaseModel], data: Any) -> BaseModel:
 def load(path: str | Path, registry=None, inputs: dict[str, Any] | None = None) -> Blueprint:
     """Read and validate a blueprint; raises BlueprintError listing every problem."""
     path = Path(path)
+    return parse(read_text(path, "blueprint"), str(path), registry, inputs)
+
+
+def read_text(path: Path, what: str) -> str:
+    """``yamlpos.read_text`` with its problem as a BlueprintError."""
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise BlueprintError([Problem(str(path), 1, 1, f"cannot read the blueprint: {exc.strerror}")]) from None
-    return parse(text, str(path), registry, inputs)
+        return yamlpos.read_text(path, what)
+    except yamlpos.YAMLSyntaxError as exc:
+        raise BlueprintError([Problem(str(path), exc.line, exc.column, str(exc), exc.hint)]) from None
 
 
 def parse(text: str, file: str, registry=None, inputs: dict[str, Any] | None = None) -> Blueprint:
@@ -229,9 +265,11 @@ def parse(text: str, file: str, registry=None, inputs: dict[str, Any] | None = N
     blueprint.steps = steps
     _check_graph(steps, out)
     _check_references(blueprint, out, registry)
+    _check_blueprint_expressions(blueprint, out)
     if inputs is not None:
         resolve_inputs(blueprint, inputs, out)
     if out.problems:
+        out.finish()
         raise BlueprintError(out.problems)
     return blueprint
 
@@ -306,8 +344,8 @@ def _check_graph(steps: list[StepSpec], out: _Collector) -> None:
             if need not in ids:
                 out.add(
                     ("steps", step._index, "needs", n),
-                    f"needs unknown step {need!r}",
-                    f"{did_you_mean(need, ids)}steps: {', '.join(sorted(ids))}",
+                    f"needs unknown step {short(need)}",
+                    f"{did_you_mean(need, ids)}steps: {listing(ids)}",
                     step.id,
                 )
             elif need == step.id:
@@ -327,7 +365,7 @@ def dependencies(step: StepSpec) -> list[str]:
     """Explicit ``needs`` plus every step whose outputs the step references."""
     deps = list(step.needs)
     try:
-        for chain in expressions.references([step.with_, step.if_, step.for_each]):
+        for chain in expressions.references([step.with_, if_expression(step.if_), step.for_each]):
             if chain[0] == "steps" and len(chain) > 1 and chain[1] not in deps:
                 deps.append(chain[1])
     except expressions.ExpressionError:
@@ -338,7 +376,7 @@ def dependencies(step: StepSpec) -> list[str]:
 def _check_references(blueprint: Blueprint, out: _Collector, registry) -> None:
     steps = {s.id: s for s in blueprint.steps}
     for step in blueprint.steps:
-        for field, value in (("with", step.with_), ("if", step.if_), ("for_each", step.for_each)):
+        for field, value in (("with", step.with_), ("if", if_expression(step.if_)), ("for_each", step.for_each)):
             base = ("steps", step._index, field)
             try:
                 chains = list(expressions.references(value))
@@ -349,6 +387,40 @@ def _check_references(blueprint: Blueprint, out: _Collector, registry) -> None:
                 problem = _reference_problem(chain, blueprint, steps, registry, step, field)
                 if problem:
                     out.add(_expression_path(base, value, chain), *problem, step.id)
+
+
+def _check_blueprint_expressions(blueprint: Blueprint, out: _Collector) -> None:
+    """target: and input defaults hold expressions too; validate checks them like with: values."""
+    places = [(("target",), blueprint.target, ("inputs", "event"))]
+    places += [(("inputs", name, "default"), spec.default, VALUE_ROOTS) for name, spec in blueprint.inputs.items()]
+    for path, value, roots in places:
+        for message, hint in expression_problems(value, roots, blueprint.inputs):
+            out.add(path, message, hint)
+    for name, spec in blueprint.inputs.items():
+        if spec.default is not None and not expressions.has_expression(spec.default):
+            problem = _type_problem(name, spec, spec.default)
+            if problem:
+                out.add(("inputs", name, "default"), f"the default of {problem}", "fix the default")
+
+
+VALUE_ROOTS = ("secrets", "event")  # what an input's value may refer to
+
+
+def expression_problems(value: Any, roots: tuple, inputs: dict) -> list[tuple[str, str]]:
+    """(message, hint) for each bad expression in ``value``, which may refer only to ``roots``."""
+    try:
+        chains = list(expressions.references(value))
+    except expressions.ExpressionError as exc:
+        return [(str(exc), "expressions look like ${{ secrets.name }}")]
+    problems = []
+    for chain in chains:
+        if chain[0] not in roots:
+            problems.append(
+                (f"${{{{ {'.'.join(chain)} }}}} cannot be used here", f"names allowed here: {', '.join(roots)}")
+            )
+        elif chain[0] == "inputs" and len(chain) > 1 and chain[1] not in inputs:
+            problems.append((f"reference to undefined input {chain[1]!r}", f"declared inputs: {listing(inputs)}"))
+    return problems
 
 
 def _reference_problem(chain, blueprint, steps, registry, step, field) -> tuple[str, str] | None:
@@ -404,24 +476,23 @@ def resolve_inputs(blueprint: Blueprint, given: dict[str, Any], out: _Collector 
     values: dict[str, Any] = {}
     for name in given:
         if name not in blueprint.inputs:
-            declared = ", ".join(sorted(blueprint.inputs)) or "none"
             collect.add(
                 ("inputs",),
-                f"unknown input {name!r}",
-                f"{did_you_mean(name, blueprint.inputs)}declared inputs: {declared}",
+                f"unknown input {short(name)}",
+                f"{did_you_mean(name, blueprint.inputs)}declared inputs: {listing(blueprint.inputs) or 'none'}",
             )
     for name, spec in blueprint.inputs.items():
         if name in given:
+            raw = given[name].get_secret_value() if hasattr(given[name], "get_secret_value") else given[name]
+            if expressions.has_expression(raw):  # rendered at run time (a secret, the event): check it now
+                for message, hint in expression_problems(raw, VALUE_ROOTS, blueprint.inputs):
+                    collect.add(("inputs", name), f"input {name!r}: {message}", hint)
+                values[name] = given[name]
+                continue
             value = coerce_input(spec, given[name])
-            expected = INPUT_TYPES[spec.type]
-            if spec.type != "secret" and (
-                not isinstance(value, expected) or (spec.type in ("integer", "number") and isinstance(value, bool))
-            ):
-                collect.add(
-                    ("inputs", name),
-                    f"input {name!r} must be a {spec.type}, got {given[name]!r}",
-                    f"pass it as --set {name}=<{spec.type}>",
-                )
+            problem = _type_problem(name, spec, value, given[name])
+            if problem:
+                collect.add(("inputs", name), problem, f"pass it as --set {name}=<{spec.type}>")
                 continue
             if spec.enum is not None and value not in spec.enum:
                 collect.add(("inputs", name), f"input {name!r} must be one of {spec.enum}, got {value!r}")
@@ -436,8 +507,19 @@ def resolve_inputs(blueprint: Blueprint, given: dict[str, Any], out: _Collector 
         else:
             values[name] = spec.default
     if out is None and collect.problems:
+        collect.finish()
         raise BlueprintError(collect.problems)
     return values
+
+
+def _type_problem(name: str, spec: InputSpec, value: Any, given: Any = None) -> str | None:
+    expected = INPUT_TYPES[spec.type]
+    wrong_number = spec.type in ("integer", "number") and isinstance(value, bool)
+    if spec.type != "secret" and (not isinstance(value, expected) or wrong_number):
+        shown = "the secret value" if spec.type == "secret" else short(value if given is None else given)
+        article = "an" if spec.type[0] in "aeiou" else "a"
+        return f"input {name!r} must be {article} {spec.type}, got {shown}"
+    return None
 
 
 def coerce_input(spec: InputSpec, value: Any) -> Any:
@@ -447,11 +529,9 @@ def coerce_input(spec: InputSpec, value: Any) -> Any:
     if not isinstance(value, str) or spec.type in ("string", "secret"):
         return value
     if spec.type in ("integer", "number", "boolean", "list", "object"):
-        import yaml
-
         try:
-            parsed = yaml.safe_load(value)
-        except yaml.YAMLError:
+            parsed = yamlpos.load(value).data
+        except yamlpos.YAMLSyntaxError:
             return value
         if spec.type == "number" and isinstance(parsed, int) and not isinstance(parsed, bool):
             return float(parsed)

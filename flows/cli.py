@@ -130,18 +130,27 @@ def cmd_plugins(args) -> int:
 
 def _inputs(args, document) -> dict[str, Any]:
     """--inputs FILE then --set NAME=VALUE (later wins); secret inputs are wrapped so Prefect hides them."""
-    import yaml
     from pydantic import SecretStr
+    from vicflow.flows import blueprint as bp
+    from vicflow.flows import yamlpos
     from vicflow.flows.blueprint import BlueprintError, Problem
 
     values: dict[str, Any] = {}
     if args.inputs:
+        text = bp.read_text(Path(args.inputs), "inputs file")
         try:
-            loaded = yaml.safe_load(Path(args.inputs).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise BlueprintError([Problem(args.inputs, 1, 1, f"cannot read inputs: {exc}")]) from None
+            located = yamlpos.load(text)
+        except yamlpos.YAMLSyntaxError as exc:
+            raise BlueprintError([Problem(args.inputs, exc.line, exc.column, f"YAML syntax error: {exc}")]) from None
+        loaded = located.data or {}
         if not isinstance(loaded, dict):
             raise BlueprintError([Problem(args.inputs, 1, 1, "an inputs file is a mapping of name: value")])
+        for key in loaded:
+            if not isinstance(key, str):
+                line, col = located.where((key,), key=True)
+                raise BlueprintError(
+                    [Problem(args.inputs, line, col, f"input names are text; {key!r} is not", "quote the name")]
+                )
         values.update(loaded)
     for item in args.sets:
         name, sep, value = item.partition("=")

@@ -6,19 +6,82 @@ one embedded in a longer string is rendered as text.
 
 from __future__ import annotations
 
+import functools
+import math
+import operator
 import re
 from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
 from jinja2 import StrictUndefined, Undefined, nodes
-from jinja2.exceptions import TemplateError
+from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 EXPR_RE = re.compile(r"\$\{\{(.*?)\}\}", re.S)
 ROOTS = ("inputs", "steps", "secrets", "event", "item")
+MAX_EXPRESSION = 10_000  # characters in one ${{ ... }}
+MAX_SIZE = 1_000_000  # characters of a string, items of a list, or digits of a number an expression may build
+FORMAT_WIDTH_RE = re.compile(r"\d{7,}")  # a width or precision of a million or more in a format spec
 
-_env = ImmutableSandboxedEnvironment(
+
+class LimitedSandbox(ImmutableSandboxedEnvironment):
+    """Jinja's sandbox, plus bounds on what one expression may build: ``'a'*10**10``, ``9**(9**9)`` and
+    ``'%900000000d'|format(1)`` meet a clear error instead of exhausting memory or pinning the CPU."""
+
+    intercepted_binops = frozenset(["*", "**", "+"])
+
+    def call_binop(self, context, operator_: str, left, right):
+        sequences = (str, list, tuple)
+        if operator_ == "**" and _number(left) and _number(right) and right > 0 and abs(left) > 1:
+            digits = right * math.log10(abs(left))
+            if digits > MAX_SIZE:
+                raise SecurityError(f"{left} ** {right} has more than {MAX_SIZE:,} digits")
+        if operator_ == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, sequences) and _number(times) and len(seq) * times > MAX_SIZE:
+                    raise SecurityError(f"repeating {len(seq):,} items {times:,} times exceeds {MAX_SIZE:,}")
+        both = isinstance(left, sequences) and isinstance(right, sequences)
+        if operator_ == "+" and both and len(left) + len(right) > MAX_SIZE:
+            raise SecurityError(f"the result would exceed {MAX_SIZE:,} items")
+        return {"*": operator.mul, "**": operator.pow, "+": operator.add}[operator_](left, right)
+
+    def wrap_str_format(self, value):
+        """``'{:>900000000}'.format(1)``: the format string is checked before it is used."""
+        _check_format(getattr(value, "__self__", None))
+        return super().wrap_str_format(value)
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_format(spec) -> None:
+    if isinstance(spec, str) and FORMAT_WIDTH_RE.search(spec):
+        raise SecurityError(f"a format width of {FORMAT_WIDTH_RE.search(spec).group(0)} characters is refused")
+
+
+def _bounded(name: str, original):
+    """Filters whose size argument builds the result (center, indent, wordwrap, format, replace)."""
+
+    @functools.wraps(original)  # keeps Jinja's pass-context marker (replace takes the eval context first)
+    def check(*args, **kwargs):
+        texts = [a for a in args if isinstance(a, str)]
+        if name == "format":
+            _check_format(texts[0] if texts else "")
+        elif name == "replace" and len(texts) >= 3:
+            text, old, new = texts[:3]
+            grows = text.count(old) * (len(new) - len(old)) if old else len(text) * len(new)
+            if len(text) + grows > MAX_SIZE:
+                raise SecurityError(f"replace would build more than {MAX_SIZE:,} characters")
+        elif any(_number(a) and a > MAX_SIZE for a in (*args, *kwargs.values())):
+            raise SecurityError(f"{name}: a width above {MAX_SIZE:,} is refused")
+        return original(*args, **kwargs)
+
+    return check
+
+
+_env = LimitedSandbox(
     undefined=StrictUndefined,
     variable_start_string="${{",
     variable_end_string="}}",
@@ -32,6 +95,8 @@ _env = ImmutableSandboxedEnvironment(
     keep_trailing_newline=True,
 )
 _env.globals.clear()  # no range/lipsum/cycler/...: expressions see only what the run provides
+for _name in ("center", "indent", "wordwrap", "format", "replace"):
+    _env.filters[_name] = _bounded(_name, _env.filters[_name])
 
 
 class ExpressionError(Exception):
@@ -58,12 +123,28 @@ def _compiled_template(source: str):
     return _env.from_string(source)
 
 
+def expressions_in(text: str) -> Iterator[str]:
+    """The source of each ``${{ ... }}`` in ``text``, in one linear scan (a regex would be quadratic on a long
+    line of unclosed ``${{``); raises ExpressionError for an unclosed one or one longer than MAX_EXPRESSION."""
+    start = text.find("${{")
+    while start != -1:
+        end = text.find("}}", start + 3)
+        if end == -1:
+            raise ExpressionError("an expression opened with '${{' is never closed with '}}'")
+        if end - start > MAX_EXPRESSION:
+            raise ExpressionError(f"an expression longer than {MAX_EXPRESSION:,} characters is refused")
+        yield text[start + 3 : end]
+        start = text.find("${{", end + 2)
+
+
 def render(value: Any, context: dict[str, Any]) -> Any:
     """Render every expression inside ``value`` (dicts and lists are walked)."""
     if isinstance(value, str):
         if "${{" not in value:
             return value
-        whole = EXPR_RE.fullmatch(value.strip())
+        sources = list(expressions_in(value))
+        stripped = value.strip()
+        whole = EXPR_RE.fullmatch(stripped) if len(sources) == 1 and stripped.startswith("${{") else None
         try:
             if whole and value.strip().count("${{") == 1:
                 result = _compiled_expression(whole.group(1).strip())(**context)
@@ -71,8 +152,16 @@ def render(value: Any, context: dict[str, Any]) -> Any:
                     result._fail_with_undefined_error()
                 return result
             return _compiled_template(value).render(**context)
-        except TemplateError as exc:
-            raise ExpressionError(f"{value.strip()!r}: {exc}") from None
+        except (TemplateError, SecurityError) as exc:
+            raise ExpressionError(f"{_short(value.strip())!r}: {exc}") from None
+        except RecursionError:
+            raise ExpressionError(f"{_short(value.strip())!r}: nested too deeply") from None
+        except (MemoryError, OverflowError) as exc:
+            raise ExpressionError(f"{_short(value.strip())!r}: too large ({type(exc).__name__})") from None
+        except ExpressionError:
+            raise
+        except Exception as exc:  # 0/0, 'a' - 1, int('x'): the expression's own error, not ours
+            raise ExpressionError(f"{_short(value.strip())!r}: {type(exc).__name__}: {_short(str(exc))}") from None
     if isinstance(value, dict):
         return {render(k, context): render(v, context) for k, v in value.items()}
     if isinstance(value, list):
@@ -93,10 +182,11 @@ def references(value: Any) -> Iterator[tuple[str, ...]]:
         for v in value:
             yield from references(v)
     elif isinstance(value, str) and "${{" in value:
-        for match in EXPR_RE.finditer(value):
-            yield from _chains(_parse(match.group(1)))
-        if value.count("${{") != len(EXPR_RE.findall(value)):
-            raise ExpressionError("an expression opened with '${{' is never closed with '}}'")
+        for source in expressions_in(value):
+            try:
+                yield from _chains(_parse(source))
+            except RecursionError:
+                raise ExpressionError(f"'${{{{{_short(source)}}}}}' is nested too deeply") from None
 
 
 @lru_cache(maxsize=4096)
@@ -104,7 +194,14 @@ def _parse(source: str) -> nodes.Node:
     try:
         return _env.parse("${{ " + source + " }}")
     except TemplateError as exc:
-        raise ExpressionError(f"cannot parse '${{{{{source}}}}}': {exc.message}") from None
+        raise ExpressionError(f"cannot parse '${{{{{_short(source)}}}}}': {exc.message}") from None
+    except RecursionError:
+        raise ExpressionError(f"'${{{{{_short(source)}}}}}' is nested too deeply") from None
+
+
+def _short(text: str, limit: int = 120) -> str:
+    """Error messages quote values, never whole huge ones."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def _chain(node: nodes.Node) -> tuple[str, ...] | None:

@@ -7,11 +7,33 @@ from dataclasses import dataclass, field
 import yaml
 
 try:  # the C loader is ~10x faster on large blueprints
-    from yaml import CSafeLoader as _Loader
+    from yaml import CSafeLoader as _BaseLoader
 except ImportError:  # pragma: no cover
-    from yaml import SafeLoader as _Loader
+    from yaml import SafeLoader as _BaseLoader
 
 Path = tuple  # a path into the document: ("steps", 3, "with", "image")
+
+# Bounds for hostile or careless input: a blueprint never needs more.
+MAX_DEPTH = 64  # nesting of mappings and sequences
+MAX_NODES = 200_000  # values after aliases are expanded (an alias bomb expands to billions)
+
+
+class _Loader(_BaseLoader):
+    """The safe loader; a value its explicit tag cannot construct (``!!int 'abc'``) is a located error."""
+
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, TypeError, OverflowError, AttributeError, KeyError):
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"{tag} cannot hold {str(node.value)[:60]!r}: remove the tag or fix the value",
+                node.start_mark,
+            ) from None
 
 
 @dataclass
@@ -37,45 +59,136 @@ class Located:
 
 
 class YAMLSyntaxError(Exception):
-    def __init__(self, message: str, line: int, column: int):
+    def __init__(self, message: str, line: int, column: int, hint: str = ""):
         super().__init__(message)
-        self.line, self.column = line, column
+        self.line, self.column, self.hint = line, column, hint
+
+
+MAX_FILE_BYTES = 4 * 2**20  # blueprints, inputs and compose files are KB; the largest benchmark is ~300 KB
+
+
+def read_text(path, what: str) -> str:
+    """A regular file's UTF-8 text; anything else raises YAMLSyntaxError with a position and a hint.
+
+    A FIFO would block and a device never end, so only regular files are read, and only up to MAX_FILE_BYTES.
+    """
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        if not path.is_file():
+            kind = "a folder" if path.is_dir() else "missing" if not path.exists() else "not a regular file"
+            raise YAMLSyntaxError(f"cannot read the {what}: it is {kind}", 1, 1, f"give the path of a YAML {what}")
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise YAMLSyntaxError(f"the {what} is {size:,} bytes; more than {MAX_FILE_BYTES:,} is refused", 1, 1)
+        data = path.read_bytes()
+    except OSError as exc:
+        raise YAMLSyntaxError(f"cannot read the {what}: {exc.strerror}", 1, 1) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = data[: exc.start]
+        line, col = before.count(b"\n") + 1, exc.start - (before.rfind(b"\n") + 1) + 1
+        raise YAMLSyntaxError(
+            f"byte 0x{data[exc.start]:02x} is not UTF-8", line, col, f"save the {what} as UTF-8"
+        ) from None
 
 
 def _pos(mark) -> tuple[int, int]:
     return (mark.line + 1, mark.column + 1)
 
 
+def _position(text: str, index: int) -> tuple[int, int]:
+    line = text.count("\n", 0, index) + 1
+    return line, index - (text.rfind("\n", 0, index) + 1) + 1
+
+
 def load(text: str) -> Located:
-    """Parse one YAML document; raises YAMLSyntaxError with the position of the problem."""
+    """Parse one YAML document; raises YAMLSyntaxError with the position of the problem.
+
+    Recursive aliases, aliases that expand past MAX_NODES values and nesting deeper than MAX_DEPTH are refused
+    before anything is built, so a 400-byte alias bomb costs milliseconds, not gigabytes.
+    """
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
         if node is None:
             return Located(None)
+        _check_shape(node)
         located = Located(loader.construct_document(node))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = _pos(mark) if mark else (1, 1)
         raise YAMLSyntaxError(f"{exc.problem or exc}".strip(), line, col) from None
+    except yaml.reader.ReaderError as exc:  # NUL, ESC, U+FFFE...: characters YAML does not allow
+        line, col = _position(text, exc.position)
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise YAMLSyntaxError(f"character #x{code:04x} is not allowed in YAML: remove it", line, col) from None
+    except yaml.YAMLError as exc:
+        raise YAMLSyntaxError(str(exc).strip()[:300], 1, 1) from None
+    except RecursionError:
+        raise YAMLSyntaxError(f"the document is nested too deeply (the limit is {MAX_DEPTH} levels)", 1, 1) from None
     finally:
         loader.dispose()
-    _walk(node, (), located)
+    _walk(node, located)
     return located
 
 
-def _walk(node, path: Path, out: Located) -> None:
-    out.values[path] = _pos(node.start_mark)
+def _check_shape(root) -> None:
+    """Refuse recursive aliases, alias bombs and deep nesting, with the position of the culprit."""
+    sizes: dict[int, int] = {}  # node id -> values it expands to
+    on_path: set[int] = set()
+    stack: list[tuple[object, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, depth, done = stack.pop()
+        children = _children(node)
+        if done:
+            on_path.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children)
+            if sizes[id(node)] > MAX_NODES:
+                raise YAMLSyntaxError(
+                    f"aliases here expand to more than {MAX_NODES:,} values (an alias bomb?)", *_pos(node.start_mark)
+                )
+            continue
+        if id(node) in sizes:
+            continue
+        if id(node) in on_path:
+            raise YAMLSyntaxError("a recursive alias: this value contains itself", *_pos(node.start_mark))
+        if depth > MAX_DEPTH:
+            raise YAMLSyntaxError(f"nested deeper than {MAX_DEPTH} levels", *_pos(node.start_mark))
+        on_path.add(id(node))
+        stack.append((node, depth, True))
+        stack.extend((child, depth + 1, False) for child in children if id(child) not in sizes)
+
+
+def _children(node) -> list:
     if isinstance(node, yaml.MappingNode):
-        seen: set = set()
-        for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
-            child = (*path, key)
-            if key in seen:
-                out.duplicate_keys.append((child, _pos(key_node.start_mark)))
-            seen.add(key)
-            out.keys[child] = _pos(key_node.start_mark)
-            _walk(value_node, child, out)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _walk(item, (*path, index), out)
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _walk(root, out: Located) -> None:
+    """Positions of every path; a node reached again through an alias is not walked twice."""
+    seen_nodes: set[int] = set()
+    stack: list[tuple[object, Path]] = [(root, ())]
+    while stack:
+        node, path = stack.pop()
+        out.values[path] = _pos(node.start_mark)
+        if id(node) in seen_nodes:
+            continue
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            seen: set = set()
+            for key_node, value_node in node.value:
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
+                child = (*path, key)
+                if key in seen:
+                    out.duplicate_keys.append((child, _pos(key_node.start_mark)))
+                seen.add(key)
+                out.keys[child] = _pos(key_node.start_mark)
+                stack.append((value_node, child))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, (*path, index)) for index, item in enumerate(node.value))

@@ -264,7 +264,7 @@ def test_missing_unknown_and_mistyped_inputs(registry):
     found = problems(INPUTS, registry, inputs={"prot": "1", "port": "abc", "mode": "c"})
     messages = [p.message for p in found]
     assert "unknown input 'prot'" in messages
-    assert "input 'port' must be a integer, got 'abc'" in messages
+    assert "input 'port' must be an integer, got 'abc'" in messages
     assert "input 'mode' must be one of ['a', 'b'], got 'c'" in messages
     assert "missing required input 'password'" in messages
     unknown = next(p for p in found if p.message == "unknown input 'prot'")

@@ -6,6 +6,7 @@ nothing is silently ignored.
 
 from __future__ import annotations
 
+import graphlib
 import hashlib
 import ipaddress
 import json
@@ -117,6 +118,23 @@ NETWORK_KEYS = {"driver", "external", "name", "labels", "driver_opts"}
 VOLUME_KEYS = {"driver", "driver_opts", "external", "name", "labels"}
 HEALTHCHECK_KEYS = {"test", "interval", "timeout", "retries", "start_period", "disable"}
 LOGGING_KEYS = {"driver", "options"}
+LIST_KEYS = {
+    "ports",
+    "expose",
+    "volumes",
+    "cap_add",
+    "cap_drop",
+    "security_opt",
+    "links",
+    "env_file",
+    "dns",
+    "dns_search",
+    "tmpfs",
+    "extra_hosts",
+}
+LIST_OR_STRING = {"env_file", "dns", "dns_search", "tmpfs"}  # the Compose spec allows one string for these
+MAPPING_OR_LIST_KEYS = {"depends_on", "networks", "environment", "labels", "sysctls"}
+MAPPING_KEYS = {"healthcheck", "logging", "ulimits"}
 RESTART = {"no", "always", "on-failure", "unless-stopped"}
 VAR_RE = re.compile(
     r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])((?:[^{}]|\{[^{}]*\})*))?\}|([A-Za-z_][A-Za-z0-9_]*))"
@@ -308,11 +326,9 @@ def load_project(
     sources: dict[str, _Source] = {}  # service/network/volume key -> where it was last defined
     for path in paths:
         try:
-            located = yamlpos.load(path.read_text())
-        except OSError as exc:
-            raise ComposeError(f"cannot read compose file {path}: {exc.strerror}") from None
+            located = yamlpos.load(yamlpos.read_text(path, "compose file"))
         except yamlpos.YAMLSyntaxError as exc:
-            raise ComposeError(f"{path}:{exc.line}:{exc.column}: YAML syntax error: {exc}") from None
+            raise ComposeError(f"{path}:{exc.line}:{exc.column}: {exc}", exc.hint or None) from None
         src = _Source(str(path), located)
         data = located.data or {}
         if not isinstance(data, dict):
@@ -333,7 +349,15 @@ def load_project(
     for key, spec in (merged.get("volumes") or {}).items():
         project.volumes[key] = _resource(name, key, spec or {})
     for key, spec in (merged.get("services") or {}).items():
-        project.services[key] = _service(key, spec or {}, project, sources[f"services.{key}"], workdir, env)
+        src = sources[f"services.{key}"]
+        try:
+            project.services[key] = _service(key, spec or {}, project, src, workdir, env)
+        except ComposeError:
+            raise
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:  # a shape no check above foresaw
+            raise src.error(
+                ("services", key), f"invalid service {key!r}: {type(exc).__name__}: {str(exc)[:200]}"
+            ) from None
     if not project.services:
         raise ComposeError(f"{paths[0]}: no services defined", "add services: with at least one service")
     for service in project.services.values():
@@ -344,7 +368,15 @@ def load_project(
                     f"service {service.name!r} depends on unknown service {dep!r}",
                     f"{did_you_mean(dep, project.services)}".strip(),
                 )
-    project.levels()
+    try:
+        graphlib.TopologicalSorter({n: list(s.depends_on) for n, s in project.services.items()}).prepare()
+    except graphlib.CycleError as exc:
+        cycle = exc.args[1]
+        raise sources[f"services.{cycle[0]}"].error(
+            ("services", cycle[0], "depends_on"),
+            f"depends_on cycle: {' -> '.join(cycle)}",
+            "remove one of these depends_on to break the cycle",
+        ) from None
     return project
 
 
@@ -412,6 +444,15 @@ def _check_file(data: dict, src: _Source, vch: bool = False) -> None:
                 ("services", name, "restart"),
                 f"restart policy {spec['restart']!r} is not one of {', '.join(sorted(RESTART))}",
             )
+        for key in MAPPING_OR_LIST_KEYS & spec.keys():
+            if spec[key] is not None and not isinstance(spec[key], dict | list):
+                raise src.error(("services", name, key), f"{key} of service {name!r} must be a mapping or a list")
+        for key in MAPPING_KEYS & spec.keys():
+            if spec[key] is not None and not isinstance(spec[key], dict):
+                raise src.error(("services", name, key), f"{key} of service {name!r} must be a mapping")
+        for key in LIST_KEYS & spec.keys():
+            if spec[key] is not None and not isinstance(spec[key], list | (str if key in LIST_OR_STRING else tuple)):
+                raise src.error(("services", name, key), f"{key} of service {name!r} must be a list")
         ports = spec.get("ports") or []
         for index, port in enumerate(ports if isinstance(ports, list) else []):
             try:
