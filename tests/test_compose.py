@@ -17,6 +17,7 @@ from vicflow.plugins.step import PermanentError, TransientError
 
 from tests import stepkit
 from tests.helpers import free_port, gogs_first_run, wait_http
+from tests.testbed.prefect_stack import clean_gogs
 
 pytestmark = pytest.mark.docker
 PLAIN = "tcp://127.0.0.1:2375"
@@ -26,6 +27,7 @@ VCH = "tcp://127.0.0.2:2375"  # the test bed's VCH-shaped endpoint (tests/testbe
 @pytest.fixture
 def gogs(docker_engine, docker_images):
     """Parameters that deploy the seed's gogs compose file on the VCH endpoint, and cleanup."""
+    clean_gogs()  # the compose file names its containers: the demo's gogs project would hold the names
     http_port, ssh_port = free_port(), free_port()
     params = dict(
         docker_host=VCH,

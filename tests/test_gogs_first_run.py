@@ -20,6 +20,7 @@ from vicflow.plugins.step import PermanentError
 
 from tests import stepkit
 from tests.helpers import free_port, gogs_first_run, wait_http
+from tests.testbed.prefect_stack import clean_gogs
 
 pytestmark = pytest.mark.docker
 VCH, PLAIN = "tcp://127.0.0.2:2375", "tcp://127.0.0.1:2375"
@@ -28,6 +29,7 @@ DB_PASSWORD = "gogs-db-pw-7"
 
 @pytest.fixture
 def gogs(docker_engine, docker_images):
+    clean_gogs()  # the compose file names its containers: the demo's gogs project would hold the names
     port = free_port()
     params = dict(
         docker_host=VCH,
