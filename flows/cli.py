@@ -158,8 +158,8 @@ def _inputs(args, document) -> dict[str, Any]:
             raise BlueprintError([Problem("--set", 1, 1, f"--set {item!r}: expected NAME=VALUE")])
         values[name.strip()] = value
     for name, spec in document.inputs.items():
-        if spec.type == "secret" and isinstance(values.get(name), str):
-            values[name] = SecretStr(values[name])
+        if spec.type == "secret" and values.get(name) is not None and not hasattr(values[name], "get_secret_value"):
+            values[name] = SecretStr(str(values[name]))  # numbers too: a PIN is a secret
     return values
 
 

@@ -53,7 +53,7 @@ class RunFailed(Exception):
     """The run failed; ``summary`` is the same dict a successful run returns."""
 
     def __init__(self, summary: dict[str, Any]):
-        self.summary = summary
+        self.summary = summary = masking.mask(summary)  # Prefect pickles the exception into its result storage
         failed = [s for s in summary["steps"] if s["state"] in ("failed", "timed_out")]
         detail = "; ".join(f"{s['id']}: {s['error']}" for s in failed) or summary.get("error", "")
         super().__init__(f"blueprint {summary['blueprint']!r} failed: {detail}")
@@ -206,7 +206,8 @@ class Run:
             "blueprint": self.blueprint.name,
             "path": self.blueprint.path,
             "steps": {
-                sid: {"state": r.state, "params_hash": r.params_hash, "outputs": r.outputs}
+                # masked: the journal is a file on disk (a resumed step's outputs keep the mask)
+                sid: {"state": r.state, "params_hash": r.params_hash, "outputs": masking.mask(r.outputs)}
                 for sid, r in self.records.items()
             },
         }
@@ -619,7 +620,7 @@ def _item_label(item: Any) -> str:
     if isinstance(item, dict):
         for key in ("name", "id", "host"):
             if key in item:
-                return str(item[key])
+                return masking.mask(str(item[key]))[:60]
     return masking.mask(str(item))[:60]
 
 
@@ -683,7 +684,7 @@ def _plan(run: Run) -> list[dict[str, Any]]:
                 {
                     "step": step_id,
                     "action": change.action,
-                    "target": change.target,
+                    "target": masking.mask(change.target),
                     "detail": masking.mask(change.detail),
                 }
             )

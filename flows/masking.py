@@ -18,6 +18,8 @@ _lock = threading.Lock()
 
 def add_secret(value: Any) -> None:
     text = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+    if isinstance(text, int | float) and not isinstance(text, bool):  # a PIN or a numeric password
+        text = str(text)
     if isinstance(text, str) and len(text) >= 3:  # masking "a" would destroy every log line
         with _lock:
             _secrets.add(text)
@@ -25,17 +27,27 @@ def add_secret(value: Any) -> None:
 
 
 def mask(value: Any) -> Any:
-    """``value`` with every known secret replaced (strings, and strings inside dicts and lists)."""
+    """``value`` with every known secret replaced: strings, numbers, bytes, and what dicts, lists, tuples and
+    sets hold; any other object whose text shows a secret becomes that text, masked."""
+    if not _secrets or value is None or isinstance(value, bool):
+        return value
     if isinstance(value, str):
         for secret in sorted(_secrets, key=len, reverse=True):
             if secret in value:
                 value = value.replace(secret, MASK)
         return value
+    if isinstance(value, int | float):
+        return MASK if str(value) in _secrets else value
+    if isinstance(value, bytes | bytearray):
+        text = bytes(value).decode("utf-8", "replace")
+        return mask(text) if mask(text) != text else value
     if isinstance(value, dict):
         return {mask(k): mask(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple | set | frozenset):
         return [mask(v) for v in value]
-    return value
+    text = str(value)
+    masked = mask(text)
+    return masked if masked != text else value
 
 
 class MaskingFilter(logging.Filter):

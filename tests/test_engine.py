@@ -362,8 +362,40 @@ def _everything_prefect_stored(flow_run_id: str) -> str:
     parts += [json.dumps(a.data, default=str) + (a.description or "") for a in artifacts]
     parts += [str(flow_run.state.message), json.dumps(flow_run.parameters, default=str)]
     parts += [str(t.state.message) for t in task_runs if t.state]
+    parts += [t.name for t in task_runs]
     parts += [json.dumps(events, default=str)]
     return "\n".join(parts)
+
+
+def test_numeric_secrets_journal_and_item_labels_are_masked(write, run, prefect_api, monkeypatch, tmp_path):
+    """The leak paths found by a secret scan: a numeric secret, the resume journal on disk, and a for_each item
+    label (a task-run name) that holds a secret."""
+    pin = 480000 + random.randint(1000, 9999)
+    monkeypatch.setenv("VICFLOW_SECRET_DB_PASSWORD", SECRET)
+    monkeypatch.setenv("VICFLOW_STATE_DIR", str(tmp_path / "state"))
+    summary = run(
+        write("""
+        name: leaks
+        inputs:
+          pin: {type: secret}
+        steps:
+          - id: show
+            uses: echo
+            with: {message: "pin ${{ inputs.pin }}", value: "${{ inputs.pin }}"}
+          - id: each
+            uses: echo
+            for_each: [{name: "${{ secrets.db_password }}"}]
+            with: {message: "${{ item.name }}"}
+        """),
+        inputs={"pin": pin},
+    )
+    assert summary["state"] == "completed", summary
+    assert summary["steps"][0]["outputs"] == {"message": "pin ***", "value": "***"}
+    journal = (tmp_path / "state" / "runs" / f"{summary['run_id']}.json").read_text()
+    assert "show" in journal and str(pin) not in journal and SECRET not in journal
+    stored = _everything_prefect_stored(summary["run_id"])
+    assert "each[***]" in stored, "the for_each task run is named with the label masked"
+    assert SECRET not in stored and f"pin {pin}" not in stored
 
 
 def test_run_leaves_summary_artifact_and_events(write, run, prefect_api):
