@@ -53,8 +53,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from vicflow.flows import masking
     from vicflow.flows.blueprint import BlueprintError
+    from vicflow.flows.expressions import ExpressionError
     from vicflow.plugins.manager import PluginError
+    from vicflow.plugins.step import StepError
 
     try:
         return COMMANDS[args.command](args)
@@ -64,8 +67,17 @@ def main(argv: list[str] | None = None) -> int:
     except PluginError as exc:
         print(f"vicflow: plugin error: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    except (StepError, ExpressionError) as exc:  # raised before any step ran: a secret, --resume, an input
+        print(f"vicflow: error: {masking.mask(str(exc))}", file=sys.stderr)  # a StepError's text ends in its hint
+        return EXIT_INVALID
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug of ours: one line, and the traceback only when asked for
+        if os.environ.get("VICFLOW_DEBUG"):
+            raise
+        print(f"vicflow: internal error: {type(exc).__name__}: {masking.mask(str(exc))[:500]}", file=sys.stderr)
+        print("  hint: this is a bug; run again with VICFLOW_DEBUG=1 for the traceback and report it", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def _report_problems(problems, output: str) -> None:
@@ -173,6 +185,9 @@ def _run_or_plan(args, dry_run: bool) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
     from vicflow.flows import engine
+
+    if getattr(args, "resume", None):
+        engine.load_journal(args.resume)  # an unknown id is exit 2 before Prefect starts
     from vicflow.flows.flow import run_blueprint
     from vicflow.flows.progress import Progress
     from vicflow.plugins.manager import default_registry

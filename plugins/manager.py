@@ -83,8 +83,14 @@ def _permitted(name: str) -> bool:
 def _import(module_name: str, origin: str) -> Any:
     try:
         return importlib.import_module(module_name)
+    except SystemExit as exc:  # a plugin must not end the process while it is imported
+        raise PluginError(
+            f"plugin module {module_name!r} ({origin}) called sys.exit({exc.code}) while imported"
+        ) from None
     except Exception as exc:
-        raise PluginError(f"cannot import plugin module {module_name!r} ({origin}): {exc}") from exc
+        raise PluginError(
+            f"cannot import plugin module {module_name!r} ({origin}): {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def load_registry(extra_plugins: tuple[str, ...] = (), entry_points: bool = True) -> Registry:
@@ -114,8 +120,14 @@ def load_registry(extra_plugins: tuple[str, ...] = (), entry_points: bool = True
                 continue
             try:
                 obj = ep.load()
+            except SystemExit as exc:
+                raise PluginError(
+                    f"entry point {ep.name!r} ({ep.value}) called sys.exit({exc.code}) while loaded"
+                ) from None
             except Exception as exc:
-                raise PluginError(f"cannot load entry point {ep.name!r} ({ep.value}): {exc}") from exc
+                raise PluginError(
+                    f"cannot load entry point {ep.name!r} ({ep.value}): {type(exc).__name__}: {exc}"
+                ) from None
             add(ep.name, obj, ep.dist.version if ep.dist else "?")
 
     try:
@@ -147,7 +159,12 @@ def _collect(registry: Registry, hook: str, into: dict, check, listing: str) -> 
             into[name], owner[name] = cls, _plugin
             getattr(registry.plugins[_plugin], listing).append(name)
 
-        impl.function(register=register)
+        try:
+            impl.function(register=register)
+        except PluginError:
+            raise
+        except (Exception, SystemExit) as exc:  # a plugin's bug is reported as the plugin's, not as a traceback
+            raise PluginError(f"plugin {impl.plugin_name} failed in {hook}: {type(exc).__name__}: {exc}") from None
 
 
 def _check_step_type(name: str, cls: type, plugin: str) -> None:

@@ -1,0 +1,105 @@
+"""Bad invocations of the CLI end in one clear message and exit 2, never a traceback (no server needed)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def vicflow(*args: str, tmp: Path, **env: str) -> subprocess.CompletedProcess:
+    environ = {**os.environ, "PYTHONPATH": f"{tmp}{os.pathsep}{REPO}", "VICFLOW_STATE_DIR": str(tmp / "state"), **env}
+    environ.pop("VICFLOW_PLUGINS", None)
+    environ.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "vicflow.flows.cli", *args], capture_output=True, text=True, timeout=120, env=environ
+    )
+
+
+def files(tmp: Path) -> dict[str, str]:
+    (tmp / "exiting.py").write_text("import sys\nsys.exit(3)\n")
+    (tmp / "raising.py").write_text(
+        "from vicflow.plugins import hookimpl\n\n@hookimpl\ndef register_step_types(register):\n    raise RuntimeError('boom')\n"
+    )
+    (tmp / "intkey.yaml").write_text("1: x\n")
+    (tmp / "latin1.yaml").write_bytes("docker_host: caf\xe9\n".encode("latin-1"))
+    (tmp / "badtag.yaml").write_text("http_port: !!int 'abc'\n")
+    (tmp / "wrongtype.yaml").write_text("http_port: abc\n")
+    fifo = tmp / "fifo.yaml"
+    if not fifo.exists():
+        os.mkfifo(fifo)
+    return {
+        f"@{name}": str(tmp / name)
+        for name in ("intkey.yaml", "latin1.yaml", "badtag.yaml", "wrongtype.yaml", "fifo.yaml")
+    }
+
+
+CASES = [
+    (
+        "plugin exits at import",
+        ["validate", "blueprints/vch.yaml"],
+        {"VICFLOW_PLUGINS": "exiting"},
+        "called sys.exit(3)",
+    ),
+    (
+        "plugin hook raises",
+        ["validate", "blueprints/vch.yaml"],
+        {"VICFLOW_PLUGINS": "raising"},
+        "failed in register_step_types: RuntimeError: boom",
+    ),
+    (
+        "inputs with an int key",
+        ["plan", "gogs-health", "--inputs", "@intkey.yaml"],
+        {},
+        "intkey.yaml:1:1: input names are text",
+    ),
+    (
+        "inputs not UTF-8",
+        ["plan", "gogs-health", "--inputs", "@latin1.yaml"],
+        {},
+        "latin1.yaml:1:17: byte 0xe9 is not UTF-8",
+    ),
+    (
+        "inputs with a bad tag",
+        ["plan", "gogs-health", "--inputs", "@badtag.yaml"],
+        {},
+        "badtag.yaml:1:12: YAML syntax error: !!int cannot hold 'abc'",
+    ),
+    (
+        "inputs of the wrong type",
+        ["plan", "gogs-health", "--inputs", "@wrongtype.yaml", "--set", "docker_host=x"],
+        {},
+        "input 'http_port' must be an integer, got 'abc'",
+    ),
+    ("a FIFO as the blueprint", ["validate", "@fifo.yaml"], {}, "it is not a regular file"),
+    ("a folder as the blueprint", ["validate", "blueprints"], {}, "it is a folder"),
+    (
+        "an unknown --resume id",
+        ["run", "gogs-health", "--set", "docker_host=x", "--resume", "0000dead"],
+        {},
+        "--resume 0000dead: no run with that id",
+    ),
+    (
+        "an expression with an unknown name",
+        ["plan", "gogs-health", "--set", "docker_host=${{ nope.x }}"],
+        {},
+        "${{ nope.x }} cannot be used here",
+    ),
+    ("an unclosed expression", ["plan", "gogs-health", "--set", "docker_host=${{ secrets.x"], {}, "never closed"),
+]
+
+
+@pytest.mark.parametrize(("args", "env", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_invocation_is_one_clear_message(tmp_path, args, env, expected):
+    paths = files(tmp_path)
+    result = vicflow(*[paths.get(a, a) for a in args], tmp=tmp_path, **env)
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output, output[-3000:]
+    assert result.returncode == 2, (result.returncode, output[-2000:])
+    assert expected in output, output[-2000:]
+    assert len(output) < 64 * 1024
