@@ -344,10 +344,14 @@ def load_project(
     if not name:
         raise ComposeError("the project name is empty after normalisation", "set project: to a-z, 0-9, _ or -")
     project = Project(name, [str(p) for p in paths], str(workdir), {}, {}, {}, warnings)
-    for key, spec in (merged.get("networks") or {}).items():
-        project.networks[key] = _resource(name, key, spec or {})
-    for key, spec in (merged.get("volumes") or {}).items():
-        project.volumes[key] = _resource(name, key, spec or {})
+    for section, into in (("networks", project.networks), ("volumes", project.volumes)):
+        for key, spec in (merged.get(section) or {}).items():
+            try:
+                into[key] = _resource(name, key, spec or {})
+            except (ValueError, TypeError, AttributeError, KeyError) as exc:
+                raise sources[f"{section}.{key}"].error(
+                    (section, key), f"invalid {section[:-1]} {key!r}: {type(exc).__name__}: {str(exc)[:200]}"
+                ) from None
     for key, spec in (merged.get("services") or {}).items():
         src = sources[f"services.{key}"]
         try:
@@ -414,6 +418,9 @@ def _check_keys(
 
 def _check_file(data: dict, src: _Source, vch: bool = False) -> None:
     _check_keys(data, TOP_KEYS, UNSUPPORTED_TOP_KEYS, src, (), "the top level")
+    for section in ("services", "networks", "volumes"):
+        if data.get(section) is not None and not isinstance(data[section], dict):
+            raise src.error((section,), f"{section} must be a mapping of name: definition")
     for section, allowed in (("networks", NETWORK_KEYS), ("volumes", VOLUME_KEYS)):
         for key, spec in (data.get(section) or {}).items():
             if spec is not None and not isinstance(spec, dict):

@@ -128,7 +128,10 @@ def mutated(draw, seeds: list[str]) -> bytes:
     return data
 
 
-def bounded(fn) -> tuple[str, float, float]:
+STATS: dict[str, list[float]] = {}  # per test: cases, worst seconds, worst MiB, errors
+
+
+def bounded(fn, test: str) -> tuple[str, float, float]:
     """Run ``fn``; returns (outcome, seconds, peak MiB).  Any exception but ours propagates (a failure)."""
     tracemalloc.start()
     started = time.monotonic()
@@ -138,7 +141,16 @@ def bounded(fn) -> tuple[str, float, float]:
         seconds = time.monotonic() - started
         peak = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
+    stats = STATS.setdefault(test, [0, 0.0, 0.0, 0])
+    stats[0] += 1
+    stats[1], stats[2] = max(stats[1], seconds), max(stats[2], peak)
+    stats[3] += outcome != "ok"
     return outcome, seconds, peak
+
+
+def teardown_module():
+    for test, (cases, seconds, mib, errors) in STATS.items():
+        print(f"\n{test}: {cases} cases ({errors} refused with our error), worst {seconds:.3f} s, {mib:.1f} MiB")
 
 
 def validate(tmp: Path, data: bytes) -> str:
@@ -157,7 +169,7 @@ def validate(tmp: Path, data: bytes) -> str:
 @given(data=mutated(SEEDS))
 def test_blueprint_loader_and_validator(tmp_path_factory, data):
     tmp = tmp_path_factory.mktemp("fuzz", numbered=True)
-    outcome, seconds, peak = bounded(lambda: validate(tmp, data))
+    outcome, seconds, peak = bounded(lambda: validate(tmp, data), "blueprints")
     assert seconds < 2, f"{seconds:.1f}s for {data[:200]!r}"
     assert peak < 200, f"{peak:.0f} MiB for {data[:200]!r}"
 
@@ -175,7 +187,7 @@ def test_expression_renderer(source):
             assert len(str(exc)) < 4096
             return str(exc)
 
-    outcome, seconds, peak = bounded(render)
+    outcome, seconds, peak = bounded(render, "expressions")
     assert seconds < 2 and peak < 200, (source[:100], seconds, peak)
 
 
@@ -194,5 +206,5 @@ def load_compose(tmp: Path, data: bytes) -> str:
 def test_compose_loader(tmp_path_factory, data):
     tmp = tmp_path_factory.mktemp("compose", numbered=True)
     (tmp / "web.env").write_text("A=1\n")
-    outcome, seconds, peak = bounded(lambda: load_compose(tmp, data))
+    outcome, seconds, peak = bounded(lambda: load_compose(tmp, data), "compose files")
     assert seconds < 2 and peak < 200, (data[:200], seconds, peak)
