@@ -75,8 +75,10 @@ def main() -> int:
     finally:
         sim.stop()
     if code == 0:
-        print(f"[demo] Gogs, installed: curl http://{VCH_IP}:10080/   (containers gogsapp, gogsdb; the VCH's "
-              f"Docker API: DOCKER_HOST=tcp://{VCH_IP}:2375)")
+        print(
+            f"[demo] Gogs, installed: curl http://{VCH_IP}:10080/   (containers gogsapp, gogsdb; the VCH's "
+            f"Docker API: DOCKER_HOST=tcp://{VCH_IP}:2375)"
+        )
         print("[demo] Prefect UI: .venv/bin/prefect server start, then open the run URL above")
         print(
             f"[demo] inputs used: {DEMO / 'inputs.yaml'}; remove the app with `make demo-down`, stop the test bed with `make stop`"

@@ -477,21 +477,29 @@ def summary_state(container) -> str:
     return state.get("Status", "") if isinstance(state, dict) else str(state or "")
 
 
-def remove_network(network, attempts: int = 20) -> None:
-    """Remove a network; right after its containers were removed in parallel, dockerd may still report
-    active endpoints for a moment: disconnect what remains and try again."""
+def remove_network(network, attempts: int = 20) -> bool:
+    """Remove a network; True once removed.
+
+    Right after its containers were removed in parallel, dockerd may still report active endpoints for a moment:
+    what remains is disconnected by force and the removal tried again.  An endpoint no container owns (left by
+    an unclean daemon shutdown) cannot be removed through the API: then False, and the caller says what to do.
+    """
     for attempt in range(attempts):
         try:
             network.remove()
-            return
+            return True
         except docker.errors.APIError as exc:
-            if "active endpoints" not in str(exc) or attempt == attempts - 1:
+            if "active endpoints" not in str(exc):
                 raise
+            if attempt == attempts - 1:
+                return False
             network.reload()
-            for container in network.containers:
-                with contextlib.suppress(docker.errors.APIError):
-                    network.disconnect(container, force=True)
+            for endpoint, info in (network.attrs.get("Containers") or {}).items():
+                for target in (endpoint, (info or {}).get("Name")):
+                    with contextlib.suppress(docker.errors.APIError):
+                        network.client.api.disconnect_container_from_network(target, network.id, force=True)
             time.sleep(0.25)
+    return False
 
 
 def _argv(value: list[str] | str | None) -> list[str] | None:
@@ -656,8 +664,14 @@ class ComposeDown(StepType):
             with ThreadPoolExecutor(max_workers=8) as pool:
                 list(pool.map(lambda c: c.remove(force=True, v=False), containers))
             networks = client.networks.list(filters=selector)
-            for network in networks:
-                remove_network(network)
+            for network in list(networks):
+                if not remove_network(network):
+                    networks.remove(network)
+                    ctx.logger.warning(
+                        "network %s is kept: the engine holds an endpoint of it that no container owns (left by an "
+                        "unclean daemon shutdown); restart the Docker daemon, then remove it with docker network rm",
+                        network.name,
+                    )
             volumes = client.volumes.list(filters=selector) if params.volumes else []
             for volume in volumes:
                 volume.remove()

@@ -94,8 +94,13 @@ class Stack:
         self.commands.append(command)
         self.worker = start(command, self.env, self.worker_log)
 
-    def post(self, path: str, body: dict | None = None):
-        response = requests.post(f"{self.api}{path}", json=body or {}, timeout=30)
+    def post(self, path: str, body: dict | list | None = None):
+        """POST to the server's API; a 503 (SQLite busy under load) is asked again, up to 5 times."""
+        for attempt in range(5):
+            response = requests.post(f"{self.api}{path}", json=body if body is not None else {}, timeout=30)
+            if response.status_code != 503 or attempt == 4:
+                break
+            time.sleep(1 + attempt)
         response.raise_for_status()
         return response.json()
 
