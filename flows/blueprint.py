@@ -487,7 +487,7 @@ def resolve_inputs(blueprint: Blueprint, given: dict[str, Any], out: _Collector 
             if expressions.has_expression(raw):  # rendered at run time (a secret, the event): check it now
                 for message, hint in expression_problems(raw, VALUE_ROOTS, blueprint.inputs):
                     collect.add(("inputs", name), f"input {name!r}: {message}", hint)
-                values[name] = given[name]
+                values[name] = raw  # the expression itself (unwrapped: a secret input arrives as SecretStr)
                 continue
             value = coerce_input(spec, given[name])
             problem = _type_problem(name, spec, value, given[name])

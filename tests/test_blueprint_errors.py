@@ -303,3 +303,16 @@ def test_shipped_json_schema_matches_the_models():
         "regenerate: vicflow schema > schema/blueprint.schema.json"
     )
     assert "with" in shipped["$defs"]["StepSpec"]["properties"]
+
+
+def test_a_secret_input_given_as_an_expression_stays_an_expression():
+    """`--set admin_password=${{ secrets.x }}` arrives wrapped (SecretStr); the expression is what is rendered."""
+    from pydantic import SecretStr
+    from vicflow.flows import blueprint as bp
+
+    document = bp.parse(
+        "name: t\ninputs:\n  pw: {type: secret}\nsteps:\n  - {id: a, uses: echo, with: {message: x}}\n", "t.yaml"
+    )
+    assert bp.resolve_inputs(document, {"pw": SecretStr("${{ secrets.gogs_admin }}")}) == {
+        "pw": "${{ secrets.gogs_admin }}"
+    }

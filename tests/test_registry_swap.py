@@ -229,3 +229,31 @@ def test_registry_url_defaults_to_harbors_public_https_url():
     assert registry_url(RegistrySwapParams(docker_host="unix:///var/run/docker.sock")) == "https://127.0.0.1"
     assert registry_url(RegistrySwapParams(docker_host="tcp://10.0.0.7:2376")) == "https://10.0.0.7"
     assert registry_url(RegistrySwapParams(registry_url="https://harbor.example/")) == "https://harbor.example"
+
+
+def test_the_swap_through_the_cli_leaves_no_credential_in_clear(harbor, tmp_path):
+    """The registry password reaches Harbor's token service and nothing else the run leaves behind."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.reliability.test_secret_scan import forms, hits
+
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "VICFLOW_"))},
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "VICFLOW_STATE_DIR": str(tmp_path / "state"),
+        "VICFLOW_SECRET_HARBOR_ADMIN": harbor.password,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
+    sets = {**{k: v for k, v in swap_params(harbor).items() if k not in ("compose_files", "verify_timeout_seconds")},
+            "compose_files": json.dumps(harbor.files), "registry_password": "${{ secrets.harbor_admin }}"}  # fmt: skip
+    command = [sys.executable, "-m", "vicflow.flows.cli", "run", "harbor-registry-swap", "--output", "json"]
+    for name, value in sets.items():
+        command += ["--set", f"{name}={value}"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout)["steps"][0]["outputs"]["verification"]["foreign_layer_push"] == 201
+    assert not any(form.decode() in result.stdout + result.stderr for form in forms(harbor.password))
+    assert not hits(tmp_path, [harbor.password])

@@ -103,3 +103,10 @@ def test_bad_invocation_is_one_clear_message(tmp_path, args, env, expected):
     assert result.returncode == 2, (result.returncode, output[-2000:])
     assert expected in output, output[-2000:]
     assert len(output) < 64 * 1024
+
+
+def test_a_normal_run_leaves_no_traceback_on_stderr(tmp_path):
+    """Prefect's ephemeral server used to print CancelledError tracebacks when it shut down after a run."""
+    result = vicflow("run", "tests/data/engine-demo.yaml", tmp=tmp_path, VICFLOW_PLUGINS="tests.plugins.engine_steps")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and "CancelledError" not in result.stderr, result.stderr[-3000:]
