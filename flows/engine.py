@@ -511,18 +511,32 @@ def _schedule(run: Run, max_workers: int) -> str | None:
             return finish(step_id, "skipped", f"needs {', '.join(blocked)}, which did not complete")
         try:
             context = run.context()
-            if step.if_ is not None and not _truthy(step.if_, context):
+
+            def render_step() -> tuple[list[Any], list[Any]] | None:
+                """if:, for_each and with:, rendered; None when if: is false."""
+                if step.if_ is not None and not _truthy(step.if_, context):
+                    return None
+                items: list[Any] = [None]
+                if step.for_each is not None:
+                    items = expressions.render(step.for_each, context)
+                    if not isinstance(items, list):
+                        raise StepError(
+                            f"for_each must produce a list, got {type(items).__name__}: {str(items)[:200]!r}",
+                            "for_each takes a list or an expression that yields one",
+                        )
+                return items, [expressions.render(step.with_, run.context(item)) for item in items]
+
+            try:  # a slow expression meets the step's deadline like the step itself
+                prepared = _call_with_deadline(render_step, step.timeout_seconds)
+            except TimeoutError:
+                raise StepError(
+                    f"rendering the step's expressions did not finish within timeout_seconds={step.timeout_seconds:g}",
+                    "simplify the expressions in if:, for_each or with:",
+                ) from None
+            if prepared is None:
                 skip_task.with_options(name=step_id, task_run_name=step_id).submit(f"if: {step.if_} was false").wait()
                 return finish(step_id, "skipped", f"if: {step.if_} was false")
-            items: list[Any] = [None]
-            if step.for_each is not None:
-                items = expressions.render(step.for_each, context)
-                if not isinstance(items, list):
-                    raise StepError(
-                        f"for_each must produce a list, got {type(items).__name__}: {items!r}",
-                        "for_each takes a list or an expression that yields one",
-                    )
-            rendered = [expressions.render(step.with_, run.context(item)) for item in items]
+            items, rendered = prepared
             run.rendered[step_id] = rendered  # the task validates these; secrets are resolved once
             record.params_hash = params_digest(rendered)
             previous = run.previous.get(step_id)

@@ -446,3 +446,22 @@ def test_jitter_stays_inside_its_bounds():
     assert len({tuple(retry.delays(spec, 3, rng)) for _ in range(20)}) > 1, "jitter must vary"
     assert retry.delays([1, 2], 4) == [1, 2, 2, 2]
     assert retry.delays(3, 2) == [3.0, 3.0]
+
+
+def test_expressions_are_rendered_under_the_steps_deadline(write, run):
+    """An expression inside the size limits can still be slow: it fails the step at its timeout_seconds."""
+    slow = "(['b', 'a'] * 499999)" + "|sort|reverse" * 30 + "|first"
+    started = time.monotonic()
+    summary = run(
+        write(f"""
+        name: slow-expression
+        steps:
+          - id: slow
+            uses: echo
+            timeout_seconds: 1
+            with: {{message: "${{{{ {slow} }}}}"}}
+        """)
+    )
+    assert states(summary) == {"slow": "failed"}
+    assert "rendering the step's expressions did not finish within timeout_seconds=1" in summary["steps"][0]["error"]
+    assert time.monotonic() - started < 30
