@@ -85,8 +85,9 @@ _env = LimitedSandbox(
     undefined=StrictUndefined,
     variable_start_string="${{",
     variable_end_string="}}",
-    # Blocks and comments are not part of the language: make their markers unreachable so that
-    # `{% ... %}` or `{# ... #}` in a value (Go templates, shell) stays plain text.
+    # Blocks and comments are not part of the language: their markers start with NUL, and a value holding an
+    # expression may not hold a NUL (expressions_in), so `{% ... %}` or `{# ... #}` in a value (Go templates,
+    # shell) stays plain text and `"\0${% for %}"` cannot open a block.
     block_start_string="\x00${%",
     block_end_string="%}\x00",
     comment_start_string="\x00${#",
@@ -126,6 +127,8 @@ def _compiled_template(source: str):
 def expressions_in(text: str) -> Iterator[str]:
     """The source of each ``${{ ... }}`` in ``text``, in one linear scan (a regex would be quadratic on a long
     line of unclosed ``${{``); raises ExpressionError for an unclosed one or one longer than MAX_EXPRESSION."""
+    if "\x00" in text:  # the block and comment markers start with NUL: YAML's "\0" escape could open them
+        raise ExpressionError("a value that holds an expression cannot hold a NUL character (\\0)")
     start = text.find("${{")
     while start != -1:
         end = text.find("}}", start + 3)

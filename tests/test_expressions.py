@@ -60,3 +60,14 @@ def test_references_are_found_statically():
     assert ("steps", "vch", "outputs", "docker_host") in refs
     assert ("inputs", "port") in refs
     assert {("item", "name"), ("event", "x"), ("secrets", "pw")} <= refs
+
+
+def test_block_syntax_is_unreachable_even_through_a_yaml_nul_escape():
+    from vicflow.flows import yamlpos
+
+    value = yamlpos.load('v: "\\0${% for i in [1,2,3] %}\\0X\\0${% endfor %}\\0 ${{ 1 }}"\n').data["v"]
+    with pytest.raises(ex.ExpressionError, match="cannot hold a NUL"):
+        ex.render(value, {})
+    with pytest.raises(ex.ExpressionError, match="cannot hold a NUL"):
+        list(ex.references(value))
+    assert ex.render("{% raw %} ${{ 1 + 1 }}", {}) == "{% raw %} 2"
