@@ -241,6 +241,14 @@ def test_depends_on_service_healthy_waits_for_the_healthcheck(tmp_path, docker_e
         ),
         ("    logging: {driver: syslog, opts: {}}\n", r"compose.yml:5:31: unknown key 'opts' in logging of 'web'"),
         ("    mem_limit: lots\n", r"compose.yml:5:16: invalid mem_limit of 'web': not a size"),
+        (
+            "    volumes: ['../../../etc:/host-etc']\n",
+            r"compose.yml:5:15: bind mount '../../../etc:/host-etc' leaves the project folder",
+        ),
+        (
+            "    ports: ['1-65535:1-65535']\n",
+            r"compose.yml:5:13: invalid port '1-65535:1-65535': '1-65535' spans 65535 ports",
+        ),
     ],
 )
 def test_unknown_and_invalid_keys_give_a_precise_error(tmp_path, snippet, message):

@@ -67,13 +67,14 @@ class ComposeDownParams(ComposeParams):
 
 
 def _project(params: ComposeParams, ctx, client=None) -> Project:
-    """The project; with ``client``, keys a VCH refuses are errors when the engine is one."""
+    """The project, read before any engine is asked (a broken file is reported even when the engine is down);
+    with ``client``, read again with VIC 1.1's rules when the engine is a VCH."""
     files = [ctx.path(f) for f in params.files]
-    project = load_project(
-        files, params.project, params.environment, params.use_os_environ, vch=client is not None and is_vch(client)
-    )
-    for warning in project.warnings:
-        ctx.logger.warning("%s", warning)
+    vch = client is not None and is_vch(client)
+    project = load_project(files, params.project, params.environment, params.use_os_environ, vch=vch)
+    if client is None:
+        for warning in project.warnings:
+            ctx.logger.warning("%s", warning)
     return project
 
 
@@ -523,6 +524,7 @@ class ComposeUp(StepType):
     transient_errors = NETWORK_ERRORS
 
     def plan(self, params: ComposeUpParams, ctx) -> list[Change]:
+        _project(params, ctx)
         with connected(params) as client:
             project = _project(params, ctx, client)
             deployer = Deployer(client, project, params, ctx)
@@ -535,6 +537,7 @@ class ComposeUp(StepType):
         return changes
 
     def apply(self, params: ComposeUpParams, ctx) -> dict[str, Any]:
+        _project(params, ctx)
         with connected(params) as client:
             project = _project(params, ctx, client)
             deployer = Deployer(client, project, params, ctx)

@@ -579,6 +579,7 @@ def _resource(project: str, key: str, spec: dict) -> Resource:
     return Resource(key, name, spec.get("driver"), options, bool(external), labels)
 
 
+MAX_PORT_RANGE = 1000  # a range that publishes tens of thousands of ports is a mistake, not a deployment
 DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(us|ms|s|m|h)")
 
 
@@ -636,6 +637,8 @@ def _range(text: str) -> list[int]:
     lo, hi = int(first), int(last) if sep else int(first)
     if not (0 < lo <= hi <= 65535):
         raise ValueError(f"{text!r} is out of range 1-65535")
+    if hi - lo >= MAX_PORT_RANGE:
+        raise ValueError(f"{text!r} spans {hi - lo + 1} ports; at most {MAX_PORT_RANGE} in one entry")
     return list(range(lo, hi + 1))
 
 
@@ -837,7 +840,14 @@ def _mount(spec: Any, project: Project, src: _Source, path: tuple, workdir: Path
         read_only = "ro" in mode.split(",")
         kind = "bind" if source and (source.startswith((".", "/", "~"))) else "volume"
     if kind == "bind":
+        relative = not os.path.isabs(os.path.expanduser(source))
         source = str((workdir / os.path.expanduser(source)).resolve())
+        if relative and not Path(source).is_relative_to(workdir):
+            raise src.error(
+                path,
+                f"bind mount {spec if isinstance(spec, str) else source!r} leaves the project folder ({source})",
+                "a relative source stays inside the project's folder; write the absolute path if you mean it",
+            )
     elif source and source not in project.volumes:
         raise src.error(
             path,
