@@ -120,7 +120,8 @@ class BlueprintError(Exception):
         super().__init__("\n".join(str(p) for p in problems))
 
 
-MAX_PROBLEMS = 100  # a file with thousands of mistakes gets the first hundred and a count
+MAX_PROBLEMS = 50  # a file with thousands of mistakes gets the first fifty and a count
+MAX_MESSAGE = 600  # characters of one problem's message (values are quoted, never whole huge ones)
 
 
 def did_you_mean(word: str, choices: list[str] | set[str] | dict) -> str:
@@ -159,7 +160,9 @@ class _Collector:
         if len(self.problems) >= MAX_PROBLEMS:
             return
         line, col = self.located.where(path, key=key) if self.located else (1, 1)
-        self.problems.append(Problem(self.file, line, col, message, hint, step))
+        if len(message) > MAX_MESSAGE:
+            message = f"{message[:MAX_MESSAGE]}... ({len(message):,} characters)"
+        self.problems.append(Problem(self.file, line, col, message, hint[:400], step))
 
     def finish(self) -> None:
         if self.count > len(self.problems):

@@ -118,6 +118,7 @@ NETWORK_KEYS = {"driver", "external", "name", "labels", "driver_opts"}
 VOLUME_KEYS = {"driver", "driver_opts", "external", "name", "labels"}
 HEALTHCHECK_KEYS = {"test", "interval", "timeout", "retries", "start_period", "disable"}
 LOGGING_KEYS = {"driver", "options"}
+SHAPE_ERRORS = (ValueError, TypeError, AttributeError, KeyError, OSError)  # what a value of the wrong shape raises
 LIST_KEYS = {
     "ports",
     "expose",
@@ -334,11 +335,16 @@ def load_project(
         if not isinstance(data, dict):
             raise src.error((), "a compose file is a mapping with services:")
         data = interpolate(data, env, src, (), warnings)
-        _check_file(data, src, vch)
-        for section in ("services", "networks", "volumes"):
-            for key in data.get(section) or {}:
-                sources[f"{section}.{key}"] = src
-        merged = _merge_file(merged, data)
+        try:
+            _check_file(data, src, vch)
+            for section in ("services", "networks", "volumes"):
+                for key in data.get(section) or {}:
+                    sources[f"{section}.{key}"] = src
+            merged = _merge_file(merged, data)
+        except ComposeError:
+            raise
+        except SHAPE_ERRORS as exc:  # a shape no check foresaw: still this file's error, not a traceback
+            raise src.error((), f"invalid compose file: {type(exc).__name__}: {str(exc)[:200]}") from None
     name = project_name or merged.get("name") or workdir.name
     name = re.sub(r"[^a-z0-9_-]", "", name.lower())
     if not name:
@@ -348,7 +354,7 @@ def load_project(
         for key, spec in (merged.get(section) or {}).items():
             try:
                 into[key] = _resource(name, key, spec or {})
-            except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            except SHAPE_ERRORS as exc:
                 raise sources[f"{section}.{key}"].error(
                     (section, key), f"invalid {section[:-1]} {key!r}: {type(exc).__name__}: {str(exc)[:200]}"
                 ) from None
@@ -358,7 +364,7 @@ def load_project(
             project.services[key] = _service(key, spec or {}, project, src, workdir, env)
         except ComposeError:
             raise
-        except (ValueError, TypeError, AttributeError, KeyError) as exc:  # a shape no check above foresaw
+        except SHAPE_ERRORS as exc:  # a shape no check foresaw
             raise src.error(
                 ("services", key), f"invalid service {key!r}: {type(exc).__name__}: {str(exc)[:200]}"
             ) from None
@@ -464,7 +470,7 @@ def _check_file(data: dict, src: _Source, vch: bool = False) -> None:
         for index, port in enumerate(ports if isinstance(ports, list) else []):
             try:
                 _ports(port)
-            except ValueError as exc:
+            except (ValueError, TypeError) as exc:
                 raise src.error(
                     ("services", name, "ports", index),
                     f"invalid port {port!r}: {exc}",
