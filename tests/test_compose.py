@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pathlib
 import re
 import textwrap
 import time
@@ -445,3 +446,23 @@ def test_partial_service_completed_by_a_later_file(tmp_path):
     assert ui.image == "vmware/harbor-ui" and set(ui.networks) == {"harbor", "harbor-notary"}
     with pytest.raises(ComposeError, match=r"docker-compose.notary.yml:4:5: service 'ui' has no image"):
         load_project([notary], use_os_environ=False)
+
+
+def test_recreate_never_starts_what_stopped_and_replaces_nothing(tmp_path, docker_engine, docker_images, docker_client):
+    """What a heal runs: a stopped container is started as it is, even when the file now names another image."""
+    project = f"heal{uuid.uuid4().hex[:6]}"
+    path = _write(
+        tmp_path,
+        "compose.yml",
+        'services:\n  box: {image: "vicflow-test/busybox:latest", command: ["sleep", "600"], stop_signal: SIGKILL}\n',
+    )
+    first, _ = stepkit.apply(ComposeUp, docker_host=PLAIN, files=[path], project=project)
+    box = docker_client.containers.get(first["containers"][0]["id"])
+    box.kill()
+    (tmp_path / "compose.yml").write_text(pathlib.Path(path).read_text().replace("busybox:latest", "app:1.0"))
+    healed, ctx = stepkit.apply(ComposeUp, docker_host=PLAIN, files=[path], project=project, recreate="never")
+    assert healed["started"] == ["box"] and healed["containers"][0]["id"] == box.id
+    assert docker_client.containers.get(box.id).attrs["Config"]["Image"] == "vicflow-test/busybox:latest"
+    again, ctx = stepkit.apply(ComposeUp, docker_host=PLAIN, files=[path], project=project, recreate="never")
+    assert again["unchanged"] == ["box"] and ctx.changed is False
+    stepkit.apply(ComposeDown, docker_host=PLAIN, project=project)

@@ -84,15 +84,18 @@ def test_push_to_registry_redeploys_with_the_new_tag(stack):
 
 
 def test_a_dead_container_on_the_vch_is_healed(stack):
-    gogs_version(stack)
+    before = stack.client.containers.get("gogsapp")
+    version = gogs_version(stack)
     killed = time.time()
-    stack.client.containers.get("gogsapp").kill()
+    before.kill()
     runs = stack.wait_runs("heal-on-die", 1, killed)
     assert runs[0]["state_type"] == "COMPLETED", runs[0]
     event = runs[0]["parameters"]["event"]
     assert event["resource"]["compose.service"] == "gogs" and event["payload"]["exit_code"] == "137"
     assert "is a VCH, which has no event stream: polling" in (stack.home / "listen.log").read_text()
-    assert stack.client.containers.get("gogsapp").status == "running"
+    after = stack.client.containers.get("gogsapp")
+    assert after.status == "running" and after.id == before.id, "healed by a start, not replaced"
+    assert gogs_version(stack) == version, "a heal never undoes the redeploy (heal_only: the Variable's image is older)"
     page = requests.get(f"http://{stack.site['app_host']}:{stack.site['http_port']}/healthcheck", timeout=10).text
     assert "Database connection: OK" in page
     stack.timings["die -> healed"] = ts(runs[0]["end_time"]) - killed

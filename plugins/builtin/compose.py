@@ -59,6 +59,11 @@ class ComposeUpParams(ComposeParams):
     pull: Literal["missing", "always", "never"] = "missing"
     parallel: int = Field(8, ge=1, le=64, description="containers created at once within a level")
     registry_auth: RegistryAuth | None = Field(None, description="credentials for pulling from a private registry")
+    recreate: Literal["changed", "never"] = Field(
+        "changed",
+        description="changed: replace a container whose configuration or image changed; never: only create what is "
+        "missing and start what is stopped (a heal must not undo a newer deployment)",
+    )
 
 
 class ComposeDownParams(ComposeParams):
@@ -126,13 +131,15 @@ class Deployer:
         if container is None:
             return "create", "no container yet"
         labels = summary_labels(container)
+        state = summary_state(container)
+        if self.params.recreate == "never":
+            return ("unchanged", "up (recreate: never)") if state == "running" else ("start", f"container is {state}")
         if labels.get(f"{LABEL}.config-hash") != service.config_hash():
             return "recreate", "configuration changed"
         wanted = self.image_id(service.image)
         running_image = container.attrs.get("ImageID") or container.attrs.get("Image")  # list summary / inspect
         if wanted and running_image != wanted:
             return "recreate", f"image {service.image} now points to {wanted[7:19]}"
-        state = summary_state(container)
         if state != "running":
             return "start", f"container is {state}"
         return "unchanged", "up to date"
