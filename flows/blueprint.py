@@ -139,8 +139,7 @@ def listing(names, limit: int = 20) -> str:
 
 def short(value: Any, limit: int = 120) -> str:
     """A value quoted in a message, cut when huge."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+    return expressions.shorten(repr(value), limit)
 
 
 def if_expression(condition: str | bool | None):
@@ -160,8 +159,7 @@ class _Collector:
         if len(self.problems) >= MAX_PROBLEMS:
             return
         line, col = self.located.where(path, key=key) if self.located else (1, 1)
-        if len(message) > MAX_MESSAGE:
-            message = f"{message[:MAX_MESSAGE]}... ({len(message):,} characters)"
+        message = expressions.shorten(message, MAX_MESSAGE)
         self.problems.append(Problem(self.file, line, col, message, hint[:400], step))
 
     def finish(self) -> None:

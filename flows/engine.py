@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from vicflow.flows import expressions, masking
-from vicflow.flows.blueprint import Blueprint, dependencies
+from vicflow.flows.blueprint import Blueprint, dependencies, if_expression
 from vicflow.flows.retry import delays
 from vicflow.plugins.step import Change, StepContext, StepError, StepType
 
@@ -623,8 +623,7 @@ def _fatal(run: Run, step_id: str) -> bool:
 def _truthy(condition: str | bool, context: dict[str, Any]) -> bool:
     if isinstance(condition, bool):
         return condition
-    text = condition if "${{" in condition else "${{ " + condition + " }}"
-    value = expressions.render(text, context)
+    value = expressions.render(if_expression(condition), context)
     if isinstance(value, str):
         return value.strip().lower() not in ("", "false", "0", "no", "none")
     return bool(value)

@@ -156,15 +156,15 @@ def render(value: Any, context: dict[str, Any]) -> Any:
                 return result
             return _compiled_template(value).render(**context)
         except (TemplateError, SecurityError) as exc:
-            raise ExpressionError(f"{_short(value.strip())!r}: {exc}") from None
+            raise ExpressionError(f"{shorten(value.strip())!r}: {exc}") from None
         except RecursionError:
-            raise ExpressionError(f"{_short(value.strip())!r}: nested too deeply") from None
+            raise ExpressionError(f"{shorten(value.strip())!r}: nested too deeply") from None
         except (MemoryError, OverflowError) as exc:
-            raise ExpressionError(f"{_short(value.strip())!r}: too large ({type(exc).__name__})") from None
+            raise ExpressionError(f"{shorten(value.strip())!r}: too large ({type(exc).__name__})") from None
         except ExpressionError:
             raise
         except Exception as exc:  # 0/0, 'a' - 1, int('x'): the expression's own error, not ours
-            raise ExpressionError(f"{_short(value.strip())!r}: {type(exc).__name__}: {_short(str(exc))}") from None
+            raise ExpressionError(f"{shorten(value.strip())!r}: {type(exc).__name__}: {shorten(str(exc))}") from None
     if isinstance(value, dict):
         return {render(k, context): render(v, context) for k, v in value.items()}
     if isinstance(value, list):
@@ -189,7 +189,7 @@ def references(value: Any) -> Iterator[tuple[str, ...]]:
             try:
                 yield from _chains(_parse(source))
             except RecursionError:
-                raise ExpressionError(f"'${{{{{_short(source)}}}}}' is nested too deeply") from None
+                raise ExpressionError(f"'${{{{{shorten(source)}}}}}' is nested too deeply") from None
 
 
 @lru_cache(maxsize=4096)
@@ -197,12 +197,12 @@ def _parse(source: str) -> nodes.Node:
     try:
         return _env.parse("${{ " + source + " }}")
     except TemplateError as exc:
-        raise ExpressionError(f"cannot parse '${{{{{_short(source)}}}}}': {exc.message}") from None
+        raise ExpressionError(f"cannot parse '${{{{{shorten(source)}}}}}': {exc.message}") from None
     except RecursionError:
-        raise ExpressionError(f"'${{{{{_short(source)}}}}}' is nested too deeply") from None
+        raise ExpressionError(f"'${{{{{shorten(source)}}}}}' is nested too deeply") from None
 
 
-def _short(text: str, limit: int = 120) -> str:
+def shorten(text: str, limit: int = 120) -> str:
     """Error messages quote values, never whole huge ones."""
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 

@@ -40,7 +40,8 @@ def mask(value: Any) -> Any:
         return MASK if str(value) in _secrets else value
     if isinstance(value, bytes | bytearray):
         text = bytes(value).decode("utf-8", "replace")
-        return mask(text) if mask(text) != text else value
+        masked = mask(text)
+        return masked if masked != text else value
     if isinstance(value, dict):
         return {mask(k): mask(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):

@@ -88,8 +88,7 @@ def read_text(path, what: str) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        before = data[: exc.start]
-        line, col = before.count(b"\n") + 1, exc.start - (before.rfind(b"\n") + 1) + 1
+        line, col = _position(data.decode("latin-1"), exc.start)  # latin-1: one character per byte
         raise YAMLSyntaxError(
             f"byte 0x{data[exc.start]:02x} is not UTF-8", line, col, f"save the {what} as UTF-8"
         ) from None

@@ -20,6 +20,35 @@ DEMO = REPO / ".vicflow" / "demo"
 VCH_IP = dockerd.VCH.removeprefix("tcp://").split(":")[0]
 
 
+def full_stack_inputs(sim, name: str, folder, tls: str = "no_tls", **extra) -> dict:
+    """full-stack's inputs for the simulator's inventory, the test images and the VCH endpoint's address."""
+    return {
+        "server": sim.url,
+        "user": sim.username,
+        "thumbprint": sim.thumbprint,
+        "datacenter": "DC0",
+        "cluster": "DC0_C0",
+        "compute_resource": "DC0_C0",
+        "name": name,
+        "image_store": f"LocalDS_0/{name}",
+        "volume_stores": [f"LocalDS_0/{name}/volumes:default"],
+        "bridge_network": "DC0_DVPG0",
+        "public_network": "VM Network",
+        "client_network": "VM Network",
+        "management_network": "VM Network",
+        "tls": tls,
+        "cert_path": str(folder / "certs"),
+        "appliance_iso": str(folder / "appliance.iso"),
+        "bootstrap_iso": str(folder / "bootstrap.iso"),
+        "appliance_timeout_seconds": 60,
+        "gogs_image": "vicflow-test/app:1.0",
+        "postgres_image": "vicflow-test/postgres:15",
+        "publish_ip": VCH_IP,
+        "volume_driver": "local",
+        **extra,
+    }
+
+
 def main() -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     engine = dockerd.start()
@@ -29,30 +58,7 @@ def main() -> int:
         (DEMO / iso).write_bytes(b"vicflow demo " + iso.encode() + b"\n" * 1024)
     sim = vcsim.start(hosts=3)
     print(f"[demo] vCenter simulator at {sim.url} (thumbprint {sim.thumbprint})")
-    inputs = {
-        "server": sim.url,
-        "user": sim.username,
-        "thumbprint": sim.thumbprint,
-        "datacenter": "DC0",
-        "cluster": "DC0_C0",
-        "compute_resource": "DC0_C0",
-        "name": "vch-demo",
-        "image_store": "LocalDS_0/vch-demo",
-        "volume_stores": ["LocalDS_0/vch-demo/volumes:default"],
-        "bridge_network": "DC0_DVPG0",
-        "public_network": "VM Network",
-        "client_network": "VM Network",
-        "management_network": "VM Network",
-        "tls": "no_tls",
-        "cert_path": str(DEMO / "certs"),
-        "appliance_iso": str(DEMO / "appliance.iso"),
-        "bootstrap_iso": str(DEMO / "bootstrap.iso"),
-        "appliance_timeout_seconds": 60,
-        "gogs_image": "vicflow-test/app:1.0",
-        "postgres_image": "vicflow-test/postgres:15",
-        "publish_ip": VCH_IP,
-        "volume_driver": "local",
-    }
+    inputs = full_stack_inputs(sim, "vch-demo", DEMO, tls="no_tls")
     (DEMO / "inputs.yaml").write_text(yaml.safe_dump(inputs))
     from vicflow.flows.cli import main as vicflow
 

@@ -18,10 +18,10 @@ import requests
 from pydantic import Field, field_validator
 from vicflow.plugins import Change, PermanentError, StepType, TransientError, hookimpl
 from vicflow.plugins.builtin.composefile import Project, Service, load_project
-from vicflow.plugins.builtin.dockerapi import DockerParams, connected, is_vch
+from vicflow.plugins.builtin.dockerapi import COMPOSE_LABEL, DockerParams, connected, is_vch
 from vicflow.plugins.step import Params
 
-LABEL = "com.docker.compose"
+LABEL = COMPOSE_LABEL
 VERSION_LABEL = "vicflow"
 NETWORK_ERRORS = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
 
@@ -71,16 +71,20 @@ class ComposeDownParams(ComposeParams):
     remove_orphans: bool = True
 
 
-def _project(params: ComposeParams, ctx, client=None) -> Project:
-    """The project, read before any engine is asked (a broken file is reported even when the engine is down);
-    with ``client``, read again with VIC 1.1's rules when the engine is a VCH."""
+def _project(params: ComposeParams, ctx, vch: bool = False) -> Project:
+    """The project; ``vch``: with VIC 1.1's rules too (its warnings were logged on the first read)."""
     files = [ctx.path(f) for f in params.files]
-    vch = client is not None and is_vch(client)
     project = load_project(files, params.project, params.environment, params.use_os_environ, vch=vch)
-    if client is None:
+    if not vch:
         for warning in project.warnings:
             ctx.logger.warning("%s", warning)
     return project
+
+
+def _project_for(params: ComposeParams, ctx, client, project: Project) -> Project:
+    """``project`` as read before any engine was asked (so its errors never wait for one), read again with
+    VIC 1.1's rules when the engine turns out to be a VCH."""
+    return _project(params, ctx, vch=True) if is_vch(client) else project
 
 
 def registry_host(image: str) -> str:
@@ -531,9 +535,9 @@ class ComposeUp(StepType):
     transient_errors = NETWORK_ERRORS
 
     def plan(self, params: ComposeUpParams, ctx) -> list[Change]:
-        _project(params, ctx)
+        project = _project(params, ctx)
         with connected(params) as client:
-            project = _project(params, ctx, client)
+            project = _project_for(params, ctx, client, project)
             deployer = Deployer(client, project, params, ctx)
             changes = []
             for service in project.services.values():
@@ -544,9 +548,9 @@ class ComposeUp(StepType):
         return changes
 
     def apply(self, params: ComposeUpParams, ctx) -> dict[str, Any]:
-        _project(params, ctx)
+        project = _project(params, ctx)
         with connected(params) as client:
-            project = _project(params, ctx, client)
+            project = _project_for(params, ctx, client, project)
             deployer = Deployer(client, project, params, ctx)
             deployer.ensure_images()
             deployer.ensure_networks()

@@ -6,6 +6,7 @@ nothing is silently ignored.
 
 from __future__ import annotations
 
+import contextlib
 import graphlib
 import hashlib
 import ipaddress
@@ -335,16 +336,12 @@ def load_project(
         if not isinstance(data, dict):
             raise src.error((), "a compose file is a mapping with services:")
         data = interpolate(data, env, src, (), warnings)
-        try:
+        with _shape_errors(src, (), "compose file"):
             _check_file(data, src, vch)
             for section in ("services", "networks", "volumes"):
                 for key in data.get(section) or {}:
                     sources[f"{section}.{key}"] = src
             merged = _merge_file(merged, data)
-        except ComposeError:
-            raise
-        except SHAPE_ERRORS as exc:  # a shape no check foresaw: still this file's error, not a traceback
-            raise src.error((), f"invalid compose file: {type(exc).__name__}: {str(exc)[:200]}") from None
     name = project_name or merged.get("name") or workdir.name
     name = re.sub(r"[^a-z0-9_-]", "", name.lower())
     if not name:
@@ -352,22 +349,12 @@ def load_project(
     project = Project(name, [str(p) for p in paths], str(workdir), {}, {}, {}, warnings)
     for section, into in (("networks", project.networks), ("volumes", project.volumes)):
         for key, spec in (merged.get(section) or {}).items():
-            try:
+            with _shape_errors(sources[f"{section}.{key}"], (section, key), f"{section[:-1]} {key!r}"):
                 into[key] = _resource(name, key, spec or {})
-            except SHAPE_ERRORS as exc:
-                raise sources[f"{section}.{key}"].error(
-                    (section, key), f"invalid {section[:-1]} {key!r}: {type(exc).__name__}: {str(exc)[:200]}"
-                ) from None
     for key, spec in (merged.get("services") or {}).items():
         src = sources[f"services.{key}"]
-        try:
+        with _shape_errors(src, ("services", key), f"service {key!r}"):
             project.services[key] = _service(key, spec or {}, project, src, workdir, env)
-        except ComposeError:
-            raise
-        except SHAPE_ERRORS as exc:  # a shape no check foresaw
-            raise src.error(
-                ("services", key), f"invalid service {key!r}: {type(exc).__name__}: {str(exc)[:200]}"
-            ) from None
     if not project.services:
         raise ComposeError(f"{paths[0]}: no services defined", "add services: with at least one service")
     for service in project.services.values():
@@ -390,13 +377,24 @@ def load_project(
     return project
 
 
+@contextlib.contextmanager
+def _shape_errors(src: _Source, path: tuple, what: str):
+    """A value of a shape no check foresaw is still a located error of ``what``, never a traceback."""
+    try:
+        yield
+    except ComposeError:
+        raise
+    except SHAPE_ERRORS as exc:
+        raise src.error(path, f"invalid {what}: {type(exc).__name__}: {str(exc)[:200]}") from None
+
+
 def _check_keys(
     data: dict, allowed: set, unsupported: set, src: _Source, path: tuple, what: str, vch: bool = False
 ) -> None:
     for key in data:
         if str(key).startswith("x-"):  # the Compose spec's extension fields, anywhere: ignored by every engine
             continue
-        if vch and key in VIC_UNSUPPORTED and unsupported is UNSUPPORTED_SERVICE_KEYS:
+        if vch and key in VIC_UNSUPPORTED:  # only service keys are checked with vch
             raise src.error(
                 (*path, key),
                 f"VIC 1.1 does not support {key!r} in {what}: a VCH does not implement {VIC_UNSUPPORTED[key]}",
@@ -501,7 +499,7 @@ def _merge_service(base: dict, override: dict) -> dict:
     for key, value in override.items():
         if key in ("environment", "labels", "sysctls"):
             out[key] = {**_mapping(base.get(key)), **_mapping(value)}
-        elif key in ("ulimits",) and isinstance(value, dict):
+        elif key == "ulimits" and isinstance(value, dict):
             out[key] = {**(base.get(key) or {}), **value}
         elif key == "logging" and isinstance(value, dict) and isinstance(base.get(key), dict):
             same = value.get("driver") in (None, base[key].get("driver"))  # compose merges options of one driver
@@ -509,19 +507,7 @@ def _merge_service(base: dict, override: dict) -> dict:
                 {**(base[key].get("options") or {}), **(value.get("options") or {})} if same else value.get("options")
             )
             out[key] = {**base[key], **value, "options": options}
-        elif key in (
-            "ports",
-            "expose",
-            "extra_hosts",
-            "links",
-            "env_file",
-            "cap_add",
-            "cap_drop",
-            "dns",
-            "dns_search",
-            "security_opt",
-            "tmpfs",
-        ):
+        elif key in LIST_KEYS - {"volumes"}:  # volumes merge by target, below
             merged = list(_listify(base.get(key)))
             merged += [v for v in _listify(value) if v not in merged]
             out[key] = merged
@@ -727,11 +713,11 @@ def _service(name: str, spec: dict, project: Project, src: _Source, workdir: Pat
             service.healthcheck = _healthcheck(health)
         except ValueError as exc:
             raise src.error((*path, "healthcheck"), f"invalid healthcheck of {name!r}: {exc}") from None
-    for key, convert in HOST_CONFIG.items():
+    for key, (api_key, convert) in HOST_CONFIG.items():
         if spec.get(key) is None:
             continue
         try:
-            api_key, value = convert(spec[key])
+            value = convert(spec[key])
         except (ValueError, TypeError, AttributeError) as exc:
             raise src.error((*path, key), f"invalid {key} of {name!r}: {exc}") from None
         service.host[api_key] = value
@@ -798,24 +784,24 @@ def _cpus(value: Any) -> int:
     return int(cpus * 1e9)
 
 
-# compose key -> (Engine API HostConfig key, value).  API 1.25 has all of them (what VIC 1.1 speaks).
+# compose key -> (Engine API HostConfig key, converter).  API 1.25 has all of them (what VIC 1.1 speaks).
 HOST_CONFIG = {
-    "logging": lambda v: ("LogConfig", _logging(v)),
-    "cap_add": lambda v: ("CapAdd", _strings(v)),
-    "cap_drop": lambda v: ("CapDrop", _strings(v)),
-    "dns": lambda v: ("Dns", _strings(v)),
-    "dns_search": lambda v: ("DnsSearch", _strings(v)),
-    "mem_limit": lambda v: ("Memory", parse_bytes(v)),
-    "shm_size": lambda v: ("ShmSize", parse_bytes(v)),
-    "cpus": lambda v: ("NanoCpus", _cpus(v)),
-    "cpu_shares": lambda v: ("CpuShares", int(v)),
-    "privileged": lambda v: ("Privileged", _flag(v)),
-    "read_only": lambda v: ("ReadonlyRootfs", _flag(v)),
-    "init": lambda v: ("Init", _flag(v)),
-    "tmpfs": lambda v: ("Tmpfs", _tmpfs(v)),
-    "ulimits": lambda v: ("Ulimits", _ulimits(v)),
-    "sysctls": lambda v: ("Sysctls", {k: v or "" for k, v in _mapping(v).items()}),
-    "security_opt": lambda v: ("SecurityOpt", _strings(v)),
+    "logging": ("LogConfig", _logging),
+    "cap_add": ("CapAdd", _strings),
+    "cap_drop": ("CapDrop", _strings),
+    "dns": ("Dns", _strings),
+    "dns_search": ("DnsSearch", _strings),
+    "mem_limit": ("Memory", parse_bytes),
+    "shm_size": ("ShmSize", parse_bytes),
+    "cpus": ("NanoCpus", _cpus),
+    "cpu_shares": ("CpuShares", int),
+    "privileged": ("Privileged", _flag),
+    "read_only": ("ReadonlyRootfs", _flag),
+    "init": ("Init", _flag),
+    "tmpfs": ("Tmpfs", _tmpfs),
+    "ulimits": ("Ulimits", _ulimits),
+    "sysctls": ("Sysctls", lambda v: {k: x or "" for k, x in _mapping(v).items()}),
+    "security_opt": ("SecurityOpt", _strings),
 }
 
 

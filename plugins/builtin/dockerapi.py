@@ -99,6 +99,9 @@ def _unreachable(host: str, exc: Exception, has_client_cert: bool) -> Exception:
     return TransientError(f"cannot reach the Docker API at {host}: {text[:300]}")
 
 
+COMPOSE_LABEL = "com.docker.compose"  # the prefix of Docker Compose's container labels
+
+
 def is_vch(client) -> bool:
     """A VCH says so in ``docker info`` (VIC's Driver is "vSphere Integrated Containers ... Backend Engine")."""
     info = client.info()

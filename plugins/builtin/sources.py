@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from vicflow.plugins import hookimpl
 from vicflow.plugins.builtin import vsphere
-from vicflow.plugins.builtin.dockerapi import DockerParams, connected, is_vch
+from vicflow.plugins.builtin.dockerapi import COMPOSE_LABEL, DockerParams, connected, is_vch
 
 NAMESPACE = uuid.UUID("5b1f3c52-7d5e-4c36-9d0e-6f0b8c1a2e11")
 Emit = Callable[[dict[str, Any]], None]
@@ -93,7 +93,6 @@ class EventSource:
 
 # ---------------------------------------------------------------------------------------------- docker
 
-LABEL = "com.docker.compose"
 EXIT_RE = re.compile(r"Exited \((-?\d+)\)")
 
 
@@ -196,11 +195,11 @@ class DockerEvents(EventSource):
                 self.flush()
 
     def poll(self, client, stop: threading.Event) -> None:
-        """List the compose-labelled containers; a running one that stopped is a die, a new or restarted one a
-        start, a vanished one a destroy (so a deliberate removal is dropped as with the event stream)."""
+        """List the compose-labelled containers; a running one that stopped is a die, a new one or a stopped one
+        running again a start, a vanished one a destroy (so a deliberate removal is dropped as with the stream)."""
         known: dict[str, dict[str, Any]] | None = None
         while not stop.is_set():
-            now = {c["Id"]: c for c in client.api.containers(all=True, filters={"label": f"{LABEL}.project"})}
+            now = {c["Id"]: c for c in client.api.containers(all=True, filters={"label": f"{COMPOSE_LABEL}.project"})}
             if known is not None:
                 for raw in _changes(known, now):
                     self.take(raw)

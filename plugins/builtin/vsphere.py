@@ -52,7 +52,7 @@ class VSphereParams(Params):
                 f"set server: {host} and keep datacenter: {current}, or drop datacenter"
             )
         self.server = host
-        object.__setattr__(self, "datacenter", dc)
+        self.datacenter = dc
         return self
 
 

@@ -23,13 +23,12 @@ from urllib.parse import quote
 import pytest
 import yaml
 
-from tests.testbed import dockerd
+from tests.demo import VCH_IP, full_stack_inputs
 from tests.testbed.appliance import Appliance
 from tests.testbed.prefect_stack import clean_gogs
 
 pytestmark = [pytest.mark.docker, pytest.mark.vcsim]
 REPO = Path(__file__).resolve().parents[2]
-VCH_IP = dockerd.VCH.removeprefix("tcp://").split(":")[0]
 
 
 def forms(marker: str) -> list[bytes]:
@@ -55,34 +54,10 @@ def hits(root: Path, markers: list[str]) -> list[str]:
 def test_no_secret_in_clear_anywhere_a_run_leaves_traces(tmp_path, vcsim, docker_engine, docker_images):
     db_password, admin_password = f"dbpw-{uuid.uuid4().hex}", f"adminpw-{uuid.uuid4().hex}"
     markers = [db_password, admin_password, vcsim.password]
-    home, state, certs = tmp_path / "prefect-home", tmp_path / "state", tmp_path / "certs"
+    home, state = tmp_path / "prefect-home", tmp_path / "state"
     for iso in ("appliance.iso", "bootstrap.iso"):
         (tmp_path / iso).write_bytes(b"iso\n" * 256)
-    inputs = {
-        "server": vcsim.url,
-        "user": vcsim.username,
-        "thumbprint": vcsim.thumbprint,
-        "datacenter": "DC0",
-        "cluster": "DC0_C0",
-        "compute_resource": "DC0_C0",
-        "name": "vch-scan",
-        "image_store": "LocalDS_0/vch-scan",
-        "volume_stores": ["LocalDS_0/vch-scan/volumes:default"],
-        "bridge_network": "DC0_DVPG0",
-        "public_network": "VM Network",
-        "client_network": "VM Network",
-        "management_network": "VM Network",
-        "tls": "tls_verify",
-        "tls_cname": VCH_IP,
-        "cert_path": str(certs),
-        "appliance_iso": str(tmp_path / "appliance.iso"),
-        "bootstrap_iso": str(tmp_path / "bootstrap.iso"),
-        "appliance_timeout_seconds": 60,
-        "gogs_image": "vicflow-test/app:1.0",
-        "postgres_image": "vicflow-test/postgres:15",
-        "publish_ip": VCH_IP,
-        "volume_driver": "local",
-    }
+    inputs = full_stack_inputs(vcsim, "vch-scan", tmp_path, tls="tls_verify", tls_cname=VCH_IP)
     (tmp_path / "inputs.yaml").write_text(yaml.safe_dump(inputs))
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "VICFLOW_"))},
