@@ -123,6 +123,7 @@ class StepRecord:
     params_hash: str | None = None
     items: int = 0
     note: str = ""
+    leftovers: list[str] = field(default_factory=list)  # shared by every attempt and the rollback
 
     @property
     def duration(self) -> float:
@@ -139,6 +140,7 @@ class StepRecord:
             "outputs": masking.mask(self.outputs),
             "error": self.error,
             "note": self.note,
+            "left_behind": masking.mask(list(self.leftovers)),
         }
 
 
@@ -268,6 +270,7 @@ def _prepare(run: Run, step_id: str, item: Any, rendered: Any = None) -> tuple[S
         mask=masking.mask,
         dry_run=run.dry_run,
         base_dir=str(Path(run.blueprint.path or ".").resolve().parent),
+        leftovers=run.records[step_id].leftovers,
     )
     return step_type(), params, ctx
 
@@ -342,12 +345,19 @@ def step_task(token: str, step_id: str, item_index: int | None = None) -> dict[s
 
 
 def rollback_task(token: str, step_id: str) -> str:
+    """Undo one step; retried like the step itself when the failure is transient (a cut connection)."""
     run = _RUNS[token]
     step = run.blueprint.step(step_id)
     step_type = run.step_types[step.uses]()
-    for ctx, params in reversed(run.contexts.get(step_id, [])):
+    contexts = run.contexts.get(step_id, [])
+    while contexts:
+        ctx, params = contexts[-1]
         ctx.logger = _logger(step_id)
-        step_type.rollback(params, ctx)
+        try:
+            step_type.rollback(params, ctx)
+        except Exception as exc:
+            raise StepFailed(masking.mask(f"{type(exc).__name__}: {exc}"), step_type.is_transient(exc)) from None
+        contexts.pop()  # done: a retry of this task does not undo it twice
     return f"rolled back {step_id}"
 
 
@@ -404,7 +414,9 @@ def execute(
             if policy == "rollback":
                 _rollback(run)
         state = "failed" if failure else "completed"
+        left = _release(run)
         summary = _summary(run, state, started)
+        summary["left_behind"] = masking.mask(left)
         run.save_journal()
         _publish(run, summary)
         if failure:
@@ -412,11 +424,20 @@ def execute(
         return summary
     finally:
         _RUNS.pop(run.token, None)
-        for resource in run.resources.values():  # e.g. vSphere sessions: log out once per run
-            try:
-                resource.close()
-            except Exception as exc:
-                log.warning("could not release %s: %s", type(resource).__name__, exc)
+        _release(run)
+
+
+def _release(run: Run) -> list[str]:
+    """Close the run's shared resources (e.g. log out of vSphere) once; returns what stays open."""
+    left: list[str] = []
+    resources, run.resources = dict(run.resources), {}
+    for resource in resources.values():
+        try:
+            left += resource.close() or []
+        except Exception as exc:
+            log.warning("could not release %s: %s", type(resource).__name__, exc)
+            left.append(f"{type(resource).__name__}: {exc}")
+    return left
 
 
 def render_inputs(blueprint: Blueprint, inputs: dict[str, Any], event: dict[str, Any] | None) -> dict[str, Any]:
@@ -648,9 +669,14 @@ def _rollback(run: Run) -> None:
         if not run.step_types[record.uses].can_rollback() or record.state != "completed":
             continue
         run.emit("vicflow.step.rollback-started", step_id)
-        future = undo.with_options(name=f"rollback-{step_id}", task_run_name=f"rollback:{step_id}").submit(
-            run.token, step_id
-        )
+        step = run.blueprint.step(step_id)
+        future = undo.with_options(
+            name=f"rollback-{step_id}",
+            task_run_name=f"rollback:{step_id}",
+            retries=step.retries,
+            retry_delay_seconds=delays(step.retry_delay_seconds, step.retries) or 0,
+            retry_condition_fn=_retry_condition,
+        ).submit(run.token, step_id)
         future.wait()
         if future.state.is_completed():
             record.state = "rolled_back"
@@ -710,7 +736,16 @@ def _publish(run: Run, summary: dict[str, Any]) -> None:
         from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
         key = f"vicflow-{run.blueprint.name}"[:100]
-        rows = [{**row, "outputs": json.dumps(row["outputs"], default=str)[:500]} for row in summary["steps"]]
+        rows = [
+            {
+                **row,
+                "outputs": json.dumps(row["outputs"], default=str)[:500],
+                "left_behind": "; ".join(row["left_behind"]),
+            }
+            for row in summary["steps"]
+        ]
+        if summary.get("left_behind"):
+            rows.append({"id": "(run)", "state": summary["state"], "left_behind": "; ".join(summary["left_behind"])})
         description = f"vicflow run of {run.blueprint.name}: {summary['state']}"
         if run.event:
             description += f" (started by event {run.event.get('event', '?')})"

@@ -88,6 +88,12 @@ class Progress:
             for change in summary["plan"]:
                 plan.add_row(change["step"], change["action"], change["target"], str(change["detail"]))
             self.console.print(plan)
+        left = [f"{row['id']}: {line}" for row in summary["steps"] for line in row.get("left_behind", [])]
+        left += summary.get("left_behind", [])
+        if left:
+            self.console.print("[red]left behind[/] (nothing else was leaked):", highlight=False)
+            for line in left:
+                self.console.print(f"  - {line}", highlight=False, soft_wrap=True)
         from vicflow.flows.links import run_url
 
         self.console.print(f"{summary['blueprint']}: {summary['state']} in {summary['duration_s']:.1f}s")

@@ -66,6 +66,9 @@ class StepContext:
     resources: dict[str, Any] = field(default_factory=dict)  # shared per run (e.g. vSphere sessions)
     mask: Any = None  # callable str -> str hiding secret values
     base_dir: str = "."  # the blueprint's folder: relative file parameters are resolved against it
+    # What the step built and could not remove, one line each with how to remove it. The engine keeps
+    # one list per step across attempts and rollback, and shows it in the run's summary.
+    leftovers: list[str] = field(default_factory=list)
 
     def path(self, value: str) -> str:
         """``value`` resolved against the blueprint's folder (absolute paths are kept)."""

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 from pydantic import Field
-from vicflow.plugins import Change, PermanentError, StepType, hookimpl
+from vicflow.plugins import Change, PermanentError, StepType, TransientError, hookimpl
 from vicflow.plugins.builtin import vsphere
 
 RULESET = "vSPC"
@@ -22,10 +22,13 @@ class FirewallParams(vsphere.VSphereParams):
     compute_resource: str = Field(description="cluster, host, or resource pool path (CLUSTER/Resources/POOL)")
     action: Literal["allow", "deny"] = Field("allow", description="allow enables vSPC; deny disables it")
     parallel: int = Field(32, ge=1, le=128, description="hosts changed at once")
+    rollback_timeout_seconds: float = Field(
+        60, gt=0, description="when rolling back, keep trying this long to put the hosts back"
+    )
 
 
-def hosts(params: FirewallParams, ctx):
-    si = vsphere.service_instance(params, ctx)
+def hosts(params: FirewallParams, ctx, si=None):
+    si = si or vsphere.service_instance(params, ctx)
     dc = vsphere.datacenter(si, params.datacenter)
     return si, vsphere.compute_resource(si, dc, params.compute_resource).hosts
 
@@ -63,6 +66,7 @@ class Firewall(StepType):
     """Open (or close) outbound tcp/2377 for VCHs on every host of a cluster."""
 
     Params = FirewallParams
+    transient_errors = vsphere.CONNECTION_ERRORS
     outputs = {
         "hosts": "per host: host, before, after, result (changed/unchanged/failed), reason",
         "changed": "hosts changed",
@@ -70,8 +74,8 @@ class Firewall(StepType):
         "failed": "hosts that failed",
     }
 
-    def _states(self, params, ctx) -> dict[str, tuple]:
-        si, found = hosts(params, ctx)
+    def _states(self, params, ctx, si=None) -> dict[str, tuple]:
+        si, found = hosts(params, ctx, si)
         return host_states(si, found)
 
     def plan(self, params: FirewallParams, ctx) -> list[Change]:
@@ -103,7 +107,15 @@ class Firewall(StepType):
                 return {"host": name, "before": before, "after": want, "result": "changed", "reason": ""}
             except Exception as exc:  # reported per host; the step fails after all hosts were tried
                 reason = getattr(exc, "msg", None) or f"{type(exc).__name__}: {exc}"
-                return {"host": name, "before": before, "after": before, "result": "failed", "reason": reason}
+                cut = isinstance(exc, vsphere.CONNECTION_ERRORS)
+                return {
+                    "host": name,
+                    "before": before,
+                    "after": before,
+                    "result": "failed",
+                    "reason": reason,
+                    "cut": cut,
+                }
 
         with ThreadPoolExecutor(max_workers=params.parallel) as pool:
             rows = list(pool.map(change, sorted(states.items())))
@@ -112,9 +124,10 @@ class Firewall(StepType):
         for row in rows:
             ctx.logger.info("%s: %s %s", row["host"], row["result"], row["reason"])
         failed = [r for r in rows if r["result"] == "failed"]
+        cut = all([r.pop("cut") for r in failed])  # only the network failed: worth a retry
         if failed:
             detail = "; ".join(f"{r['host']}: {r['reason']}" for r in failed)
-            raise PermanentError(
+            raise (TransientError if cut else PermanentError)(
                 f"{RULESET} could not be {'enabled' if want else 'disabled'} on "
                 f"{len(failed)} of {len(rows)} hosts: {detail}",
                 "the other hosts were changed; fix these hosts and run again (it is idempotent)",
@@ -127,11 +140,34 @@ class Firewall(StepType):
         }
 
     def rollback(self, params: FirewallParams, ctx) -> None:
-        """Put every host this run changed back to its previous state."""
-        states = self._states(params, ctx)
-        undo = ctx.state.get("changed", [])
-        with ThreadPoolExecutor(max_workers=params.parallel) as pool:
-            list(pool.map(lambda name: set_ruleset(states[name][0], ctx.state["before"][name]), undo))
+        """Put every host this run changed back, on a session of its own, retrying a cut connection.
+
+        What cannot be put back within rollback_timeout_seconds is listed in ``ctx.leftovers``.
+        """
+        undo = ctx.state.setdefault("changed", [])
+
+        def put_back() -> None:
+            with vsphere.fresh_session(params, ctx) as si:
+                states = self._states(params, ctx, si)
+
+                def one(name: str) -> None:
+                    set_ruleset(states[name][0], ctx.state["before"][name])
+                    undo.remove(name)
+
+                with ThreadPoolExecutor(max_workers=params.parallel) as pool:
+                    list(pool.map(one, list(undo)))
+
+        try:
+            vsphere.until_back(put_back, params.rollback_timeout_seconds, ctx, "putting the firewall back")
+        except Exception:
+            flag = "false" if params.action == "allow" else "true"
+            ctx.leftovers[:] = [
+                f"{RULESET} left {'enabled' if params.action == 'allow' else 'disabled'} on {name} - run this "
+                f"step again with the opposite action, or: govc host.esxcli -host {name} network firewall "
+                f"ruleset set -r {RULESET} -e {flag}"
+                for name in undo
+            ]
+            raise
 
 
 @hookimpl

@@ -27,6 +27,7 @@ CONFIG_KEY = "guestinfo.vicflow.config"  # the settings this VCH was created wit
 CLIENT_IP_KEY = PREFIX + "init/networks|client/assigned/IP"  # written by the appliance when it has an IP
 SERVER_CERT_KEY = PREFIX + "certificate/server_cert"
 SERVER_KEY_KEY = PREFIX + "certificate/server_key"
+BUILD_KEY = "guestinfo.vicflow.build"  # "incomplete" from the VM's creation until the Docker API answered
 
 
 class VCHParams(vsphere.VSphereParams):
@@ -57,6 +58,9 @@ class VCHCreateParams(VCHParams):
     version: str = "v1.1.1"
     appliance_timeout_seconds: float = Field(180, gt=0, description="wait this long for the appliance's IP")
     check_firewall: bool = True
+    cleanup_timeout_seconds: float = Field(
+        60, gt=0, description="after a failed create, keep trying this long to remove what it built"
+    )
 
 
 class VCHDeleteParams(VCHParams):
@@ -114,7 +118,17 @@ def extra_config(vm) -> dict[str, str]:
 
 
 def is_vch(vm) -> bool:
-    return CONFIG_KEY in extra_config(vm)
+    return CONFIG_KEY in extra_config(vm) or half_built(vm)
+
+
+def half_built(vm) -> bool:
+    """A VM vch_create made and never finished (the connection or the appliance failed part-way)."""
+    return extra_config(vm).get(BUILD_KEY) == "incomplete"
+
+
+def owner_note(name: str) -> str:
+    """The annotation on a VCH's vApp: how a later run recognises a vApp it may adopt."""
+    return f"vicflow vch_create {name}"
 
 
 class Validation:
@@ -288,7 +302,7 @@ class VCHCreate(StepType):
         "name": "the VCH name",
         "power_state": "endpoint VM power",
     }
-    transient_errors = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
+    transient_errors = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, *vsphere.CONNECTION_ERRORS)
 
     def plan(self, params: VCHCreateParams, ctx) -> list[Change]:
         target = validate(params, ctx)
@@ -315,21 +329,40 @@ class VCHCreate(StepType):
         target = validate(params, ctx)
         cert_path = os.path.abspath(ctx.path(params.cert_path or params.name))
         vm = vsphere.find_vm(target.si, target.dc, params.name)
-        if vm is not None:
+        ctx.state["created"] = []
+        if vm is not None and half_built(vm):
+            ctx.logger.warning(
+                "VCH %s is half-built (an earlier create failed part-way): removing it first", params.name
+            )
+            ctx.state["created"].append(["vm", vm, params.name])
+            self._remove(params, ctx)
+            ctx.leftovers.clear()
+        elif vm is not None:
             return self._existing(vm, params, cert_path, ctx)
         other = vsphere.find_vapp_or_pool(target.si, target.dc, params.name)
-        if other is not None:
+        if other is not None and not self._adoptable(other, params):
             raise PermanentError(
                 f"a vApp or resource pool named {params.name!r} exists and is not a VCH",
                 "choose another name, or remove it",
             )
-        ctx.state["created"] = []
+        ctx.state["adopt"] = other
         try:
             return self._build(params, target, cert_path, ctx)
         except BaseException as exc:
-            ctx.logger.error("create failed (%s); removing what this run built", exc)
-            self.rollback(params, ctx)
-            raise
+            ctx.logger.error("create failed (%s: %s); removing what this run built", type(exc).__name__, exc)
+            self._clean_up(params, ctx)
+            raise  # the original error: a cut connection stays retryable
+
+    @staticmethod
+    def _adoptable(container, params) -> bool:
+        """An empty vApp this step made for this name (its annotation says so), or an empty resource pool."""
+        from pyVmomi import vim
+
+        if container.vm:
+            return False
+        if isinstance(container, vim.VirtualApp):
+            return not params.use_resource_pool and container.vAppConfig.annotation == owner_note(params.name)
+        return params.use_resource_pool
 
     def _existing(self, vm, params, cert_path, ctx) -> dict[str, Any]:
         if not is_vch(vm):
@@ -350,6 +383,7 @@ class VCHCreate(StepType):
         return outputs
 
     def _build(self, params: VCHCreateParams, target: Target, cert_path: str, ctx) -> dict[str, Any]:
+        from pyVmomi import vim
 
         created = ctx.state["created"]
         settings = {**_wanted_config(params, ctx), "cert_path": cert_path}
@@ -359,7 +393,7 @@ class VCHCreate(StepType):
             if not os.path.isfile(f"{cert_path}/server-cert.pem"):
                 ctx.logger.info("generating %s certificates in %s", params.tls, cert_path)
                 certs.generate(cert_path, cname or params.name, names, client=params.tls == "tls_verify")
-                created.append(("certs", cert_path))
+                created.append(["certs", cert_path, cert_path])
             else:
                 ctx.logger.info("reusing the certificates in %s", cert_path)
         container = self._container(params, target, ctx)
@@ -377,11 +411,12 @@ class VCHCreate(StepType):
         self._cdrom_and_config(vm, target, folder, iso, keys, ctx)
         self._directories(params, target, ctx)
         vsphere.wait_task(vm.PowerOnVM_Task(), ctx, f"power on {params.name}")
-        created.append(("powered_on", vm))
         ip = self._wait_for_ip(vm, params, ctx)
         outputs = outputs_of(vm, params, cert_path)
         self._check_docker(outputs, ctx)
         outputs["env_file"] = write_env_file(cert_path, params.name, outputs)
+        spec = vim.vm.ConfigSpec(extraConfig=[vim.option.OptionValue(key=BUILD_KEY, value="complete")])
+        vsphere.wait_task(vm.ReconfigVM_Task(spec=spec), ctx, "mark the VCH complete")
         ctx.logger.info(
             "Installer completed successfully: DOCKER_HOST=%s:%s, admin portal %s",
             ip,
@@ -398,15 +433,23 @@ class VCHCreate(StepType):
                 reservation=0, limit=-1, expandableReservation=True, shares=vim.SharesInfo(level="normal", shares=0)
             )
 
+        kind = "resource pool" if params.use_resource_pool else "vApp"
+        entry = ["container", ctx.state.get("adopt"), params.name]
+        ctx.state["created"].append(entry)  # before the call: its answer may be lost in a cut
+        if entry[1] is not None:
+            ctx.logger.info("adopting the empty %s %s an earlier create left", kind, params.name)
+            return entry[1]
         spec = vim.ResourceConfigSpec(cpuAllocation=allocation(), memoryAllocation=allocation())
         if params.use_resource_pool:
-            container = target.pool.CreateResourcePool(name=params.name, spec=spec)
+            entry[1] = target.pool.CreateResourcePool(name=params.name, spec=spec)
         else:
-            container = target.pool.CreateVApp(
-                name=params.name, resSpec=spec, configSpec=vim.vApp.VAppConfigSpec(), vmFolder=target.dc.vmFolder
+            entry[1] = target.pool.CreateVApp(
+                name=params.name,
+                resSpec=spec,
+                configSpec=vim.vApp.VAppConfigSpec(annotation=owner_note(params.name)),
+                vmFolder=target.dc.vmFolder,
             )
-        ctx.state["created"].append(("container", container))
-        return container
+        return entry[1]
 
     def _vm(self, params, target, container, ctx):
         from pyVmomi import vim
@@ -463,14 +506,16 @@ class VCHCreate(StepType):
             memoryMB=params.memory_mb,
             deviceChange=devices,
             files=vim.vm.FileInfo(vmPathName=f"[{target.image_ds.name}]"),
+            extraConfig=[vim.option.OptionValue(key=BUILD_KEY, value="incomplete")],
         )
+        entry = ["vm", None, params.name]
+        ctx.state["created"].append(entry)  # before the call: its answer may be lost in a cut
         if params.use_resource_pool:
             task = target.dc.vmFolder.CreateVM_Task(config=spec, pool=container)
         else:
             task = container.CreateChildVM_Task(config=spec)
-        vm = vsphere.wait_task(task, ctx, f"create VM {params.name}")
-        ctx.state["created"].append(("vm", vm))
-        return vm
+        entry[1] = vsphere.wait_task(task, ctx, f"create VM {params.name}")
+        return entry[1]
 
     def _upload(self, params, target, folder, files: dict[str, str], ctx) -> None:
         """PUT each ISO into the VM's folder over the datastore HTTP interface (pinned certificate)."""
@@ -550,11 +595,22 @@ class VCHCreate(StepType):
         wanted = [(target.image_ds, target.image_path)] + list(target.volume_stores.values())
         for ds, path in wanted:
             name = f"[{ds.name}] {path}"
+            if vsphere.path_exists(ds, name, ctx):
+                ctx.logger.info("%s exists; kept", name)
+                continue
+            parts = path.split("/")  # MakeDirectory makes missing parents: the first missing one is removed
+            first_missing = next(
+                f"[{ds.name}] {'/'.join(parts[:i])}"
+                for i in range(1, len(parts) + 1)
+                if i == len(parts) or not vsphere.path_exists(ds, f"[{ds.name}] {'/'.join(parts[:i])}", ctx)
+            )
+            entry = ["directory", first_missing, first_missing]
+            ctx.state["created"].append(entry)  # only what did not exist: a volume store is never removed
             try:
                 manager.MakeDirectory(name=name, datacenter=target.dc, createParentDirectories=True)
-                ctx.state["created"].append(("directory", name))
                 ctx.logger.info("created %s", name)
             except vim.fault.FileAlreadyExists:
+                ctx.state["created"].remove(entry)
                 ctx.logger.info("%s exists; kept", name)
 
     def _wait_for_ip(self, vm, params, ctx) -> str:
@@ -606,31 +662,88 @@ class VCHCreate(StepType):
                 time.sleep(1)
 
     def rollback(self, params: VCHCreateParams, ctx) -> None:
-        """Remove what this run created, newest first (directories it made, VM, vApp, certificates)."""
+        """A later step failed: remove this VCH (see ``_clean_up``); what stays is in ``ctx.leftovers``."""
+        if not self._clean_up(params, ctx):
+            raise TransientError(
+                "could not remove everything this run created: " + "; ".join(ctx.leftovers),
+                "run the blueprint again once vCenter answers, or remove them as listed",
+            )
+
+    def _clean_up(self, params: VCHCreateParams, ctx) -> bool:
+        """Remove what this run built, on a session of its own, retrying for cleanup_timeout_seconds.
+
+        Never raises: a failed cleanup must not replace the error that caused it. What stays is
+        listed in ``ctx.leftovers`` with the command that removes it.
+        """
+        try:
+            vsphere.until_back(
+                lambda: self._remove(params, ctx), params.cleanup_timeout_seconds, ctx, "removing what this run built"
+            )
+            return True
+        except Exception as exc:
+            lines = [_leftover(kind, name, params) for kind, _, name in ctx.state.get("created", [])]
+            lines.append(
+                f"or run the blueprint again once vCenter answers: it removes the half-built {params.name} first"
+            )
+            ctx.leftovers[:] = [line for line in ctx.leftovers if line not in ctx.state.get("reported", [])] + lines
+            ctx.state["reported"] = lines
+            ctx.logger.error("could not remove what this run built (%s); left behind: %s", exc, "; ".join(lines))
+            return False
+
+    def _remove(self, params: VCHCreateParams, ctx) -> None:
+        """Newest first: the endpoint VM (its files go with it), the vApp or pool, new folders, certificates.
+
+        Objects whose creation answer was lost are found by name, and only if they are this step's
+        (the VM's build marker, the vApp's annotation, an empty pool).
+        """
         import shutil
 
-        from pyVmomi import vim, vmodl
+        created = ctx.state.get("created", [])
+        with vsphere.fresh_session(params, ctx) as si:
+            dc = vsphere.datacenter(si, params.datacenter)
+            for entry in reversed(list(created)):
+                kind, ref, name = entry
+                try:
+                    if kind == "vm":
+                        vm = vsphere.find_vm(si, dc, name)
+                        if vm is not None and (half_built(vm) if ref is None else vm._moId == ref._moId):
+                            if vm.runtime.powerState == "poweredOn":
+                                vsphere.wait_task(vm.PowerOffVM_Task(), ctx, f"power off {name}")
+                            vsphere.wait_task(vm.Destroy_Task(), ctx, f"destroy VM {name}")
+                    elif kind == "container":
+                        pool = vsphere.find_vapp_or_pool(si, dc, name)
+                        if pool is not None and pool.vm:
+                            others = ", ".join(sorted(v.name for v in pool.vm))
+                            ctx.leftovers.append(f"{name} still holds VMs {others}: kept (remove them, then {name})")
+                        elif pool is not None and self._adoptable(pool, params):
+                            vsphere.wait_task(pool.Destroy_Task(), ctx, f"destroy {name}")
+                    elif kind == "directory":
+                        vsphere.wait_task(
+                            vsphere.content(si).fileManager.DeleteDatastoreFile_Task(name=name, datacenter=dc),
+                            ctx,
+                            f"delete {name}",
+                        )
+                    elif kind == "certs":
+                        shutil.rmtree(ref, ignore_errors=True)
+                    ctx.logger.info("removed %s %s", kind, name)
+                except Exception as exc:
+                    if not vsphere.is_gone(exc):
+                        raise
+                created.remove(entry)
 
-        si = vsphere.service_instance(params, ctx)
-        dc = vsphere.datacenter(si, params.datacenter)
-        content = si.content
-        for kind, ref in reversed(ctx.state.get("created", [])):  # ref: a managed object, a path or a folder
-            try:
-                if kind == "powered_on":
-                    if ref.runtime.powerState == "poweredOn":
-                        vsphere.wait_task(ref.PowerOffVM_Task(), ctx, "power off")
-                elif kind in ("vm", "container"):
-                    vsphere.wait_task(ref.Destroy_Task(), ctx, f"destroy {kind}")
-                elif kind == "directory":
-                    vsphere.wait_task(
-                        content.fileManager.DeleteDatastoreFile_Task(name=ref, datacenter=dc), ctx, f"delete {ref}"
-                    )
-                elif kind == "certs":
-                    shutil.rmtree(ref, ignore_errors=True)
-                ctx.logger.info("rolled back %s %s", kind, getattr(ref, "_moId", ref))
-            except (vim.fault.NotFound, vmodl.fault.ManagedObjectNotFound):
-                pass
-        ctx.state["created"] = []
+
+def _leftover(kind: str, name: str, params: VCHCreateParams) -> str:
+    """One left-behind object and the govc command that removes it."""
+    if kind == "vm":
+        return f"VM {name} (half-built VCH) and its files - remove: govc vm.destroy {name}"
+    if kind == "container":
+        if params.use_resource_pool:
+            return f"resource pool {name} (if its creation reached vCenter) - remove: govc pool.destroy {name}"
+        return f"vApp {name} (if its creation reached vCenter) - remove: govc vapp.destroy {name}"
+    if kind == "directory":
+        ds, _, path = name.partition("] ")
+        return f"folder {name} - remove: govc datastore.rm -ds {ds.lstrip('[')} {path}"
+    return f"{kind} {name}"
 
 
 class _PinnedAdapter(requests.adapters.HTTPAdapter):
@@ -690,7 +803,7 @@ class VCHDelete(StepType):
         from pyVmomi import vim
 
         si, dc, vm = _vch(params, ctx)
-        settings = json.loads(extra_config(vm)[CONFIG_KEY])
+        settings = json.loads(extra_config(vm).get(CONFIG_KEY, "{}"))  # none yet on a half-built VCH
         container = (
             vm.resourcePool
             if isinstance(vm.resourcePool, vim.VirtualApp) or settings.get("use_resource_pool")

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
+import logging
 import os
 import socket
 import ssl
 import threading
+import time
 import weakref
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, model_validator
@@ -54,6 +58,31 @@ class VSphereParams(Params):
         self.server = host
         self.datacenter = dc
         return self
+
+
+T = TypeVar("T")
+
+# A reset, a refused or timed-out connection, an EOF in TLS, a half-read answer: the network, not the
+# request. Worth another try once the connection is back.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (OSError, http.client.HTTPException)
+
+
+def until_back(fn: Callable[[], T], budget: float, ctx: StepContext, what: str) -> T:
+    """``fn()``, called again after connection failures until ``budget`` seconds have passed.
+
+    For cleanup and rollback, which must outlast a short cut instead of giving up at its first error.
+    """
+    deadline = time.monotonic() + budget
+    delay = 0.5
+    while True:
+        try:
+            return fn()
+        except (*CONNECTION_ERRORS, TransientError) as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            ctx.logger.warning("%s: %s; trying again in %.1fs", what, exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def _setting(params: VSphereParams, name: str) -> str | None:
@@ -112,38 +141,70 @@ class Sessions:
         self._sessions: dict[tuple[str, str], object] = {}
 
     def get(self, params: VSphereParams, ctx: StepContext):
-        server, user, password = (_setting(params, n) for n in ("server", "user", "password"))
-        missing = [n for n, v in (("server", server), ("user", user), ("password", password)) if not v]
-        if missing:
-            variables = ", ".join(f"VSPHERE_{name.upper()}" for name in missing)
-            raise PermanentError(
-                f"vSphere {', '.join(missing)} not set",
-                f"give them to the step (with: {', '.join(missing)}; the shipped blueprints take them as inputs: "
-                f"--set {missing[0]}=...), or set {variables}",
-            )
-        masking.add_secret(password)
+        server, user, _ = _credentials(params)
         with self._lock:
             key = (server, user)
             if key not in self._sessions:
-                self._sessions[key] = _login(
-                    server,
-                    user,
-                    password,
-                    _setting(params, "thumbprint"),
-                    params.insecure,
-                    params.connect_timeout_seconds,
-                    ctx,
-                )
+                self._sessions[key] = login(params, ctx)
             return self._sessions[key]
 
-    def close(self) -> None:
-        from pyVim.connect import Disconnect
-
+    def close(self, budget: float = 10.0) -> list[str]:
+        """Log every session out (retrying a cut connection for ``budget`` s); returns what stays logged in."""
         with self._lock:
-            for si in self._sessions.values():
-                with contextlib.suppress(Exception):  # the server may be gone already; nothing left to release
-                    Disconnect(si)
-            self._sessions.clear()
+            sessions, self._sessions = dict(self._sessions), {}
+        quiet = StepContext("vsphere", "", "", _log)
+        return [left for (server, user), si in sessions.items() if (left := logout(si, server, user, quiet, budget))]
+
+
+_log = logging.getLogger("vicflow.vsphere")
+
+
+def _credentials(params: VSphereParams) -> tuple[str, str, str]:
+    server, user, password = (_setting(params, n) for n in ("server", "user", "password"))
+    missing = [n for n, v in (("server", server), ("user", user), ("password", password)) if not v]
+    if missing:
+        variables = ", ".join(f"VSPHERE_{name.upper()}" for name in missing)
+        raise PermanentError(
+            f"vSphere {', '.join(missing)} not set",
+            f"give them to the step (with: {', '.join(missing)}; the shipped blueprints take them as inputs: "
+            f"--set {missing[0]}=...), or set {variables}",
+        )
+    masking.add_secret(password)
+    return server, user, password
+
+
+def login(params: VSphereParams, ctx: StepContext):
+    """A new logged-in session (the caller logs it out: ``logout``)."""
+    server, user, password = _credentials(params)
+    return _login(
+        server, user, password, _setting(params, "thumbprint"), params.insecure, params.connect_timeout_seconds, ctx
+    )
+
+
+def logout(si, server: str, user: str, ctx: StepContext, budget: float = 10.0) -> str | None:
+    """Log out, retrying a cut connection; returns a line for the run's report if the session stays."""
+    try:
+        until_back(lambda: content(si).sessionManager.Logout(), budget, ctx, f"log out of {server}")
+        return None
+    except Exception as exc:
+        ctx.logger.warning("could not log out of %s: %s", server, exc)
+        return (
+            f"vSphere session of {user} on {server} (log out failed: {type(exc).__name__}) - "
+            "it ends at vCenter's idle-session timeout (30 min by default), or: govc session.rm KEY"
+        )
+
+
+@contextlib.contextmanager
+def fresh_session(params: VSphereParams, ctx: StepContext):
+    """A session of its own, logged out afterwards: cleanup after a cut must not depend on the run's session."""
+    server, user, _ = _credentials(params)
+    si = login(params, ctx)
+    try:
+        yield si
+    finally:
+        left = logout(si, server, user, ctx)
+        if left:
+            ctx.leftovers.append(left)
 
 
 def _mismatch(host: str, expected: str, seen: str) -> PermanentError:
@@ -274,7 +335,9 @@ def wait_task(task, ctx: StepContext, what: str, timeout: float = 300):
             return fields.get("info.result")
         if state == "error":
             fault = fields.get("info.error")
-            raise PermanentError(f"{what} failed: {getattr(fault, 'msg', None) or type(fault).__name__}")
+            error = PermanentError(f"{what} failed: {getattr(fault, 'msg', None) or type(fault).__name__}")
+            error.fault = fault  # for callers that accept some faults (e.g. FileNotFound when removing)
+            raise error
         if time.monotonic() > deadline:
             raise TransientError(f"{what} did not finish in time (task {task._moId} is {state})")
         time.sleep(0.2)
@@ -412,6 +475,30 @@ def datastore(dc, name: str):
 
 def network(dc, name: str):
     return _named(dc.network, name, "network", dc)
+
+
+def path_exists(ds, path: str, ctx: StepContext) -> bool:
+    """Whether ``[datastore] path`` exists (the datastore browser answers FileNotFound otherwise)."""
+    from pyVmomi import vim
+
+    try:
+        # a pattern that matches no file: only the folder's existence is asked (and the 0.24 simulator
+        # crashes listing a folder's files without a search spec)
+        spec = vim.host.DatastoreBrowser.SearchSpec(matchPattern=[".vicflow-exists-check"])
+        wait_task(ds.browser.SearchDatastore_Task(datastorePath=path, searchSpec=spec), ctx, f"look for {path}")
+        return True
+    except PermanentError as exc:
+        if isinstance(getattr(exc, "fault", None), vim.fault.FileNotFound):
+            return False
+        raise
+
+
+def is_gone(exc: BaseException) -> bool:
+    """The object or file is not there (any more): nothing to remove."""
+    from pyVmomi import vim, vmodl
+
+    gone = (vim.fault.NotFound, vim.fault.FileNotFound, vmodl.fault.ManagedObjectNotFound)
+    return isinstance(exc, gone) or isinstance(getattr(exc, "fault", None), gone)
 
 
 def find_vm(si, dc, name: str):

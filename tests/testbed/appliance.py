@@ -9,6 +9,7 @@ test bed's dockerd.
 from __future__ import annotations
 
 import base64
+import contextlib
 import subprocess
 import tempfile
 import threading
@@ -39,10 +40,11 @@ class Appliance:
 
     def _run(self) -> None:
         from pyVim.connect import Disconnect
-        from pyVmomi import vim
+        from pyVmomi import vim, vmodl
         from vicflow.plugins.builtin import vch
 
         si = self.sim.connect()
+        served: set[str] = set()
         try:
             while not self.stop_event.is_set():
                 vm = next(
@@ -55,14 +57,16 @@ class Appliance:
                     ),
                     None,
                 )
-                if vm is not None and vm.runtime.powerState == "poweredOn":
+                # every boot of a VM by this name gets its IP (a create that failed and was redone makes a new VM)
+                if vm is not None and vm._moId not in served and vm.runtime.powerState == "poweredOn":
                     time.sleep(self.delay)
-                    if self.serve_tls:
+                    if self.serve_tls and self.proxy is None:
                         self._serve_tls(vch.extra_config(vm), vch)
                     spec = vim.vm.ConfigSpec(extraConfig=[vim.option.OptionValue(key=vch.CLIENT_IP_KEY, value=self.ip)])
-                    vm.ReconfigVM_Task(spec=spec)
-                    return
-                time.sleep(0.2)
+                    with contextlib.suppress(vmodl.fault.ManagedObjectNotFound):  # destroyed meanwhile (a cleanup)
+                        vm.ReconfigVM_Task(spec=spec)
+                    served.add(vm._moId)
+                time.sleep(0.1)
         except BaseException as exc:  # surfaced by the test through .error
             self.error = exc
         finally:

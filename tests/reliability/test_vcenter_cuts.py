@@ -1,0 +1,269 @@
+"""The vCenter connection is cut during vch_create: nothing leaked, nothing unreported.
+
+A TCP proxy (tests/testbed/faultproxy.py) sits between vicflow and the simulator. The cut comes at a
+random point: before the vApp, once the vApp exists, once the VM exists, part-way through the ISO
+upload, or once the VM is powered on (while the step waits for the appliance's IP). A short cut is
+restored within the retry budget; a long one only after the step has failed. The simulator's objects
+are counted through a session of the test's own, straight to the simulator: VMs, vApps and pools,
+every file and folder on its datastores, vSPC per host, and login sessions.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from pyVim.connect import Disconnect
+from pyVmomi import vim
+from vicflow.plugins.builtin.firewall import Firewall
+from vicflow.plugins.builtin.vch import VCHCreate
+
+from tests import stepkit
+from tests.testbed import vcsim
+from tests.testbed.appliance import Appliance
+from tests.testbed.faultproxy import FaultProxy
+
+pytestmark = [pytest.mark.vcsim, pytest.mark.faults]
+
+NAME = "vch-demo"
+POINTS = ("start", "vapp", "vm", "upload", "ip")
+TRIALS = int(__import__("os").environ.get("VICFLOW_CUT_TRIALS", "30"))
+
+
+def _view(si, kind) -> list:
+    view = si.content.viewManager.CreateContainerView(si.content.rootFolder, [kind], True)
+    try:
+        return list(view.view)
+    finally:
+        view.Destroy()
+
+
+def count(si) -> dict[str, set]:
+    """What a trial may leak, read straight from the simulator (never through the proxy)."""
+    files = set()
+    for ds in _view(si, vim.Datastore):
+        root = Path(ds.summary.url)
+        files |= {f"[{ds.name}] {p.relative_to(root)}" for p in root.rglob("*")}
+    vspc = set()
+    for host in _view(si, vim.HostSystem):
+        if any(r.key == "vSPC" and r.enabled for r in host.configManager.firewallSystem.firewallInfo.ruleset):
+            vspc.add(host.name)
+    return {
+        "vms": {v.name for v in _view(si, vim.VirtualMachine)},
+        "pools": {p.name for p in _view(si, vim.ResourcePool)},
+        "files": files,
+        "vspc": vspc,
+        "sessions": {s.key for s in si.content.sessionManager.sessionList},
+    }
+
+
+def delta(before: dict, after: dict) -> dict[str, set]:
+    return {k: after[k] - before[k] for k in before if after[k] - before[k]}
+
+
+def unreported(new: dict[str, set], report: str) -> list[str]:
+    """Objects left that no line of the run's report names."""
+    vms = {n for n in new.get("vms", ()) if f"VM {n} " in report}
+    missing = [f"VM {n}" for n in new.get("vms", ()) if n not in vms]
+    missing += [f"pool/vApp {n}" for n in new.get("pools", ()) if f"vApp {n} " not in report]
+    folders = [line.split("folder ", 1)[1].split(" - ", 1)[0] for line in report.splitlines() if "folder [" in line]
+    for path in new.get("files", ()):
+        top = path.split("] ", 1)[1].split("/", 1)[0]
+        if top not in vms and not any(path == f or path.startswith(f + "/") for f in folders):
+            missing.append(f"file {path}")
+    if new.get("sessions") and "vSphere session" not in report:
+        missing.append(f"{len(new['sessions'])} login session(s)")
+    missing += [f"vSPC on {h}" for h in new.get("vspc", ())]
+    return missing
+
+
+class Cutter(threading.Thread):
+    """Watches the simulator (its own session) and cuts the proxy when the trial's point is reached."""
+
+    def __init__(self, sim, proxy: FaultProxy, point: str, rng: random.Random, short: bool):
+        super().__init__(daemon=True, name=f"cut-{point}")
+        self.sim, self.proxy, self.point, self.short = sim, proxy, point, short
+        self.hold = rng.uniform(0.5, 2.0)  # a short cut's length
+        self.start_delay = rng.uniform(0.0, 0.15)
+        self.upload_bytes = rng.randint(50_000, 1_500_000)
+        self.fired = threading.Event()
+        self.stop = threading.Event()
+
+    def _reached(self, si, mark: dict) -> bool:
+        if self.point == "start":
+            return time.monotonic() >= mark["t0"] + self.start_delay
+        if self.point == "vapp":
+            return any(p.name == NAME for p in _view(si, vim.VirtualApp))
+        vm = next((v for v in _view(si, vim.VirtualMachine) if v.name == NAME), None)
+        if vm is None:
+            return False
+        if self.point == "vm":
+            return True
+        if self.point == "upload":
+            mark.setdefault("bytes", self.proxy.forwarded)
+            return self.proxy.forwarded - mark["bytes"] >= self.upload_bytes
+        return vm.runtime.powerState == "poweredOn"
+
+    def run(self) -> None:
+        si = self.sim.connect()
+        mark = {"t0": time.monotonic()}
+        try:
+            while not self.stop.is_set():
+                if self._reached(si, mark):
+                    self.proxy.cut()
+                    self.fired.set()
+                    if self.short:
+                        time.sleep(self.hold)
+                        self.proxy.restore()
+                    return
+                time.sleep(0.01)
+        finally:
+            Disconnect(si)
+
+
+def attempts(params: dict, leftovers: list, resources: dict, retries: int = 2):
+    """Apply vch_create the way the engine does: a new context per attempt, retried while transient."""
+    error = None
+    for attempt in range(1, retries + 2):
+        ctx = stepkit.context("vch", resources=resources, leftovers=leftovers)
+        try:
+            outputs = VCHCreate().apply(VCHCreate.Params.model_validate(params), ctx)
+            return {**outputs, "attempts": attempt}, None
+        except Exception as exc:
+            if not VCHCreate.is_transient(exc):
+                return None, exc
+            error = exc
+            time.sleep(1)
+    return None, error
+
+
+@pytest.fixture(scope="module")
+def isos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("isos")
+    (folder / "appliance.iso").write_bytes(random.Random(1).randbytes(2_000_000))  # long enough to cut part-way
+    (folder / "bootstrap.iso").write_bytes(b"BOOTSTRAP" * 100)
+    return folder
+
+
+def params_for(address: str, sim, isos) -> dict:
+    return {
+        "server": f"https://{address}/sdk",
+        "user": sim.username,
+        "password": sim.password,
+        "thumbprint": sim.thumbprint,
+        "name": NAME,
+        "compute_resource": "DC0_C0",
+        "image_store": f"LocalDS_0/VCHPOOL/{NAME}",
+        "volume_stores": [f"LocalDS_0/VCHPOOL/{NAME}/volumes:default", "LocalDS_1/shared:fast"],
+        "bridge_network": "DC0_DVPG0",
+        "tls": "no_tls",
+        "cert_path": str(isos / "certs"),
+        "appliance_iso": str(isos / "appliance.iso"),
+        "bootstrap_iso": str(isos / "bootstrap.iso"),
+        "appliance_timeout_seconds": 20,
+        "cleanup_timeout_seconds": 2,
+        "connect_timeout_seconds": 5,
+    }
+
+
+def one_trial(isos, point: str, short: bool, seed: int) -> dict:
+    """One create with one cut; returns what the trial counted."""
+    sim = vcsim.start(hosts=3)
+    host, port = sim.host.split(":")
+    proxy = FaultProxy(host, int(port)).start()
+    observer = sim.connect()
+    result: dict = {"point": point, "short": short, "seed": seed}
+    try:
+        direct = {"server": sim.url, "user": sim.username, "password": sim.password, "thumbprint": sim.thumbprint}
+        fw_ctx = stepkit.context("firewall")
+        stepkit.apply(Firewall, fw_ctx, **direct, compute_resource="DC0_C0", action="allow")
+        fw_ctx.resources["vsphere"].close()
+        before = count(observer)
+        params = params_for(proxy.address, sim, isos)
+        leftovers: list[str] = []
+        resources: dict = {}
+        cutter = Cutter(sim, proxy, point, random.Random(seed), short)
+        with Appliance(sim, NAME, delay=0.2):
+            cutter.start()
+            outputs, error = attempts(params, leftovers, resources)
+        cutter.stop.set()
+        cutter.join(10)
+        result["fired"] = cutter.fired.is_set()
+        result["error"] = error
+        result["outputs"] = outputs
+        if not short and outputs is None:  # still cut: what is left must all be in the report
+            session_lines = resources["vsphere"].close(budget=1) if "vsphere" in resources else []
+            report = "\n".join(leftovers + session_lines)
+            result["report"] = report
+            left = delta(before, count(observer))
+            result["left_while_cut"] = sum(len(v) for v in left.values())
+            result["unreported"] = unreported(left, report)
+            proxy.restore()
+            resources = {}
+            with Appliance(sim, NAME, delay=0.2):
+                outputs, error = attempts(params, leftovers, resources)
+            result["rerun_error"], result["outputs"] = error, outputs
+            result["reported_sessions"] = (
+                delta(before, count(observer)).get("sessions", set()) if session_lines else set()
+            )
+        proxy.restore()
+        if "vsphere" in resources:
+            assert resources["vsphere"].close() == [], "the run's session could not log out with the server back"
+        after = count(observer)
+        after["sessions"] -= result.get("reported_sessions", set())  # reported, and the only thing that stays
+        result["delta"] = delta(before, after)
+        return result
+    finally:
+        proxy.restore()
+        Disconnect(observer)
+        proxy.stop()
+        sim.stop()
+
+
+def clean_create_delta(isos) -> dict[str, set]:
+    """What a create that nothing disturbs adds to the simulator."""
+    sim = vcsim.start(hosts=3)
+    observer = sim.connect()
+    try:
+        direct = {"server": sim.url, "user": sim.username, "password": sim.password, "thumbprint": sim.thumbprint}
+        stepkit.apply(Firewall, **direct, compute_resource="DC0_C0", action="allow")
+        before = count(observer)
+        params = {**params_for(sim.host, sim, isos)}
+        resources: dict = {}
+        with Appliance(sim, NAME, delay=0.2):
+            outputs, error = attempts(params, [], resources, retries=0)
+        assert error is None, error
+        resources["vsphere"].close()
+        return delta(before, count(observer))
+    finally:
+        Disconnect(observer)
+        sim.stop()
+
+
+def test_thirty_cuts_at_random_points_leak_nothing_and_leave_nothing_unreported(isos):
+    clean = clean_create_delta(isos)
+    assert clean["vms"] == {NAME} and clean["pools"] == {NAME} and not clean.get("sessions")
+    rng = random.Random(20261128)
+    plan = [(POINTS[i % len(POINTS)], i % 2 == 0, rng.randrange(1 << 30)) for i in range(TRIALS)]
+    results = [one_trial(isos, point, short, seed) for point, short, seed in plan]
+
+    table = "\n".join(
+        f"{r['point']:>6} {'short' if r['short'] else 'long':>5} fired={r['fired']} "
+        f"attempts={(r['outputs'] or {}).get('attempts')} first={type(r['error']).__name__ if r['error'] else 'ok'} "
+        f"left-while-cut={r.get('left_while_cut', '-')} unreported={r.get('unreported', [])} "
+        f"leaked={ {k: sorted(v)[:3] for k, v in delta(clean, r['delta']).items()} }"
+        for r in results
+    )
+    print("\n" + table)
+    assert all(r["fired"] for r in results), f"a cut never happened:\n{table}"
+    for r in results:
+        assert r["outputs"] is not None, f"the VCH was not created in the end: {r}"
+        assert r["outputs"]["docker_host"], r
+        assert not r.get("rerun_error"), f"the re-run after a long cut failed: {r['rerun_error']!r}\n{table}"
+        assert r.get("unreported", []) == [], f"left behind and not reported: {r}\n{table}"
+        assert r["delta"] == clean, f"leaked (compared with a clean create): {delta(clean, r['delta'])}\n{table}"
+    assert all(r["outputs"]["attempts"] > 1 for r in results if r["short"]), f"a short cut was not retried:\n{table}"
+    assert all("report" in r for r in results if not r["short"]), f"a long cut did not fail the step:\n{table}"
