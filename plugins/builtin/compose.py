@@ -26,6 +26,11 @@ VERSION_LABEL = "vicflow"
 NETWORK_ERRORS = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
 
 
+def engine_is_transient(exc: BaseException) -> bool:
+    """A 5xx from the engine (it is restarting, or a daemon-side hiccup) is worth another attempt; a 4xx is not."""
+    return isinstance(exc, docker.errors.APIError) and (exc.status_code or 0) >= 500
+
+
 class ComposeParams(DockerParams):
     files: list[str] = Field(default_factory=list, description="compose files, merged in order (-f a -f b)")
     project: str | None = Field(None, description="project name (default: the first file's folder)")
@@ -362,13 +367,29 @@ class Deployer:
             if exc.status_code == 409:  # the name is taken (asked only then: one call less per container)
                 raise self._name_taken(name) from None
             raise
-        if service is not None:
-            for key, aliases in list(service.networks.items())[1:]:
-                self.client.api.connect_container_to_network(
-                    container["Id"], self.project.networks[key].name, aliases=[service.name, *aliases]
-                )
-        self._start(container["Id"], name)
+        try:
+            if service is not None:
+                for key, aliases in list(service.networks.items())[1:]:
+                    self.client.api.connect_container_to_network(
+                        container["Id"], self.project.networks[key].name, aliases=[service.name, *aliases]
+                    )
+            self._start(container["Id"], name)
+        except BaseException:
+            self._discard(container["Id"], name)
+            raise
         return container["Id"]
+
+    def _discard(self, container_id: str, name: str) -> None:
+        """A container this attempt created and could not start is removed, or reported: never left silently."""
+        try:
+            self.client.api.remove_container(container_id, force=True)
+            self.ctx.logger.warning("removed %s: created, but it did not start", name)
+        except Exception as exc:
+            self.ctx.logger.error("could not remove %s, which did not start: %s", name, exc)
+            self.ctx.leftovers.append(
+                f"container {name} ({container_id[:12]}) created but not started - the next run starts it, "
+                f"or remove it: docker rm -f {name}"
+            )
 
     def _start(self, container_id: str, name: str, wait_seconds: float = 30) -> None:
         """Start; a syslog logging driver whose server (Harbor's ``log`` service) is still starting refuses the
@@ -380,6 +401,11 @@ class Deployer:
                 return
             except docker.errors.APIError as exc:
                 text = str(exc.explanation or exc)
+                if engine_is_transient(exc) and "logging driver" not in text:
+                    raise TransientError(
+                        f"container {name!r} did not start: the engine answered {exc.status_code}: {text}",
+                        "retried while the engine recovers (a restarting dockerd answers 500)",
+                    ) from None
                 if "logging driver" not in text or time.monotonic() > until:
                     raise PermanentError(
                         f"container {name!r} was created but does not start: {text}",
@@ -534,6 +560,10 @@ class ComposeUp(StepType):
     }
     transient_errors = NETWORK_ERRORS
 
+    @classmethod
+    def is_transient(cls, exc: BaseException) -> bool:
+        return super().is_transient(exc) or engine_is_transient(exc)
+
     def plan(self, params: ComposeUpParams, ctx) -> list[Change]:
         project = _project(params, ctx)
         with connected(params) as client:
@@ -648,6 +678,10 @@ class ComposeDown(StepType):
     Params = ComposeDownParams
     outputs = {"removed_containers": "names", "removed_networks": "names", "removed_volumes": "names"}
     transient_errors = NETWORK_ERRORS
+
+    @classmethod
+    def is_transient(cls, exc: BaseException) -> bool:
+        return super().is_transient(exc) or engine_is_transient(exc)
 
     def _name(self, params: ComposeDownParams, ctx) -> str:
         if params.files:

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import requests
 from pydantic import Field, model_validator
-from vicflow.plugins import Change, StepType, TransientError, hookimpl
+from vicflow.plugins import Change, PermanentError, StepType, TransientError, hookimpl
 from vicflow.plugins.builtin import pgwire
 from vicflow.plugins.builtin.dockerapi import DockerParams, connected
 
@@ -31,6 +31,11 @@ class HealthParams(DockerParams):
     host: str | None = Field(None, description="tcp/postgres: host")
     port: int | None = Field(None, description="tcp/postgres: port (postgres default 5432)")
     container: str | None = Field(None, description="container: name or id")
+    watch_container: str | None = Field(
+        None,
+        description="http/tcp/postgres: the container behind the service (on docker_host); "
+        "once it has exited the check fails at once instead of waiting out its deadline",
+    )
     user: str = "postgres"
     password: str | None = None
     database: str | None = None
@@ -76,6 +81,7 @@ class HealthCheck(StepType):
                 last = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ProbeFailed) else str(exc)
                 latency = (time.monotonic() - started) * 1000
                 ctx.logger.info("%s attempt %d failed after %.0f ms: %s", _target(params), attempt, latency, last)
+                _fail_if_exited(params, last)
             if time.monotonic() + params.interval_seconds >= deadline:
                 raise TransientError(
                     f"{_target(params)} did not pass within {params.deadline_seconds:g}s "
@@ -125,6 +131,27 @@ def _container(params: HealthParams, timeout: float) -> str:
         if health not in (None, "healthy"):
             raise ProbeFailed(f"container {params.container} is running but {health}")
         return f"running{', ' + health if health else ''}"
+
+
+def _fail_if_exited(params: HealthParams, last: str) -> None:
+    """The container behind the check has exited and will not be restarted: no deadline would help."""
+    name = params.container if params.kind == "container" else params.watch_container
+    if not name:
+        return
+    try:
+        with connected(params.model_copy(update={"api_timeout_seconds": 5})) as client:
+            container = client.containers.get(name)
+            state = container.attrs["State"]
+            if state.get("Running") or state.get("Restarting") or state.get("Status") not in ("exited", "dead"):
+                return
+            tail = container.logs(tail=5).decode(errors="replace").strip()
+    except Exception:  # the engine could not say: keep probing until the deadline
+        return
+    raise PermanentError(
+        f"{_target(params)}: container {name} has {state.get('Status')} (exit code {state.get('ExitCode')}, "
+        f"at {state.get('FinishedAt')}); last error: {last}" + (f"; its last log lines:\n{tail}" if tail else ""),
+        f"read its logs (docker logs {name}) and fix the cause; a restart policy would restart it",
+    )
 
 
 def _postgres(params: HealthParams, timeout: float) -> str:

@@ -267,3 +267,88 @@ def test_thirty_cuts_at_random_points_leak_nothing_and_leave_nothing_unreported(
         assert r["delta"] == clean, f"leaked (compared with a clean create): {delta(clean, r['delta'])}\n{table}"
     assert all(r["outputs"]["attempts"] > 1 for r in results if r["short"]), f"a short cut was not retried:\n{table}"
     assert all("report" in r for r in results if not r["short"]), f"a long cut did not fail the step:\n{table}"
+
+
+BLUEPRINT = """
+name: vch-cut
+steps:
+  - id: firewall
+    uses: firewall
+    retries: 2
+    retry_delay_seconds: 1
+    with: {server: "%(server)s", user: %(user)s, password: %(password)s, thumbprint: "%(thumbprint)s",
+           compute_resource: DC0_C0, action: allow, rollback_timeout_seconds: 60}
+  - id: vch
+    uses: vch_create
+    needs: firewall
+    retries: 2
+    retry_delay_seconds: 1
+    with: %(vch)s
+"""
+
+
+@pytest.mark.prefect
+def test_through_the_engine_a_long_cut_fails_the_create_reports_leftovers_and_rolls_the_firewall_back(
+    isos, tmp_path, prefect_api
+):
+    """retries: 2 runs (the cut's error is not replaced), the firewall is put back once vCenter answers."""
+    import json
+
+    from vicflow.flows.engine import RunFailed
+    from vicflow.flows.flow import run_blueprint
+
+    sim = vcsim.start(hosts=3)
+    host, port = sim.host.split(":")
+    proxy = FaultProxy(host, int(port)).start()
+    observer = sim.connect()
+    try:
+        before = count(observer)
+        params = params_for(proxy.address, sim, isos)
+        path = tmp_path / "vch-cut.yaml"
+        path.write_text(
+            BLUEPRINT
+            % {
+                "server": params["server"],
+                "user": sim.username,
+                "password": sim.password,
+                "thumbprint": sim.thumbprint,
+                "vch": json.dumps(params),
+            }
+        )
+
+        def cut_when_the_vm_exists():
+            while not any(v.name == NAME for v in _view(sim_session, vim.VirtualMachine)):
+                time.sleep(0.01)
+            proxy.cut()
+            time.sleep(15)  # the create fails within ~6 s; the firewall's rollback waits for this
+            proxy.restore()
+
+        sim_session = sim.connect()
+        cutter = threading.Thread(target=cut_when_the_vm_exists, daemon=True)
+        with Appliance(sim, NAME, delay=0.2):
+            cutter.start()
+            with pytest.raises(RunFailed) as failed:
+                run_blueprint(blueprint=str(path))
+        cutter.join(30)
+        Disconnect(sim_session)
+        summary = failed.value.summary
+        rows = {row["id"]: row for row in summary["steps"]}
+        assert rows["vch"]["attempts"] == 3, rows["vch"]
+        assert "ConnectionResetError" in rows["vch"]["error"] or "SSLEOFError" in rows["vch"]["error"], rows["vch"]
+        assert any(line.startswith(f"VM {NAME} (half-built VCH)") for line in rows["vch"]["left_behind"]), rows["vch"]
+        assert rows["firewall"]["state"] == "rolled_back", rows["firewall"]
+        assert count(observer)["vspc"] == set(), "vSPC was left enabled"
+        left = delta(before, count(observer))
+        assert unreported(left, "\n".join(rows["vch"]["left_behind"] + summary["left_behind"])) == []
+
+        with Appliance(sim, NAME, delay=0.2):  # the re-run removes the half-built VCH and creates it
+            summary = run_blueprint(blueprint=str(path))
+        rows = {row["id"]: row for row in summary["steps"]}
+        assert rows["vch"]["state"] == "completed" and rows["vch"]["left_behind"] == [], rows["vch"]
+        after = count(observer)
+        assert {NAME} == after["vms"] - before["vms"] and {NAME} == after["pools"] - before["pools"]
+    finally:
+        proxy.restore()
+        Disconnect(observer)
+        proxy.stop()
+        sim.stop()

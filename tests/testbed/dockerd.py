@@ -7,6 +7,7 @@ tcp://127.0.0.2:2375 answers like a VCH 1.1 (tests/testbed/vchproxy.py), in fron
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -88,6 +89,32 @@ def _spawn(cmd: list[str], log: Path, pidfile: Path) -> None:
     pidfile.write_text(str(proc.pid))
 
 
+def _dockerd_command() -> list[str]:
+    """dockerd on the test bed's socket and TLS port, with its state under the test bed's directory."""
+    return [
+        "dockerd",
+        "--host",
+        f"unix://{SOCKET}",
+        "--host",
+        TLS,
+        "--tlsverify",
+        "--tlscacert",
+        str(CERTS / "ca.pem"),
+        "--tlscert",
+        str(CERTS / "server-cert.pem"),
+        "--tlskey",
+        str(CERTS / "server-key.pem"),
+        "--data-root",
+        str(STATE / "docker"),
+        "--exec-root",
+        str(RUN / "exec"),
+        "--pidfile",
+        str(RUN / "dockerd.pid"),
+        "--storage-driver",
+        "overlay2",
+    ]
+
+
 def start(timeout: float = 90) -> Engine:
     """Start dockerd (and the plain-TCP forwarder) unless they already answer."""
     eng = engine()
@@ -104,28 +131,7 @@ def start(timeout: float = 90) -> Engine:
     if not _ping(eng.socket_url):
         say(f"starting dockerd on {SOCKET}, {TLS} (TLS verify); log {STATE / 'dockerd.log'}")
         _spawn(
-            [
-                "dockerd",
-                "--host",
-                f"unix://{SOCKET}",
-                "--host",
-                TLS,
-                "--tlsverify",
-                "--tlscacert",
-                str(CERTS / "ca.pem"),
-                "--tlscert",
-                str(CERTS / "server-cert.pem"),
-                "--tlskey",
-                str(CERTS / "server-key.pem"),
-                "--data-root",
-                str(STATE / "docker"),
-                "--exec-root",
-                str(RUN / "exec"),
-                "--pidfile",
-                str(RUN / "dockerd.pid"),
-                "--storage-driver",
-                "overlay2",
-            ],
+            _dockerd_command(),
             STATE / "dockerd.log",
             RUN / "dockerd.launcher.pid",
         )
@@ -176,3 +182,28 @@ def stop() -> None:
         except ProcessLookupError:
             pass
         pidfile.unlink(missing_ok=True)
+
+
+def restart(timeout: float = 90) -> None:
+    """Stop dockerd (as a host reboot or a package upgrade does) and start it again with the same command.
+
+    The socat forwarder and the VCH proxy stay up; they answer again once dockerd does.
+    """
+    pidfile = RUN / "dockerd.pid"
+    pid = int(pidfile.read_text().strip())
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    with contextlib.suppress(ProcessLookupError):
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):  # started by an earlier restart() here: reap it
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    break
+            os.kill(pid, 0)
+            time.sleep(0.1)
+    deadline = time.monotonic() + timeout
+    _spawn(_dockerd_command(), STATE / "dockerd.log", RUN / "dockerd.launcher.pid")
+    while time.monotonic() < deadline:
+        if _ping(engine().socket_url):
+            return
+        time.sleep(0.2)
+    raise TestbedError(f"dockerd did not come back within {timeout}s")

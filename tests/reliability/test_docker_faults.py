@@ -1,0 +1,109 @@
+"""The test bed's dockerd restarts during compose_up of the seed's Gogs app; a checked container exits.
+
+dockerd is stopped with SIGTERM and started again with the same command (tests/testbed/dockerd.py
+``restart``), at a random point of a compose_up that has every container to create and start.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+
+import docker
+import pytest
+from vicflow.plugins.builtin.compose import LABEL, ComposeDown, ComposeUp
+from vicflow.plugins.builtin.health import HealthCheck
+from vicflow.plugins.step import PermanentError
+
+from tests import stepkit
+from tests.helpers import free_port
+from tests.test_compose import gogs, install, up, users  # noqa: F401 - gogs is a fixture
+from tests.testbed import dockerd
+
+pytestmark = [pytest.mark.docker, pytest.mark.faults]
+TRIALS = int(os.environ.get("VICFLOW_RESTART_TRIALS", "10"))
+
+
+def attempts(params: dict, leftovers: list, retries: int = 2) -> tuple[dict | None, list[str]]:
+    """compose_up as the engine runs it: a new context per attempt, retried while the error is transient."""
+    errors = []
+    for _ in range(retries + 1):
+        ctx = stepkit.context("app", leftovers=leftovers)
+        try:
+            return up(params, ctx)[0], errors
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}"[:200])
+            assert ComposeUp.is_transient(exc), f"not retried: {exc!r}"
+            time.sleep(2)
+    return None, errors
+
+
+def test_dockerd_restarts_during_compose_up_and_the_app_converges_with_its_data(gogs, docker_client):  # noqa: F811
+    up(gogs)
+    install(gogs)
+    assert "gogsadmin" in users(gogs)
+    rng = random.Random(1128)
+    table = []
+    for trial in range(TRIALS):
+        stepkit.apply(ComposeDown, **{k: v for k, v in gogs.items() if k not in ("url", "volume_driver")})
+        delay = rng.uniform(0.0, 1.5)
+        restarter = threading.Timer(delay, dockerd.restart)
+        restarter.start()
+        leftovers: list[str] = []
+        outputs, errors = attempts(gogs, leftovers)
+        restarter.join(120)
+        if outputs is None:  # the whole retry budget fell inside the restart: a re-run converges
+            outputs, more = attempts(gogs, leftovers)
+            errors += more
+        client = docker.DockerClient(base_url="tcp://127.0.0.1:2375", timeout=60)
+        try:
+            mine = client.containers.list(all=True, filters={"label": f"{LABEL}.project={gogs['project']}"})
+            by_service = {}
+            for c in mine:
+                by_service.setdefault(c.labels[f"{LABEL}.service"], []).append(c.status)
+        finally:
+            client.close()
+        table.append(f"trial {trial}: restart at {delay:.2f}s, errors {errors}, containers {by_service}")
+        assert outputs is not None, "\n".join(table)
+        assert by_service == {"gogs": ["running"], "gogsdb": ["running"]}, "\n".join(table)
+        assert leftovers == [], leftovers  # what failed to start was removed (nothing had to be reported)
+        deadline = time.monotonic() + 90
+        while True:  # the row written before the restarts (Gogs' admin user) is still there
+            try:
+                assert "gogsadmin" in users(gogs)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+    print("\n" + "\n".join(table))
+
+
+def test_a_health_check_fails_at_once_when_the_container_behind_it_has_exited(docker_engine, docker_images):
+    client = docker_engine.client()
+    name = f"exits-{random.randrange(1 << 30):x}"
+    client.containers.run(
+        "vicflow-test/busybox:latest", ["sh", "-c", "echo listening failed: bad config; exit 3"], name=name, detach=True
+    )
+    try:
+        started = time.monotonic()
+        with pytest.raises(PermanentError) as failed:
+            stepkit.apply(
+                HealthCheck,
+                kind="http",
+                url=f"http://127.0.0.1:{free_port()}/",
+                watch_container=name,
+                docker_host="tcp://127.0.0.1:2375",
+                deadline_seconds=120,
+                interval_seconds=0.5,
+            )
+        took = time.monotonic() - started
+        assert took < 15, f"waited {took:.0f}s of a 120 s deadline for a container that had exited"
+        message = str(failed.value)
+        assert f"container {name} has exited (exit code 3" in message
+        assert "listening failed: bad config" in message and f"docker logs {name}" in message
+    finally:
+        client.containers.get(name).remove(force=True)
+        client.close()
