@@ -16,6 +16,8 @@ from vicflow.flows import blueprint as bp
 from vicflow.flows import engine, expressions, shipped
 from vicflow.plugins.manager import default_registry
 
+LEASE_SECONDS = 60  # how long a killed run can keep its target's slot
+
 ShippedBlueprint = Literal["gogs", "gogs-health", "vch", "full-stack", "harbor-registry-swap"]
 
 
@@ -108,9 +110,21 @@ def one_run_per_target(document: bp.Blueprint, values: dict[str, Any], event: di
     name = "vicflow-target-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", target)[:100]
     with get_client(sync_client=True) as client:
         try:
-            client.read_global_concurrency_limit_by_name(name)
+            limit = client.read_global_concurrency_limit_by_name(name)
         except ObjectNotFound:
+            limit = None
             with suppress(ObjectAlreadyExists):
                 client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-    with concurrency(name, occupy=1, strict=True, lease_duration=3600):
+    if limit is not None and limit.active_slots >= limit.limit:
+        from prefect.logging import get_run_logger
+
+        get_run_logger().warning(
+            "waiting for another run on target %r to finish (concurrency limit %s); if that run was killed, "
+            "its slot is freed within %ds, when its lease is no longer renewed",
+            target,
+            name,
+            LEASE_SECONDS,
+        )
+    # Prefect renews the lease while this run is alive; a killed holder stops renewing it
+    with concurrency(name, occupy=1, strict=True, lease_duration=LEASE_SECONDS):
         yield
