@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from pydantic import Field
 from vicflow.plugins.step import Params, PermanentError
+
+log = logging.getLogger("vicflow.docker")
 
 
 class DockerParams(Params):
@@ -47,6 +50,8 @@ def docker_client(params: DockerParams):
     timeout = int(params.api_timeout_seconds)
     if not use_tls:
         return docker.DockerClient(base_url=host, timeout=timeout)
+    if not verify:  # a tls_noverify VCH (VIC's --no-tlsverify): encrypted, but anyone can answer
+        log.warning("TLS without verification for the Docker API at %s: set ca (and tls_verify) to check it", host)
     for label, path in (("ca", ca if verify else None), ("cert", cert), ("key", key)):
         if path and not os.path.exists(path):
             raise PermanentError(

@@ -67,6 +67,8 @@ class HealthCheck(StepType):
 
     def apply(self, params: HealthParams, ctx) -> dict[str, Any]:
         ctx.changed = False
+        if params.kind == "http" and params.url.startswith("https:") and not params.verify_tls and not params.ca:
+            ctx.logger.warning("verify_tls: false - the certificate of %s is not verified", params.url)
         deadline = min(time.monotonic() + params.deadline_seconds, ctx.deadline or float("inf"))
         attempt, last = 0, ""
         while True:
