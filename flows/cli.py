@@ -188,11 +188,13 @@ def _run_or_plan(args, dry_run: bool) -> int:
 
     if getattr(args, "resume", None):
         engine.load_journal(args.resume)  # an unknown id is exit 2 before Prefect starts
+    from vicflow.flows import cli_signals
     from vicflow.flows.flow import run_blueprint
     from vicflow.flows.progress import Progress
     from vicflow.plugins.manager import default_registry
 
     progress = Progress(document, quiet=args.output == "json", verbose=args.verbose)
+    cli_signals.install(args.file, lambda: progress.run_id)
     default_registry().pm.register(progress, name="vicflow.cli.progress")
     try:
         with progress:

@@ -13,7 +13,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 from vicflow.flows import blueprint as bp
-from vicflow.flows import engine, expressions, shipped
+from vicflow.flows import cli_signals, engine, expressions, shipped
 from vicflow.plugins.manager import default_registry
 
 LEASE_SECONDS = 60  # how long a killed run can keep its target's slot
@@ -43,6 +43,7 @@ def run_blueprint(
     event: dict[str, Any] | None = Field(default=None, description="the event that triggered this run"),
 ) -> dict[str, Any]:
     """Run a vicflow blueprint: every step becomes a task run named after its step id."""
+    cli_signals.reclaim_sigterm()
     registry = default_registry()
     document = bp.load(shipped.resolve(blueprint), registry)
     given = {**declared_site_inputs(document, inputs_from), **(inputs or {})}

@@ -1,0 +1,89 @@
+"""``vicflow run`` killed while it runs (SIGTERM or SIGKILL) leaves no temporary Prefect server behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def server_children(parent: int) -> list[int]:
+    """Processes started by ``parent`` that are Prefect's temporary server (uvicorn with Prefect's app)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+        if ppid == parent and b"prefect.server.api.server:create_app" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("State:"))
+    except (OSError, StopIteration):
+        return False
+    return " Z " not in state + " "
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_killed_vicflow_run_takes_its_temporary_prefect_server_with_it(tmp_path, sig):
+    blueprint = tmp_path / "wait.yaml"
+    blueprint.write_text(
+        "name: wait\nsteps:\n  - id: wait\n    uses: health_check\n"
+        f"    with: {{kind: tcp, host: 127.0.0.1, port: {free_port()}, deadline_seconds: 300, interval_seconds: 1}}\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_HOME": str(tmp_path / "prefect")}
+    env["VICFLOW_STATE_DIR"] = str(tmp_path / "state")
+    for name in ("PREFECT_API_URL", "VICFLOW_PLUGINS"):
+        env.pop(name, None)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "vicflow.flows.cli", "run", str(blueprint)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        servers: list[int] = []
+        while not servers and time.monotonic() < deadline and run.poll() is None:
+            servers = server_children(run.pid)
+            time.sleep(0.2)
+        assert servers, (
+            f"no temporary Prefect server was started: {run.stderr.read().decode()[-2000:] if run.poll() is not None else ''}"
+        )
+        time.sleep(8)  # the flow run is under way (its step waits for a port nobody opens)
+        assert run.poll() is None, run.stderr.read().decode()[-2000:]
+        run.send_signal(sig)
+        code = run.wait(30)
+        gone = time.monotonic() + 20
+        while any(alive(p) for p in servers) and time.monotonic() < gone:
+            time.sleep(0.2)
+        assert not any(alive(p) for p in servers), f"the temporary Prefect server {servers} outlived vicflow run"
+        assert code == -sig or code == 128 + sig, code
+        stderr = run.stderr.read().decode()
+        assert "Traceback" not in stderr
+        if sig == signal.SIGTERM:  # the user learns what happened to the flow run and how to go on
+            assert "stopped by SIGTERM; flow run " in stderr and "is marked Crashed" in stderr, stderr
+            assert f"vicflow run {blueprint} --resume " in stderr, stderr
+    finally:
+        if run.poll() is None:
+            run.kill()
+        for pid in server_children(run.pid):
+            os.kill(pid, signal.SIGKILL)
