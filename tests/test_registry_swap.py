@@ -184,6 +184,18 @@ def test_a_new_image_that_breaks_the_registry_rolls_back_by_itself(harbor, docke
     assert registry_api.Registry(harbor.url, ca=harbor.ca).ping() == 401
 
 
+def test_a_new_image_that_answers_but_refuses_pushes_rolls_back_by_itself(harbor, docker_client):
+    """/v2/ answers (the registry is up), but distribution's read-only mode refuses the verification push."""
+    before_text = Path(harbor.files[1]).read_text()
+    with pytest.raises(PermanentError, match=r"verification push: .*405.*rolled back to " + OLD) as failed:
+        stepkit.apply(RegistrySwap, **swap_params(harbor, new_image="vicflow-test/registry:2.6.1-readonly"))
+    assert "and the registry answers again" in str(failed.value)
+    assert Path(harbor.files[1]).read_text() == before_text
+    registry = containers(docker_client)["registry"]
+    assert registry.attrs["Config"]["Image"] == OLD and registry.status == "running"
+    assert registry_api.Registry(harbor.url, ca=harbor.ca).ping() == 401
+
+
 def test_swap_as_the_seed_does_it_keeps_images_logs_and_notifications(harbor, docker_client):
     registry = registry_api.Registry(harbor.url, harbor.user, harbor.password, harbor.ca)
     layer = push_small_image(registry, "library/kept", "before-swap")

@@ -139,8 +139,7 @@ class Registry:
         """Prove the credentials may push to ``repo``: open a blob upload and cancel it (nothing is stored)."""
         scope = f"repository:{repo}:pull,push"
         start = self.request("POST", f"/v2/{repo}/blobs/uploads/", scope)
-        if start.status_code != 202:
-            raise RegistryError(f"the registry refused an upload to {repo}: HTTP {start.status_code} {_errors(start)}")
+        _expect(start, 202, f"an upload to {repo}")
         # cancelling needs the delete action, which a pusher may lack: the empty upload is then left
         with contextlib.suppress(RegistryError):
             self.request("DELETE", self._location(start), f"repository:{repo}:pull,push,delete")
@@ -149,7 +148,7 @@ class Registry:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         scope = f"repository:{repo}:pull,push"
         start = self.request("POST", f"/v2/{repo}/blobs/uploads/", scope)
-        start.raise_for_status()
+        _expect(start, 202, f"an upload to {repo}")
         location = self._location(start)
         sep = "&" if "?" in location else "?"
         done = self.request(
@@ -159,7 +158,7 @@ class Registry:
             data=data,
             headers={"Content-Type": "application/octet-stream"},
         )
-        done.raise_for_status()
+        _expect(done, 201, f"the blob {digest} in {repo}")
         return digest
 
     def _location(self, response: requests.Response) -> str:
@@ -247,6 +246,21 @@ def _reason(exc: Exception) -> str:
     return match.group(0).strip() if match else text[:200]
 
 
+def _expect(response: requests.Response, status: int, what: str) -> None:
+    """A refused write is a RegistryError naming the registry's own error (and what a 405 means)."""
+    if response.status_code == status:
+        return
+    hint = None
+    if response.status_code == 405:
+        hint = (
+            "the registry is read-only (distribution's storage.maintenance.readonly, which Harbor sets during "
+            "garbage collection): it serves pulls and refuses every push"
+        )
+    raise RegistryError(
+        f"the registry refused {what}: HTTP {response.status_code} {_errors(response) or response.reason}", hint
+    )
+
+
 def _challenge_error(response: requests.Response) -> str:
     found = dict(CHALLENGE_RE.findall(response.headers.get("WWW-Authenticate", "")))
     return found.get("error", "")
@@ -256,7 +270,7 @@ def _errors(response: requests.Response) -> str:
     try:
         return "; ".join(f"{e.get('code')}: {e.get('message')}" for e in response.json().get("errors") or [])
     except ValueError:
-        return response.text[:200]
+        return response.text[:200].strip()
 
 
 # Plain-URL shortcuts (a registry without TLS settings), as the test bed's smoke tests use them.

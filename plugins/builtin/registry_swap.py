@@ -20,7 +20,7 @@ import docker
 import requests
 import yaml
 from pydantic import Field
-from vicflow.plugins import Change, PermanentError, StepContext, StepType, hookimpl
+from vicflow.plugins import Change, PermanentError, StepContext, StepError, StepType, hookimpl
 from vicflow.plugins.builtin import registry_api
 from vicflow.plugins.builtin.compose import LABEL, ComposeDown, ComposeDownParams, ComposeUp, ComposeUpParams
 from vicflow.plugins.builtin.composefile import load_project
@@ -156,10 +156,13 @@ class RegistrySwap(StepType):
         except Exception as exc:
             ctx.logger.error("swap to %s failed (%s); rolling back to %s", params.new_image, exc, old_image)
             self._restore(params, ctx)
+            cause, cause_hint = (exc.args[0], exc.hint) if isinstance(exc, StepError) else (str(exc), None)
             raise PermanentError(
-                f"swap of {params.service!r} to {params.new_image} failed: {exc}; rolled back to {old_image}, "
+                f"swap of {params.service!r} to {params.new_image} failed: {cause}; rolled back to {old_image}, "
                 "and the registry answers again",
-                "the old registry is serving; check the new image (docker logs) before retrying",
+                "; ".join(
+                    h for h in (cause_hint, "the old registry is serving; check the new image before retrying") if h
+                ),
             ) from None
         return {
             "old_image": old_image,

@@ -63,6 +63,11 @@ IMAGES: dict[str, str] = {
     "vicflow-test/registry:broken-exits": 'ENTRYPOINT ["/bin/sh", "-c", "echo \'configuration error: registry '
     'stand-in broken on purpose\' >&2; exit 1", "--"]\nEXPOSE 5000',
     "vicflow-test/registry:broken-silent": 'ENTRYPOINT ["/usr/local/bin/vicflow-sleep"]\nEXPOSE 5000',
+    # Answers /v2/ but refuses every push: distribution's own read-only maintenance mode (what Harbor sets
+    # during garbage collection), on the image that would otherwise accept the seed's manifest.
+    "vicflow-test/registry:2.6.1-readonly": "ENV REGISTRY_STORAGE_MAINTENANCE_READONLY='{\"enabled\": true}'\n"
+    + ALLOW_FOREIGN
+    + REGISTRY.format("2.6.1-photon"),
     # Harbor 1.1 (tests/testbed/harbor.py): log = rsyslog, ui = the token service, proxy = Debian's nginx, and
     # the services that only need to run (mysql, adminserver, jobservice, notary) share one stand-in.
     "vicflow-test/harbor-log:v1.1.1": 'ENTRYPOINT ["rsyslogd", "-n", "-f", "/etc/rsyslog-harbor.conf"]\nEXPOSE 514',
