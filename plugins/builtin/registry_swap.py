@@ -11,6 +11,7 @@ any failure restores the file and the old containers.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,17 @@ import docker
 import requests
 import yaml
 from pydantic import Field
-from vicflow.plugins import Change, PermanentError, StepContext, StepError, StepType, hookimpl
+from vicflow.plugins import Change, PermanentError, StepContext, StepError, StepType, TransientError, hookimpl
 from vicflow.plugins.builtin import registry_api
-from vicflow.plugins.builtin.compose import LABEL, ComposeDown, ComposeDownParams, ComposeUp, ComposeUpParams
+from vicflow.plugins.builtin.compose import (
+    LABEL,
+    NETWORK_ERRORS,
+    ComposeDown,
+    ComposeDownParams,
+    ComposeUp,
+    ComposeUpParams,
+    engine_is_transient,
+)
 from vicflow.plugins.builtin.composefile import load_project
 from vicflow.plugins.builtin.dockerapi import DockerParams, connected
 
@@ -99,6 +108,7 @@ class RegistrySwap(StepType):
     """Swap Harbor's registry image, verify schema-2 foreign-layer pushes, roll back by itself on failure."""
 
     Params = RegistrySwapParams
+    transient_errors = NETWORK_ERRORS
     outputs = {
         "old_image": "image before",
         "new_image": "image after",
@@ -123,6 +133,10 @@ class RegistrySwap(StepType):
             )
         return found[0].attrs["Config"]["Image"] if found else None
 
+    @classmethod
+    def is_transient(cls, exc: BaseException) -> bool:
+        return super().is_transient(exc) or engine_is_transient(exc)
+
     def plan(self, params: RegistrySwapParams, ctx) -> list[Change]:
         location = ImageLocation(self._files(params, ctx), params.service)
         running = self._running_image(params, ctx)
@@ -146,18 +160,29 @@ class RegistrySwap(StepType):
                 "verification": self._verify(params, ctx),
             }
         self._ensure_image(params, ctx)  # pre-flight: before anything changes
+        if self._running_image(params, ctx) is None:  # e.g. a swap whose rollback the engine's restart cut short
+            ctx.logger.warning("%s is not running: deploying %s as the files say first", params.service, old_image)
+            self._redeploy(params, ctx, down=False)
+            self._wait_api(params, ctx, time.monotonic() + params.verify_timeout_seconds)
         self._preflight(params, ctx)
         ctx.state.update(file=str(location.path), text=location.text, old_image=old_image)
         try:
-            location.path.write_text(location.replaced(params.new_image))
+            _write_whole(location.path, location.replaced(params.new_image))
             ctx.logger.info("%s: image %s -> %s", location.path, old_image, params.new_image)
             self._redeploy(params, ctx)
             verification = self._verify(params, ctx)
         except Exception as exc:
             ctx.logger.error("swap to %s failed (%s); rolling back to %s", params.new_image, exc, old_image)
-            self._restore(params, ctx)
             cause, cause_hint = (exc.args[0], exc.hint) if isinstance(exc, StepError) else (str(exc), None)
-            raise PermanentError(
+            try:
+                self._restore(params, ctx)
+            except Exception as undo:  # e.g. the engine is restarting: the file is whole, a retry converges
+                raise TransientError(
+                    f"swap of {params.service!r} to {params.new_image} failed: {cause}; {location.path} names "
+                    f"{old_image} again, but redeploying it failed: {undo}",
+                    "run the step again once the Docker engine answers: it swaps again, or rolls back",
+                ) from None
+            raise (TransientError if self.is_transient(exc) else PermanentError)(
                 f"swap of {params.service!r} to {params.new_image} failed: {cause}; rolled back to {old_image}, "
                 "and the registry answers again",
                 "; ".join(
@@ -194,7 +219,7 @@ class RegistrySwap(StepType):
                     "push the image to a registry the engine can reach, or load it",
                 ) from None
 
-    def _redeploy(self, params, ctx) -> None:
+    def _redeploy(self, params, ctx, down: bool = True) -> None:
         compose = self._compose(params, ctx)
         sub = StepContext(
             f"{ctx.step_id}.compose",
@@ -204,12 +229,14 @@ class RegistrySwap(StepType):
             deadline=ctx.deadline,
             base_dir=ctx.base_dir,
             resources=ctx.resources,
+            leftovers=ctx.leftovers,
         )
-        ComposeDown().apply(ComposeDownParams(**compose), sub)
+        if down:
+            ComposeDown().apply(ComposeDownParams(**compose), sub)
         ComposeUp().apply(ComposeUpParams(**compose), sub)
 
     def _restore(self, params, ctx) -> None:
-        Path(ctx.state["file"]).write_text(ctx.state["text"])
+        _write_whole(Path(ctx.state["file"]), ctx.state["text"])
         self._redeploy(params, ctx)
         self._wait_api(params, ctx, time.monotonic() + params.verify_timeout_seconds)
         ctx.logger.info("restored %s and %s", ctx.state["file"], ctx.state["old_image"])
@@ -229,8 +256,8 @@ class RegistrySwap(StepType):
             registry.check_push(params.verify_repository)
         except registry_api.RegistryError as exc:
             raise PermanentError(f"pre-flight: {exc}; nothing was changed", exc.hint) from None
-        except requests.RequestException as exc:
-            raise PermanentError(
+        except requests.RequestException as exc:  # Harbor may be starting: worth another try
+            raise TransientError(
                 f"pre-flight: the registry at {registry_url(params)} cannot be reached: {exc}; nothing was changed",
                 "registry_url is Harbor's public URL (its nginx), e.g. https://APPLIANCE",
             ) from None
@@ -310,6 +337,13 @@ class RegistrySwap(StepType):
             push.status,
         )
         return {"container_image": image, "api_status": status, "foreign_layer_push": push.status}
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Replace the file in one step (a temporary file renamed over it): never half-written, whatever happens."""
+    temporary = path.with_name(f".{path.name}.vicflow-tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
 
 
 def registry_url(params: RegistrySwapParams) -> str:

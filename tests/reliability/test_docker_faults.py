@@ -10,20 +10,24 @@ import os
 import random
 import threading
 import time
+from pathlib import Path
 
 import docker
 import pytest
 from vicflow.plugins.builtin.compose import LABEL, ComposeDown, ComposeUp
 from vicflow.plugins.builtin.health import HealthCheck
+from vicflow.plugins.builtin.registry_swap import RegistrySwap
 from vicflow.plugins.step import PermanentError
 
 from tests import stepkit
 from tests.helpers import free_port
 from tests.test_compose import gogs, install, up, users  # noqa: F401 - gogs is a fixture
+from tests.test_registry_swap import NEW, OLD, containers, harbor, swap_params  # noqa: F401 - harbor is a fixture
 from tests.testbed import dockerd
 
 pytestmark = [pytest.mark.docker, pytest.mark.faults]
 TRIALS = int(os.environ.get("VICFLOW_RESTART_TRIALS", "10"))
+SWAP_TRIALS = int(os.environ.get("VICFLOW_SWAP_RESTART_TRIALS", "3"))
 
 
 def attempts(params: dict, leftovers: list, retries: int = 2) -> tuple[dict | None, list[str]]:
@@ -108,3 +112,91 @@ def test_a_health_check_fails_at_once_when_the_container_behind_it_has_exited(do
     finally:
         client.containers.get(name).remove(force=True)
         client.close()
+
+
+def test_dockerd_restarts_during_compose_down_and_a_rerun_removes_all_but_the_volumes(gogs, docker_client):  # noqa: F811
+    up(gogs)
+    install(gogs)
+    down_params = {k: v for k, v in gogs.items() if k not in ("url", "volume_driver")}
+    volumes = {v.name for v in docker_client.volumes.list(filters={"label": f"{LABEL}.project={gogs['project']}"})}
+    assert volumes, "the gogs project has named volumes"
+    rng = random.Random(2812)
+    table = []
+    for trial in range(SWAP_TRIALS):
+        delay = rng.uniform(0.0, 1.0)
+        restarter = threading.Timer(delay, dockerd.restart)
+        restarter.start()
+        errors = []
+        for _ in range(3):  # as the engine retries a transient failure
+            try:
+                stepkit.apply(ComposeDown, **down_params)
+                break
+            except Exception as exc:
+                errors.append(f"{type(exc).__name__}: {str(exc)[:120]}")
+                assert ComposeDown.is_transient(exc), exc
+                time.sleep(2)
+        restarter.join(120)
+        _, ctx = stepkit.apply(ComposeDown, **down_params)  # the re-run converges
+        client = docker.DockerClient(base_url="tcp://127.0.0.1:2375", timeout=60)
+        try:
+            left = client.containers.list(all=True, filters={"label": f"{LABEL}.project={gogs['project']}"})
+            kept = {v.name for v in client.volumes.list()}
+        finally:
+            client.close()
+        table.append(f"trial {trial}: restart at {delay:.2f}s, errors {errors}, containers left {len(left)}")
+        assert left == [], "\n".join(table)
+        assert volumes <= kept, f"a volume was deleted: {volumes - kept}"
+        up(gogs)
+    deadline = time.monotonic() + 90
+    while "gogsadmin" not in users_or_none(gogs):  # the data outlived every restart
+        assert time.monotonic() < deadline, "\n".join(table)
+        time.sleep(1)
+    print("\n" + "\n".join(table))
+
+
+def swap(params: dict, retries: int = 3) -> tuple[dict | None, list[str]]:
+    """registry_swap as the engine runs it: retried while the error is transient (Harbor restarting)."""
+    errors = []
+    for _ in range(retries + 1):
+        try:
+            return stepkit.apply(RegistrySwap, **params)[0], errors
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
+            if not RegistrySwap.is_transient(exc):
+                return None, errors
+            time.sleep(5)
+    return None, errors
+
+
+def test_dockerd_restarts_during_registry_swap_the_file_is_whole_and_a_rerun_completes(harbor, docker_client):  # noqa: F811
+    """The swap completes or rolls back; its compose file is the old or the new one, never half-edited."""
+    path = Path(harbor.files[1])
+    original = path.read_text()
+    rng = random.Random(2811)
+    table = []
+    for trial in range(SWAP_TRIALS):
+        delay = rng.uniform(0.0, 4.0)
+        restarter = threading.Timer(delay, dockerd.restart)
+        restarter.start()
+        out, errors = swap(swap_params(harbor), retries=0)
+        restarter.join(120)
+        text = path.read_text()
+        whole = text == original or (text.count(NEW) == 1 and text.replace(NEW, OLD) == original)
+        table.append(f"trial {trial}: restart at {delay:.2f}s -> {'swapped' if out else errors}; file whole: {whole}")
+        assert whole, "\n".join(table)
+        out, errors = swap(swap_params(harbor, verify_timeout_seconds=90))  # the re-run converges
+        table.append(f"  re-run: {'swapped' if out else errors}")
+        assert out is not None, "\n".join(table)
+        assert out["verification"]["foreign_layer_push"] in (201, 202), out
+        running = containers(docker_client)["registry"]
+        assert running.attrs["Config"]["Image"] == NEW and running.status == "running", "\n".join(table)
+        path.write_text(original)  # back to the seed's registry for the next trial (it fails verification)
+        stepkit.apply(ComposeUp, docker_host="tcp://127.0.0.1:2375", files=harbor.files, project=harbor.project)
+    print("\n" + "\n".join(table))
+
+
+def users_or_none(params) -> list[str]:
+    try:
+        return users(params)
+    except Exception:
+        return []

@@ -201,9 +201,24 @@ def restart(timeout: float = 90) -> None:
             os.kill(pid, 0)
             time.sleep(0.1)
     deadline = time.monotonic() + timeout
-    _spawn(_dockerd_command(), STATE / "dockerd.log", RUN / "dockerd.launcher.pid")
-    while time.monotonic() < deadline:
-        if _ping(engine().socket_url):
-            return
-        time.sleep(0.2)
+    log = STATE / "dockerd.log"
+    for repaired in (False, True):
+        start_of_log = log.stat().st_size if log.exists() else 0
+        _spawn(_dockerd_command(), log, RUN / "dockerd.launcher.pid")
+        while time.monotonic() < deadline:
+            if _ping(engine().socket_url):
+                return
+            with open(log, "rb") as tail:
+                tail.seek(start_of_log)
+                crashed = b"libnetwork.(*controller).reservePools" in tail.read()
+            if crashed and not repaired:
+                # Debian's dockerd 20.10 stopped in the middle of a network change can leave a network without
+                # its IPAM data and then panics at every start. Its known repair: drop the network store
+                # (networks are created again by the next compose_up). Said here, so that a run shows it.
+                say("dockerd panics at start (libnetwork reservePools): removing its network store, starting again")
+                (STATE / "docker" / "network" / "files" / "local-kv.db").unlink(missing_ok=True)
+                break
+            time.sleep(0.2)
+        else:
+            break
     raise TestbedError(f"dockerd did not come back within {timeout}s")
