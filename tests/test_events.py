@@ -6,6 +6,7 @@ real events."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shlex
@@ -154,3 +155,64 @@ def test_two_pushes_at_once_give_runs_that_do_not_overlap(stack):
     spans = sorted((ts(r["start_time"]), ts(r["end_time"])) for r in runs)
     assert spans[0][1] <= spans[1][0], f"runs overlapped: {spans}"
     print(f"\nevent timings: {stack.timings}")
+
+
+def test_a_killed_lock_holder_frees_its_target_and_the_waiting_run_says_what_it_waits_for(stack, tmp_path):
+    """SIGKILL the run holding a target's slot: its lease stops being renewed, and the next run goes ahead."""
+    import signal
+    import subprocess
+    import sys
+
+    from vicflow.flows.flow import LEASE_SECONDS
+
+    from tests.helpers import free_port
+
+    def blueprint(name: str, port: int, deadline: int) -> Path:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(
+            f"name: {name}\ntarget: killed-holder-test\nsteps:\n  - id: wait\n    uses: health_check\n"
+            f"    with: {{kind: tcp, host: 127.0.0.1, port: {port}, deadline_seconds: {deadline}}}\n"
+        )
+        return path
+
+    def run(path: Path) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "vicflow.flows.cli", "run", str(path)],
+            env=stack.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    holder = run(blueprint("holder", free_port(), 600))
+    limit = "vicflow-target-killed-holder-test"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        response = requests.get(f"{stack.api}/v2/concurrency_limits/{limit}", timeout=10)
+        if response.status_code == 200 and response.json()["active_slots"] == 1:
+            break
+        time.sleep(0.5)
+    else:
+        holder.kill()
+        pytest.fail(f"the holder never took the target's slot: {holder.stderr.read()[-2000:]}")
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(10)
+    killed = time.monotonic()
+
+    with socket_listening() as open_port:
+        waiter = run(blueprint("waiter", open_port, 30))
+        stderr = waiter.communicate(timeout=LEASE_SECONDS + 120)[1]
+    waited = time.monotonic() - killed
+    assert waiter.returncode == 0, stderr[-2000:]
+    run_id = re.search(r"flow run ([0-9a-f-]{36})", stderr).group(1)
+    wait_log(stack, run_id, "waiting for another run on target 'killed-holder-test'", f"within {LEASE_SECONDS}s")
+    assert waited < LEASE_SECONDS + 60, f"the killed holder kept the target for {waited:.0f}s"
+    print(f"\nkilled holder: the next run went ahead {waited:.0f}s after the kill (lease {LEASE_SECONDS}s)")
+
+
+@contextlib.contextmanager
+def socket_listening():
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        yield server.getsockname()[1]
