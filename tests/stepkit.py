@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from vicflow.plugins.step import StepContext
@@ -30,3 +31,18 @@ def plan(step_type, ctx: StepContext | None = None, **params):
 
 def rollback(step_type, ctx: StepContext, **params) -> None:
     step_type().rollback(step_type.Params.model_validate(params), ctx)
+
+
+def retrying(step_type, params: dict, retries: int = 2, delay: float = 1.0, **shared) -> tuple[dict | None, list]:
+    """Apply as the engine does with ``retries``: a new context per attempt (sharing ``shared``, e.g. the run's
+    resources and the step's leftovers), again while the error is transient. Returns (outputs or None, errors)."""
+    errors: list[BaseException] = []
+    for _ in range(retries + 1):
+        try:
+            return step_type().apply(step_type.Params.model_validate(params), context(**shared)), errors
+        except Exception as exc:
+            errors.append(exc)
+            if not step_type.is_transient(exc):
+                break
+            time.sleep(delay)
+    return None, errors

@@ -150,7 +150,8 @@ class RegistrySwap(StepType):
     def apply(self, params: RegistrySwapParams, ctx) -> dict[str, Any]:
         location = ImageLocation(self._files(params, ctx), params.service)
         old_image = location.value
-        if old_image == params.new_image and self._running_image(params, ctx) == params.new_image:
+        running = self._running_image(params, ctx)
+        if old_image == params.new_image and running == params.new_image:
             ctx.changed = False
             ctx.logger.info("%s already runs %s: nothing to do", params.service, params.new_image)
             return {
@@ -160,7 +161,7 @@ class RegistrySwap(StepType):
                 "verification": self._verify(params, ctx),
             }
         self._ensure_image(params, ctx)  # pre-flight: before anything changes
-        if self._running_image(params, ctx) is None:  # e.g. a swap whose rollback the engine's restart cut short
+        if running is None:  # e.g. a swap whose rollback the engine's restart cut short
             ctx.logger.warning("%s is not running: deploying %s as the files say first", params.service, old_image)
             self._redeploy(params, ctx, down=False)
             self._wait_api(params, ctx, time.monotonic() + params.verify_timeout_seconds)

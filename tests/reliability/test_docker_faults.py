@@ -32,16 +32,10 @@ SWAP_TRIALS = int(os.environ.get("VICFLOW_SWAP_RESTART_TRIALS", "3"))
 
 def attempts(params: dict, leftovers: list, retries: int = 2) -> tuple[dict | None, list[str]]:
     """compose_up as the engine runs it: a new context per attempt, retried while the error is transient."""
-    errors = []
-    for _ in range(retries + 1):
-        ctx = stepkit.context("app", leftovers=leftovers)
-        try:
-            return up(params, ctx)[0], errors
-        except Exception as exc:
-            errors.append(f"{type(exc).__name__}: {exc}"[:200])
-            assert ComposeUp.is_transient(exc), f"not retried: {exc!r}"
-            time.sleep(2)
-    return None, errors
+    compose = {k: v for k, v in params.items() if k != "url"}
+    outputs, errors = stepkit.retrying(ComposeUp, compose, retries, delay=2, step_id="app", leftovers=leftovers)
+    assert outputs is not None or ComposeUp.is_transient(errors[-1]), f"not retried: {errors[-1]!r}"
+    return outputs, [f"{type(e).__name__}: {e}"[:200] for e in errors]
 
 
 def test_dockerd_restarts_during_compose_up_and_the_app_converges_with_its_data(gogs, docker_client):  # noqa: F811
@@ -126,24 +120,18 @@ def test_dockerd_restarts_during_compose_down_and_a_rerun_removes_all_but_the_vo
         delay = rng.uniform(0.0, 1.0)
         restarter = threading.Timer(delay, dockerd.restart)
         restarter.start()
-        errors = []
-        for _ in range(3):  # as the engine retries a transient failure
-            try:
-                stepkit.apply(ComposeDown, **down_params)
-                break
-            except Exception as exc:
-                errors.append(f"{type(exc).__name__}: {str(exc)[:120]}")
-                assert ComposeDown.is_transient(exc), exc
-                time.sleep(2)
+        done, errors = stepkit.retrying(ComposeDown, down_params, retries=2, delay=2)
+        assert done is not None or ComposeDown.is_transient(errors[-1]), errors
         restarter.join(120)
-        _, ctx = stepkit.apply(ComposeDown, **down_params)  # the re-run converges
+        stepkit.apply(ComposeDown, **down_params)  # the re-run converges
         client = docker.DockerClient(base_url="tcp://127.0.0.1:2375", timeout=60)
         try:
             left = client.containers.list(all=True, filters={"label": f"{LABEL}.project={gogs['project']}"})
             kept = {v.name for v in client.volumes.list()}
         finally:
             client.close()
-        table.append(f"trial {trial}: restart at {delay:.2f}s, errors {errors}, containers left {len(left)}")
+        reasons = [f"{type(e).__name__}: {str(e)[:120]}" for e in errors]
+        table.append(f"trial {trial}: restart at {delay:.2f}s, errors {reasons}, containers left {len(left)}")
         assert left == [], "\n".join(table)
         assert volumes <= kept, f"a volume was deleted: {volumes - kept}"
         up(gogs)
@@ -156,16 +144,8 @@ def test_dockerd_restarts_during_compose_down_and_a_rerun_removes_all_but_the_vo
 
 def swap(params: dict, retries: int = 3) -> tuple[dict | None, list[str]]:
     """registry_swap as the engine runs it: retried while the error is transient (Harbor restarting)."""
-    errors = []
-    for _ in range(retries + 1):
-        try:
-            return stepkit.apply(RegistrySwap, **params)[0], errors
-        except Exception as exc:
-            errors.append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
-            if not RegistrySwap.is_transient(exc):
-                return None, errors
-            time.sleep(5)
-    return None, errors
+    outputs, errors = stepkit.retrying(RegistrySwap, params, retries, delay=5)
+    return outputs, [f"{type(e).__name__}: {str(e).splitlines()[0][:160]}" for e in errors]
 
 
 def test_dockerd_restarts_during_registry_swap_the_file_is_whole_and_a_rerun_completes(harbor, docker_client):  # noqa: F811

@@ -126,18 +126,12 @@ class Cutter(threading.Thread):
 
 def attempts(params: dict, leftovers: list, resources: dict, retries: int = 2):
     """Apply vch_create the way the engine does: a new context per attempt, retried while transient."""
-    error = None
-    for attempt in range(1, retries + 2):
-        ctx = stepkit.context("vch", resources=resources, leftovers=leftovers)
-        try:
-            outputs = VCHCreate().apply(VCHCreate.Params.model_validate(params), ctx)
-            return {**outputs, "attempts": attempt}, None
-        except Exception as exc:
-            if not VCHCreate.is_transient(exc):
-                return None, exc
-            error = exc
-            time.sleep(1)
-    return None, error
+    outputs, errors = stepkit.retrying(
+        VCHCreate, params, retries, step_id="vch", resources=resources, leftovers=leftovers
+    )
+    if outputs is None:
+        return None, errors[-1]
+    return {**outputs, "attempts": len(errors) + 1}, None
 
 
 @pytest.fixture(scope="module")
