@@ -150,8 +150,7 @@ class RegistrySwap(StepType):
     def apply(self, params: RegistrySwapParams, ctx) -> dict[str, Any]:
         location = ImageLocation(self._files(params, ctx), params.service)
         old_image = location.value
-        running = self._running_image(params, ctx)
-        if old_image == params.new_image and running == params.new_image:
+        if old_image == params.new_image and self._running_image(params, ctx) == params.new_image:
             ctx.changed = False
             ctx.logger.info("%s already runs %s: nothing to do", params.service, params.new_image)
             return {
@@ -161,9 +160,7 @@ class RegistrySwap(StepType):
                 "verification": self._verify(params, ctx),
             }
         self._ensure_image(params, ctx)  # pre-flight: before anything changes
-        if running is None:  # e.g. a swap whose rollback the engine's restart cut short
-            ctx.logger.warning("%s is not running: deploying %s as the files say first", params.service, old_image)
-            self._redeploy(params, ctx, down=False)
+        if self._start_what_stopped(params, ctx):
             self._wait_api(params, ctx, time.monotonic() + params.verify_timeout_seconds)
         self._preflight(params, ctx)
         ctx.state.update(file=str(location.path), text=location.text, old_image=old_image)
@@ -220,9 +217,9 @@ class RegistrySwap(StepType):
                     "push the image to a registry the engine can reach, or load it",
                 ) from None
 
-    def _redeploy(self, params, ctx, down: bool = True) -> None:
-        compose = self._compose(params, ctx)
-        sub = StepContext(
+    @staticmethod
+    def _sub_context(ctx) -> StepContext:
+        return StepContext(
             f"{ctx.step_id}.compose",
             ctx.run_id,
             ctx.blueprint,
@@ -232,9 +229,25 @@ class RegistrySwap(StepType):
             resources=ctx.resources,
             leftovers=ctx.leftovers,
         )
-        if down:
-            ComposeDown().apply(ComposeDownParams(**compose), sub)
+
+    def _redeploy(self, params, ctx) -> None:
+        compose, sub = self._compose(params, ctx), self._sub_context(ctx)
+        ComposeDown().apply(ComposeDownParams(**compose), sub)
         ComposeUp().apply(ComposeUpParams(**compose), sub)
+
+    def _start_what_stopped(self, params, ctx) -> bool:
+        """compose_up with recreate: never (create what is missing, start what stopped); True if it had to.
+
+        After a swap whose rollback the engine's restart cut short, Harbor is partly down: the pre-flight
+        needs it up, as the files say."""
+        compose = ComposeUpParams(**self._compose(params, ctx), recreate="never")
+        sub = self._sub_context(ctx)
+        missing = [c.target for c in ComposeUp().plan(compose, sub) if c.action != "none"]
+        if not missing:
+            return False
+        ctx.logger.warning("not running: %s; starting them as the files say before the swap", ", ".join(missing))
+        ComposeUp().apply(compose, sub)
+        return True
 
     def _restore(self, params, ctx) -> None:
         _write_whole(Path(ctx.state["file"]), ctx.state["text"])

@@ -61,7 +61,9 @@ def count(si) -> dict[str, set]:
 
 
 def delta(before: dict, after: dict) -> dict[str, set]:
-    return {k: after[k] - before[k] for k in before if after[k] - before[k]}
+    """What ``after`` has that ``before`` has not, per kind (kinds with nothing new are left out)."""
+    kinds = before.keys() | after.keys()
+    return {k: after.get(k, set()) - before.get(k, set()) for k in kinds if after.get(k, set()) - before.get(k, set())}
 
 
 def unreported(new: dict[str, set], report: str) -> list[str]:
@@ -127,7 +129,7 @@ class Cutter(threading.Thread):
 def attempts(params: dict, leftovers: list, resources: dict, retries: int = 2):
     """Apply vch_create the way the engine does: a new context per attempt, retried while transient."""
     outputs, errors = stepkit.retrying(
-        VCHCreate, params, retries, step_id="vch", resources=resources, leftovers=leftovers
+        VCHCreate, params, retries, delay=2, step_id="vch", resources=resources, leftovers=leftovers
     )
     if outputs is None:
         return None, errors[-1]
@@ -248,7 +250,8 @@ def test_thirty_cuts_at_random_points_leak_nothing_and_leave_nothing_unreported(
         f"{r['point']:>6} {'short' if r['short'] else 'long':>5} fired={r['fired']} "
         f"attempts={(r['outputs'] or {}).get('attempts')} first={type(r['error']).__name__ if r['error'] else 'ok'} "
         f"left-while-cut={r.get('left_while_cut', '-')} unreported={r.get('unreported', [])} "
-        f"leaked={ {k: sorted(v)[:3] for k, v in delta(clean, r['delta']).items()} }"
+        f"leaked={ {k: sorted(v)[:3] for k, v in delta(clean, r['delta']).items()} } "
+        f"missing={ {k: sorted(v)[:3] for k, v in delta(r['delta'], clean).items()} }"
         for r in results
     )
     print("\n" + table)
