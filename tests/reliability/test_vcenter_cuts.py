@@ -182,9 +182,10 @@ def one_trial(isos, point: str, short: bool, seed: int) -> dict:
         leftovers: list[str] = []
         resources: dict = {}
         cutter = Cutter(sim, proxy, point, random.Random(seed), short)
-        with Appliance(sim, NAME, delay=0.2):
+        with Appliance(sim, NAME, delay=0.2) as appliance:
             cutter.start()
             outputs, error = attempts(params, leftovers, resources)
+        result["appliance_error"] = appliance.error  # the stand-in's own failure, if any, for the report
         cutter.stop.set()
         cutter.join(10)
         result["fired"] = cutter.fired.is_set()

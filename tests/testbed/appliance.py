@@ -47,30 +47,31 @@ class Appliance:
         served: set[str] = set()
         try:
             while not self.stop_event.is_set():
-                vm = next(
-                    (
-                        v
-                        for v in si.content.viewManager.CreateContainerView(
-                            si.content.rootFolder, [vim.VirtualMachine], True
-                        ).view
-                        if v.name == self.vm_name
-                    ),
-                    None,
-                )
-                # every boot of a VM by this name gets its IP (a create that failed and was redone makes a new VM)
-                if vm is not None and vm._moId not in served and vm.runtime.powerState == "poweredOn":
-                    time.sleep(self.delay)
-                    if self.serve_tls and self.proxy is None:
-                        self._serve_tls(vch.extra_config(vm), vch)
-                    spec = vim.vm.ConfigSpec(extraConfig=[vim.option.OptionValue(key=vch.CLIENT_IP_KEY, value=self.ip)])
-                    with contextlib.suppress(vmodl.fault.ManagedObjectNotFound):  # destroyed meanwhile (a cleanup)
-                        vm.ReconfigVM_Task(spec=spec)
-                    served.add(vm._moId)
+                # a VM destroyed while it is looked at (a cleanup, a retried create) is no reason to stop
+                with contextlib.suppress(vmodl.fault.ManagedObjectNotFound):
+                    self._give_ip(si, served, vim, vch)
                 time.sleep(0.1)
         except BaseException as exc:  # surfaced by the test through .error
             self.error = exc
         finally:
             Disconnect(si)
+
+    def _give_ip(self, si, served: set[str], vim, vch) -> None:
+        """Every boot of a VM by this name gets its IP (a create that failed and was redone makes a new VM)."""
+        view = si.content.viewManager.CreateContainerView(si.content.rootFolder, [vim.VirtualMachine], True)
+        try:
+            vm = next((v for v in view.view if v.name == self.vm_name), None)
+        finally:
+            view.Destroy()
+        if vm is None or vm._moId in served or vm.runtime.powerState != "poweredOn":
+            return
+        time.sleep(self.delay)
+        if self.serve_tls and self.proxy is None:
+            self._serve_tls(vch.extra_config(vm), vch)
+        served.add(vm._moId)
+        vm.ReconfigVM_Task(
+            spec=vim.vm.ConfigSpec(extraConfig=[vim.option.OptionValue(key=vch.CLIENT_IP_KEY, value=self.ip)])
+        )
 
     def _serve_tls(self, config: dict[str, str], vch) -> None:
         folder = Path(tempfile.mkdtemp(prefix="appliance-"))
