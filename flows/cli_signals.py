@@ -80,11 +80,14 @@ def install(blueprint: str, flow_run_id: Callable[[], str | None]) -> None:
         if sys.stderr.isatty():  # the progress display hid the cursor (rich itself may hold its lock here)
             sys.stderr.write("\x1b[?25h\n")
         run = flow_run_id()
-        print(
-            f"vicflow: stopped by SIGTERM; flow run {run or '(not started)'} is marked Crashed"
-            + (f". Resume it with: vicflow run {blueprint} --resume {run}" if run else ""),
-            file=sys.stderr,
-        )
+        if run:
+            print(
+                f"vicflow: stopped by SIGTERM; flow run {run} is marked Crashed. "
+                f"Resume it with: vicflow run {blueprint} --resume {run}",
+                file=sys.stderr,
+            )
+        else:
+            print("vicflow: stopped by SIGTERM before the flow run started; nothing ran", file=sys.stderr)
         if run:
             _mark_crashed(run)
         exit_now(128 + signum)

@@ -52,11 +52,12 @@ def test_a_killed_vicflow_run_takes_its_temporary_prefect_server_with_it(tmp_pat
     env["VICFLOW_STATE_DIR"] = str(tmp_path / "state")
     for name in ("PREFECT_API_URL", "VICFLOW_PLUGINS"):
         env.pop(name, None)
+    stderr_file = open(tmp_path / "stderr.txt", "wb")  # noqa: SIM115 - read while the run goes on
     run = subprocess.Popen(
         [sys.executable, "-m", "vicflow.flows.cli", "run", str(blueprint)],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=stderr_file,
         start_new_session=True,
     )
     try:
@@ -66,10 +67,13 @@ def test_a_killed_vicflow_run_takes_its_temporary_prefect_server_with_it(tmp_pat
             servers = server_children(run.pid)
             time.sleep(0.2)
         assert servers, (
-            f"no temporary Prefect server was started: {run.stderr.read().decode()[-2000:] if run.poll() is not None else ''}"
+            f"no temporary Prefect server was started: {Path(stderr_file.name).read_text()[-2000:] if run.poll() is not None else ''}"
         )
-        time.sleep(8)  # the flow run is under way (its step waits for a port nobody opens)
-        assert run.poll() is None, run.stderr.read().decode()[-2000:]
+        started = time.monotonic() + 90  # the first start of a fresh PREFECT_HOME migrates its database
+        while b"flow run " not in Path(stderr_file.name).read_bytes() and time.monotonic() < started:
+            time.sleep(0.2)
+        time.sleep(2)  # the flow run is under way (its step waits for a port nobody opens)
+        assert run.poll() is None, Path(stderr_file.name).read_text()[-2000:]
         run.send_signal(sig)
         code = run.wait(30)
         gone = time.monotonic() + 20
@@ -77,12 +81,13 @@ def test_a_killed_vicflow_run_takes_its_temporary_prefect_server_with_it(tmp_pat
             time.sleep(0.2)
         assert not any(alive(p) for p in servers), f"the temporary Prefect server {servers} outlived vicflow run"
         assert code == -sig or code == 128 + sig, code
-        stderr = run.stderr.read().decode()
+        stderr = Path(stderr_file.name).read_text()
         assert "Traceback" not in stderr
         if sig == signal.SIGTERM:  # the user learns what happened to the flow run and how to go on
             assert "stopped by SIGTERM; flow run " in stderr and "is marked Crashed" in stderr, stderr
             assert f"vicflow run {blueprint} --resume " in stderr, stderr
     finally:
+        stderr_file.close()
         if run.poll() is None:
             run.kill()
         for pid in server_children(run.pid):
