@@ -730,9 +730,37 @@ def _plan(run: Run) -> list[dict[str, Any]]:
     return plan
 
 
+REPORT_WAIT_SECONDS = float(os.environ.get("VICFLOW_REPORT_WAIT_SECONDS", "600"))
+
+
+def wait_for_server(seconds: float = REPORT_WAIT_SECONDS) -> bool:
+    """Wait for the Prefect API to answer its health check, for up to ``seconds``.
+
+    The steps may finish while the server is away (a restart, a lost network): the run then waits to
+    report rather than dropping its summary; Prefect's own client gives up after about 60 s."""
+    from prefect.client.orchestration import get_client
+    from prefect.logging import get_run_logger
+
+    started = time.monotonic()
+    with get_client(sync_client=True) as client:
+        while client.api_healthcheck() is not None:
+            if time.monotonic() - started >= seconds:
+                log.warning("the Prefect server did not come back within %.0fs; the summary is not published", seconds)
+                return False
+            if time.monotonic() - started < 2:  # said once, on the worker's log
+                log.warning("the Prefect server does not answer; the run waits up to %.0fs to report", seconds)
+            time.sleep(2)
+    away = time.monotonic() - started
+    if away >= 2:  # logged to the run once the server can hear it
+        get_run_logger().warning("the Prefect server did not answer for %.0fs; the run waited, and reports now", away)
+    return True
+
+
 def _publish(run: Run, summary: dict[str, Any]) -> None:
     """The summary table artifact (and the plan as markdown in a dry run), then run.finished."""
     try:
+        if not wait_for_server():
+            return
         from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
         key = f"vicflow-{run.blueprint.name}"[:100]

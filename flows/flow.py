@@ -127,5 +127,20 @@ def one_run_per_target(document: bp.Blueprint, values: dict[str, Any], event: di
             LEASE_SECONDS,
         )
     # Prefect renews the lease while this run is alive; a killed holder stops renewing it
-    with concurrency(name, occupy=1, strict=True, lease_duration=LEASE_SECONDS):
-        yield
+    finished = False
+    try:
+        with concurrency(name, occupy=1, strict=True, lease_duration=LEASE_SECONDS):
+            yield
+            finished = True
+    except Exception as exc:
+        if not finished:
+            raise
+        from prefect.logging import get_run_logger
+
+        # the steps are done: a slot that could not be given back (the server is away) frees itself
+        get_run_logger().warning(
+            "could not release target %r's slot (%s); it is freed within %ds, when its lease expires",
+            target,
+            exc,
+            LEASE_SECONDS,
+        )

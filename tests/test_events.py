@@ -134,7 +134,10 @@ def test_health_check_runs_from_its_schedule_with_the_shared_site_variable(stack
 def test_the_stack_runs_the_readmes_setup_commands(stack):
     block = next(b for b in README.read_text().split("```") if "prefect work-pool create" in b)
     readme = [shlex.split(line.split("   #")[0]) for line in block.strip().splitlines()]
+    settings = [w.split("=", 1) for words in readme for w in words if re.match(r"^[A-Z_]+=", w)]
     readme = [[w for w in words if not re.match(r"^[A-Z_]+=", w)] for words in readme]  # VAR=value prefixes
+    # the settings the README gives (not $PWD) are the ones the stack runs with
+    assert {k: v for k, v in settings if "$" not in v} == {k: stack.env.get(k) for k, v in settings if "$" not in v}
 
     def shape(argv: list[str]) -> list[str]:
         return [Path(argv[0]).name] + ["<json>" if a.startswith("{") else Path(a).name for a in argv[1:]]
@@ -142,7 +145,7 @@ def test_the_stack_runs_the_readmes_setup_commands(stack):
     assert [shape(c) for c in readme] == [
         shape(c)
         for c in stack.commands
-        if Path(c[0]).name != "prefect" or c[1] in ("work-pool", "variable", "--no-prompt")
+        if Path(c[0]).name != "prefect" or c[1] in ("server", "work-pool", "variable", "--no-prompt")
     ]
 
 

@@ -80,6 +80,25 @@ class Stack:
         self.worker_log = home / "worker.log"
         self.commands: list[list[str]] = []  # the setup commands run, as a user types them
         self.timings: dict[str, float] = {}
+        self.server: subprocess.Popen | None = None
+
+    def start_server(self) -> None:
+        """`prefect server start` on this stack's port and database (again, after ``stop_server``)."""
+        command = [str(BIN / "prefect"), "server", "start"]  # host and port: PREFECT_SERVER_API_HOST/_PORT
+        if command not in self.commands:
+            self.commands.append(command)
+        with open(self.home / "server.log", "ab") as log:  # the child keeps its own descriptor
+            log.write(b"\n--- server started ---\n")
+            log.flush()
+            self.server = subprocess.Popen(
+                command, env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        wait_http(f"{self.api}/health", timeout=120)
+
+    def stop_server(self) -> None:
+        """Stop the server (SIGTERM), as an operator's restart or a crashed host would."""
+        if self.server is not None:
+            stop(self.server)
 
     def start_worker(self, forked: bool = True) -> None:
         """`vicflow worker` (runs forked from its fork server), or, to compare, a plain `prefect worker start`
@@ -156,8 +175,9 @@ def clean_gogs() -> None:
 
 
 @contextmanager
-def running(home: Path, docker_client):
-    """Start everything; yields a Stack.  Stops what it started, and removes the gogs project."""
+def running(home: Path, docker_client, **extra_env: str):
+    """Start everything; yields a Stack.  Stops what it started, and removes the gogs project.
+    ``extra_env`` reaches the server, the worker and its runs (secrets as VICFLOW_SECRET_*)."""
     port, receiver, registry_port, token = free_port(), free_port(), free_port(), uuid.uuid4().hex
     api = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
@@ -168,6 +188,9 @@ def running(home: Path, docker_client):
         PREFECT_UI_ENABLED="false",
         PREFECT_SERVER_API_HOST="127.0.0.1",
         PREFECT_SERVER_API_PORT=str(port),
+        # leases on disk: with Prefect's default (in memory) a restarted server has forgotten every lease, so
+        # the next renewal cancels the runs holding a target and their slots stay taken for good
+        PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE="prefect.server.concurrency.lease_storage.filesystem",
         PREFECT_WORKER_QUERY_SECONDS="1",
         PREFECT_RUNNER_POLL_FREQUENCY="1",
         VICFLOW_HOME=str(REPO),
@@ -179,18 +202,13 @@ def running(home: Path, docker_client):
         VICFLOW_SECRET_GOGS_ADMIN_PASSWORD="gogs-admin-" + uuid.uuid4().hex[:8],
     )
     env.pop("VICFLOW_PLUGINS", None)
+    env.update(extra_env)
     clean_gogs()
-    processes = [
-        start(
-            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env,
-            home / "server.log",
-        )
-    ]
-    registry = stack = None
+    processes: list[subprocess.Popen] = []
+    registry = None
+    stack = Stack(api, env, home)
     try:
-        wait_http(f"{api}/health", timeout=120)
-        stack = Stack(api, env, home)
+        stack.start_server()
         stack.site = {
             "docker_host": ENGINE,
             "db_password": "${{ secrets.gogs_db_password }}",
@@ -251,6 +269,7 @@ def running(home: Path, docker_client):
             registry.remove(force=True)
         for proc in reversed(processes):
             stop(proc)
-        if stack is not None and stack.worker is not None:
+        if stack.worker is not None:
             stop(stack.worker)
+        stack.stop_server()
         clean_gogs()
