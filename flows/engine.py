@@ -39,6 +39,10 @@ EVENTS = (
     "vicflow.step.rollback-failed",
 )
 log = logging.getLogger("vicflow.engine")
+MAX_PARALLEL_STEPS = 16  # the flow's task runner: steps and for_each items running at once
+# how long a run whose steps are done waits for an absent Prefect server to report
+TIMEOUT_GRACE_SECONDS = 30.0  # how long a timed-out attempt may take to stop before its retry
+REPORT_WAIT_SECONDS = float(os.environ.get("VICFLOW_REPORT_WAIT_SECONDS", "600"))
 
 
 class StepFailed(Exception):
@@ -267,7 +271,6 @@ def _prepare(run: Run, step_id: str, item: Any, rendered: Any = None) -> tuple[S
         blueprint=run.blueprint.name,
         logger=logger,
         resources=run.resources,
-        mask=masking.mask,
         dry_run=run.dry_run,
         base_dir=str(Path(run.blueprint.path or ".").resolve().parent),
         leftovers=run.records[step_id].leftovers,
@@ -282,6 +285,10 @@ def _logger(step_id: str):
         return get_run_logger()
     except Exception:
         return logging.getLogger(f"vicflow.step.{step_id}")
+
+
+class AttemptStillRunning(TimeoutError):
+    """A timed-out attempt whose thread is still alive: retrying would run the step twice at once."""
 
 
 def _call_with_deadline(fn, timeout: float | None):
@@ -301,7 +308,15 @@ def _call_with_deadline(fn, timeout: float | None):
     worker.start()
     worker.join(timeout)
     if worker.is_alive():
-        raise TimeoutError(f"did not finish within timeout_seconds={timeout:g}")
+        # a step that honours ctx.deadline stops soon after it; one that does not would run beside its retry
+        worker.join(min(TIMEOUT_GRACE_SECONDS, timeout))
+        error = TimeoutError(f"did not finish within timeout_seconds={timeout:g}")
+        if worker.is_alive():
+            error = AttemptStillRunning(
+                f"did not finish within timeout_seconds={timeout:g} and is still running; it is not retried "
+                "while it runs (a second attempt would run beside it)"
+            )
+        raise error
     if "error" in box:
         raise box["error"]
     return box["value"]
@@ -323,8 +338,9 @@ def step_task(token: str, step_id: str, item_index: int | None = None) -> dict[s
             ctx.deadline = time.monotonic() + step.timeout_seconds
         outputs = _call_with_deadline(lambda: step_type.apply(params, ctx), step.timeout_seconds) or {}
     except BaseException as exc:
-        transient = isinstance(exc, TimeoutError) or (
-            isinstance(exc, Exception) and run.step_types[step.uses].is_transient(exc)
+        transient = not isinstance(exc, AttemptStillRunning) and (
+            isinstance(exc, TimeoutError)
+            or (isinstance(exc, Exception) and run.step_types[step.uses].is_transient(exc))
         )
         message = masking.mask(f"{type(exc).__name__}: {exc}" if not isinstance(exc, StepError) else str(exc))
         with run.lock:
@@ -387,7 +403,6 @@ def execute(
     dry_run: bool = False,
     resume: str | None = None,
     event: dict[str, Any] | None = None,
-    max_workers: int = 16,
 ) -> dict[str, Any]:
     """Run (or plan) ``blueprint``; returns the summary, raises RunFailed when a step failed for good."""
     inputs = render_inputs(blueprint, inputs, event)
@@ -408,7 +423,7 @@ def execute(
             summary["plan"] = plan
             _publish(run, summary)
             return summary
-        failure = _schedule(run, max_workers)
+        failure = _schedule(run)
         if failure:
             policy = blueprint.step(failure).on_failure
             if policy == "rollback":
@@ -469,8 +484,26 @@ def _summary(run: Run, state: str, started: float) -> dict[str, Any]:
     }
 
 
-def _schedule(run: Run, max_workers: int) -> str | None:
-    """Submit steps as their dependencies finish; returns the id of a step that failed for good."""
+def for_each_items(step: Any, context: dict[str, Any], planning: bool = False) -> list[Any]:
+    """The items a step runs for: ``[None]`` without ``for_each``.  A value that is not a list is an error
+    in a run and in a plan alike; a plan lets through a value only known after apply."""
+    if step.for_each is None:
+        return [None]
+    items = expressions.render(step.for_each, context)
+    if isinstance(items, list):
+        return items
+    if planning and contains_unknown(items):
+        return [items]
+    raise StepError(
+        f"for_each must produce a list, got {type(items).__name__}: {str(items)[:200]!r}",
+        "for_each takes a list or an expression that yields one",
+    )
+
+
+def _schedule(run: Run) -> str | None:
+    """Submit steps as their dependencies finish; returns the id of a step that failed for good.  How many
+    run at once is bounded by the flow's task runner (``MAX_PARALLEL_STEPS``) and each for_each's
+    ``max_parallel``."""
     from prefect import task
     from prefect.cache_policies import NONE
 
@@ -537,14 +570,7 @@ def _schedule(run: Run, max_workers: int) -> str | None:
                 """if:, for_each and with:, rendered; None when if: is false."""
                 if step.if_ is not None and not _truthy(step.if_, context):
                     return None
-                items: list[Any] = [None]
-                if step.for_each is not None:
-                    items = expressions.render(step.for_each, context)
-                    if not isinstance(items, list):
-                        raise StepError(
-                            f"for_each must produce a list, got {type(items).__name__}: {str(items)[:200]!r}",
-                            "for_each takes a list or an expression that yields one",
-                        )
+                items = for_each_items(step, context)
                 return items, [expressions.render(step.with_, run.context(item)) for item in items]
 
             try:  # a slow expression meets the step's deadline like the step itself
@@ -701,10 +727,7 @@ def _plan(run: Run) -> list[dict[str, Any]]:
             if step.if_ is not None and not contains_unknown(step.if_) and not _truthy(step.if_, context):
                 changes = [Change("none", step_id, f"skipped: if {step.if_} is false")]
             else:
-                items = [None]
-                if step.for_each is not None:
-                    items = expressions.render(step.for_each, context)
-                    items = items if isinstance(items, list) else [items]
+                items = for_each_items(step, context, planning=True)
                 changes = []
                 for item in items:
                     rendered = expressions.render(step.with_, run.context(item))
@@ -728,9 +751,6 @@ def _plan(run: Run) -> list[dict[str, Any]]:
                 }
             )
     return plan
-
-
-REPORT_WAIT_SECONDS = float(os.environ.get("VICFLOW_REPORT_WAIT_SECONDS", "600"))
 
 
 def wait_for_server(seconds: float = REPORT_WAIT_SECONDS) -> bool:

@@ -23,7 +23,7 @@ ShippedBlueprint = Literal["gogs", "gogs-health", "vch", "full-stack", "harbor-r
 
 @flow(
     name="run-blueprint",
-    task_runner=ThreadPoolTaskRunner(max_workers=16),
+    task_runner=ThreadPoolTaskRunner(max_workers=engine.MAX_PARALLEL_STEPS),
     persist_result=False,
     validate_parameters=True,
 )

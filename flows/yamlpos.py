@@ -11,7 +11,7 @@ try:  # the C loader is ~10x faster on large blueprints
 except ImportError:  # pragma: no cover
     from yaml import SafeLoader as _BaseLoader
 
-Path = tuple  # a path into the document: ("steps", 3, "with", "image")
+DocPath = tuple  # a path into the document: ("steps", 3, "with", "image")
 
 # Bounds for hostile or careless input: a blueprint never needs more.
 MAX_DEPTH = 64  # nesting of mappings and sequences
@@ -41,11 +41,11 @@ class Located:
     """A parsed document and the 1-based (line, column) of each path's value and key."""
 
     data: object
-    values: dict[Path, tuple[int, int]] = field(default_factory=dict)
-    keys: dict[Path, tuple[int, int]] = field(default_factory=dict)
-    duplicate_keys: list[tuple[Path, tuple[int, int]]] = field(default_factory=list)
+    values: dict[DocPath, tuple[int, int]] = field(default_factory=dict)
+    keys: dict[DocPath, tuple[int, int]] = field(default_factory=dict)
+    duplicate_keys: list[tuple[DocPath, tuple[int, int]]] = field(default_factory=list)
 
-    def where(self, path: Path, key: bool = False) -> tuple[int, int]:
+    def where(self, path: DocPath, key: bool = False) -> tuple[int, int]:
         """The closest known position of ``path`` (walking up to its parents)."""
         table = self.keys if key else self.values
         path = tuple(path)
@@ -172,7 +172,7 @@ def _children(node) -> list:
 def _walk(root, out: Located) -> None:
     """Positions of every path; a node reached again through an alias is not walked twice."""
     seen_nodes: set[int] = set()
-    stack: list[tuple[object, Path]] = [(root, ())]
+    stack: list[tuple[object, DocPath]] = [(root, ())]
     while stack:
         node, path = stack.pop()
         out.values[path] = _pos(node.start_mark)

@@ -64,7 +64,6 @@ class StepContext:
     changed: bool = True
     state: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, Any] = field(default_factory=dict)  # shared per run (e.g. vSphere sessions)
-    mask: Any = None  # callable str -> str hiding secret values
     base_dir: str = "."  # the blueprint's folder: relative file parameters are resolved against it
     # What the step built and could not remove, one line each with how to remove it. The engine keeps
     # one list per step across attempts and rollback, and shows it in the run's summary.
@@ -81,10 +80,6 @@ class StepContext:
         left = default if self.deadline is None else max(0.1, self.deadline - time.monotonic())
         return min(left, cap) if cap is not None else left
 
-    def check_deadline(self) -> None:
-        if self.deadline is not None and time.monotonic() >= self.deadline:
-            raise TransientError(f"step {self.step_id!r} ran past its deadline")
-
 
 class StepType:
     """Base class of every step type, built-in or third-party.
@@ -97,7 +92,6 @@ class StepType:
     Params: ClassVar[type[BaseModel]] = Params
     outputs: ClassVar[dict[str, str]] = {}
     transient_errors: ClassVar[tuple[type[BaseException], ...]] = ()
-    description: ClassVar[str] = ""
 
     def plan(self, params: Any, ctx: StepContext) -> list[Change]:
         """What ``apply`` would change, read-only."""

@@ -90,3 +90,22 @@ def test_docs_commands_exist():
         blocks = "\n".join(m.group(2) for m in FENCE.finditer(doc.read_text()))
         for used in re.findall(r"^(?:[A-Z_]+=\S+ )*vicflow (\w+)", blocks, re.M):
             assert used in commands, f"{doc.name} shows `vicflow {used}`, which the CLI does not have"
+
+
+def test_the_readmes_plugin_example_registers_and_plans(tmp_path, monkeypatch):
+    """Regression: the example's ``plan`` returned None, which broke `vicflow plan` for a blueprint using it."""
+    import logging
+
+    from vicflow.plugins.manager import load_registry
+    from vicflow.plugins.step import Change, StepContext
+
+    code = next(m.group(2) for m in FENCE.finditer((REPO / "README.md").read_text()) if "register_step_types" in m.group(2))
+    (tmp_path / "readme_slack.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("VICFLOW_PLUGINS", "readme_slack")
+    registry = load_registry()
+    step = registry.step_types["slack_post"]()
+    changes = step.plan(
+        step.Params(channel="ops", text="deployed"), StepContext("post", "run", "bp", logging.getLogger("test"))
+    )
+    assert changes and all(isinstance(c, Change) for c in changes)

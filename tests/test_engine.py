@@ -167,6 +167,45 @@ def test_timeout_fires_on_a_blocking_step(write, run):
     assert "timeout_seconds=0.5" in summary["steps"][0]["error"]
 
 
+def test_a_timed_out_attempt_still_running_is_not_retried_beside_itself(write, run):
+    """Regression: the retry of a timed-out step started while the first attempt still ran in its thread."""
+    summary = run(
+        write("""
+        name: timeout-retry
+        steps:
+          - id: stuck
+            uses: sleep
+            timeout_seconds: 0.5
+            retries: 2
+            retry_delay_seconds: 0
+            with: {seconds: 4}
+        """)
+    )
+    row = summary["steps"][0]
+    assert row["state"] == "timed_out" and row["attempts"] == 1, row
+    assert "still running" in row["error"]
+    assert len(times("start")) == 1, "a second attempt started beside the first"
+
+
+def test_a_timed_out_attempt_that_stops_is_retried(write, run):
+    """An attempt that stops within the grace after its timeout (as a step honouring ctx.deadline does) is
+    retried; the second attempt starts after the first ended."""
+    summary = run(
+        write("""
+        name: timeout-then-ok
+        steps:
+          - id: slow
+            uses: sleep
+            timeout_seconds: 0.6
+            retries: 1
+            retry_delay_seconds: 0
+            with: {seconds: 0.9}
+        """)
+    )
+    row = summary["steps"][0]
+    assert row["attempts"] == 2, row
+
+
 ROLLBACK = """
 name: rollback
 inputs:
@@ -277,6 +316,26 @@ def test_dry_run_plans_without_applying(write, run):
     assert not engine_steps.JOURNAL
     assert summary["plan"][0] == {"step": "a", "action": "create", "target": "a", "detail": "create it"}
     assert summary["plan"][1]["action"] == "unknown"
+
+
+def test_a_for_each_that_is_not_a_list_fails_the_plan_as_it_fails_the_run(write, run):
+    """Regression: the planner wrapped a string into a one-item list and planned it; the run refused it."""
+    path = write("""
+        name: notalist
+        inputs:
+          hosts: {type: string, default: "h0,h1"}
+        steps:
+          - id: each
+            uses: echo
+            for_each: ${{ inputs.hosts }}
+            with: {message: "${{ item }}"}
+        """)
+    planned, applied = run(path, dry_run=True), run(path)
+    assert planned["plan"] == [
+        {"step": "each", "action": "error", "target": "each", "detail": planned["plan"][0]["detail"]}
+    ]
+    assert "for_each must produce a list, got str" in planned["plan"][0]["detail"]
+    assert applied["state"] == "failed" and "for_each must produce a list, got str" in applied["steps"][0]["error"]
 
 
 def test_blueprint_error_fails_the_flow_run_with_the_location(write, run):

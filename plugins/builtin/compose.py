@@ -324,7 +324,7 @@ class Deployer:
             self.client.volumes.create(spec.name, driver=driver, driver_opts=spec.driver_opts or None, labels=labels)
         except docker.errors.APIError as exc:
             text = str(exc.explanation or exc)
-            if "plugin" in text and "not found" in text or "driver" in text.lower():
+            if no_such_volume_driver(text):
                 raise PermanentError(
                     f"the engine has no volume driver {driver!r} (volume {key!r}): {text}",
                     "a VCH provides the vsphere driver; on another engine set volume_driver: local in the "
@@ -735,3 +735,9 @@ class ComposeDown(StepType):
 def register_step_types(register):
     register("compose_up", ComposeUp)
     register("compose_down", ComposeDown)
+
+
+def no_such_volume_driver(text: str) -> bool:
+    """Whether the engine's error says the volume driver does not exist (moby: ``error looking up volume
+    plugin vsphere: plugin "vsphere" not found``), not that an existing driver failed to create the volume."""
+    return "plugin" in text and "not found" in text

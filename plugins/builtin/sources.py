@@ -7,6 +7,7 @@ and logs what it drops and why.  Event names and resources are documented in doc
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import re
@@ -382,7 +383,8 @@ class RegistryNotifications(EventSource):
                 if self.path.split("?")[0] != source.config.path:
                     self.send_error(404)
                     return
-                if self.headers.get("Authorization") != f"Bearer {source.config.token}":
+                given = self.headers.get("Authorization", "").encode()
+                if not hmac.compare_digest(given, f"Bearer {source.config.token}".encode()):  # no timing leak
                     source.log.warning(
                         "dropped a notification from %s: wrong or missing bearer token", self.client_address[0]
                     )

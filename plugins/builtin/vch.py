@@ -238,7 +238,7 @@ def validate(params: VCHCreateParams, ctx) -> Target:
 # ---------------------------------------------------------------------------------------------- outputs
 
 
-def outputs_of(vm, params: VCHParams, cert_path: str | None) -> dict[str, Any]:
+def outputs_of(vm, cert_path: str | None) -> dict[str, Any]:
     config = extra_config(vm)
     settings = json.loads(config.get(CONFIG_KEY, "{}"))
     ip = config.get(CLIENT_IP_KEY)
@@ -377,7 +377,7 @@ class VCHCreate(StepType):
             )
         ctx.changed = False
         ctx.logger.info("VCH %s exists with the same configuration: unchanged", params.name)
-        outputs = outputs_of(vm, params, cert_path)
+        outputs = outputs_of(vm, cert_path)
         if not outputs["client_ip"]:
             raise TransientError(f"VCH {params.name!r} exists but has not reported its IP yet")
         return outputs
@@ -412,7 +412,7 @@ class VCHCreate(StepType):
         self._directories(params, target, ctx)
         vsphere.wait_task(vm.PowerOnVM_Task(), ctx, f"power on {params.name}")
         ip = self._wait_for_ip(vm, params, ctx)
-        outputs = outputs_of(vm, params, cert_path)
+        outputs = outputs_of(vm, cert_path)
         self._check_docker(outputs, ctx)
         outputs["env_file"] = write_env_file(cert_path, params.name, outputs)
         spec = vim.vm.ConfigSpec(extraConfig=[vim.option.OptionValue(key=BUILD_KEY, value="complete")])
@@ -790,7 +790,7 @@ class VCHInspect(StepType):
     def apply(self, params: VCHParams, ctx) -> dict[str, Any]:
         ctx.changed = False
         _, _, vm = _vch(params, ctx)
-        return outputs_of(vm, params, None)
+        return outputs_of(vm, None)
 
 
 class VCHDelete(StepType):
