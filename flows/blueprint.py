@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from vicflow.flows import expressions, yamlpos
 from vicflow.flows.dag import find_cycle
+from vicflow.plugins.errors import BlueprintError, InputsError
 
 ID_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"
 INPUT_TYPES = {
@@ -110,14 +111,6 @@ class Problem:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("file", "line", "column", "step", "message", "hint")}
-
-
-class BlueprintError(Exception):
-    """A blueprint, or the inputs given to it, failed validation; ``problems`` lists every issue."""
-
-    def __init__(self, problems: list[Problem]):
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
 
 
 MAX_PROBLEMS = 50  # a file with thousands of mistakes gets the first fifty and a count
@@ -509,7 +502,7 @@ def resolve_inputs(blueprint: Blueprint, given: dict[str, Any], out: _Collector 
             values[name] = spec.default
     if out is None and collect.problems:
         collect.finish()
-        raise BlueprintError(collect.problems)
+        raise InputsError(collect.problems)
     return values
 
 

@@ -54,22 +54,28 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from vicflow.flows import masking
-    from vicflow.flows.blueprint import BlueprintError
-    from vicflow.flows.expressions import ExpressionError
-    from vicflow.plugins.manager import PluginError
-    from vicflow.plugins.step import StepError
+    from vicflow.plugins.errors import ConfigError, PluginError, RunFailed, StepError, VicflowError
 
     try:
         return COMMANDS[args.command](args)
-    except BlueprintError as exc:
-        _report_problems(exc.problems, getattr(args, "output", "text"))
+    except ConfigError as exc:  # a blueprint, inputs, the listen config, an expression, a secret
+        if exc.problems:
+            _report_problems(exc.problems, getattr(args, "output", "text"))
+        else:
+            _say("error", masking.mask(str(exc)), exc.hint)
         return EXIT_INVALID
     except PluginError as exc:
-        print(f"vicflow: plugin error: {exc}", file=sys.stderr)
+        _say("plugin error", str(exc), exc.hint)
         return EXIT_INVALID
-    except (StepError, ExpressionError) as exc:  # raised before any step ran: a secret, --resume, an input
-        print(f"vicflow: error: {masking.mask(str(exc))}", file=sys.stderr)  # a StepError's text ends in its hint
+    except StepError as exc:  # raised before any step ran (--resume, a secret): its text ends in its hint
+        _say("error", masking.mask(str(exc)), None)
         return EXIT_INVALID
+    except RunFailed as exc:
+        _say("error", masking.mask(str(exc)), exc.hint)
+        return EXIT_FAILED
+    except VicflowError as exc:
+        _say("error", masking.mask(str(exc)), exc.hint)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a bug of ours: one line, and the traceback only when asked for
@@ -78,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vicflow: internal error: {type(exc).__name__}: {masking.mask(str(exc))[:500]}", file=sys.stderr)
         print("  hint: this is a bug; run again with VICFLOW_DEBUG=1 for the traceback and report it", file=sys.stderr)
         return EXIT_FAILED
+
+
+def _say(kind: str, message: str, hint: str | None) -> None:
+    print(f"vicflow: {kind}: {message}", file=sys.stderr)
+    if hint:
+        print(f"  hint: {hint}", file=sys.stderr)
 
 
 def _report_problems(problems, output: str) -> None:
@@ -145,7 +157,8 @@ def _inputs(args, document) -> dict[str, Any]:
     from pydantic import SecretStr
     from vicflow.flows import blueprint as bp
     from vicflow.flows import yamlpos
-    from vicflow.flows.blueprint import BlueprintError, Problem
+    from vicflow.flows.blueprint import Problem
+    from vicflow.plugins.errors import InputsError
 
     values: dict[str, Any] = {}
     if args.inputs:
@@ -153,21 +166,21 @@ def _inputs(args, document) -> dict[str, Any]:
         try:
             located = yamlpos.load(text)
         except yamlpos.YAMLSyntaxError as exc:
-            raise BlueprintError([Problem(args.inputs, exc.line, exc.column, f"YAML syntax error: {exc}")]) from None
+            raise InputsError([Problem(args.inputs, exc.line, exc.column, f"YAML syntax error: {exc}")]) from None
         loaded = located.data or {}
         if not isinstance(loaded, dict):
-            raise BlueprintError([Problem(args.inputs, 1, 1, "an inputs file is a mapping of name: value")])
+            raise InputsError([Problem(args.inputs, 1, 1, "an inputs file is a mapping of name: value")])
         for key in loaded:
             if not isinstance(key, str):
                 line, col = located.where((key,), key=True)
-                raise BlueprintError(
+                raise InputsError(
                     [Problem(args.inputs, line, col, f"input names are text; {key!r} is not", "quote the name")]
                 )
         values.update(loaded)
     for item in args.sets:
         name, sep, value = item.partition("=")
         if not sep:
-            raise BlueprintError([Problem("--set", 1, 1, f"--set {item!r}: expected NAME=VALUE")])
+            raise InputsError([Problem("--set", 1, 1, f"--set {item!r}: expected NAME=VALUE")])
         values[name.strip()] = value
     for name, spec in document.inputs.items():
         if spec.type == "secret" and values.get(name) is not None and not hasattr(values[name], "get_secret_value"):

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from vicflow.flows import expressions, masking
 from vicflow.flows.blueprint import Blueprint, dependencies, if_expression
 from vicflow.flows.retry import delays
+from vicflow.plugins.errors import RunFailed, VicflowError
 from vicflow.plugins.step import Change, StepContext, StepError, StepType
 
 # Every event the engine emits (docs/events.md lists them; tests/test_docs.py compares the two).
@@ -45,22 +46,12 @@ TIMEOUT_GRACE_SECONDS = 30.0  # how long a timed-out attempt may take to stop be
 REPORT_WAIT_SECONDS = float(os.environ.get("VICFLOW_REPORT_WAIT_SECONDS", "600"))
 
 
-class StepFailed(Exception):
+class StepFailed(VicflowError):
     """A step's final error, already masked; ``transient`` says whether a retry may help."""
 
     def __init__(self, message: str, transient: bool = False):
         super().__init__(message)
         self.transient = transient
-
-
-class RunFailed(Exception):
-    """The run failed; ``summary`` is the same dict a successful run returns."""
-
-    def __init__(self, summary: dict[str, Any]):
-        self.summary = summary = masking.mask(summary)  # Prefect pickles the exception into its result storage
-        failed = [s for s in summary["steps"] if s["state"] in ("failed", "timed_out")]
-        detail = "; ".join(f"{s['id']}: {s['error']}" for s in failed) or summary.get("error", "")
-        super().__init__(f"blueprint {summary['blueprint']!r} failed: {detail}")
 
 
 class Unknown:
@@ -95,7 +86,8 @@ class Secrets:
     """``${{ secrets.name }}``: a Prefect Secret block, else the VICFLOW_SECRET_<NAME> variable."""
 
     def __getitem__(self, name: str) -> str:
-        env = os.environ.get("VICFLOW_SECRET_" + name.upper().replace("-", "_"))
+        variable = "VICFLOW_SECRET_" + name.upper().replace("-", "_")
+        env = os.environ.get(variable)
         if env is not None:
             value = env
         else:
@@ -103,11 +95,11 @@ class Secrets:
                 from prefect.blocks.system import Secret
 
                 value = Secret.load(name, _sync=True).get()
-            except Exception as exc:
+            except Exception as exc:  # ValueError: no such block; anything else: Prefect could not be asked
+                why = "there is no Secret block by that name" if isinstance(exc, ValueError) else type(exc).__name__
                 raise StepError(
-                    f"secret {name!r} is not available: {type(exc).__name__}",
-                    f"create it with: prefect block create secret (name {name!r}), "
-                    f"or set VICFLOW_SECRET_{name.upper().replace('-', '_')}",
+                    f"secret {name!r} is not set: no {variable} variable, and {why}",
+                    f"create it with: prefect block create secret (name {name!r}), or set {variable}",
                 ) from None
         masking.add_secret(value)
         return value
@@ -287,7 +279,7 @@ def _logger(step_id: str):
         return logging.getLogger(f"vicflow.step.{step_id}")
 
 
-class AttemptStillRunning(TimeoutError):
+class AttemptStillRunning(TimeoutError, VicflowError):
     """A timed-out attempt whose thread is still alive: retrying would run the step twice at once."""
 
 
@@ -435,7 +427,7 @@ def execute(
         run.save_journal()
         _publish(run, summary)
         if failure:
-            raise RunFailed(summary)
+            raise RunFailed(masking.mask(summary))  # Prefect pickles it into its result storage
         return summary
     finally:
         _RUNS.pop(run.token, None)

@@ -17,6 +17,7 @@ from typing import Any
 from jinja2 import StrictUndefined, Undefined, nodes
 from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from vicflow.plugins.errors import ExpressionError, VicflowError
 
 EXPR_RE = re.compile(r"\$\{\{(.*?)\}\}", re.S)
 ROOTS = ("inputs", "steps", "secrets", "event", "item")
@@ -100,10 +101,6 @@ for _name in ("center", "indent", "wordwrap", "format", "replace"):
     _env.filters[_name] = _bounded(_name, _env.filters[_name])
 
 
-class ExpressionError(Exception):
-    """An expression could not be parsed or evaluated."""
-
-
 def has_expression(value: Any) -> bool:
     if isinstance(value, str):
         return "${{" in value
@@ -163,6 +160,9 @@ def render(value: Any, context: dict[str, Any]) -> Any:
             raise ExpressionError(f"{shorten(value.strip())!r}: too large ({type(exc).__name__})") from None
         except ExpressionError:
             raise
+        except VicflowError as exc:  # a lookup of ours (a secret) said what is wrong and how to fix it
+            message = exc.args[0] if exc.args else type(exc).__name__
+            raise ExpressionError(f"{shorten(value.strip())!r}: {message}", exc.hint) from None
         except Exception as exc:  # 0/0, 'a' - 1, int('x'): the expression's own error, not ours
             raise ExpressionError(f"{shorten(value.strip())!r}: {type(exc).__name__}: {shorten(str(exc))}") from None
     if isinstance(value, dict):

@@ -14,6 +14,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 from vicflow.flows import blueprint as bp
 from vicflow.flows import cli_signals, engine, expressions, shipped
+from vicflow.plugins.errors import InputsError
 from vicflow.plugins.manager import default_registry
 
 LEASE_SECONDS = 60  # how long a killed run can keep its target's slot
@@ -83,7 +84,7 @@ def site_inputs(variable: str | None) -> dict[str, Any]:
 
     value = Variable.get(variable, default=None)
     if value is None:
-        raise bp.BlueprintError(
+        raise InputsError(
             [
                 bp.Problem(
                     f"variable:{variable}",

@@ -10,8 +10,9 @@ from typing import Any
 
 import yaml
 from vicflow.flows import expressions
-from vicflow.flows.blueprint import BlueprintError, Problem, did_you_mean
+from vicflow.flows.blueprint import Problem, did_you_mean
 from vicflow.flows.engine import Secrets
+from vicflow.plugins.errors import ListenConfigError
 from vicflow.plugins.manager import default_registry
 
 log = logging.getLogger("vicflow.listen")
@@ -34,9 +35,9 @@ def load_config(path: str, wanted: list[str]) -> dict[str, dict[str, Any]]:
     try:
         config = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise BlueprintError([Problem(path, 1, 1, f"cannot read the listen config: {exc}")]) from None
+        raise ListenConfigError([Problem(path, 1, 1, f"cannot read the listen config: {exc}")]) from None
     if not isinstance(config, dict):
-        raise BlueprintError([Problem(path, 1, 1, "the listen config maps source names to their settings")])
+        raise ListenConfigError([Problem(path, 1, 1, "the listen config maps source names to their settings")])
     sources = default_registry().event_sources
     names = wanted or list(config)
     problems = [
@@ -56,7 +57,7 @@ def load_config(path: str, wanted: list[str]) -> dict[str, dict[str, Any]]:
         if name in sources and name not in config
     ]
     if problems:
-        raise BlueprintError(problems)
+        raise ListenConfigError(problems)
     context = {"secrets": Secrets(), "event": {}}
     return {name: expressions.render(config[name] or {}, context) for name in names}
 

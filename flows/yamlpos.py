@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import yaml
+from vicflow.plugins.errors import YAMLSyntaxError
 
 try:  # the C loader is ~10x faster on large blueprints
     from yaml import CSafeLoader as _BaseLoader
@@ -56,12 +57,6 @@ class Located:
                 return self.values[path]
             path = path[:-1]
         return self.values.get((), (1, 1))
-
-
-class YAMLSyntaxError(Exception):
-    def __init__(self, message: str, line: int, column: int, hint: str = ""):
-        super().__init__(message)
-        self.line, self.column, self.hint = line, column, hint
 
 
 MAX_FILE_BYTES = 4 * 2**20  # blueprints, inputs and compose files are KB; the largest benchmark is ~300 KB

@@ -10,14 +10,13 @@ PROJECT_NAME = "vicflow"  # one name for markers, manager and entry-point group
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
-from vicflow.plugins.step import (  # noqa: E402  (the markers must exist before steps import them)
-    Change,
+from vicflow.plugins.errors import (  # noqa: E402
     PermanentError,
-    StepContext,
     StepError,
-    StepType,
     TransientError,
+    VicflowError,
 )
+from vicflow.plugins.step import Change, StepContext, StepType  # noqa: E402  (after the markers)
 
 __all__ = [
     "PROJECT_NAME",
@@ -27,6 +26,7 @@ __all__ = [
     "StepError",
     "StepType",
     "TransientError",
+    "VicflowError",
     "hookimpl",
     "hookspec",
 ]

@@ -21,6 +21,7 @@ from typing import Any
 import pluggy
 from pydantic import BaseModel
 from vicflow.plugins import PROJECT_NAME, hookspecs
+from vicflow.plugins.errors import PluginError
 from vicflow.plugins.step import StepType
 
 log = logging.getLogger("vicflow.plugins")
@@ -36,10 +37,6 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
 )
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-
-
-class PluginError(Exception):
-    """A plugin could not be loaded, or registered something invalid."""
 
 
 @dataclass

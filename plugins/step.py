@@ -8,26 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
-
-
-class StepError(Exception):
-    """A step failed; ``hint`` tells the user how to fix it."""
-
-    def __init__(self, message: str, hint: str | None = None):
-        super().__init__(message)
-        self.hint = hint
-
-    def __str__(self) -> str:
-        text = super().__str__()
-        return f"{text}\n  hint: {self.hint}" if self.hint else text
-
-
-class TransientError(StepError):
-    """Worth retrying: a timeout, a server that is restarting, a lock held elsewhere."""
-
-
-class PermanentError(StepError):
-    """Retrying cannot help: bad input, a missing object, a refused credential."""
+from vicflow.plugins.errors import PermanentError, StepError, TransientError  # noqa: F401 (re-exported)
 
 
 class Params(BaseModel):

@@ -12,9 +12,10 @@ from pydantic import Field, model_validator
 from vicflow.plugins import Change, PermanentError, StepType, TransientError, hookimpl
 from vicflow.plugins.builtin import pgwire
 from vicflow.plugins.builtin.dockerapi import DockerParams, connected
+from vicflow.plugins.errors import VicflowError
 
 
-class ProbeFailed(Exception):
+class ProbeFailed(VicflowError):
     """The service answered, but not as expected (a real exception: ``assert`` vanishes under ``python -O``)."""
 
 

@@ -13,8 +13,10 @@ import os
 import socket
 import struct
 
+from vicflow.plugins.errors import VicflowError
 
-class PostgresNotReady(Exception):
+
+class PostgresNotReady(VicflowError):
     """The server answered but is not ready (starting up, refusing the login, ...)."""
 
 

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 
 import requests
+from vicflow.plugins.errors import VicflowError
 
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_V1 = "application/vnd.docker.container.image.v1+json"
@@ -25,12 +26,8 @@ LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 CHALLENGE_RE = re.compile(r'(\w+)="([^"]*)"')
 
 
-class RegistryError(Exception):
+class RegistryError(VicflowError):
     """The registry refused us (credentials, TLS, permissions); the message says which, ``hint`` what to do."""
-
-    def __init__(self, message: str, hint: str | None = None):
-        super().__init__(message)
-        self.hint = hint
 
 
 @dataclass

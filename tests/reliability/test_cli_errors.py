@@ -1,4 +1,5 @@
-"""Bad invocations of the CLI end in one clear message and exit 2, never a traceback (no server needed)."""
+"""Bad invocations of the CLI end in one clear message and exit 2, never a traceback (no server needed); a
+failed run is exit 1, with the failed step's error.  Every kind of vicflow's error tree has a case here."""
 
 from __future__ import annotations
 
@@ -30,12 +31,13 @@ def files(tmp: Path) -> dict[str, str]:
     (tmp / "latin1.yaml").write_bytes("docker_host: caf\xe9\n".encode("latin-1"))
     (tmp / "badtag.yaml").write_text("http_port: !!int 'abc'\n")
     (tmp / "wrongtype.yaml").write_text("http_port: abc\n")
+    (tmp / "listen-list.yaml").write_text("- docker\n")
     fifo = tmp / "fifo.yaml"
     if not fifo.exists():
         os.mkfifo(fifo)
     return {
         f"@{name}": str(tmp / name)
-        for name in ("intkey.yaml", "latin1.yaml", "badtag.yaml", "wrongtype.yaml", "fifo.yaml")
+        for name in ("intkey.yaml", "latin1.yaml", "badtag.yaml", "wrongtype.yaml", "fifo.yaml", "listen-list.yaml")
     }
 
 
@@ -91,6 +93,19 @@ CASES = [
         "${{ nope.x }} cannot be used here",
     ),
     ("an unclosed expression", ["plan", "gogs-health", "--set", "docker_host=${{ secrets.x"], {}, "never closed"),
+    (
+        "a secret that is not set",
+        ["plan", "gogs-health", "--set", "docker_host=${{ secrets.nope }}"],
+        {},
+        "secret 'nope' is not set: no VICFLOW_SECRET_NOPE variable, and there is no Secret block by that name\n"
+        "  hint: create it with: prefect block create secret (name 'nope'), or set VICFLOW_SECRET_NOPE",
+    ),
+    (
+        "a listen config that is not a mapping",
+        ["listen", "--config", "@listen-list.yaml"],
+        {},
+        "listen-list.yaml:1:1: the listen config maps source names to their settings",
+    ),
 ]
 
 
@@ -110,3 +125,38 @@ def test_a_normal_run_leaves_no_traceback_on_stderr(tmp_path):
     result = vicflow("run", "tests/data/engine-demo.yaml", tmp=tmp_path, VICFLOW_PLUGINS="tests.plugins.engine_steps")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Traceback" not in result.stderr and "CancelledError" not in result.stderr, result.stderr[-3000:]
+
+
+def test_a_failed_run_is_exit_1_with_the_steps_error_and_no_traceback(tmp_path):
+    with __import__("socket").socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (tmp_path / "fails.yaml").write_text(
+        "name: fails\nsteps:\n  - id: closed\n    uses: health_check\n"
+        f"    with: {{kind: tcp, host: 127.0.0.1, port: {port}, deadline_seconds: 1}}\n"
+    )
+    result = vicflow("run", str(tmp_path / "fails.yaml"), tmp=tmp_path)
+    assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr[-3000:]
+    assert f"127.0.0.1:{port}" in result.stderr and "closed" in result.stderr, result.stderr[-2000:]
+
+
+def test_every_error_vicflow_defines_is_under_one_root():
+    """The error tree (vicflow.plugins.errors): one root, so `except VicflowError` catches all of ours."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import vicflow.flows
+    import vicflow.plugins
+    from vicflow.plugins.errors import VicflowError
+
+    outside = []
+    for package in (vicflow.flows, vicflow.plugins):
+        for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            module = importlib.import_module(info.name)
+            for name, value in vars(module).items():
+                if inspect.isclass(value) and issubclass(value, BaseException) and value.__module__ == info.name:
+                    if not issubclass(value, VicflowError):
+                        outside.append(f"{info.name}.{name}")
+    assert not outside, outside

@@ -1,0 +1,118 @@
+"""Every error vicflow raises on purpose, in one tree (as httpx has): catch ``VicflowError`` for all of them.
+
+::
+
+    VicflowError                 root; ``hint`` says how to fix it
+    ├── ConfigError              the user's configuration is wrong; the CLI exits 2
+    │   ├── BlueprintError       a blueprint file (each problem names file:line:column and step)
+    │   ├── InputsError          --set, an inputs file, the site Variable
+    │   ├── ListenConfigError    `vicflow listen --config`
+    │   ├── ExpressionError      a ${{ }} expression that cannot be parsed or evaluated (a missing secret)
+    │   └── YAMLSyntaxError      a YAML file that does not parse
+    ├── PluginError              a plugin could not be loaded or registered something invalid; exit 2
+    ├── StepError                a step failed
+    │   ├── TransientError       worth retrying (a timeout, a restarting server)
+    │   └── PermanentError       retrying cannot help (bad input, a refused credential)
+    └── RunFailed                a run ended with a step that failed for good; exit 1
+
+It lives in ``plugins`` because plugins raise these and may not import the engine (``flows``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class VicflowError(Exception):
+    """The root.  ``hint`` (optional) tells the user what to do about it."""
+
+    def __init__(self, message: str = "", hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
+
+
+class ConfigError(VicflowError):
+    """What the user gave is wrong.  ``problems`` lists each one where it is (file, line, column, step,
+    message, hint); a single problem also makes the message."""
+
+    def __init__(self, problems: list[Any] | str, hint: str | None = None):
+        if isinstance(problems, str):
+            super().__init__(problems, hint)
+            self.problems: list[Any] = []
+        else:
+            super().__init__("\n".join(str(p) for p in problems), hint)
+            self.problems = list(problems)
+
+
+class BlueprintError(ConfigError):
+    """A blueprint failed validation; ``problems`` lists every issue."""
+
+
+class InputsError(ConfigError):
+    """The values given for a blueprint's inputs: --set, an inputs file, the site Variable."""
+
+
+class ListenConfigError(ConfigError):
+    """`vicflow listen`'s configuration file."""
+
+
+class ExpressionError(ConfigError):
+    """An expression could not be parsed or evaluated."""
+
+
+class YAMLSyntaxError(ConfigError):
+    """A YAML document that does not parse; ``line`` and ``column`` are 1-based."""
+
+    def __init__(self, message: str, line: int, column: int, hint: str = ""):
+        super().__init__(message, hint)
+        self.line, self.column = line, column
+
+
+class PluginError(VicflowError):
+    """A plugin could not be loaded, or registered something invalid."""
+
+
+class StepError(VicflowError):
+    """A step failed; ``hint`` tells the user how to fix it.  Its text ends in the hint, as users see it
+    in a run's summary."""
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return f"{text}\n  hint: {self.hint}" if self.hint else text
+
+
+class TransientError(StepError):
+    """Worth retrying: a timeout, a server that is restarting, a lock held elsewhere."""
+
+
+class PermanentError(StepError):
+    """Retrying cannot help: bad input, a missing object, a refused credential."""
+
+
+class RunFailed(VicflowError):
+    """The run failed; ``summary`` (masked by whoever raises it) is the dict a successful run returns."""
+
+    def __init__(self, summary: dict[str, Any]):
+        self.summary = summary
+        failed = [s for s in summary["steps"] if s["state"] in ("failed", "timed_out")]
+        detail = "; ".join(f"{s['id']}: {s['error']}" for s in failed) or summary.get("error", "")
+        super().__init__(f"blueprint {summary['blueprint']!r} failed: {detail}")
+
+    def __reduce__(self):  # Prefect pickles the exception: rebuild it from the summary, not the message
+        return (type(self), (self.summary,))
+
+
+__all__ = [
+    "BlueprintError",
+    "ConfigError",
+    "ExpressionError",
+    "InputsError",
+    "ListenConfigError",
+    "PermanentError",
+    "PluginError",
+    "RunFailed",
+    "StepError",
+    "TransientError",
+    "VicflowError",
+    "YAMLSyntaxError",
+]
