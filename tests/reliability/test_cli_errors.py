@@ -155,8 +155,12 @@ def test_every_error_vicflow_defines_is_under_one_root():
     for package in (vicflow.flows, vicflow.plugins):
         for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
             module = importlib.import_module(info.name)
-            for name, value in vars(module).items():
-                if inspect.isclass(value) and issubclass(value, BaseException) and value.__module__ == info.name:
-                    if not issubclass(value, VicflowError):
-                        outside.append(f"{info.name}.{name}")
+            outside += [
+                f"{info.name}.{name}"
+                for name, value in vars(module).items()
+                if inspect.isclass(value)
+                and issubclass(value, BaseException)
+                and value.__module__ == info.name
+                and not issubclass(value, VicflowError)
+            ]
     assert not outside, outside
