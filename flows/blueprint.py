@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from vicflow.flows import expressions, yamlpos
-from vicflow.flows.dag import find_cycle
+from vicflow.plugins.dag import find_cycle
 from vicflow.plugins.errors import BlueprintError, InputsError
 
 ID_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"

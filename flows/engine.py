@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from vicflow.flows import expressions, masking
 from vicflow.flows.blueprint import Blueprint, dependencies, if_expression
 from vicflow.flows.retry import delays
+from vicflow.plugins import dag
 from vicflow.plugins.errors import RunFailed, VicflowError
 from vicflow.plugins.step import Change, StepContext, StepError, StepType
 
@@ -503,7 +504,8 @@ def _schedule(run: Run) -> str | None:
     skip_task = task(skipped_task, cache_policy=NONE, persist_result=False)
     steps = run.blueprint.steps
     deps = {s.id: dependencies(s) for s in steps}
-    pending = [s.id for s in steps]
+    sorter, position = dag.in_given_order(deps)  # a step is ready once every step it needs has finished
+    started: set[str] = set()
     done: queue.Queue = queue.Queue()
     in_flight: dict[str, int] = {}  # step id -> running items
     backlog: dict[str, list[int | None]] = {}  # step id -> items not yet submitted
@@ -544,6 +546,7 @@ def _schedule(run: Run) -> str | None:
             },
         )
         run.save_journal()
+        sorter.done(step_id)
 
     def start(step_id: str) -> None:
         step = run.blueprint.step(step_id)
@@ -605,19 +608,15 @@ def _schedule(run: Run) -> str | None:
             for _ in range(min(step.max_parallel, len(items))):
                 submit(step_id, backlog[step_id].pop(0))
 
-    def ready(step_id: str) -> bool:
-        return all(run.records[d].state not in ("pending", "running") for d in deps[step_id])
-
     while True:
-        if failure is None:
-            for step_id in [s for s in pending if ready(s)]:
-                pending.remove(step_id)
+        # a step that finishes at once (skipped, cached, failed to render) makes the next ones ready
+        while failure is None and (ready := sorted(sorter.get_ready(), key=position.__getitem__)):
+            for step_id in ready:
+                started.add(step_id)
                 start(step_id)
                 if run.records[step_id].state == "failed" and _fatal(run, step_id):
                     failure = failure or step_id
         if not in_flight:
-            if failure is None and pending and any(ready(s) for s in pending):
-                continue
             break
         step_id, index, future = done.get()
         in_flight[step_id] -= 1
@@ -650,7 +649,7 @@ def _schedule(run: Run) -> str | None:
                 finish(step_id, record.state)
                 if _fatal(run, step_id):
                     failure = failure or step_id
-    for step_id in pending:  # never started because of a failure
+    for step_id in (s.id for s in steps if s.id not in started):  # never started because of a failure
         run.records[step_id].note = "not started: an earlier step failed"
     return failure
 
@@ -706,11 +705,9 @@ def _rollback(run: Run) -> None:
 
 def _plan(run: Run) -> list[dict[str, Any]]:
     """Call every step's plan() in dependency order; nothing is changed."""
-    from vicflow.flows.dag import topological_order
-
     graph = {s.id: dependencies(s) for s in run.blueprint.steps}
     plan: list[dict[str, Any]] = []
-    for step_id in topological_order(graph):
+    for step_id in dag.topological_order(graph):
         step = run.blueprint.step(step_id)
         record = run.records[step_id]
         record.started = time.monotonic()

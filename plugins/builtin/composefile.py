@@ -19,6 +19,7 @@ from typing import Any
 
 from vicflow.flows import yamlpos
 from vicflow.flows.blueprint import did_you_mean
+from vicflow.plugins import dag
 from vicflow.plugins.step import PermanentError
 
 SERVICE_KEYS = {
@@ -222,17 +223,10 @@ class Project:
 
     def levels(self) -> list[list[str]]:
         """Services grouped so that each group depends only on earlier groups."""
-        done: set[str] = set()
-        levels: list[list[str]] = []
-        remaining = list(self.services)
-        while remaining:
-            ready = [s for s in remaining if all(d in done for d in self.services[s].depends_on)]
-            if not ready:
-                raise ComposeError(f"depends_on cycle among services {', '.join(remaining)}")
-            levels.append(ready)
-            done.update(ready)
-            remaining = [s for s in remaining if s not in done]
-        return levels
+        try:
+            return dag.levels({name: list(service.depends_on) for name, service in self.services.items()})
+        except graphlib.CycleError as exc:  # load() refuses cycles; a Project built by hand may still hold one
+            raise ComposeError(f"depends_on cycle among services: {' -> '.join(reversed(exc.args[1]))}") from None
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -365,15 +359,13 @@ def load_project(
                     f"service {service.name!r} depends on unknown service {dep!r}",
                     f"{did_you_mean(dep, project.services)}".strip(),
                 )
-    try:
-        graphlib.TopologicalSorter({n: list(s.depends_on) for n, s in project.services.items()}).prepare()
-    except graphlib.CycleError as exc:
-        cycle = exc.args[1]
+    cycle = dag.find_cycle({n: list(s.depends_on) for n, s in project.services.items()})
+    if cycle:
         raise sources[f"services.{cycle[0]}"].error(
             ("services", cycle[0], "depends_on"),
-            f"depends_on cycle: {' -> '.join(cycle)}",
+            f"depends_on cycle: {' -> '.join([*cycle, cycle[0]])} (each depends on the next)",
             "remove one of these depends_on to break the cycle",
-        ) from None
+        )
     return project
 
 
