@@ -37,8 +37,9 @@ demo: testbed
 demo-down: venv
 	@$(PY) -m vicflow.flows.cli run tests/data/demo-down.yaml
 
-lint: venv
+lint: venv  # style and bugs (ruff), then the import layering and cycles (import-linter, pyproject.toml)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
 fuzz: venv  # the generated hostile-input suite at its full count (10,000 cases per loader)
 	VICFLOW_FUZZ=full $(PY) -m pytest -q tests/reliability/test_hostile_input.py

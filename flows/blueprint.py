@@ -7,16 +7,17 @@ its file, line, column, step id and a hint.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from vicflow.flows import expressions, yamlpos
+from vicflow.flows import expressions
+from vicflow.plugins import yamlpos
 from vicflow.plugins.dag import find_cycle
 from vicflow.plugins.errors import BlueprintError, InputsError
+from vicflow.plugins.hints import did_you_mean, listing
 
 ID_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"
 INPUT_TYPES = {
@@ -115,19 +116,6 @@ class Problem:
 
 MAX_PROBLEMS = 50  # a file with thousands of mistakes gets the first fifty and a count
 MAX_MESSAGE = 600  # characters of one problem's message (values are quoted, never whole huge ones)
-
-
-def did_you_mean(word: str, choices: list[str] | set[str] | dict) -> str:
-    if len(choices) > 500 or len(str(word)) > 100:  # difflib is quadratic; a hint must stay cheap
-        return ""
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f"did you mean {close[0]!r}? " if close else ""
-
-
-def listing(names, limit: int = 20) -> str:
-    """Some names for a hint, never thousands."""
-    names = sorted(str(n) for n in names)
-    return ", ".join(names[:limit]) + (f" (and {len(names) - limit} more)" if len(names) > limit else "")
 
 
 def short(value: Any, limit: int = 120) -> str:

@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from vicflow.flows import masking
+    from vicflow.plugins import masking
     from vicflow.plugins.errors import ConfigError, PluginError, RunFailed, StepError, VicflowError
 
     try:
@@ -156,8 +156,8 @@ def _inputs(args, document) -> dict[str, Any]:
     """--inputs FILE then --set NAME=VALUE (later wins); secret inputs are wrapped so Prefect hides them."""
     from pydantic import SecretStr
     from vicflow.flows import blueprint as bp
-    from vicflow.flows import yamlpos
     from vicflow.flows.blueprint import Problem
+    from vicflow.plugins import yamlpos
     from vicflow.plugins.errors import InputsError
 
     values: dict[str, Any] = {}

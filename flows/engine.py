@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from vicflow.flows import expressions, masking
+from vicflow.flows import expressions
 from vicflow.flows.blueprint import Blueprint, dependencies, if_expression
 from vicflow.flows.retry import delays
-from vicflow.plugins import dag
+from vicflow.plugins import dag, masking
 from vicflow.plugins.errors import RunFailed, VicflowError
 from vicflow.plugins.step import Change, StepContext, StepError, StepType
 

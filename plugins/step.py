@@ -56,6 +56,12 @@ class StepContext:
 
         return value if os.path.isabs(value) else os.path.normpath(os.path.join(self.base_dir, value))
 
+    def add_secret(self, value: str) -> None:
+        """Hide ``value`` from now on in every log line, summary, artifact and event (a token the step got)."""
+        from vicflow.plugins import masking
+
+        masking.add_secret(value)
+
     def remaining(self, default: float = 60.0, cap: float | None = None) -> float:
         """Seconds left before the deadline (``default`` without one), never below 0.1."""
         left = default if self.deadline is None else max(0.1, self.deadline - time.monotonic())

@@ -63,7 +63,7 @@ def test_references_are_found_statically():
 
 
 def test_block_syntax_is_unreachable_even_through_a_yaml_nul_escape():
-    from vicflow.flows import yamlpos
+    from vicflow.plugins import yamlpos
 
     value = yamlpos.load('v: "\\0${% for i in [1,2,3] %}\\0X\\0${% endfor %}\\0 ${{ 1 }}"\n').data["v"]
     with pytest.raises(ex.ExpressionError, match="cannot hold a NUL"):

@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vicflow.flows import yamlpos
-from vicflow.flows.blueprint import did_you_mean
-from vicflow.plugins import dag
+from vicflow.plugins import dag, yamlpos
+from vicflow.plugins.hints import did_you_mean
 from vicflow.plugins.step import PermanentError
 
 SERVICE_KEYS = {

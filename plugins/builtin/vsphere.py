@@ -21,7 +21,7 @@ from typing import NamedTuple, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, model_validator
-from vicflow.flows import masking
+from vicflow.plugins import masking
 from vicflow.plugins.step import Params, PermanentError, StepContext, TransientError
 
 
