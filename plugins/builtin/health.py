@@ -10,7 +10,6 @@ from typing import Any, Literal
 import requests
 from pydantic import Field, model_validator
 from vicflow.plugins import Change, PermanentError, StepType, TransientError, hookimpl
-from vicflow.plugins.builtin import pgwire
 from vicflow.plugins.builtin.dockerapi import DockerParams, connected
 from vicflow.plugins.errors import VicflowError
 
@@ -158,10 +157,36 @@ def _fail_if_exited(params: HealthParams, last: str) -> None:
 
 
 def _postgres(params: HealthParams, timeout: float) -> str:
-    version = pgwire.check(
-        params.host, params.port or 5432, params.user, params.password, params.database or params.user, timeout
-    )
-    return f"SELECT 1 ok (server {version})"
+    """Log in (pg8000 speaks SCRAM-SHA-256, md5 and plain passwords) and run SELECT 1."""
+    import pg8000.exceptions
+    import pg8000.native
+
+    try:
+        connection = pg8000.native.Connection(
+            params.user,
+            host=params.host,
+            port=params.port or 5432,
+            database=params.database or params.user,
+            password=params.password,
+            timeout=timeout,
+            application_name="vicflow-health",
+        )
+    except pg8000.exceptions.DatabaseError as exc:  # the server's own refusal: {'S': 'FATAL', 'M': ..., 'C': ...}
+        raise ProbeFailed(_server_message(exc)) from None
+    try:
+        connection.run("SELECT 1")
+        return f"SELECT 1 ok (server {connection.parameter_statuses.get('server_version', '?')})"
+    except pg8000.exceptions.DatabaseError as exc:
+        raise ProbeFailed(_server_message(exc)) from None
+    finally:
+        connection.close()
+
+
+def _server_message(exc: Exception) -> str:
+    fields = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+    if not fields:
+        return str(exc)
+    return f"postgres {fields.get('S', 'ERROR')} {fields.get('C', '')}: {fields.get('M', exc)}".replace("  ", " ")
 
 
 PROBES = {"http": _http, "tcp": _tcp, "container": _container, "postgres": _postgres}

@@ -174,14 +174,25 @@ def stop() -> None:
         if not pidfile.exists():
             continue
         pid = int(pidfile.read_text().strip() or 0)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
             for _ in range(100):
-                os.kill(pid, 0)
+                if _gone(pid):
+                    break
                 time.sleep(0.2)
-        except ProcessLookupError:
-            pass
         pidfile.unlink(missing_ok=True)
+
+
+def _gone(pid: int) -> bool:
+    """Whether ``pid`` has exited; a child of this process is reaped (a zombie still answers kill(pid, 0))."""
+    with contextlib.suppress(ChildProcessError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
 
 
 def restart(timeout: float = 90) -> None:

@@ -1,0 +1,67 @@
+"""The postgres health check against the test bed's real Postgres 15, with each login it meets in the
+field: SCRAM-SHA-256 (Postgres' default since 14) and md5 (older clusters, and the seed's 9.6)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from vicflow.plugins.builtin.health import HealthCheck
+from vicflow.plugins.step import TransientError
+
+from tests import stepkit
+from tests.helpers import free_port
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="module", params=["scram-sha-256", "md5"])
+def postgres(request, docker_engine, docker_images):
+    """A Postgres container published on 127.0.0.1 whose host logins use ``request.param``."""
+    port, password, client = free_port(), "pw-" + uuid.uuid4().hex[:8], docker_engine.client()
+    container = client.containers.run(
+        "vicflow-test/postgres:15",
+        name=f"health-pg-{uuid.uuid4().hex[:6]}",
+        detach=True,
+        environment={"POSTGRES_PASSWORD": password, "POSTGRES_HOST_AUTH_METHOD": request.param},
+        ports={"5432/tcp": ("127.0.0.1", port)},
+    )
+    try:
+        yield {"port": port, "password": password, "method": request.param, "container": container}
+    finally:
+        container.remove(force=True, v=True)
+        client.close()
+
+
+def stored_as(postgres) -> str:
+    """How the server stores the user's password (md5... or SCRAM-SHA-256$...): proof of the login it asks for."""
+    result = postgres["container"].exec_run(
+        ["su", "postgres", "-c", "psql -tAc \"select left(rolpassword, 6) from pg_authid where rolname='postgres'\""]
+    )
+    return result.output.decode().strip()
+
+
+def test_logs_in_and_runs_select_1(postgres):
+    outputs, _ = stepkit.apply(
+        HealthCheck,
+        kind="postgres",
+        host="127.0.0.1",
+        port=postgres["port"],
+        password=postgres["password"],
+        deadline_seconds=60,
+        interval_seconds=0.5,
+    )
+    assert outputs["detail"].startswith("SELECT 1 ok (server 15."), outputs
+    assert stored_as(postgres).startswith({"scram-sha-256": "SCRAM-", "md5": "md5"}[postgres["method"]])
+
+
+def test_a_wrong_password_fails_with_the_servers_reason(postgres):
+    stepkit.apply(  # up first, so that the failure below is the login's
+        HealthCheck, kind="postgres", host="127.0.0.1", port=postgres["port"], password=postgres["password"],
+        deadline_seconds=60, interval_seconds=0.5,
+    )  # fmt: skip
+    with pytest.raises(TransientError, match=r"28P01: password authentication failed for user \"postgres\""):
+        stepkit.apply(
+            HealthCheck, kind="postgres", host="127.0.0.1", port=postgres["port"], password="wrong",
+            deadline_seconds=2, interval_seconds=0.5,
+        )  # fmt: skip
