@@ -11,9 +11,9 @@ import uuid
 import pytest
 import requests
 from vicflow.plugins.builtin.compose import ComposeDown, ComposeUp
-from vicflow.plugins.builtin.composefile import ComposeError, load_project
 from vicflow.plugins.builtin.health import HealthCheck
 from vicflow.plugins.builtin.http_request import HttpRequest
+from vicflow.plugins.compose.project import ComposeError, load_project
 from vicflow.plugins.step import PermanentError, TransientError
 
 from tests import stepkit

@@ -12,10 +12,10 @@ import docker
 import pytest
 import requests
 from vicflow.plugins.builtin.compose import ComposeDown, ComposeUp
-from vicflow.plugins.builtin.composefile import ComposeError
-from vicflow.plugins.builtin.dockerapi import DockerParams, connected, is_vch
 from vicflow.plugins.builtin.health import HealthCheck
 from vicflow.plugins.builtin.http_request import HttpRequest
+from vicflow.plugins.clients.dockerapi import DockerParams, connected, is_vch
+from vicflow.plugins.compose.project import ComposeError
 from vicflow.plugins.step import PermanentError
 
 from tests import stepkit

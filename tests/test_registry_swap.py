@@ -15,9 +15,9 @@ from pathlib import Path
 
 import docker
 import pytest
-from vicflow.plugins.builtin import registry_api
 from vicflow.plugins.builtin.compose import ComposeDown, ComposeUp
 from vicflow.plugins.builtin.registry_swap import RegistrySwap
+from vicflow.plugins.clients import registry_api
 from vicflow.plugins.step import PermanentError
 
 from tests import stepkit
@@ -121,7 +121,7 @@ def test_the_seed_error_on_photon_2_6_0_through_the_proxy_with_a_token(harbor):
 )
 def test_preflight_failures_touch_nothing(harbor, docker_client, tmp_path, overrides, message):
     if overrides.get("registry_ca") == "WRONG_CA":
-        from vicflow.plugins.builtin import certs
+        from vicflow.plugins.clients import certs
 
         overrides["registry_ca"] = certs.generate(tmp_path / "other", "other", ["127.0.0.1"], client=False)["ca"]
     before_text = Path(harbor.files[1]).read_text()

@@ -12,8 +12,8 @@ import uuid
 import docker
 import pytest
 import requests
-from vicflow.plugins.builtin import certs, registry_api
-from vicflow.plugins.builtin.vsphere import Sessions, VSphereParams, split_server
+from vicflow.plugins.clients import certs, registry_api
+from vicflow.plugins.clients.vsphere import Sessions, VSphereParams, split_server
 from vicflow.plugins.step import PermanentError, StepContext
 
 from tests.helpers import free_port, run_registry, wait_http
@@ -176,7 +176,7 @@ def test_app_and_postgres_on_a_user_network_with_a_volume_and_a_published_port(d
 
 
 def test_tls_endpoint_requires_a_client_certificate(docker_engine):
-    from vicflow.plugins.builtin.dockerapi import DockerParams, docker_client
+    from vicflow.plugins.clients.dockerapi import DockerParams, docker_client
 
     assert docker_engine.client("tls").ping() is True
     with pytest.raises(PermanentError, match="requires a client certificate"):

@@ -11,9 +11,9 @@ import requests
 from pyVim.connect import Disconnect
 from pyVmomi import vim, vmodl
 from vicflow.plugins.builtin import vch as vchmod
-from vicflow.plugins.builtin import vsphere
 from vicflow.plugins.builtin.firewall import Firewall, ruleset_enabled
 from vicflow.plugins.builtin.vch import VCHCreate, VCHDelete, VCHInspect
+from vicflow.plugins.clients import vsphere
 from vicflow.plugins.step import PermanentError, TransientError
 
 from tests import stepkit
@@ -276,7 +276,7 @@ def test_tls_verify_end_to_end_against_a_tls_docker_endpoint(vcsim, isos, invent
             assert (isos / "certs" / name).is_file()
         env = Path(out["env_file"]).read_text().splitlines()
         assert env == ["DOCKER_HOST=127.0.0.2:2376", "DOCKER_TLS_VERIFY=1", f"DOCKER_CERT_PATH={isos / 'certs'}"]
-        from vicflow.plugins.builtin.dockerapi import DockerParams, connected
+        from vicflow.plugins.clients.dockerapi import DockerParams, connected
 
         with connected(DockerParams(docker_host=out["docker_host"], cert_path=out["cert_path"])) as client:
             assert client.ping()
@@ -331,7 +331,7 @@ def test_vic_machine_target_form_sets_the_datacenter_and_is_never_dropped(vcsim,
 
 def test_registry_ca_drift_is_its_content_and_relative_paths_are_the_blueprints(vcsim, isos, inventory, docker_engine):
     """The CA file is read from the blueprint's folder; a renamed copy is no drift, a replaced certificate is."""
-    from vicflow.plugins.builtin import certs
+    from vicflow.plugins.clients import certs
 
     ca_a = certs.generate(isos / "a", "harbor-a", ["127.0.0.1"], client=False)["ca"]
     ca_b = certs.generate(isos / "b", "harbor-b", ["127.0.0.1"], client=False)["ca"]

@@ -17,8 +17,8 @@ import docker
 import requests
 from pydantic import Field, field_validator
 from vicflow.plugins import Change, PermanentError, StepType, TransientError, hookimpl
-from vicflow.plugins.builtin.composefile import Project, Service, load_project
-from vicflow.plugins.builtin.dockerapi import COMPOSE_LABEL, DockerParams, connected, is_vch
+from vicflow.plugins.clients.dockerapi import COMPOSE_LABEL, DockerParams, connected, is_vch
+from vicflow.plugins.compose.project import Project, Service, load_project
 from vicflow.plugins.step import Params
 
 LABEL = COMPOSE_LABEL

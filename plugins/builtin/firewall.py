@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 from vicflow.plugins import Change, PermanentError, StepType, TransientError, hookimpl
-from vicflow.plugins.builtin import vsphere
+from vicflow.plugins.clients import vsphere
 
 RULESET = "vSPC"
 

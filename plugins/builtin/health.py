@@ -10,7 +10,7 @@ from typing import Any, Literal
 import requests
 from pydantic import Field, model_validator
 from vicflow.plugins import Change, PermanentError, StepType, TransientError, hookimpl
-from vicflow.plugins.builtin.dockerapi import DockerParams, connected
+from vicflow.plugins.clients.dockerapi import DockerParams, connected
 from vicflow.plugins.errors import VicflowError
 
 

@@ -22,7 +22,6 @@ import requests
 import yaml
 from pydantic import Field
 from vicflow.plugins import Change, PermanentError, StepContext, StepError, StepType, TransientError, hookimpl
-from vicflow.plugins.builtin import registry_api
 from vicflow.plugins.builtin.compose import (
     LABEL,
     NETWORK_ERRORS,
@@ -32,8 +31,9 @@ from vicflow.plugins.builtin.compose import (
     ComposeUpParams,
     engine_is_transient,
 )
-from vicflow.plugins.builtin.composefile import load_project
-from vicflow.plugins.builtin.dockerapi import DockerParams, connected
+from vicflow.plugins.clients import registry_api
+from vicflow.plugins.clients.dockerapi import DockerParams, connected
+from vicflow.plugins.compose.project import load_project
 
 
 class RegistrySwapParams(DockerParams):

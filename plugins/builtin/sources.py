@@ -22,8 +22,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from vicflow.plugins import hookimpl
-from vicflow.plugins.builtin import vsphere
-from vicflow.plugins.builtin.dockerapi import COMPOSE_LABEL, DockerParams, connected, is_vch
+from vicflow.plugins.clients import vsphere
+from vicflow.plugins.clients.dockerapi import COMPOSE_LABEL, DockerParams, connected, is_vch
 
 NAMESPACE = uuid.UUID("5b1f3c52-7d5e-4c36-9d0e-6f0b8c1a2e11")
 Emit = Callable[[dict[str, Any]], None]

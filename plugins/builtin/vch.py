@@ -18,9 +18,9 @@ from typing import Any, Literal
 import requests
 from pydantic import Field
 from vicflow.plugins import Change, PermanentError, StepType, TransientError, hookimpl
-from vicflow.plugins.builtin import certs, vsphere
-from vicflow.plugins.builtin.dockerapi import DockerParams, connected
 from vicflow.plugins.builtin.firewall import RULESET, host_states
+from vicflow.plugins.clients import certs, vsphere
+from vicflow.plugins.clients.dockerapi import DockerParams, connected
 
 PREFIX = "guestinfo.vice./"
 CONFIG_KEY = "guestinfo.vicflow.config"  # the settings this VCH was created with (drift detection)

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from vicflow.flows import blueprint as bp
 from vicflow.flows import expressions
-from vicflow.plugins.builtin.composefile import ComposeError, load_project
+from vicflow.plugins.compose.project import ComposeError, load_project
 from vicflow.plugins.manager import default_registry
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,10 +12,10 @@ import threading
 import pytest
 from pyVim.connect import Disconnect
 from pyVmomi import vim
-from vicflow.plugins.builtin import certs
 from vicflow.plugins.builtin.firewall import Firewall
 from vicflow.plugins.builtin.health import HealthCheck
 from vicflow.plugins.builtin.http_request import HttpRequest
+from vicflow.plugins.clients import certs
 from vicflow.plugins.step import PermanentError, TransientError
 
 from tests import stepkit
@@ -73,7 +73,7 @@ def test_a_tls_verify_docker_endpoint_refuses_a_wrong_ca_and_no_verify_is_logged
     right = {"cert": f"{engine.cert_dir}/cert.pem", "key": f"{engine.cert_dir}/key.pem"}
     check = {"kind": "container", "container": "none", "docker_host": engine.tls_url, "deadline_seconds": 1}
     with pytest.raises(PermanentError, match="TLS handshake with the Docker API at tcp://127.0.0.1:2376 failed"):
-        from vicflow.plugins.builtin.dockerapi import DockerParams, docker_client
+        from vicflow.plugins.clients.dockerapi import DockerParams, docker_client
 
         docker_client(DockerParams(docker_host=engine.tls_url, ca=other_ca, tls_verify=True, **right))
     # it connects, unverified (and finds no container "none")

@@ -38,7 +38,7 @@ class Engine:
     def client(self, which: str = "socket", timeout: int = 120):
         """A DockerClient on the socket, the plain TCP port, or the TLS port (with the test client cert)."""
         import docker
-        from vicflow.plugins.builtin.dockerapi import DockerParams, docker_client
+        from vicflow.plugins.clients.dockerapi import DockerParams, docker_client
 
         if which == "socket":
             return docker.DockerClient(base_url=self.socket_url, timeout=timeout)
@@ -75,7 +75,7 @@ def engine() -> Engine:
 def _certs() -> None:
     if (CERTS / "key.pem").exists():
         return
-    from vicflow.plugins.builtin.certs import generate
+    from vicflow.plugins.clients.certs import generate
 
     say(f"generating the test bed's Docker TLS certificates in {CERTS}")
     generate(CERTS, "127.0.0.1", ["localhost", "127.0.0.1"])

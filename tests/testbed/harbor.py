@@ -27,7 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
-from vicflow.plugins.builtin import certs
+from vicflow.plugins.clients import certs
 from vicflow.plugins.step import StepError
 
 from tests.testbed import STATE, TestbedError, say
