@@ -109,3 +109,25 @@ def test_the_readmes_plugin_example_registers_and_plans(tmp_path, monkeypatch):
         step.Params(channel="ops", text="deployed"), StepContext("post", "run", "bp", logging.getLogger("test"))
     )
     assert changes and all(isinstance(c, Change) for c in changes)
+
+
+def test_every_package_the_architecture_names_exists():
+    """docs/architecture.md names packages by their import path: each one imports, and each package that
+    exists is named."""
+    import importlib
+    import pkgutil
+
+    import vicflow.flows
+    import vicflow.plugins
+
+    text = (REPO / "docs" / "architecture.md").read_text()
+    named = set(re.findall(r"`(vicflow(?:\.\w+)+)`", text))
+    for name in sorted(named):
+        importlib.import_module(name)
+    packages = {"vicflow.flows", "vicflow.plugins", "vicflow.blueprints"} | {
+        info.name
+        for root in (vicflow.flows, vicflow.plugins)
+        for info in pkgutil.walk_packages(root.__path__, root.__name__ + ".")
+        if info.ispkg
+    }
+    assert packages <= named, f"not described in docs/architecture.md: {sorted(packages - named)}"
