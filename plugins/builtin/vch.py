@@ -520,12 +520,8 @@ class VCHCreate(StepType):
     def _upload(self, params, target, folder, files: dict[str, str], ctx) -> None:
         """PUT each ISO into the VM's folder over the datastore HTTP interface (pinned certificate)."""
         host, port = vsphere.split_server(vsphere._setting(params, "server"))
-        session = requests.Session()
-        session.trust_env = False
-        thumbprint = vsphere._setting(params, "thumbprint")
-        if not params.insecure and thumbprint:
-            session.mount("https://", _PinnedAdapter(thumbprint.replace(":", "").lower()))
-        session.verify = False  # the pinned SHA-1 is checked instead of a CA chain
+        thumbprint = None if params.insecure else vsphere._setting(params, "thumbprint")
+        session = vsphere.pinned_session(host, thumbprint, ctx.remaining(60))
         session.headers["Cookie"] = target.si._stub.cookie
         for name, source in files.items():
             url = f"https://{host}:{port}/folder/{folder}/{name}"
@@ -744,18 +740,6 @@ def _leftover(kind: str, name: str, params: VCHCreateParams) -> str:
         ds, _, path = name.partition("] ")
         return f"folder {name} - remove: govc datastore.rm -ds {ds.lstrip('[')} {path}"
     return f"{kind} {name}"
-
-
-class _PinnedAdapter(requests.adapters.HTTPAdapter):
-    """HTTPS that accepts exactly one certificate, by SHA-1 fingerprint (no CA chain)."""
-
-    def __init__(self, fingerprint: str):
-        self.fingerprint = fingerprint
-        super().__init__()
-
-    def init_poolmanager(self, *args, **kwargs):
-        kwargs["assert_fingerprint"] = self.fingerprint
-        return super().init_poolmanager(*args, **kwargs)
 
 
 def _differences(vm, params: VCHCreateParams, ctx) -> list[str]:

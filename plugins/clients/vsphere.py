@@ -20,6 +20,8 @@ from collections.abc import Callable
 from typing import NamedTuple, TypeVar
 from urllib.parse import unquote, urlsplit
 
+import requests
+import requests.adapters
 from pydantic import Field, model_validator
 from vicflow.plugins import masking
 from vicflow.plugins.step import Params, PermanentError, StepContext, TransientError
@@ -244,6 +246,28 @@ class PinnedContext(ssl.SSLContext):
             tls.close()
             raise _mismatch(self.pinned_host, self.pinned_thumbprint, seen)
         return tls
+
+
+def pinned_session(host: str, thumbprint: str | None, timeout: float) -> requests.Session:
+    """A requests session to vCenter's other HTTPS interfaces (the datastore's /folder) that accepts the
+    same one certificate as the API session (``PinnedContext``); ``thumbprint`` None only when the step
+    said ``insecure: true``."""
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = False  # the pinned SHA-1 is checked instead of a CA chain
+    if thumbprint:
+        session.mount("https://", _PinnedAdapter(PinnedContext.of(host, normalise(thumbprint), timeout)))
+    return session
+
+
+class _PinnedAdapter(requests.adapters.HTTPAdapter):
+    def __init__(self, context: PinnedContext):
+        self.context = context
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs):
+        kwargs["ssl_context"] = self.context
+        return super().init_poolmanager(*args, **kwargs)
 
 
 def _login(

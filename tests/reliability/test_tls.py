@@ -101,3 +101,15 @@ def test_a_wrong_vsphere_thumbprint_is_refused_before_anything_changes(vcsim, ca
         stepkit.plan(Firewall, ctx, **creds, insecure=True, compute_resource="DC0_C0")
         ctx.resources["vsphere"].close()
     assert any("insecure: true - the certificate of 127.0.0.1 is not checked" in r.getMessage() for r in caplog.records)
+
+
+def test_the_datastore_upload_session_pins_the_same_certificate_as_the_api(vcsim):
+    """vch_create's ISO upload (the datastore's /folder over HTTPS) uses the API session's pinning."""
+    from vicflow.plugins.clients import vsphere
+
+    host, port = vsphere.split_server(vcsim.url)
+    url = f"https://{host}:{port}/folder"
+    assert vsphere.pinned_session(host, vcsim.thumbprint, 10).get(url, timeout=10).status_code < 500
+    wrong = "AA:" * 19 + "AA"
+    with pytest.raises(Exception, match="certificate thumbprint mismatch"):
+        vsphere.pinned_session(host, wrong, 10).get(url, timeout=10)
