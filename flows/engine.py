@@ -7,12 +7,9 @@ that completed, newest first, unless the failing step's ``on_failure`` says othe
 
 from __future__ import annotations
 
-import contextvars
-import hashlib
 import json
 import logging
 import os
-import queue
 import threading
 import time
 import uuid
@@ -22,8 +19,17 @@ from typing import Any
 
 from pydantic import ValidationError
 from vicflow.flows import expressions
-from vicflow.flows.blueprint import Blueprint, dependencies, if_expression
+from vicflow.flows.blueprint import Blueprint, dependencies
+from vicflow.flows.rendering import (
+    AttemptStillRunning,
+    Unknown,
+    call_with_deadline,
+    contains_unknown,
+    for_each_items,
+    truthy,
+)
 from vicflow.flows.retry import delays
+from vicflow.flows.scheduler import Scheduler
 from vicflow.plugins import dag, masking
 from vicflow.plugins.errors import RunFailed, VicflowError
 from vicflow.plugins.step import Change, StepContext, StepError, StepType
@@ -43,7 +49,6 @@ EVENTS = (
 log = logging.getLogger("vicflow.engine")
 MAX_PARALLEL_STEPS = 16  # the flow's task runner: steps and for_each items running at once
 # how long a run whose steps are done waits for an absent Prefect server to report
-TIMEOUT_GRACE_SECONDS = 30.0  # how long a timed-out attempt may take to stop before its retry
 REPORT_WAIT_SECONDS = float(os.environ.get("VICFLOW_REPORT_WAIT_SECONDS", "600"))
 
 
@@ -53,34 +58,6 @@ class StepFailed(VicflowError):
     def __init__(self, message: str, transient: bool = False):
         super().__init__(message)
         self.transient = transient
-
-
-class Unknown:
-    """A value known only after apply (used by dry runs); attribute access stays unknown."""
-
-    def __init__(self, name: str):
-        self._name = name
-
-    def __getattr__(self, attr: str) -> Unknown:
-        return Unknown(f"{self._name}.{attr}")
-
-    def __getitem__(self, key: Any) -> Unknown:
-        return Unknown(f"{self._name}.{key}")
-
-    def __str__(self) -> str:
-        return f"(known after apply: {self._name})"
-
-    __repr__ = __str__
-
-
-def contains_unknown(value: Any) -> bool:
-    if isinstance(value, Unknown) or (isinstance(value, str) and "(known after apply:" in value):
-        return True
-    if isinstance(value, dict):
-        return any(contains_unknown(v) for v in value.values())
-    if isinstance(value, list):
-        return any(contains_unknown(v) for v in value)
-    return False
 
 
 class Secrets:
@@ -236,10 +213,6 @@ def load_journal(run_ref: str) -> dict[str, Any]:
     return json.loads(matches[0].read_text())
 
 
-def params_digest(params: Any) -> str:
-    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
-
-
 # --------------------------------------------------------------------------------------------- steps
 
 
@@ -280,41 +253,6 @@ def _logger(step_id: str):
         return logging.getLogger(f"vicflow.step.{step_id}")
 
 
-class AttemptStillRunning(TimeoutError, VicflowError):
-    """A timed-out attempt whose thread is still alive: retrying would run the step twice at once."""
-
-
-def _call_with_deadline(fn, timeout: float | None):
-    """Run ``fn`` with a deadline even when it blocks: the caller stops waiting when it passes."""
-    if timeout is None:
-        return fn()
-    box: dict[str, Any] = {}
-    ctx = contextvars.copy_context()
-
-    def target():
-        try:
-            box["value"] = ctx.run(fn)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            box["error"] = exc
-
-    worker = threading.Thread(target=target, daemon=True, name="vicflow-step")
-    worker.start()
-    worker.join(timeout)
-    if worker.is_alive():
-        # a step that honours ctx.deadline stops soon after it; one that does not would run beside its retry
-        worker.join(min(TIMEOUT_GRACE_SECONDS, timeout))
-        error = TimeoutError(f"did not finish within timeout_seconds={timeout:g}")
-        if worker.is_alive():
-            error = AttemptStillRunning(
-                f"did not finish within timeout_seconds={timeout:g} and is still running; it is not retried "
-                "while it runs (a second attempt would run beside it)"
-            )
-        raise error
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
-
 def step_task(token: str, step_id: str, item_index: int | None = None) -> dict[str, Any]:
     """The body of every step's Prefect task: one attempt of one step (or of one for_each item)."""
     run = _RUNS[token]
@@ -329,7 +267,7 @@ def step_task(token: str, step_id: str, item_index: int | None = None) -> dict[s
         ctx.attempt = attempt
         if step.timeout_seconds:
             ctx.deadline = time.monotonic() + step.timeout_seconds
-        outputs = _call_with_deadline(lambda: step_type.apply(params, ctx), step.timeout_seconds) or {}
+        outputs = call_with_deadline(lambda: step_type.apply(params, ctx), step.timeout_seconds) or {}
     except BaseException as exc:
         transient = not isinstance(exc, AttemptStillRunning) and (
             isinstance(exc, TimeoutError)
@@ -477,202 +415,46 @@ def _summary(run: Run, state: str, started: float) -> dict[str, Any]:
     }
 
 
-def for_each_items(step: Any, context: dict[str, Any], planning: bool = False) -> list[Any]:
-    """The items a step runs for: ``[None]`` without ``for_each``.  A value that is not a list is an error
-    in a run and in a plan alike; a plan lets through a value only known after apply."""
-    if step.for_each is None:
-        return [None]
-    items = expressions.render(step.for_each, context)
-    if isinstance(items, list):
-        return items
-    if planning and contains_unknown(items):
-        return [items]
-    raise StepError(
-        f"for_each must produce a list, got {type(items).__name__}: {str(items)[:200]!r}",
-        "for_each takes a list or an expression that yields one",
-    )
-
-
 def _schedule(run: Run) -> str | None:
-    """Submit steps as their dependencies finish; returns the id of a step that failed for good.  How many
-    run at once is bounded by the flow's task runner (``MAX_PARALLEL_STEPS``) and each for_each's
+    """Run the steps (the scheduler, with each step a Prefect task); the id of a step that failed for good.
+    How many run at once is bounded by the flow's task runner (``MAX_PARALLEL_STEPS``) and each for_each's
     ``max_parallel``."""
-    from prefect import task
-    from prefect.cache_policies import NONE
+    return Scheduler(run, PrefectSteps(run)).run()
 
-    base_task = task(step_task, cache_policy=NONE, persist_result=False, log_prints=False)
-    skip_task = task(skipped_task, cache_policy=NONE, persist_result=False)
-    steps = run.blueprint.steps
-    deps = {s.id: dependencies(s) for s in steps}
-    sorter, position = dag.in_given_order(deps)  # a step is ready once every step it needs has finished
-    started: set[str] = set()
-    done: queue.Queue = queue.Queue()
-    in_flight: dict[str, int] = {}  # step id -> running items
-    backlog: dict[str, list[int | None]] = {}  # step id -> items not yet submitted
-    item_outputs: dict[str, dict[int, dict]] = {}
-    failure: str | None = None
 
-    def submit(step_id: str, index: int | None) -> None:
-        step = run.blueprint.step(step_id)
-        label = step_id if index is None else f"{step_id}[{_item_label(run.items[step_id][index])}]"
-        configured = base_task.with_options(
+class PrefectSteps:
+    """The scheduler's executor: each step (or for_each item) is a Prefect task run named after it, with
+    Prefect's retries (the UI shows AwaitingRetry), and a skipped step is a task run in a Completed state
+    named Skipped."""
+
+    def __init__(self, run: Run):
+        from prefect import task
+        from prefect.cache_policies import NONE
+
+        self.run = run
+        self.step_task = task(step_task, cache_policy=NONE, persist_result=False, log_prints=False)
+        self.skip_task = task(skipped_task, cache_policy=NONE, persist_result=False)
+
+    def submit(self, step_id: str, index: int | None, label: str):
+        step = self.run.blueprint.step(step_id)
+        configured = self.step_task.with_options(
             name=step_id,
             task_run_name=label,
             retries=step.retries,
             retry_delay_seconds=delays(step.retry_delay_seconds, step.retries) or 0,
             retry_condition_fn=_retry_condition,
         )
-        future = configured.submit(run.token, step_id, index)
-        in_flight[step_id] = in_flight.get(step_id, 0) + 1
-        future.add_done_callback(lambda f, s=step_id, i=index: done.put((s, i, f)))
+        return configured.submit(self.run.token, step_id, index)
 
-    def finish(step_id: str, state: str, note: str = "") -> None:
-        record = run.records[step_id]
-        record.state, record.finished = state, time.monotonic()
-        if note:
-            record.note = note
-        if state in ("completed", "cached"):
-            run.completion_order.append(step_id)
-        event = {"completed": "succeeded", "cached": "succeeded", "skipped": "skipped"}.get(state, "failed")
-        run.emit(
-            f"vicflow.step.{event}",
-            step_id,
-            {
-                "state": state,
-                "attempts": record.attempts,
-                "duration_s": record.duration,
-                "outputs": record.outputs,
-                "error": record.error,
-            },
-        )
-        run.save_journal()
-        sorter.done(step_id)
-
-    def start(step_id: str) -> None:
-        step = run.blueprint.step(step_id)
-        record = run.records[step_id]
-        record.started = time.monotonic()
-        blocked = [d for d in deps[step_id] if run.records[d].state not in ("completed", "cached")]
-        if blocked:
-            skip_task.with_options(name=step_id, task_run_name=step_id).submit(
-                f"needs {', '.join(blocked)}, which did not complete"
-            ).wait()
-            return finish(step_id, "skipped", f"needs {', '.join(blocked)}, which did not complete")
-        try:
-            context = run.context()
-
-            def render_step() -> tuple[list[Any], list[Any]] | None:
-                """if:, for_each and with:, rendered; None when if: is false."""
-                if step.if_ is not None and not _truthy(step.if_, context):
-                    return None
-                items = for_each_items(step, context)
-                return items, [expressions.render(step.with_, run.context(item)) for item in items]
-
-            try:  # a slow expression meets the step's deadline like the step itself
-                prepared = _call_with_deadline(render_step, step.timeout_seconds)
-            except TimeoutError:
-                raise StepError(
-                    f"rendering the step's expressions did not finish within timeout_seconds={step.timeout_seconds:g}",
-                    "simplify the expressions in if:, for_each or with:",
-                ) from None
-            if prepared is None:
-                skip_task.with_options(name=step_id, task_run_name=step_id).submit(f"if: {step.if_} was false").wait()
-                return finish(step_id, "skipped", f"if: {step.if_} was false")
-            items, rendered = prepared
-            run.rendered[step_id] = rendered  # the task validates these; secrets are resolved once
-            record.params_hash = params_digest(rendered)
-            previous = run.previous.get(step_id)
-            if (
-                previous
-                and previous.get("state") in ("completed", "cached")
-                and previous.get("params_hash") == record.params_hash
-            ):
-                record.outputs = previous.get("outputs", {})
-                skip_task.with_options(name=step_id, task_run_name=step_id).submit("resumed").wait()
-                return finish(step_id, "cached", "completed in the resumed run with the same inputs")
-        except Exception as exc:
-            record.error = masking.mask(str(exc))
-            return finish(step_id, "failed")
-        record.state = "running"
-        run.emit("vicflow.step.started", step_id, {"uses": step.uses})
-        if step.for_each is None:
-            run.items[step_id] = [None]
-            submit(step_id, None)
-        else:
-            run.items[step_id] = items
-            record.items = len(items)
-            item_outputs[step_id] = {}
-            backlog[step_id] = list(range(len(items)))
-            if not items:
-                return finish(step_id, "completed", "for_each produced no items")
-            for _ in range(min(step.max_parallel, len(items))):
-                submit(step_id, backlog[step_id].pop(0))
-
-    while True:
-        # a step that finishes at once (skipped, cached, failed to render) makes the next ones ready
-        while failure is None and (ready := sorted(sorter.get_ready(), key=position.__getitem__)):
-            for step_id in ready:
-                started.add(step_id)
-                start(step_id)
-                if run.records[step_id].state == "failed" and _fatal(run, step_id):
-                    failure = failure or step_id
-        if not in_flight:
-            break
-        step_id, index, future = done.get()
-        in_flight[step_id] -= 1
-        if not in_flight[step_id]:
-            del in_flight[step_id]
-        record = run.records[step_id]
+    def outcome(self, future) -> tuple[bool, Any, str]:
         future.wait()  # sets the final state from the worker without asking the API
         state = future.state
         if state.is_completed():
-            outputs = future.result()
-            if index is None:
-                record.outputs = outputs
-            else:
-                item_outputs[step_id][index] = outputs
-        else:
-            record.error = record.error or masking.mask(state.message or "failed")
-            backlog.pop(step_id, None)
-            if record.state == "running":
-                record.state = "timed_out" if record.note == "timed out" else "failed"
-        if record.state == "running" and backlog.get(step_id) and failure is None:
-            submit(step_id, backlog[step_id].pop(0))
-        elif step_id not in in_flight and record.state in ("running", "failed", "timed_out"):
-            if record.state == "running":
-                if index is not None:
-                    collected = item_outputs[step_id]
-                    names = {k for out in collected.values() for k in out}
-                    record.outputs = {n: [collected[i].get(n) for i in sorted(collected)] for n in names}
-                finish(step_id, "completed")
-            else:
-                finish(step_id, record.state)
-                if _fatal(run, step_id):
-                    failure = failure or step_id
-    for step_id in (s.id for s in steps if s.id not in started):  # never started because of a failure
-        run.records[step_id].note = "not started: an earlier step failed"
-    return failure
+            return True, future.result(), ""
+        return False, None, state.message or "failed"
 
-
-def _fatal(run: Run, step_id: str) -> bool:
-    return run.blueprint.step(step_id).on_failure != "continue"
-
-
-def _truthy(condition: str | bool, context: dict[str, Any]) -> bool:
-    if isinstance(condition, bool):
-        return condition
-    value = expressions.render(if_expression(condition), context)
-    if isinstance(value, str):
-        return value.strip().lower() not in ("", "false", "0", "no", "none")
-    return bool(value)
-
-
-def _item_label(item: Any) -> str:
-    if isinstance(item, dict):
-        for key in ("name", "id", "host"):
-            if key in item:
-                return masking.mask(str(item[key]))[:60]
-    return masking.mask(str(item))[:60]
+    def skip(self, step_id: str, reason: str) -> None:
+        self.skip_task.with_options(name=step_id, task_run_name=step_id).submit(reason).wait()
 
 
 def _rollback(run: Run) -> None:
@@ -713,7 +495,7 @@ def _plan(run: Run) -> list[dict[str, Any]]:
         record.started = time.monotonic()
         context = run.context()
         try:
-            if step.if_ is not None and not contains_unknown(step.if_) and not _truthy(step.if_, context):
+            if step.if_ is not None and not contains_unknown(step.if_) and not truthy(step.if_, context):
                 changes = [Change("none", step_id, f"skipped: if {step.if_} is false")]
             else:
                 items = for_each_items(step, context, planning=True)

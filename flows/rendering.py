@@ -1,0 +1,118 @@
+"""What the scheduler and the planner both need to turn a step into work: its ``if:`` and ``for_each``
+rendered, a deadline for code that blocks, the digest that tells a resumed step's inputs apart, and the
+values a dry run knows only after apply."""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import json
+import threading
+from typing import Any
+
+from vicflow.flows import expressions
+from vicflow.flows.blueprint import if_expression
+from vicflow.plugins import masking
+from vicflow.plugins.errors import StepError, VicflowError
+
+TIMEOUT_GRACE_SECONDS = 30.0  # how long a timed-out attempt may take to stop before its retry
+
+
+class Unknown:
+    """A value known only after apply (used by dry runs); attribute access stays unknown."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Unknown:
+        return Unknown(f"{self._name}.{attr}")
+
+    def __getitem__(self, key: Any) -> Unknown:
+        return Unknown(f"{self._name}.{key}")
+
+    def __str__(self) -> str:
+        return f"(known after apply: {self._name})"
+
+    __repr__ = __str__
+
+
+def contains_unknown(value: Any) -> bool:
+    if isinstance(value, Unknown) or (isinstance(value, str) and "(known after apply:" in value):
+        return True
+    if isinstance(value, dict):
+        return any(contains_unknown(v) for v in value.values())
+    if isinstance(value, list):
+        return any(contains_unknown(v) for v in value)
+    return False
+
+
+class AttemptStillRunning(TimeoutError, VicflowError):
+    """A timed-out attempt whose thread is still alive: retrying would run the step twice at once."""
+
+
+def call_with_deadline(fn, timeout: float | None):
+    """Run ``fn`` with a deadline even when it blocks: the caller stops waiting when it passes."""
+    if timeout is None:
+        return fn()
+    box: dict[str, Any] = {}
+    ctx = contextvars.copy_context()
+
+    def target():
+        try:
+            box["value"] = ctx.run(fn)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, daemon=True, name="vicflow-step")
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        # a step that honours ctx.deadline stops soon after it; one that does not would run beside its retry
+        worker.join(min(TIMEOUT_GRACE_SECONDS, timeout))
+        error = TimeoutError(f"did not finish within timeout_seconds={timeout:g}")
+        if worker.is_alive():
+            error = AttemptStillRunning(
+                f"did not finish within timeout_seconds={timeout:g} and is still running; it is not retried "
+                "while it runs (a second attempt would run beside it)"
+            )
+        raise error
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def params_digest(params: Any) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def truthy(condition: str | bool, context: dict[str, Any]) -> bool:
+    if isinstance(condition, bool):
+        return condition
+    value = expressions.render(if_expression(condition), context)
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "false", "0", "no", "none")
+    return bool(value)
+
+
+def for_each_items(step: Any, context: dict[str, Any], planning: bool = False) -> list[Any]:
+    """The items a step runs for: ``[None]`` without ``for_each``.  A value that is not a list is an error
+    in a run and in a plan alike; a plan lets through a value only known after apply."""
+    if step.for_each is None:
+        return [None]
+    items = expressions.render(step.for_each, context)
+    if isinstance(items, list):
+        return items
+    if planning and contains_unknown(items):
+        return [items]
+    raise StepError(
+        f"for_each must produce a list, got {type(items).__name__}: {str(items)[:200]!r}",
+        "for_each takes a list or an expression that yields one",
+    )
+
+
+def item_label(item: Any) -> str:
+    if isinstance(item, dict):
+        for key in ("name", "id", "host"):
+            if key in item:
+                return masking.mask(str(item[key]))[:60]
+    return masking.mask(str(item))[:60]
