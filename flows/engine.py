@@ -13,6 +13,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,7 @@ class Run:
     rendered: dict[str, list[Any]] = field(default_factory=dict)  # parameters per item, rendered once
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    executor: Any = None  # PrefectSteps or ThreadSteps
 
     def context(self, item: Any = None) -> dict[str, Any]:
         steps = {
@@ -168,9 +170,7 @@ class Run:
             resource["vicflow.step"] = step
             resource["vicflow.step-type"] = self.records[step].uses
         try:
-            from prefect.events import emit_event
-
-            emit_event(event=name, resource=resource, payload=payload)
+            self.executor.event(name, resource, payload)
         except Exception as exc:  # events are observability, never a reason to fail a run
             log.debug("could not emit %s: %s", name, exc)
         self.registry.emit({"event": name, "blueprint": bp, "run_id": self.run_id, "step": step, "payload": payload})
@@ -334,8 +334,12 @@ def execute(
     dry_run: bool = False,
     resume: str | None = None,
     event: dict[str, Any] | None = None,
+    executor: Callable[[Run], Any] | None = None,
 ) -> dict[str, Any]:
-    """Run (or plan) ``blueprint``; returns the summary, raises RunFailed when a step failed for good."""
+    """Run (or plan) ``blueprint``; returns the summary, raises RunFailed when a step failed for good.
+
+    ``executor`` makes the run's executor: ``PrefectSteps`` (the default, inside a flow run: each step a
+    task run) or ``ThreadSteps`` (a plain thread pool, no Prefect)."""
     inputs = render_inputs(blueprint, inputs, event)
     masking.install_log_filter()
     run = Run(blueprint, inputs, registry.step_types, registry, run_id, event=event, dry_run=dry_run)
@@ -345,6 +349,7 @@ def execute(
         if resume:
             run.previous = load_journal(resume).get("steps", {})
     _RUNS[run.token] = run
+    run.executor = (executor or PrefectSteps)(run)
     started = time.monotonic()
     try:
         run.emit("vicflow.run.started", payload={"inputs": _public_inputs(blueprint, inputs), "event": event})
@@ -352,7 +357,7 @@ def execute(
             plan = _plan(run)
             summary = _summary(run, "planned", started)
             summary["plan"] = plan
-            _publish(run, summary)
+            run.executor.publish(summary)
             return summary
         failure = _schedule(run)
         if failure:
@@ -364,13 +369,14 @@ def execute(
         summary = _summary(run, state, started)
         summary["left_behind"] = masking.mask(left)
         run.save_journal()
-        _publish(run, summary)
+        run.executor.publish(summary)
         if failure:
             raise RunFailed(masking.mask(summary))  # Prefect pickles it into its result storage
         return summary
     finally:
         _RUNS.pop(run.token, None)
         _release(run)
+        run.executor.close()
 
 
 def _release(run: Run) -> list[str]:
@@ -416,10 +422,9 @@ def _summary(run: Run, state: str, started: float) -> dict[str, Any]:
 
 
 def _schedule(run: Run) -> str | None:
-    """Run the steps (the scheduler, with each step a Prefect task); the id of a step that failed for good.
-    How many run at once is bounded by the flow's task runner (``MAX_PARALLEL_STEPS``) and each for_each's
-    ``max_parallel``."""
-    return Scheduler(run, PrefectSteps(run)).run()
+    """Run the steps with the run's executor; the id of a step that failed for good.  How many run at once is
+    bounded by the executor (``MAX_PARALLEL_STEPS``) and each for_each's ``max_parallel``."""
+    return Scheduler(run, run.executor).run()
 
 
 class PrefectSteps:
@@ -456,32 +461,99 @@ class PrefectSteps:
     def skip(self, step_id: str, reason: str) -> None:
         self.skip_task.with_options(name=step_id, task_run_name=step_id).submit(reason).wait()
 
+    def rollback(self, step_id: str) -> tuple[bool, str]:
+        from prefect import task
+        from prefect.cache_policies import NONE
+
+        step = self.run.blueprint.step(step_id)
+        future = (
+            task(rollback_task, cache_policy=NONE, persist_result=False)
+            .with_options(
+                name=f"rollback-{step_id}",
+                task_run_name=f"rollback:{step_id}",
+                retries=step.retries,
+                retry_delay_seconds=delays(step.retry_delay_seconds, step.retries) or 0,
+                retry_condition_fn=_retry_condition,
+            )
+            .submit(self.run.token, step_id)
+        )
+        future.wait()
+        return future.state.is_completed(), future.state.message or ""
+
+    def publish(self, summary: dict[str, Any]) -> None:
+        _publish(self.run, summary)
+
+    def event(self, name: str, resource: dict[str, str], payload: dict[str, Any]) -> None:
+        from prefect.events import emit_event
+
+        emit_event(event=name, resource=resource, payload=payload)
+
+    def close(self) -> None:
+        pass
+
+
+class ThreadSteps:
+    """An executor without Prefect: a thread pool, the step's own retries (same delays, same transient
+    test), nothing published.  The engine's behaviour tests run on it; ``vicflow`` runs use PrefectSteps."""
+
+    def __init__(self, run: Run):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.run = run
+        self.pool = ThreadPoolExecutor(MAX_PARALLEL_STEPS, thread_name_prefix="vicflow-step")
+
+    def _retried(self, body: Callable[[], Any], step_id: str) -> Any:
+        step = self.run.blueprint.step(step_id)
+        waits = delays(step.retry_delay_seconds, step.retries)
+        for attempt in range(step.retries + 1):
+            try:
+                return body()
+            except StepFailed as exc:
+                if not exc.transient or attempt == step.retries:
+                    raise
+                time.sleep(waits[attempt])
+        raise AssertionError("unreachable")
+
+    def submit(self, step_id: str, index: int | None, label: str):
+        return self.pool.submit(self._retried, lambda: step_task(self.run.token, step_id, index), step_id)
+
+    def outcome(self, future) -> tuple[bool, Any, str]:
+        error = future.exception()
+        return (True, future.result(), "") if error is None else (False, None, str(error))
+
+    def skip(self, step_id: str, reason: str) -> None:
+        log.info("step %s not run: %s", step_id, reason)
+
+    def rollback(self, step_id: str) -> tuple[bool, str]:
+        try:
+            self._retried(lambda: rollback_task(self.run.token, step_id), step_id)
+        except StepFailed as exc:
+            return False, str(exc)
+        return True, ""
+
+    def publish(self, summary: dict[str, Any]) -> None:
+        pass  # no Prefect: the summary is the return value
+
+    def event(self, name: str, resource: dict[str, str], payload: dict[str, Any]) -> None:
+        pass  # plugins' on_run_event hooks still see every event
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False)
+
 
 def _rollback(run: Run) -> None:
     """Undo the completed steps that can roll back, newest first; a failed undo is reported, not fatal."""
-    from prefect import task
-    from prefect.cache_policies import NONE
-
-    undo = task(rollback_task, cache_policy=NONE, persist_result=False)
     for step_id in reversed(run.completion_order):
         record = run.records[step_id]
         if not run.step_types[record.uses].can_rollback() or record.state != "completed":
             continue
         run.emit("vicflow.step.rollback-started", step_id)
-        step = run.blueprint.step(step_id)
-        future = undo.with_options(
-            name=f"rollback-{step_id}",
-            task_run_name=f"rollback:{step_id}",
-            retries=step.retries,
-            retry_delay_seconds=delays(step.retry_delay_seconds, step.retries) or 0,
-            retry_condition_fn=_retry_condition,
-        ).submit(run.token, step_id)
-        future.wait()
-        if future.state.is_completed():
+        undone, message = run.executor.rollback(step_id)
+        if undone:
             record.state = "rolled_back"
             run.emit("vicflow.step.rolled-back", step_id)
         else:
-            record.note = masking.mask(f"rollback failed: {future.state.message}")
+            record.note = masking.mask(f"rollback failed: {message}")
             run.emit("vicflow.step.rollback-failed", step_id, {"error": record.note})
 
 

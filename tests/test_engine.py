@@ -1,4 +1,9 @@
-"""The engine on a real (ephemeral) Prefect server, with the test step types of tests/plugins."""
+"""The engine's behaviour with the test step types of tests/plugins.
+
+Most tests run it on ``ThreadSteps`` (a thread pool, no Prefect): ordering, fan-out, retries, timeouts,
+rollback, resume, conditions, outputs and plans are the engine's own.  The tests marked ``prefect`` run the
+same engine as a flow on a real (ephemeral) Prefect server, through ``PrefectSteps``: task-run names,
+artifacts, events and what Prefect stores."""
 
 from __future__ import annotations
 
@@ -15,8 +20,6 @@ from vicflow.flows.engine import RunFailed
 
 from tests.plugins import engine_steps
 
-pytestmark = pytest.mark.prefect
-
 
 @pytest.fixture
 def write(tmp_path):
@@ -29,7 +32,32 @@ def write(tmp_path):
 
 
 @pytest.fixture
-def run(prefect_api):
+def run(tmp_path, monkeypatch):
+    """Run a blueprint on the thread executor (no Prefect); returns the summary, failed or not."""
+    from vicflow.flows import blueprint as bp
+    from vicflow.flows import engine
+    from vicflow.plugins.manager import default_registry
+
+    monkeypatch.setenv("VICFLOW_STATE_DIR", str(tmp_path / "state"))
+    engine_steps.JOURNAL.clear()
+
+    def run(path: str, inputs: dict | None = None, **kwargs):
+        registry = default_registry()
+        document = bp.load(path, registry)
+        values = bp.resolve_inputs(document, inputs or {})
+        try:
+            return engine.execute(
+                document, values, registry, uuid.uuid4().hex, executor=engine.ThreadSteps, **kwargs
+            )
+        except RunFailed as exc:
+            return exc.summary
+
+    return run
+
+
+@pytest.fixture
+def run_in_prefect(prefect_api):
+    """Run a blueprint as the run-blueprint flow on the Prefect test server (PrefectSteps)."""
     from vicflow.flows.flow import run_blueprint
 
     engine_steps.JOURNAL.clear()
@@ -80,8 +108,9 @@ def test_dag_order_and_parallel_steps_overlap(write, run):
     assert start["last"] >= max(end["left"], end["right"])
 
 
-def test_for_each_fans_out_with_a_bound_and_names_items(write, run, prefect_api):
-    summary = run(
+@pytest.mark.prefect
+def test_for_each_fans_out_with_a_bound_and_names_items(write, run_in_prefect, prefect_api):
+    summary = run_in_prefect(
         write("""
         name: fan
         steps:
@@ -338,11 +367,12 @@ def test_a_for_each_that_is_not_a_list_fails_the_plan_as_it_fails_the_run(write,
     assert applied["state"] == "failed" and "for_each must produce a list, got str" in applied["steps"][0]["error"]
 
 
-def test_blueprint_error_fails_the_flow_run_with_the_location(write, run):
+@pytest.mark.prefect
+def test_blueprint_error_fails_the_flow_run_with_the_location(write, run_in_prefect):
     from vicflow.flows.blueprint import BlueprintError
 
     with pytest.raises(BlueprintError, match=r"bp-\w+\.yaml:5:21: step 'a': reference to undefined input"):
-        run(
+        run_in_prefect(
             write("""
             name: sandbox
             steps:
@@ -356,7 +386,8 @@ def test_blueprint_error_fails_the_flow_run_with_the_location(write, run):
 SECRET = "hunter2-" + uuid.uuid4().hex[:8]
 
 
-def test_secrets_are_masked_in_logs_artifacts_events_and_errors(write, run, prefect_api, monkeypatch, caplog):
+@pytest.mark.prefect
+def test_secrets_are_masked_in_logs_artifacts_events_and_errors(write, run_in_prefect, prefect_api, monkeypatch, caplog):
     monkeypatch.setenv("VICFLOW_SECRET_DB_PASSWORD", SECRET)
     seen_events = []
 
@@ -371,7 +402,7 @@ def test_secrets_are_masked_in_logs_artifacts_events_and_errors(write, run, pref
 
     default_registry().pm.register(Observer(), name="test-observer")
     try:
-        summary = run(
+        summary = run_in_prefect(
             write("""
             name: secrets
             steps:
@@ -426,13 +457,14 @@ def _everything_prefect_stored(flow_run_id: str) -> str:
     return "\n".join(parts)
 
 
-def test_numeric_secrets_journal_and_item_labels_are_masked(write, run, prefect_api, monkeypatch, tmp_path):
+@pytest.mark.prefect
+def test_numeric_secrets_journal_and_item_labels_are_masked(write, run_in_prefect, prefect_api, monkeypatch, tmp_path):
     """The leak paths found by a secret scan: a numeric secret, the resume journal on disk, and a for_each item
     label (a task-run name) that holds a secret."""
     pin = 480000 + random.randint(1000, 9999)
     monkeypatch.setenv("VICFLOW_SECRET_DB_PASSWORD", SECRET)
     monkeypatch.setenv("VICFLOW_STATE_DIR", str(tmp_path / "state"))
-    summary = run(
+    summary = run_in_prefect(
         write("""
         name: leaks
         inputs:
@@ -457,11 +489,12 @@ def test_numeric_secrets_journal_and_item_labels_are_masked(write, run, prefect_
     assert SECRET not in stored and f"pin {pin}" not in stored
 
 
-def test_run_leaves_summary_artifact_and_events(write, run, prefect_api):
+@pytest.mark.prefect
+def test_run_leaves_summary_artifact_and_events(write, run_in_prefect, prefect_api):
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    summary = run(
+    summary = run_in_prefect(
         write("""
         name: observed
         steps:
@@ -524,3 +557,16 @@ def test_expressions_are_rendered_under_the_steps_deadline(write, run):
     assert states(summary) == {"slow": "failed"}
     assert "rendering the step's expressions did not finish within timeout_seconds=1" in summary["steps"][0]["error"]
     assert time.monotonic() - started < 30
+
+
+def test_the_scheduler_and_its_helpers_import_no_prefect():
+    """The core runs without Prefect: importing the scheduler loads no prefect module."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, vicflow.flows.scheduler, vicflow.flows.rendering; "
+        "print(any(m.split('.')[0] == 'prefect' for m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "False", result.stderr[-2000:]
