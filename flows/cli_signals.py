@@ -22,14 +22,14 @@ from functools import partial
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def die_with_parent() -> None:  # runs in the child between fork and exec (a Popen preexec_fn)
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @contextmanager
 def _popen_dies_with_parent():
     original = subprocess.Popen
-    subprocess.Popen = partial(original, preexec_fn=_die_with_parent)
+    subprocess.Popen = partial(original, preexec_fn=die_with_parent)
     try:
         yield
     finally:

@@ -90,13 +90,24 @@ def run_worker(pool: str) -> int:
     path = os.path.join(tempfile.mkdtemp(prefix="vicflow-worker-"), "forkserver.sock")
     # vicflow-engine (the deployments' command) is found next to this Python
     env = {**os.environ, SOCKET_ENV: path, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    server = subprocess.Popen([sys.executable, "-m", "vicflow.flows.forkserver", path], env=env, stdout=subprocess.PIPE)
+    # both children die with `vicflow worker`, even when it is SIGKILLed: an orphaned `prefect worker` would
+    # go on taking runs with what is by then a stale environment
+    from vicflow.flows.cli_signals import die_with_parent
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "vicflow.flows.forkserver", path],
+        env=env,
+        stdout=subprocess.PIPE,
+        preexec_fn=die_with_parent,
+    )
     if server.stdout.readline().strip() != b"ready":
         server.wait(timeout=30)
         print(f"vicflow worker: the fork server did not start (exit {server.returncode})", file=sys.stderr)
         return 1
     worker = subprocess.Popen(
-        [str(bin_dir / "prefect"), "worker", "start", "--pool", pool, "--type", "process"], env=env
+        [str(bin_dir / "prefect"), "worker", "start", "--pool", pool, "--type", "process"],
+        env=env,
+        preexec_fn=die_with_parent,
     )
     signal.signal(signal.SIGTERM, lambda *_: worker.terminate())
     try:

@@ -92,3 +92,42 @@ def test_a_killed_vicflow_run_takes_its_temporary_prefect_server_with_it(tmp_pat
             run.kill()
         for pid in server_children(run.pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def children_of(parent: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                status = (entry / "status").read_text()
+            except OSError:
+                continue
+            if int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:"))) == parent:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.prefect
+def test_a_killed_vicflow_worker_takes_its_prefect_worker_and_fork_server_with_it(cli_env, tmp_path):
+    """Found by tests/reliability/test_prefect_server.py: a `prefect worker` orphaned by a SIGKILLed
+    `vicflow worker` went on taking runs, with the environment of the worker that was gone."""
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "vicflow.flows.cli", "worker", "--pool", f"killed-{os.getpid()}"],
+        env={**cli_env, "VICFLOW_HOME": str(REPO)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while len(children_of(worker.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.3)
+    children = children_of(worker.pid)
+    assert len(children) == 2, f"the fork server and the prefect worker did not start: {children}"
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(10)
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    left = [pid for pid in children if alive(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes outlived `vicflow worker`: {left}"

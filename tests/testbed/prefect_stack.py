@@ -11,8 +11,10 @@ VCH address 127.0.0.2).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -57,6 +59,8 @@ def start(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
 
 
 def stop(proc: subprocess.Popen, timeout: float = 20) -> None:
+    """SIGTERM, then SIGKILL to the process's whole session (it was started in one of its own): nothing it
+    started may outlive it (a `prefect worker` left behind would take the next test's runs)."""
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -64,6 +68,8 @@ def stop(proc: subprocess.Popen, timeout: float = 20) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def ts(value: str) -> float:
