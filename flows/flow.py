@@ -14,6 +14,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 from vicflow.flows import blueprint as bp
 from vicflow.flows import cli_signals, engine, expressions, shipped
+from vicflow.flows.prefect_adapter import PrefectSteps
 from vicflow.plugins.errors import InputsError
 from vicflow.plugins.manager import default_registry
 
@@ -51,7 +52,9 @@ def run_blueprint(
     values = bp.resolve_inputs(document, given)
     run_id = str(flow_run.get_id() or "local")
     with one_run_per_target(document, values, event):
-        return engine.execute(document, values, registry, run_id, dry_run=dry_run, resume=resume, event=event)
+        return engine.execute(
+            document, values, registry, run_id, dry_run=dry_run, resume=resume, event=event, executor=PrefectSteps
+        )
 
 
 def declared_site_inputs(document: bp.Blueprint, variable: str | None) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 ``for_each`` out under its ``max_parallel``, and settles each step's final state.
 
 It imports no Prefect module. An executor runs one step (one item) with its retries and says how it ended;
-the engine's executor makes each a Prefect task run (``engine.PrefectSteps``).
+the Prefect adapter's executor makes each a task run (``prefect_adapter.PrefectSteps``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,163 @@
+"""The engine on Prefect: the executor whose steps are task runs (``PrefectSteps``), the skipped and
+retry helpers it gives Prefect, and the summary artifact a finished run publishes.  The only module of
+the engine that runs steps through Prefect; ``flow.py`` hands it to ``engine.execute``."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from vicflow.flows.engine import Run, StepFailed, log, plan_markdown, rollback_task, step_task
+from vicflow.flows.retry import delays
+from vicflow.plugins import masking
+
+# how long a run whose steps are done waits for an absent Prefect server to report
+REPORT_WAIT_SECONDS = float(os.environ.get("VICFLOW_REPORT_WAIT_SECONDS", "600"))
+
+
+class PrefectSteps:
+    """The scheduler's executor: each step (or for_each item) is a Prefect task run named after it, with
+    Prefect's retries (the UI shows AwaitingRetry), and a skipped step is a task run in a Completed state
+    named Skipped."""
+
+    def __init__(self, run: Run):
+        from prefect import task
+        from prefect.cache_policies import NONE
+
+        self.run = run
+        self.step_task = task(step_task, cache_policy=NONE, persist_result=False, log_prints=False)
+        self.skip_task = task(skipped_task, cache_policy=NONE, persist_result=False)
+
+    def submit(self, step_id: str, index: int | None, label: str):
+        step = self.run.blueprint.step(step_id)
+        configured = self.step_task.with_options(
+            name=step_id,
+            task_run_name=label,
+            retries=step.retries,
+            retry_delay_seconds=delays(step.retry_delay_seconds, step.retries) or 0,
+            retry_condition_fn=_retry_condition,
+        )
+        return configured.submit(self.run.token, step_id, index)
+
+    def outcome(self, future) -> tuple[bool, Any, str]:
+        future.wait()  # sets the final state from the worker without asking the API
+        state = future.state
+        if state.is_completed():
+            return True, future.result(), ""
+        return False, None, state.message or "failed"
+
+    def skip(self, step_id: str, reason: str) -> None:
+        self.skip_task.with_options(name=step_id, task_run_name=step_id).submit(reason).wait()
+
+    def rollback(self, step_id: str) -> tuple[bool, str]:
+        from prefect import task
+        from prefect.cache_policies import NONE
+
+        step = self.run.blueprint.step(step_id)
+        future = (
+            task(rollback_task, cache_policy=NONE, persist_result=False)
+            .with_options(
+                name=f"rollback-{step_id}",
+                task_run_name=f"rollback:{step_id}",
+                retries=step.retries,
+                retry_delay_seconds=delays(step.retry_delay_seconds, step.retries) or 0,
+                retry_condition_fn=_retry_condition,
+            )
+            .submit(self.run.token, step_id)
+        )
+        future.wait()
+        return future.state.is_completed(), future.state.message or ""
+
+    def publish(self, summary: dict[str, Any]) -> None:
+        _publish(self.run, summary)
+
+    def event(self, name: str, resource: dict[str, str], payload: dict[str, Any]) -> None:
+        from prefect.events import emit_event
+
+        emit_event(event=name, resource=resource, payload=payload)
+
+    def close(self) -> None:
+        pass
+
+
+def skipped_task(reason: str):
+    from prefect.states import Completed
+
+    return Completed(name="Skipped", message=reason)
+
+
+def _retry_condition(task, task_run, state) -> bool:
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception:
+        return False
+    return isinstance(exc, StepFailed) and exc.transient
+
+
+def wait_for_server(seconds: float = REPORT_WAIT_SECONDS) -> bool:
+    """Wait for the Prefect API to answer its health check, for up to ``seconds``.
+
+    The steps may finish while the server is away (a restart, a lost network): the run then waits to
+    report rather than dropping its summary; Prefect's own client gives up after about 60 s."""
+    from prefect.client.orchestration import get_client
+    from prefect.logging import get_run_logger
+
+    started = time.monotonic()
+    with get_client(sync_client=True) as client:
+        while client.api_healthcheck() is not None:
+            if time.monotonic() - started >= seconds:
+                log.warning("the Prefect server did not come back within %.0fs; the summary is not published", seconds)
+                return False
+            if time.monotonic() - started < 2:  # said once, on the worker's log
+                log.warning("the Prefect server does not answer; the run waits up to %.0fs to report", seconds)
+            time.sleep(2)
+    away = time.monotonic() - started
+    if away >= 2:  # logged to the run once the server can hear it
+        get_run_logger().warning("the Prefect server did not answer for %.0fs; the run waited, and reports now", away)
+    return True
+
+
+def _publish(run: Run, summary: dict[str, Any]) -> None:
+    """The summary table artifact (and the plan as markdown in a dry run), then run.finished."""
+    try:
+        if not wait_for_server():
+            return
+        from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+        key = f"vicflow-{run.blueprint.name}"[:100]
+        rows = [
+            {
+                **row,
+                "outputs": json.dumps(row["outputs"], default=str)[:500],
+                "left_behind": "; ".join(row["left_behind"]),
+            }
+            for row in summary["steps"]
+        ]
+        if summary.get("left_behind"):
+            rows.append({"id": "(run)", "state": summary["state"], "left_behind": "; ".join(summary["left_behind"])})
+        description = f"vicflow run of {run.blueprint.name}: {summary['state']}"
+        if run.event:
+            description += f" (started by event {run.event.get('event', '?')})"
+        create_table_artifact(table=masking.mask(rows), key=f"{key}-summary", description=description)
+        if run.event:
+            create_markdown_artifact(
+                key=f"{key}-trigger",
+                description="the event that started this run",
+                markdown="```json\n" + json.dumps(masking.mask(run.event), indent=2, default=str) + "\n```",
+            )
+        if "plan" in summary:
+            create_markdown_artifact(
+                key=f"{key}-plan", markdown=plan_markdown(summary), description=f"dry run of {run.blueprint.name}"
+            )
+    except Exception as exc:
+        log.warning("could not publish the run's artifacts: %s", exc)
+    run.emit(
+        "vicflow.run.finished",
+        payload={
+            "state": summary["state"],
+            "duration_s": summary["duration_s"],
+            "steps": {s["id"]: s["state"] for s in summary["steps"]},
+        },
+    )
