@@ -35,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs on the terminal")
         if name == "run":
             p.add_argument("--resume", metavar="RUN", help="skip steps that completed in RUN with the same inputs")
+        else:
+            p.add_argument(
+                "--record", action="store_true", help="plan as a Prefect flow run (recorded, with the plan artifact)"
+            )
 
     p = sub.add_parser("listen", help="run event sources and emit Prefect events (stop with Ctrl-C / SIGTERM)")
     p.add_argument("--config", required=True, metavar="FILE", help="YAML: one section per source (docs/events.md)")
@@ -201,22 +205,19 @@ def _run_or_plan(args, dry_run: bool) -> int:
 
     if getattr(args, "resume", None):
         engine.load_journal(args.resume)  # an unknown id is exit 2 before Prefect starts
-    from vicflow.flows import cli_signals
-    from vicflow.flows.flow import run_blueprint
     from vicflow.flows.progress import Progress
     from vicflow.plugins.manager import default_registry
 
+    here = dry_run and not args.record  # a plan changes nothing: no Prefect server to start
     progress = Progress(document, quiet=args.output == "json", verbose=args.verbose)
-    cli_signals.install(args.file, lambda: progress.run_id)
+    if not here:
+        from vicflow.flows import cli_signals
+
+        cli_signals.install(args.file, lambda: progress.run_id)
     default_registry().pm.register(progress, name="vicflow.cli.progress")
     try:
         with progress:
-            summary = run_blueprint(
-                blueprint=str(shipped.resolve(args.file)),
-                inputs=values,
-                dry_run=dry_run,
-                resume=getattr(args, "resume", None),
-            )
+            summary = _plan_here(document, values) if here else _run_in_prefect(args, values, dry_run)
         code = EXIT_OK
     except engine.RunFailed as exc:
         summary, code = exc.summary, EXIT_FAILED
@@ -224,6 +225,29 @@ def _run_or_plan(args, dry_run: bool) -> int:
         default_registry().pm.unregister(name="vicflow.cli.progress")
     progress.report(summary, args.output)
     return code
+
+
+def _plan_here(document, values: dict[str, Any]) -> dict[str, Any]:
+    """The plan in this process, on the thread executor: every step's plan(), nothing recorded."""
+    from vicflow.flows import blueprint as bp
+    from vicflow.flows import engine
+    from vicflow.plugins.manager import default_registry
+
+    resolved = bp.resolve_inputs(document, values)
+    run_id = "local-plan-" + os.urandom(4).hex()
+    return engine.execute(document, resolved, default_registry(), run_id, dry_run=True, executor=engine.ThreadSteps)
+
+
+def _run_in_prefect(args, values: dict[str, Any], dry_run: bool) -> dict[str, Any]:
+    from vicflow.flows import shipped
+    from vicflow.flows.flow import run_blueprint
+
+    return run_blueprint(
+        blueprint=str(shipped.resolve(args.file)),
+        inputs=values,
+        dry_run=dry_run,
+        resume=getattr(args, "resume", None),
+    )
 
 
 COMMANDS = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import threading
 import time
 import uuid
@@ -243,6 +244,8 @@ def _prepare(run: Run, step_id: str, item: Any, rendered: Any = None) -> tuple[S
 
 
 def _logger(step_id: str):
+    if "prefect" not in sys.modules:  # no Prefect in this process (a plan here): no run logger to find
+        return logging.getLogger(f"vicflow.step.{step_id}")
     try:
         from prefect import get_run_logger
 

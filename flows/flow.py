@@ -51,10 +51,20 @@ def run_blueprint(
     given = {**declared_site_inputs(document, inputs_from), **(inputs or {})}
     values = bp.resolve_inputs(document, given)
     run_id = str(flow_run.get_id() or "local")
-    with one_run_per_target(document, values, event):
-        return engine.execute(
-            document, values, registry, run_id, dry_run=dry_run, resume=resume, event=event, executor=PrefectSteps
-        )
+    executors: list[PrefectSteps] = []
+
+    def executor(run: engine.Run) -> PrefectSteps:
+        executors.append(PrefectSteps(run))
+        return executors[-1]
+
+    try:
+        with one_run_per_target(document, values, event):
+            return engine.execute(
+                document, values, registry, run_id, dry_run=dry_run, resume=resume, event=event, executor=executor
+            )
+    finally:  # the slot is given back first: publishing may wait for an absent server
+        for each in executors:
+            each.publish_kept()
 
 
 def declared_site_inputs(document: bp.Blueprint, variable: str | None) -> dict[str, Any]:

@@ -20,13 +20,18 @@ REPORT_WAIT_SECONDS = float(os.environ.get("VICFLOW_REPORT_WAIT_SECONDS", "600")
 class PrefectSteps:
     """The scheduler's executor: each step (or for_each item) is a Prefect task run named after it, with
     Prefect's retries (the UI shows AwaitingRetry), and a skipped step is a task run in a Completed state
-    named Skipped."""
+    named Skipped.
+
+    ``publish`` keeps the summary until ``publish_kept()``: the flow publishes after it has given back its
+    target's slot, so a run whose steps are done never holds the slot while it waits for an absent server
+    (a lease that expires meanwhile would have Prefect cancel the finished run)."""
 
     def __init__(self, run: Run):
         from prefect import task
         from prefect.cache_policies import NONE
 
         self.run = run
+        self.kept: dict[str, Any] | None = None
         self.step_task = task(step_task, cache_policy=NONE, persist_result=False, log_prints=False)
         self.skip_task = task(skipped_task, cache_policy=NONE, persist_result=False)
 
@@ -71,7 +76,12 @@ class PrefectSteps:
         return future.state.is_completed(), future.state.message or ""
 
     def publish(self, summary: dict[str, Any]) -> None:
-        _publish(self.run, summary)
+        self.kept = summary
+
+    def publish_kept(self) -> None:
+        if self.kept is not None:
+            summary, self.kept = self.kept, None
+            _publish(self.run, summary)
 
     def event(self, name: str, resource: dict[str, str], payload: dict[str, Any]) -> None:
         from prefect.events import emit_event

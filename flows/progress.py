@@ -51,7 +51,10 @@ class Progress:
         name, step = event["event"], event.get("step")
         if name == "vicflow.run.started":
             self.run_id = event["run_id"]
-            self.console.print(f"[bold]{event['blueprint']}[/]: flow run {self.run_id}", highlight=False)
+            if self.run_id.startswith("local-plan-"):
+                self.console.print(f"[bold]{event['blueprint']}[/]: plan (not recorded; --record records it)")
+            else:
+                self.console.print(f"[bold]{event['blueprint']}[/]: flow run {self.run_id}", highlight=False)
         if not step:
             return
         kind = name.rsplit(".", 1)[1]
@@ -97,4 +100,5 @@ class Progress:
         from vicflow.flows.links import run_url
 
         self.console.print(f"{summary['blueprint']}: {summary['state']} in {summary['duration_s']:.1f}s")
-        self.console.print(f"see the run: {run_url(summary['run_id'])}", highlight=False, soft_wrap=True)
+        if not summary["run_id"].startswith("local-plan-"):
+            self.console.print(f"see the run: {run_url(summary['run_id'])}", highlight=False, soft_wrap=True)

@@ -58,12 +58,22 @@ def test_run_exit_codes_and_json_output(blueprint, cli_env):
     assert "unknown input 'fial'" in invalid.stderr and "did you mean 'fail'?" in invalid.stderr
 
 
-@pytest.mark.prefect
-def test_plan_prints_changes_and_changes_nothing(blueprint, cli_env):
-    result = run_cli(["plan", blueprint, "--output", "json"], cli_env)
+def test_plan_prints_changes_changes_nothing_and_needs_no_prefect_server(blueprint, cli_env):
+    env = {k: v for k, v in cli_env.items() if k != "PREFECT_API_URL"}  # nothing to reach, nothing started
+    result = run_cli(["plan", blueprint, "--output", "json"], env)
     assert result.returncode == 0, result.stderr[-2000:]
-    plan = json.loads(result.stdout)["plan"]
-    assert plan[0]["step"] == "a" and plan[0]["action"] == "create"
+    summary = json.loads(result.stdout)
+    assert summary["plan"][0]["step"] == "a" and summary["plan"][0]["action"] == "create"
+    assert summary["run_id"].startswith("local-plan-")
+
+
+@pytest.mark.prefect
+def test_plan_record_plans_as_a_flow_run(blueprint, cli_env):
+    result = run_cli(["plan", blueprint, "--record", "--output", "json"], cli_env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout)
+    assert summary["plan"][0]["action"] == "create"
+    assert len(summary["run_id"]) == 36, "a Prefect flow-run id"
 
 
 def test_schema_is_json_schema(cli_env):
