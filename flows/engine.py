@@ -189,7 +189,7 @@ class Run:
         self.journal.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.journal.with_suffix(".tmp")
         with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
-            json.dump(data, out, default=str)
+            out.write(json.dumps(data, default=str))  # the C encoder: json.dump streams in Python, 10x slower
         os.replace(tmp, self.journal)
 
 
