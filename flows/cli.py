@@ -200,6 +200,9 @@ def _run_or_plan(args, dry_run: bool) -> int:
     values = _inputs(args, document)
     bp.resolve_inputs(document, values)  # exit 2 before Prefect starts
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if not args.verbose:  # Prefect's console lines and tracebacks (still sent to the API) would bury the progress;
+        # set before Prefect configures logging, since it may configure it again when its temporary server starts
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 
     from vicflow.flows import engine
 

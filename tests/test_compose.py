@@ -474,3 +474,27 @@ def test_recreate_never_starts_what_stopped_and_replaces_nothing(tmp_path, docke
     again, ctx = stepkit.apply(ComposeUp, docker_host=PLAIN, files=[path], project=project, recreate="never")
     assert again["unchanged"] == ["box"] and ctx.changed is False
     stepkit.apply(ComposeDown, docker_host=PLAIN, project=project)
+
+
+def test_a_reported_container_that_the_next_attempt_started_is_no_longer_left_behind(
+    tmp_path, docker_engine, docker_images, docker_client
+):
+    """Found by the restart trials: an attempt cut by a dockerd restart reports the container it could not
+    remove; the next attempt starts it, and the run's summary must not list it as left behind any more."""
+    project = f"leftover{uuid.uuid4().hex[:6]}"
+    path = _write(tmp_path, "compose.yml", "services:\n  a: {image: 'vicflow-test/busybox:latest', command: [sleep, '600']}\n")
+    created = docker_client.api.create_container(
+        "vicflow-test/busybox:latest", ["sleep", "600"], name=f"{project}-a-1",
+        labels={"com.docker.compose.project": project, "com.docker.compose.service": "a",
+                "com.docker.compose.container-number": "1", "com.docker.compose.oneoff": "False"},
+    )  # fmt: skip
+    short = created["Id"][:12]
+    ctx = stepkit.context(
+        "app", leftovers=[f"container {project}-a-1 ({short}) created but not started - the next run starts it"]
+    )
+    ctx.leftovers.append("volume x: kept, remove it with docker volume rm x")  # not a container line: kept
+    try:
+        stepkit.apply(ComposeUp, ctx, docker_host=PLAIN, files=[path], project=project)
+        assert ctx.leftovers == ["volume x: kept, remove it with docker volume rm x"], ctx.leftovers
+    finally:
+        stepkit.apply(ComposeDown, docker_host=PLAIN, project=project)

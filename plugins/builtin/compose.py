@@ -26,6 +26,9 @@ VERSION_LABEL = "vicflow"
 NETWORK_ERRORS = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
 
 
+NOT_STARTED = "created but not started"  # how a leftover container is reported (and recognised when it is not)
+
+
 def engine_is_transient(exc: BaseException) -> bool:
     """A 5xx from the engine (it is restarting, or a daemon-side hiccup) is worth another attempt; a 4xx is not."""
     return isinstance(exc, docker.errors.APIError) and (exc.status_code or 0) >= 500
@@ -387,9 +390,19 @@ class Deployer:
         except Exception as exc:
             self.ctx.logger.error("could not remove %s, which did not start: %s", name, exc)
             self.ctx.leftovers.append(
-                f"container {name} ({container_id[:12]}) created but not started - the next run starts it, "
+                f"container {name} ({container_id[:12]}) {NOT_STARTED} - the next run starts it, "
                 f"or remove it: docker rm -f {name}"
             )
+
+    def forget_started_leftovers(self) -> None:
+        """A container an earlier attempt reported as created-but-not-started that runs now (this attempt
+        started it) or is gone (it replaced it) is no longer left behind: the run's summary must not list it."""
+        idle = {c.id[:12] for c in self.containers(refresh=True).values() if summary_state(c) != "running"}
+        self.ctx.leftovers[:] = [
+            line
+            for line in self.ctx.leftovers
+            if NOT_STARTED not in line or any(f"({short}) {NOT_STARTED}" in line for short in idle)
+        ]
 
     def _start(self, container_id: str, name: str, wait_seconds: float = 30) -> None:
         """Start; a syslog logging driver whose server (Harbor's ``log`` service) is still starting refuses the
@@ -606,6 +619,7 @@ class ComposeUp(StepType):
             ctx.changed = any(a != "unchanged" for a in actions.values()) or bool(
                 deployer.state["networks"] or deployer.state["volumes"]
             )
+            deployer.forget_started_leftovers()
             return deployer.outputs(actions)
 
     def rollback(self, params: ComposeUpParams, ctx) -> None:

@@ -180,11 +180,45 @@ def clean_gogs() -> None:
     )
 
 
+def start_registry(docker_client, endpoints: list[dict], attempts: int = 3):
+    """The notifying registry on a free port of 127.0.0.1 (host network); returns (container, port).
+
+    A port found free can be taken before the registry binds it (the stack's own client connections use
+    the same range): a registry that exits at once is started again on another port, and the last failure
+    says why, in the container's own words."""
+    for attempt in range(attempts):
+        port = free_port()
+        registry = docker_client.containers.run(
+            "vicflow-test/registry:2.6.1-photon",
+            name=f"notify-registry-{uuid.uuid4().hex[:6]}",
+            detach=True,
+            network_mode="host",
+            environment={
+                "REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}",
+                "REGISTRY_NOTIFICATIONS_ENDPOINTS": json.dumps(endpoints),
+            },
+        )
+        try:
+            wait_http(f"http://127.0.0.1:{port}/v2/", timeout=30)
+            return registry, port
+        except RuntimeError as exc:
+            registry.reload()
+            state = registry.attrs["State"]
+            logs = registry.logs(tail=30).decode(errors="replace")
+            registry.remove(force=True)
+            if attempt == attempts - 1:
+                raise RuntimeError(
+                    f"{exc}; the registry container was {state.get('Status')} (exit {state.get('ExitCode')}, "
+                    f"{state.get('Error') or 'no error'}):\n{logs}"
+                ) from None
+    raise AssertionError("unreachable")
+
+
 @contextmanager
 def running(home: Path, docker_client, **extra_env: str):
     """Start everything; yields a Stack.  Stops what it started, and removes the gogs project.
     ``extra_env`` reaches the server, the worker and its runs (secrets as VICFLOW_SECRET_*)."""
-    port, receiver, registry_port, token = free_port(), free_port(), free_port(), uuid.uuid4().hex
+    port, receiver, token = free_port(), free_port(), uuid.uuid4().hex
     api = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(
@@ -257,17 +291,7 @@ def running(home: Path, docker_client, **extra_env: str):
                 "headers": {"Authorization": [f"Bearer {token}"]},
             }
         ]
-        registry = docker_client.containers.run(
-            "vicflow-test/registry:2.6.1-photon",
-            name=f"notify-registry-{uuid.uuid4().hex[:6]}",
-            detach=True,
-            network_mode="host",
-            environment={
-                "REGISTRY_HTTP_ADDR": f"127.0.0.1:{registry_port}",
-                "REGISTRY_NOTIFICATIONS_ENDPOINTS": json.dumps(endpoints),
-            },
-        )
-        wait_http(f"http://127.0.0.1:{registry_port}/v2/")
+        registry, registry_port = start_registry(docker_client, endpoints)
         stack.registry = f"127.0.0.1:{registry_port}"
         yield stack
     finally:
