@@ -34,6 +34,7 @@ class PrefectSteps:
         self.kept: dict[str, Any] | None = None
         self.step_task = task(step_task, cache_policy=NONE, persist_result=False, log_prints=False)
         self.skip_task = task(skipped_task, cache_policy=NONE, persist_result=False)
+        self.rollback_task = task(rollback_task, cache_policy=NONE, persist_result=False)
 
     def submit(self, step_id: str, index: int | None, label: str):
         step = self.run.blueprint.step(step_id)
@@ -57,21 +58,14 @@ class PrefectSteps:
         self.skip_task.with_options(name=step_id, task_run_name=step_id).submit(reason).wait()
 
     def rollback(self, step_id: str) -> tuple[bool, str]:
-        from prefect import task
-        from prefect.cache_policies import NONE
-
         step = self.run.blueprint.step(step_id)
-        future = (
-            task(rollback_task, cache_policy=NONE, persist_result=False)
-            .with_options(
-                name=f"rollback-{step_id}",
-                task_run_name=f"rollback:{step_id}",
-                retries=step.retries,
-                retry_delay_seconds=delays(step.retry_delay_seconds, step.retries) or 0,
-                retry_condition_fn=_retry_condition,
-            )
-            .submit(self.run.token, step_id)
-        )
+        future = self.rollback_task.with_options(
+            name=f"rollback-{step_id}",
+            task_run_name=f"rollback:{step_id}",
+            retries=step.retries,
+            retry_delay_seconds=delays(step.retry_delay_seconds, step.retries) or 0,
+            retry_condition_fn=_retry_condition,
+        ).submit(self.run.token, step_id)
         future.wait()
         return future.state.is_completed(), future.state.message or ""
 

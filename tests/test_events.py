@@ -24,18 +24,6 @@ pytestmark = [pytest.mark.docker, pytest.mark.prefect]
 README = Path(__file__).parents[1] / "README.md"
 
 
-def wait_log(stack, run_id: str, *needles: str, timeout: float = 30) -> str:
-    """The first log line of the run that holds every needle; logs reach the API in batches, after the state."""
-    deadline, messages = time.monotonic() + timeout, []
-    while time.monotonic() < deadline:
-        messages = [log["message"] for log in stack.post("/logs/filter", {"logs": {"flow_run_id": {"any_": [run_id]}}})]
-        found = [m for m in messages if all(n in m for n in needles)]
-        if found:
-            return found[0]
-        time.sleep(1)
-    raise AssertionError(f"no log line of run {run_id} holds {needles}: {messages}")
-
-
 def gogs_version(stack) -> str:
     page = wait_http(f"http://{stack.site['app_host']}:{stack.site['http_port']}/", timeout=120).text
     return re.search(r"Gogs Version: (\S+?)<", page).group(1)
@@ -43,11 +31,8 @@ def gogs_version(stack) -> str:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, docker_engine, docker_images):
-    client = docker_engine.client()
-    with prefect_stack.running(tmp_path_factory.mktemp("prefect-stack"), client) as stack:
-        stack.client = client
+    with prefect_stack.for_tests(tmp_path_factory.mktemp("prefect-stack"), docker_engine) as stack:
         yield stack
-    client.close()
 
 
 def test_deploy_all_creates_deployments_schedule_and_automations(stack):
@@ -108,7 +93,7 @@ def test_run_blueprint_from_the_api(stack):
     stack.post(f"/deployments/{deployment['id']}/create_flow_run", {})
     [run] = stack.wait_runs("run-blueprint", 1, started)
     assert run["state_type"] == "COMPLETED", run
-    wait_log(stack, run["id"], "/install not needed: ")  # Gogs is installed: the first-run form is not sent again
+    stack.wait_log(run["id"], "/install not needed: ")  # Gogs is installed: the first-run form is not sent again
 
 
 def test_health_check_runs_from_its_schedule_with_the_shared_site_variable(stack):
@@ -123,8 +108,7 @@ def test_health_check_runs_from_its_schedule_with_the_shared_site_variable(stack
         for schedule in schedules:
             requests.delete(f"{stack.api}/deployments/{deployment['id']}/schedules/{schedule['id']}", timeout=10)
     assert run["state_type"] == "COMPLETED", run
-    wait_log(
-        stack,
+    stack.wait_log(
         run["id"],
         "site Variable 'vicflow_site_gogs': admin_password, db_password",
         "not used by blueprint 'gogs-health'",
@@ -208,7 +192,7 @@ def test_a_killed_lock_holder_frees_its_target_and_the_waiting_run_says_what_it_
     waited = time.monotonic() - killed
     assert waiter.returncode == 0, stderr[-2000:]
     run_id = re.search(r"flow run ([0-9a-f-]{36})", stderr).group(1)
-    wait_log(stack, run_id, "waiting for another run on target 'killed-holder-test'", f"within {LEASE_SECONDS}s")
+    stack.wait_log(run_id, "waiting for another run on target 'killed-holder-test'", f"within {LEASE_SECONDS}s")
     assert waited < LEASE_SECONDS + 60, f"the killed holder kept the target for {waited:.0f}s"
     print(f"\nkilled holder: the next run went ahead {waited:.0f}s after the kill (lease {LEASE_SECONDS}s)")
 

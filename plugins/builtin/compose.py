@@ -397,6 +397,8 @@ class Deployer:
     def forget_started_leftovers(self) -> None:
         """A container an earlier attempt reported as created-but-not-started that runs now (this attempt
         started it) or is gone (it replaced it) is no longer left behind: the run's summary must not list it."""
+        if not any(NOT_STARTED in line for line in self.ctx.leftovers):
+            return
         idle = {c.id[:12] for c in self.containers(refresh=True).values() if summary_state(c) != "running"}
         self.ctx.leftovers[:] = [
             line

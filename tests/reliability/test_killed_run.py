@@ -16,20 +16,28 @@ from tests.helpers import free_port
 REPO = Path(__file__).resolve().parents[2]
 
 
+def children_of(parent: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                status = (entry / "status").read_text()
+            except OSError:
+                continue
+            if int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:"))) == parent:
+                found.append(int(entry.name))
+    return found
+
+
 def server_children(parent: int) -> list[int]:
     """Processes started by ``parent`` that are Prefect's temporary server (uvicorn with Prefect's app)."""
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid in children_of(parent):
         try:
-            status = (entry / "status").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
+            if b"prefect.server.api.server:create_app" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
         except OSError:
             continue
-        ppid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
-        if ppid == parent and b"prefect.server.api.server:create_app" in cmdline:
-            found.append(int(entry.name))
     return found
 
 
@@ -92,19 +100,6 @@ def test_a_killed_vicflow_run_takes_its_temporary_prefect_server_with_it(tmp_pat
             run.kill()
         for pid in server_children(run.pid):
             os.kill(pid, signal.SIGKILL)
-
-
-def children_of(parent: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                status = (entry / "status").read_text()
-            except OSError:
-                continue
-            if int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:"))) == parent:
-                found.append(int(entry.name))
-    return found
 
 
 @pytest.mark.prefect

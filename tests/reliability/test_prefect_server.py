@@ -23,11 +23,8 @@ OUTAGE_SECONDS = 75  # more than the client's retries (2 + 4 + 8 + 16 + 32 s) an
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, docker_engine, docker_images):
-    client = docker_engine.client()
-    with prefect_stack.running(tmp_path_factory.mktemp("server-faults"), client) as stack:
-        stack.client = client
+    with prefect_stack.for_tests(tmp_path_factory.mktemp("server-faults"), docker_engine) as stack:
         yield stack
-    client.close()
 
 
 def start_run(stack, **parameters) -> str:
@@ -66,17 +63,7 @@ def summary_rows(stack, run_id: str) -> dict[str, dict]:
 
 
 def logs_of(stack, run_id: str) -> str:
-    logs = stack.post("/logs/filter", {"logs": {"flow_run_id": {"any_": [run_id]}}, "sort": "TIMESTAMP_ASC"})
-    return "\n".join(log["message"] for log in logs)[-4000:]
-
-
-def wait_log(stack, run_id: str, needle: str, timeout: float = 60) -> None:
-    """Logs reach the API in batches, after the run's state."""
-    deadline = time.monotonic() + timeout
-    while needle not in logs_of(stack, run_id):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no log line of run {run_id} holds {needle!r}:\n{logs_of(stack, run_id)}")
-        time.sleep(1)
+    return "\n".join(stack.logs(run_id))[-4000:]
 
 
 def wait_step_running(stack, run_id: str, step: str, timeout: float = 120) -> None:
@@ -178,7 +165,7 @@ def test_a_server_gone_longer_than_the_clients_retries_and_the_lease(stack, tmp_
         assert run["state_type"] == "COMPLETED", f"{run['state_name']}\n{logs_of(stack, done)}"
         rows = summary_rows(stack, done)
         assert {k: r["state"] for k, r in rows.items()} == dict.fromkeys(["before", "gate", "after"], "completed")
-        wait_log(stack, done, "the Prefect server did not answer for")
+        stack.wait_log(done, "the Prefect server did not answer for", timeout=60)
 
         time.sleep(20)  # the run's next renewal (every 45 s) meets the revoked or the surviving lease
         open_held()

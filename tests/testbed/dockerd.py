@@ -204,13 +204,8 @@ def restart(timeout: float = 90) -> None:
     pid = int(pidfile.read_text().strip())
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    with contextlib.suppress(ProcessLookupError):
-        while time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):  # started by an earlier restart() here: reap it
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                    break
-            os.kill(pid, 0)
-            time.sleep(0.1)
+    while not _gone(pid) and time.monotonic() < deadline:  # reaps it if an earlier restart() here started it
+        time.sleep(0.1)
     deadline = time.monotonic() + timeout
     log = STATE / "dockerd.log"
     for repaired in (False, True):

@@ -129,6 +129,20 @@ class Stack:
         response.raise_for_status()
         return response.json()
 
+    def logs(self, run_id: str) -> list[str]:
+        return [log["message"] for log in self.post("/logs/filter", {"logs": {"flow_run_id": {"any_": [run_id]}}, "sort": "TIMESTAMP_ASC"})]  # fmt: skip
+
+    def wait_log(self, run_id: str, *needles: str, timeout: float = 30) -> str:
+        """The first log line of the run that holds every needle; logs reach the API in batches, after the state."""
+        deadline, messages = time.monotonic() + timeout, []
+        while time.monotonic() < deadline:
+            messages = self.logs(run_id)
+            found = [m for m in messages if all(n in m for n in needles)]
+            if found:
+                return found[0]
+            time.sleep(1)
+        raise AssertionError(f"no log line of run {run_id} holds {needles}: {messages[-30:]}")
+
     def cli(self, *args: str) -> str:
         self.commands.append([str(BIN / "prefect"), *args])
         result = subprocess.run(
@@ -212,6 +226,18 @@ def start_registry(docker_client, endpoints: list[dict], attempts: int = 3):
                     f"{state.get('Error') or 'no error'}):\n{logs}"
                 ) from None
     raise AssertionError("unreachable")
+
+
+@contextmanager
+def for_tests(home: Path, docker_engine):
+    """``running`` with its own Docker client on ``stack.client``: a test module's stack fixture."""
+    client = docker_engine.client()
+    try:
+        with running(home, client) as stack:
+            stack.client = client
+            yield stack
+    finally:
+        client.close()
 
 
 @contextmanager
