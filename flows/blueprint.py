@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from vicflow.flows import expressions
 from vicflow.plugins import yamlpos
 from vicflow.plugins.dag import find_cycle
-from vicflow.plugins.errors import BlueprintError, InputsError
+from vicflow.plugins.errors import BlueprintError
 from vicflow.plugins.hints import did_you_mean, listing
 
 ID_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -180,10 +180,26 @@ def _validate(model: type[BaseModel], data: Any) -> BaseModel:
         raise
 
 
-def load(path: str | Path, registry=None, inputs: dict[str, Any] | None = None) -> Blueprint:
-    """Read and validate a blueprint; raises BlueprintError listing every problem."""
+_parsed: dict[tuple[str, str, int], tuple[Any, Blueprint]] = {}  # parsed once per process; holds its registry
+
+
+def load(path: str | Path, registry=None) -> Blueprint:
+    """Read and validate a blueprint; raises BlueprintError listing every problem.
+
+    The CLI and the flow it starts in the same process both load the blueprint: the second load of the same
+    text is the first one's result. Treat the result as read-only."""
+    if registry is None:
+        from vicflow.plugins.manager import default_registry
+
+        registry = default_registry()
     path = Path(path)
-    return parse(read_text(path, "blueprint"), str(path), registry, inputs)
+    text = read_text(path, "blueprint")
+    key = (str(path), text, id(registry))  # the entry holds the registry: its id is not reused meanwhile
+    if key not in _parsed:
+        if len(_parsed) > 64:  # a worker runs many blueprints: keep the recent ones
+            _parsed.pop(next(iter(_parsed)))
+        _parsed[key] = (registry, parse(text, str(path), registry))
+    return _parsed[key][1]
 
 
 def read_text(path: Path, what: str) -> str:
@@ -194,7 +210,7 @@ def read_text(path: Path, what: str) -> str:
         raise BlueprintError([Problem(str(path), exc.line, exc.column, str(exc), exc.hint)]) from None
 
 
-def parse(text: str, file: str, registry=None, inputs: dict[str, Any] | None = None) -> Blueprint:
+def parse(text: str, file: str, registry=None) -> Blueprint:
     if registry is None:
         from vicflow.plugins.manager import default_registry
 
@@ -248,8 +264,6 @@ def parse(text: str, file: str, registry=None, inputs: dict[str, Any] | None = N
     _check_graph(steps, out)
     _check_references(blueprint, out, registry)
     _check_blueprint_expressions(blueprint, out)
-    if inputs is not None:
-        resolve_inputs(blueprint, inputs, out)
     if out.problems:
         out.finish()
         raise BlueprintError(out.problems)
@@ -452,48 +466,6 @@ def _expression_path(base: tuple, value: Any, chain: tuple) -> tuple:
     return base
 
 
-def resolve_inputs(blueprint: Blueprint, given: dict[str, Any], out: _Collector | None = None) -> dict[str, Any]:
-    """Apply defaults and check the given inputs' names, types and enums."""
-    collect = out or _Collector(blueprint.path or "<inputs>", None)
-    values: dict[str, Any] = {}
-    for name in given:
-        if name not in blueprint.inputs:
-            collect.add(
-                ("inputs",),
-                f"unknown input {short(name)}",
-                f"{did_you_mean(name, blueprint.inputs)}declared inputs: {listing(blueprint.inputs) or 'none'}",
-            )
-    for name, spec in blueprint.inputs.items():
-        if name in given:
-            raw = given[name].get_secret_value() if hasattr(given[name], "get_secret_value") else given[name]
-            if expressions.has_expression(raw):  # rendered at run time (a secret, the event): check it now
-                for message, hint in expression_problems(raw, VALUE_ROOTS, blueprint.inputs):
-                    collect.add(("inputs", name), f"input {name!r}: {message}", hint)
-                values[name] = raw  # the expression itself (unwrapped: a secret input arrives as SecretStr)
-                continue
-            value = coerce_input(spec, given[name])
-            problem = _type_problem(name, spec, value, given[name])
-            if problem:
-                collect.add(("inputs", name), problem, f"pass it as --set {name}=<{spec.type}>")
-                continue
-            if spec.enum is not None and value not in spec.enum:
-                collect.add(("inputs", name), f"input {name!r} must be one of {spec.enum}, got {value!r}")
-                continue
-            values[name] = value
-        elif spec.is_required and spec.default is None:
-            collect.add(
-                ("inputs", name),
-                f"missing required input {name!r}",
-                f"pass it with --set {name}=... or --inputs FILE ({spec.description or spec.type})",
-            )
-        else:
-            values[name] = spec.default
-    if out is None and collect.problems:
-        collect.finish()
-        raise InputsError(collect.problems)
-    return values
-
-
 def _type_problem(name: str, spec: InputSpec, value: Any, given: Any = None) -> str | None:
     expected = INPUT_TYPES[spec.type]
     wrong_number = spec.type in ("integer", "number") and isinstance(value, bool)
@@ -502,23 +474,6 @@ def _type_problem(name: str, spec: InputSpec, value: Any, given: Any = None) -> 
         article = "an" if spec.type[0] in "aeiou" else "a"
         return f"input {name!r} must be {article} {spec.type}, got {shown}"
     return None
-
-
-def coerce_input(spec: InputSpec, value: Any) -> Any:
-    """Turn command-line strings into the declared type (``--set port=2375`` gives an int)."""
-    if hasattr(value, "get_secret_value"):
-        value = value.get_secret_value()
-    if not isinstance(value, str) or spec.type in ("string", "secret"):
-        return value
-    if spec.type in ("integer", "number", "boolean", "list", "object"):
-        try:
-            parsed = yamlpos.load(value).data
-        except yamlpos.YAMLSyntaxError:
-            return value
-        if spec.type == "number" and isinstance(parsed, int) and not isinstance(parsed, bool):
-            return float(parsed)
-        return parsed
-    return value
 
 
 def json_schema() -> dict[str, Any]:

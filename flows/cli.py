@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -156,49 +155,12 @@ def cmd_plugins(args) -> int:
     return EXIT_OK
 
 
-def _inputs(args, document) -> dict[str, Any]:
-    """--inputs FILE then --set NAME=VALUE (later wins); secret inputs are wrapped so Prefect hides them."""
-    from pydantic import SecretStr
-    from vicflow.flows import blueprint as bp
-    from vicflow.flows.blueprint import Problem
-    from vicflow.plugins import yamlpos
-    from vicflow.plugins.errors import InputsError
-
-    values: dict[str, Any] = {}
-    if args.inputs:
-        text = bp.read_text(Path(args.inputs), "inputs file")
-        try:
-            located = yamlpos.load(text)
-        except yamlpos.YAMLSyntaxError as exc:
-            raise InputsError([Problem(args.inputs, exc.line, exc.column, f"YAML syntax error: {exc}")]) from None
-        loaded = located.data or {}
-        if not isinstance(loaded, dict):
-            raise InputsError([Problem(args.inputs, 1, 1, "an inputs file is a mapping of name: value")])
-        for key in loaded:
-            if not isinstance(key, str):
-                line, col = located.where((key,), key=True)
-                raise InputsError(
-                    [Problem(args.inputs, line, col, f"input names are text; {key!r} is not", "quote the name")]
-                )
-        values.update(loaded)
-    for item in args.sets:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise InputsError([Problem("--set", 1, 1, f"--set {item!r}: expected NAME=VALUE")])
-        values[name.strip()] = value
-    for name, spec in document.inputs.items():
-        if spec.type == "secret" and values.get(name) is not None and not hasattr(values[name], "get_secret_value"):
-            values[name] = SecretStr(str(values[name]))  # numbers too: a PIN is a secret
-    return values
-
-
 def _run_or_plan(args, dry_run: bool) -> int:
     from vicflow.flows import blueprint as bp
-    from vicflow.flows import shipped
+    from vicflow.flows import inputs, shipped
 
     document = bp.load(shipped.resolve(args.file))
-    values = _inputs(args, document)
-    bp.resolve_inputs(document, values)  # exit 2 before Prefect starts
+    prepared = inputs.prepare(document, file=args.inputs, sets=args.sets)  # exit 2 before Prefect starts
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if not args.verbose:  # Prefect's console lines and tracebacks (still sent to the API) would bury the progress;
         # set before Prefect configures logging, since it may configure it again when its temporary server starts
@@ -220,7 +182,11 @@ def _run_or_plan(args, dry_run: bool) -> int:
     default_registry().pm.register(progress, name="vicflow.cli.progress")
     try:
         with progress:
-            summary = _plan_here(document, values) if here else _run_in_prefect(args, values, dry_run)
+            if here:
+                summary = _plan_here(document, prepared.values)
+            else:
+                inputs.hand_over(document, prepared)
+                summary = _run_in_prefect(args, prepared.given, dry_run)
         code = EXIT_OK
     except engine.RunFailed as exc:
         summary, code = exc.summary, EXIT_FAILED
@@ -232,13 +198,11 @@ def _run_or_plan(args, dry_run: bool) -> int:
 
 def _plan_here(document, values: dict[str, Any]) -> dict[str, Any]:
     """The plan in this process, on the thread executor: every step's plan(), nothing recorded."""
-    from vicflow.flows import blueprint as bp
     from vicflow.flows import engine
     from vicflow.plugins.manager import default_registry
 
-    resolved = bp.resolve_inputs(document, values)
     run_id = "local-plan-" + os.urandom(4).hex()
-    return engine.execute(document, resolved, default_registry(), run_id, dry_run=True, executor=engine.ThreadSteps)
+    return engine.execute(document, values, default_registry(), run_id, dry_run=True, executor=engine.ThreadSteps)
 
 
 def _run_in_prefect(args, values: dict[str, Any], dry_run: bool) -> dict[str, Any]:

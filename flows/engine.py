@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 from vicflow.flows import expressions
 from vicflow.flows.blueprint import Blueprint, dependencies
+from vicflow.flows.inputs import public
 from vicflow.flows.rendering import (
     AttemptStillRunning,
     Unknown,
@@ -32,6 +33,7 @@ from vicflow.flows.rendering import (
 )
 from vicflow.flows.retry import delays
 from vicflow.flows.scheduler import Scheduler
+from vicflow.flows.secrets import Secrets
 from vicflow.plugins import dag, masking
 from vicflow.plugins.errors import RunFailed, VicflowError
 from vicflow.plugins.step import Change, StepContext, StepError, StepType
@@ -58,29 +60,6 @@ class StepFailed(VicflowError):
     def __init__(self, message: str, transient: bool = False):
         super().__init__(message)
         self.transient = transient
-
-
-class Secrets:
-    """``${{ secrets.name }}``: a Prefect Secret block, else the VICFLOW_SECRET_<NAME> variable."""
-
-    def __getitem__(self, name: str) -> str:
-        variable = "VICFLOW_SECRET_" + name.upper().replace("-", "_")
-        env = os.environ.get(variable)
-        if env is not None:
-            value = env
-        else:
-            try:
-                from prefect.blocks.system import Secret
-
-                value = Secret.load(name, _sync=True).get()
-            except Exception as exc:  # ValueError: no such block; anything else: Prefect could not be asked
-                why = "there is no Secret block by that name" if isinstance(exc, ValueError) else type(exc).__name__
-                raise StepError(
-                    f"secret {name!r} is not set: no {variable} variable, and {why}",
-                    f"create it with: prefect block create secret (name {name!r}), or set {variable}",
-                ) from None
-        masking.add_secret(value)
-        return value
 
 
 @dataclass
@@ -325,9 +304,9 @@ def execute(
 ) -> dict[str, Any]:
     """Run (or plan) ``blueprint``; returns the summary, raises RunFailed when a step failed for good.
 
-    ``executor`` makes the run's executor: ``prefect_adapter.PrefectSteps`` (inside a flow run: each step a
-    task run) or ``ThreadSteps`` (a plain thread pool, no Prefect)."""
-    inputs = render_inputs(blueprint, inputs, event)
+    ``inputs`` are the values ``inputs.prepare`` gives (rendered and typed). ``executor`` makes the run's
+    executor: ``prefect_adapter.PrefectSteps`` (inside a flow run: each step a task run) or ``ThreadSteps``
+    (a plain thread pool, no Prefect)."""
     masking.install_log_filter()
     run = Run(blueprint, inputs, registry.step_types, registry, run_id, event=event, dry_run=dry_run)
     run.records = {s.id: StepRecord(s.id, s.uses) for s in blueprint.steps}
@@ -339,7 +318,7 @@ def execute(
     run.executor = executor(run)
     started = time.monotonic()
     try:
-        run.emit("vicflow.run.started", payload={"inputs": _public_inputs(blueprint, inputs), "event": event})
+        run.emit("vicflow.run.started", payload={"inputs": public(blueprint, inputs), "event": event})
         if dry_run:
             plan = _plan(run)
             summary = _summary(run, "planned", started)
@@ -377,24 +356,6 @@ def _release(run: Run) -> list[str]:
             log.warning("could not release %s: %s", type(resource).__name__, exc)
             left.append(f"{type(resource).__name__}: {exc}")
     return left
-
-
-def render_inputs(blueprint: Blueprint, inputs: dict[str, Any], event: dict[str, Any] | None) -> dict[str, Any]:
-    """Input values may themselves be ``${{ secrets.x }}`` (or ``${{ event.* }}``); secret ones are masked."""
-    context = {"secrets": Secrets(), "event": event or {}}
-    rendered = {k: expressions.render(v, context) if expressions.has_expression(v) else v for k, v in inputs.items()}
-    for name, spec in blueprint.inputs.items():
-        if spec.type == "secret" and rendered.get(name) is not None:
-            masking.add_secret(rendered[name])
-    return rendered
-
-
-def _public_inputs(blueprint: Blueprint, inputs: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: ("***" if blueprint.inputs[k].type == "secret" and v is not None else v)
-        for k, v in inputs.items()
-        if k in blueprint.inputs
-    }
 
 
 def _summary(run: Run, state: str, started: float) -> dict[str, Any]:

@@ -3,19 +3,18 @@
 Importing this module has no side effects beyond defining the flow.
 """
 
-import json
 import re
 from contextlib import contextmanager, suppress
 from typing import Any, Literal
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 from vicflow.flows import blueprint as bp
 from vicflow.flows import cli_signals, engine, expressions, shipped
+from vicflow.flows.inputs import prepare
 from vicflow.flows.prefect_adapter import PrefectSteps
-from vicflow.plugins.errors import InputsError
 from vicflow.plugins.manager import default_registry
 
 LEASE_SECONDS = 60  # how long a killed run can keep its target's slot
@@ -48,8 +47,7 @@ def run_blueprint(
     cli_signals.reclaim_sigterm()
     registry = default_registry()
     document = bp.load(shipped.resolve(blueprint), registry)
-    given = {**declared_site_inputs(document, inputs_from), **(inputs or {})}
-    values = bp.resolve_inputs(document, given)
+    values = prepare(document, inputs=inputs, variable=inputs_from, event=event, logger=get_run_logger()).values
     run_id = str(flow_run.get_id() or "local")
     executors: list[PrefectSteps] = []
 
@@ -65,50 +63,6 @@ def run_blueprint(
     finally:  # the slot is given back first: publishing may wait for an absent server
         for each in executors:
             each.publish_kept()
-
-
-def declared_site_inputs(document: bp.Blueprint, variable: str | None) -> dict[str, Any]:
-    """The site Variable's values that ``document`` declares.
-
-    One site Variable serves every deployment of a site (gogs wants db_password, gogs-health does not), so a
-    value the blueprint does not declare is ignored and named in the run's log; an unknown input given
-    directly (``inputs``, ``--set``) is still an error.
-    """
-    site = site_inputs(variable)
-    ignored = sorted(set(site) - set(document.inputs))
-    if ignored:
-        from prefect.logging import get_run_logger
-
-        get_run_logger().info(
-            "site Variable %r: %s not used by blueprint %r (it declares %s)",
-            variable,
-            ", ".join(ignored),
-            document.name,
-            ", ".join(sorted(document.inputs)) or "no inputs",
-        )
-    return {k: v for k, v in site.items() if k in document.inputs}
-
-
-def site_inputs(variable: str | None) -> dict[str, Any]:
-    """The input values stored in a Prefect Variable (what a trigger does not say)."""
-    if not variable:
-        return {}
-    from prefect.variables import Variable
-
-    value = Variable.get(variable, default=None)
-    if value is None:
-        raise InputsError(
-            [
-                bp.Problem(
-                    f"variable:{variable}",
-                    1,
-                    1,
-                    f"Prefect Variable {variable!r} not found",
-                    'create it: prefect variable set NAME \'{"docker_host": "tcp://..."}\'',
-                )
-            ]
-        )
-    return json.loads(value) if isinstance(value, str) else dict(value)
 
 
 @contextmanager
@@ -131,8 +85,6 @@ def one_run_per_target(document: bp.Blueprint, values: dict[str, Any], event: di
             with suppress(ObjectAlreadyExists):
                 client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
     if limit is not None and limit.active_slots >= limit.limit:
-        from prefect.logging import get_run_logger
-
         get_run_logger().warning(
             "waiting for another run on target %r to finish (concurrency limit %s); if that run was killed, "
             "its slot is freed within %ds, when its lease is no longer renewed",
@@ -149,8 +101,6 @@ def one_run_per_target(document: bp.Blueprint, values: dict[str, Any], event: di
     except Exception as exc:
         if not finished:
             raise
-        from prefect.logging import get_run_logger
-
         # the steps are done: a slot that could not be given back (the server is away) frees itself
         get_run_logger().warning(
             "could not release target %r's slot (%s); it is freed within %ds, when its lease expires",

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from vicflow.flows import expressions
 from vicflow.flows.blueprint import Problem
-from vicflow.flows.engine import Secrets
+from vicflow.flows.secrets import Secrets
 from vicflow.plugins.errors import ListenConfigError
 from vicflow.plugins.hints import did_you_mean
 from vicflow.plugins.manager import default_registry

@@ -6,6 +6,8 @@ import textwrap
 
 import pytest
 from vicflow.flows import blueprint as bp
+from vicflow.flows import inputs
+from vicflow.plugins.errors import InputsError
 from vicflow.plugins.manager import load_registry
 
 
@@ -14,9 +16,9 @@ def registry():
     return load_registry(extra_plugins=("tests.plugins.engine_steps",), entry_points=False)
 
 
-def problems(text: str, registry, inputs=None):
+def problems(text: str, registry):
     with pytest.raises(bp.BlueprintError) as info:
-        bp.parse(textwrap.dedent(text).lstrip("\n"), "bad.yaml", registry, inputs)
+        bp.parse(textwrap.dedent(text).lstrip("\n"), "bad.yaml", registry)
     return info.value.problems
 
 
@@ -261,7 +263,10 @@ steps:
 
 
 def test_missing_unknown_and_mistyped_inputs(registry):
-    found = problems(INPUTS, registry, inputs={"prot": "1", "port": "abc", "mode": "c"})
+    document = bp.parse(INPUTS, "ok.yaml", registry)
+    with pytest.raises(InputsError) as info:
+        inputs.prepare(document, inputs={"prot": "1", "port": "abc", "mode": "c"})
+    found = info.value.problems
     messages = [p.message for p in found]
     assert "unknown input 'prot'" in messages
     assert "input 'port' must be an integer, got 'abc'" in messages
@@ -273,7 +278,7 @@ def test_missing_unknown_and_mistyped_inputs(registry):
 
 def test_inputs_are_coerced_from_command_line_strings(registry):
     document = bp.parse(INPUTS, "ok.yaml", registry)
-    values = bp.resolve_inputs(document, {"port": "2376", "password": "x"})
+    values = inputs.prepare(document, sets=["port=2376", "password=x"]).values
     assert values == {"port": 2376, "mode": "a", "password": "x"}
 
 
@@ -303,16 +308,3 @@ def test_shipped_json_schema_matches_the_models():
         "regenerate: vicflow schema > schema/blueprint.schema.json"
     )
     assert "with" in shipped["$defs"]["StepSpec"]["properties"]
-
-
-def test_a_secret_input_given_as_an_expression_stays_an_expression():
-    """`--set admin_password=${{ secrets.x }}` arrives wrapped (SecretStr); the expression is what is rendered."""
-    from pydantic import SecretStr
-    from vicflow.flows import blueprint as bp
-
-    document = bp.parse(
-        "name: t\ninputs:\n  pw: {type: secret}\nsteps:\n  - {id: a, uses: echo, with: {message: x}}\n", "t.yaml"
-    )
-    assert bp.resolve_inputs(document, {"pw": SecretStr("${{ secrets.gogs_admin }}")}) == {
-        "pw": "${{ secrets.gogs_admin }}"
-    }

@@ -17,6 +17,7 @@ import pytest
 from vicflow.flows import retry
 from vicflow.flows.blueprint import Backoff
 from vicflow.flows.engine import RunFailed
+from vicflow.flows.inputs import prepare
 
 from tests.plugins import engine_steps
 
@@ -44,11 +45,9 @@ def run(tmp_path, monkeypatch):
     def run(path: str, inputs: dict | None = None, **kwargs):
         registry = default_registry()
         document = bp.load(path, registry)
-        values = bp.resolve_inputs(document, inputs or {})
+        values = prepare(document, inputs=inputs).values
         try:
-            return engine.execute(
-                document, values, registry, uuid.uuid4().hex, executor=engine.ThreadSteps, **kwargs
-            )
+            return engine.execute(document, values, registry, uuid.uuid4().hex, executor=engine.ThreadSteps, **kwargs)
         except RunFailed as exc:
             return exc.summary
 
@@ -387,7 +386,9 @@ SECRET = "hunter2-" + uuid.uuid4().hex[:8]
 
 
 @pytest.mark.prefect
-def test_secrets_are_masked_in_logs_artifacts_events_and_errors(write, run_in_prefect, prefect_api, monkeypatch, caplog):
+def test_secrets_are_masked_in_logs_artifacts_events_and_errors(
+    write, run_in_prefect, prefect_api, monkeypatch, caplog
+):
     monkeypatch.setenv("VICFLOW_SECRET_DB_PASSWORD", SECRET)
     seen_events = []
 

@@ -97,8 +97,9 @@ CASES = [
         "a secret that is not set",
         ["plan", "gogs-health", "--set", "docker_host=${{ secrets.nope }}"],
         {},
-        "secret 'nope' is not set: no VICFLOW_SECRET_NOPE variable, and there is no Secret block by that name\n"
-        "  hint: create it with: prefect block create secret (name 'nope'), or set VICFLOW_SECRET_NOPE",
+        "--set:1:1: input 'docker_host': '${{ secrets.nope }}': secret 'nope' is not set: no VICFLOW_SECRET_NOPE "
+        "variable, and there is no Secret block by that name\n"
+        "    hint: create it with: prefect block create secret (name 'nope'), or set VICFLOW_SECRET_NOPE",
     ),
     (
         "a listen config that is not a mapping",

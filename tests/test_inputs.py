@@ -1,0 +1,95 @@
+"""The one input pipeline (flows/inputs.py): sources in order, expressions rendered, then typed (no servers)."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import SecretStr
+from vicflow.flows import blueprint as bp
+from vicflow.flows import inputs
+from vicflow.plugins import masking
+from vicflow.plugins.errors import InputsError
+
+BLUEPRINT = """\
+name: t
+inputs:
+  port: {type: integer}
+  host: {type: string, default: localhost}
+  pw: {type: secret}
+  mode: {type: string, enum: [a, b], default: a}
+steps:
+  - {id: a, uses: noop}
+"""
+
+
+@pytest.fixture
+def document(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text(BLUEPRINT)
+    return bp.load(path)
+
+
+def test_an_integer_input_may_be_a_secret_expression(document, monkeypatch):
+    """Rendered first, then typed: the secret's text "48213" becomes the integer 48213."""
+    monkeypatch.setenv("VICFLOW_SECRET_DOCKER_PORT", "48213")
+    monkeypatch.setenv("VICFLOW_SECRET_PW", "s3cret-pw")
+    prepared = inputs.prepare(document, sets=["port=${{ secrets.docker_port }}", "pw=${{ secrets.pw }}"])
+    assert prepared.values == {"port": 48213, "host": "localhost", "pw": "s3cret-pw", "mode": "a"}
+    assert masking.mask("login with s3cret-pw") == "login with ***"
+    # what the flow run records is the expression, wrapped: never the secret's value
+    assert isinstance(prepared.given["pw"], SecretStr)
+    assert prepared.given["pw"].get_secret_value() == "${{ secrets.pw }}"
+
+
+def test_file_then_set_later_wins_and_problems_name_the_file_line(document, tmp_path):
+    file = tmp_path / "site.yaml"
+    file.write_text("host: db.example\nport: 2375\nmode: c\n")
+    with pytest.raises(InputsError) as info:
+        inputs.prepare(document, file=file, sets=["pw=x"])
+    (problem,) = info.value.problems
+    assert (problem.file, problem.line, problem.message) == (
+        str(file),
+        3,
+        "input 'mode' must be one of ['a', 'b'], got 'c'",
+    )
+    prepared = inputs.prepare(document, file=file, sets=["pw=x", "mode=b", "port=2376"])
+    assert prepared.values == {"port": 2376, "host": "db.example", "pw": "x", "mode": "b"}
+
+
+def test_a_missing_secret_is_an_input_problem_with_its_fix(document, monkeypatch):
+    monkeypatch.delenv("VICFLOW_SECRET_NOPE", raising=False)
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # nothing listens: asking Prefect fails
+    with pytest.raises(InputsError) as info:
+        inputs.prepare(document, sets=["port=1", "pw=${{ secrets.nope }}"])
+    (problem,) = info.value.problems
+    assert problem.file == "--set"
+    assert "secret 'nope' is not set" in problem.message
+    assert "VICFLOW_SECRET_NOPE" in problem.hint
+
+
+def test_a_secret_that_is_not_an_integer_is_named_without_its_value(document, monkeypatch):
+    monkeypatch.setenv("VICFLOW_SECRET_DOCKER_PORT", "not-a-port")
+    with pytest.raises(InputsError) as info:
+        inputs.prepare(document, sets=["port=${{ secrets.docker_port }}", "pw=x"])
+    assert "input 'port' must be an integer" in info.value.problems[0].message
+
+
+def test_the_blueprint_is_parsed_once_per_process(tmp_path, monkeypatch):
+    path = tmp_path / "t.yaml"
+    path.write_text(BLUEPRINT)
+    calls = []
+    real_parse = bp.parse
+    monkeypatch.setattr(bp, "parse", lambda *a, **k: calls.append(a[1]) or real_parse(*a, **k))
+    first = bp.load(path)
+    assert bp.load(path) is first and calls == [str(path)]
+    path.write_text(BLUEPRINT.replace("name: t", "name: t2"))
+    assert bp.load(path).name == "t2" and len(calls) == 2  # a changed file is read again
+
+
+def test_the_flow_takes_what_the_cli_prepared_once(document, monkeypatch):
+    monkeypatch.setenv("VICFLOW_SECRET_PW", "once")
+    prepared = inputs.prepare(document, sets=["port=1", "pw=${{ secrets.pw }}"])
+    inputs.hand_over(document, prepared)
+    monkeypatch.delenv("VICFLOW_SECRET_PW")  # a second lookup would now fail
+    assert inputs.prepare(document, inputs=prepared.given) is prepared
+    with pytest.raises(InputsError):  # handed over once: a later run prepares its own
+        inputs.prepare(document, inputs=prepared.given)
