@@ -36,6 +36,7 @@ from vicflow.flows.scheduler import Scheduler
 from vicflow.flows.secrets import Secrets
 from vicflow.plugins import dag, masking
 from vicflow.plugins.errors import RunFailed, VicflowError
+from vicflow.plugins.paths import BASE_DIR
 from vicflow.plugins.step import Change, StepContext, StepError, StepType
 
 # Every event the engine emits (docs/events.md lists them; tests/test_docs.py compares the two).
@@ -200,8 +201,9 @@ def _prepare(run: Run, step_id: str, item: Any, rendered: Any = None) -> tuple[S
     step_type = run.step_types[step.uses]
     if rendered is None:
         rendered = expressions.render(step.with_, run.context(item))
-    try:
-        params = step_type.Params.model_validate(rendered)
+    base_dir = str(Path(run.blueprint.path or ".").resolve().parent)
+    try:  # BlueprintFile parameters are resolved against the blueprint's folder
+        params = step_type.Params.model_validate(rendered, context={BASE_DIR: base_dir})
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise StepError(
@@ -216,7 +218,7 @@ def _prepare(run: Run, step_id: str, item: Any, rendered: Any = None) -> tuple[S
         logger=logger,
         resources=run.resources,
         dry_run=run.dry_run,
-        base_dir=str(Path(run.blueprint.path or ".").resolve().parent),
+        base_dir=base_dir,
         leftovers=run.records[step_id].leftovers,
     )
     return step_type(), params, ctx

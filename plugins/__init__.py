@@ -1,6 +1,8 @@
-"""vicflow's plugin API: the hook markers and the base class every step type derives from.
+"""vicflow's plugin API: everything a plugin author needs, from one place.
 
-A plugin is a module (or package) with ``@hookimpl`` functions; see ``hookspecs`` for the hooks.
+A plugin is a module (or package) with ``@hookimpl`` functions; ``hookspecs`` documents the hooks. A step
+type derives from ``StepType[MyParams]`` with ``MyParams(Params)``; an event source from ``EventSource``
+with its settings in a ``SourceConfig``. Errors a plugin raises come from the tree in ``errors``.
 """
 
 import pluggy
@@ -10,18 +12,29 @@ PROJECT_NAME = "vicflow"  # one name for markers, manager and entry-point group
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
+# after the markers: the modules below may import them
 from vicflow.plugins.errors import (  # noqa: E402
+    ConfigError,
     PermanentError,
+    PluginError,
     StepError,
     TransientError,
     VicflowError,
 )
-from vicflow.plugins.step import Change, StepContext, StepType  # noqa: E402  (after the markers)
+from vicflow.plugins.paths import BlueprintFile  # noqa: E402
+from vicflow.plugins.source import EventSource, SourceConfig  # noqa: E402
+from vicflow.plugins.step import Change, Params, StepContext, StepType  # noqa: E402
 
 __all__ = [
     "PROJECT_NAME",
+    "BlueprintFile",
     "Change",
+    "ConfigError",
+    "EventSource",
+    "Params",
     "PermanentError",
+    "PluginError",
+    "SourceConfig",
     "StepContext",
     "StepError",
     "StepType",

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 from vicflow.plugins.errors import PermanentError, StepError, TransientError  # noqa: F401 (re-exported)
@@ -68,26 +69,30 @@ class StepContext:
         return min(left, cap) if cap is not None else left
 
 
-class StepType:
-    """Base class of every step type, built-in or third-party.
+P = TypeVar("P", bound=BaseModel)
 
-    Subclasses set ``Params`` (a pydantic model, ``extra="forbid"``), ``outputs`` (name ->
-    description) and ``transient_errors`` (exception classes worth a retry besides
-    ``TransientError``), and implement ``plan`` and ``apply``; ``rollback`` where they can undo.
+
+class StepType(ABC, Generic[P]):
+    """Base class of every step type, built-in or third-party: ``class Copy(StepType[CopyParams])``.
+
+    Subclasses set ``Params`` (the pydantic model ``P``, ``extra="forbid"``), ``outputs`` (name ->
+    description) and ``transient_errors`` (exception classes worth a retry besides ``TransientError``), and
+    implement ``apply`` (abstract) and ``plan``; ``rollback`` where they can undo.
     """
 
     Params: ClassVar[type[BaseModel]] = Params
     outputs: ClassVar[dict[str, str]] = {}
     transient_errors: ClassVar[tuple[type[BaseException], ...]] = ()
 
-    def plan(self, params: Any, ctx: StepContext) -> list[Change]:
+    def plan(self, params: P, ctx: StepContext) -> list[Change]:
         """What ``apply`` would change, read-only."""
         return [Change("unknown", ctx.step_id, "this step type cannot plan")]
 
-    def apply(self, params: Any, ctx: StepContext) -> dict[str, Any]:
-        raise NotImplementedError
+    @abstractmethod
+    def apply(self, params: P, ctx: StepContext) -> dict[str, Any]:
+        """Make it so; returns the step's outputs. Runs again on a retry or a second run: idempotent."""
 
-    def rollback(self, params: Any, ctx: StepContext) -> None:
+    def rollback(self, params: P, ctx: StepContext) -> None:
         """Undo what ``apply`` did in this run (from ``ctx.state``)."""
         raise NotImplementedError
 

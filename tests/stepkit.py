@@ -6,6 +6,7 @@ import logging
 import time
 from pathlib import Path
 
+from vicflow.plugins.paths import BASE_DIR
 from vicflow.plugins.step import StepContext
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,20 +18,24 @@ def context(step_id: str = "step", base_dir: str | Path = REPO / "blueprints", *
     )
 
 
+def validated(step_type, params: dict, ctx: StepContext):
+    """The step's Params as the engine builds them: file parameters resolved against the blueprint's folder."""
+    return step_type.Params.model_validate(params, context={BASE_DIR: ctx.base_dir})
+
+
 def apply(step_type, ctx: StepContext | None = None, **params):
     """Returns (outputs, ctx)."""
     ctx = ctx or context()
-    step = step_type()
-    return step.apply(step_type.Params.model_validate(params), ctx), ctx
+    return step_type().apply(validated(step_type, params, ctx), ctx), ctx
 
 
 def plan(step_type, ctx: StepContext | None = None, **params):
-    step = step_type()
-    return step.plan(step_type.Params.model_validate(params), ctx or context())
+    ctx = ctx or context()
+    return step_type().plan(validated(step_type, params, ctx), ctx)
 
 
 def rollback(step_type, ctx: StepContext, **params) -> None:
-    step_type().rollback(step_type.Params.model_validate(params), ctx)
+    step_type().rollback(validated(step_type, params, ctx), ctx)
 
 
 def retrying(step_type, params: dict, retries: int = 2, delay: float = 1.0, **shared) -> tuple[dict | None, list]:
@@ -39,7 +44,8 @@ def retrying(step_type, params: dict, retries: int = 2, delay: float = 1.0, **sh
     errors: list[BaseException] = []
     for _ in range(retries + 1):
         try:
-            return step_type().apply(step_type.Params.model_validate(params), context(**shared)), errors
+            ctx = context(**shared)
+            return step_type().apply(validated(step_type, params, ctx), ctx), errors
         except Exception as exc:
             errors.append(exc)
             if not step_type.is_transient(exc):

@@ -571,3 +571,17 @@ def test_the_scheduler_and_its_helpers_import_no_prefect():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "False", result.stderr[-2000:]
+
+
+def test_a_file_parameter_is_read_beside_the_blueprint_whatever_the_cwd(run, tmp_path, monkeypatch):
+    folder = tmp_path / "site"
+    folder.mkdir()
+    (folder / "motd.txt").write_text("hello from the blueprint's folder")
+    blueprint = folder / "read.yaml"
+    blueprint.write_text("name: read\nsteps:\n  - {id: r, uses: read, with: {file: motd.txt}}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    summary = run(str(blueprint))
+    assert summary["state"] == "completed", summary
+    assert summary["steps"][0]["outputs"]["text"] == "hello from the blueprint's folder"

@@ -63,3 +63,40 @@ def test_plugins_command_lists_step_types(tmp_path):
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     assert rows["tests.plugins.engine_steps"]["step_types"][:2] == ["echo", "sleep"]
     assert rows["tests.plugins.engine_steps"]["module"] == "tests.plugins.engine_steps"
+
+
+def test_the_plugin_api_is_one_import():
+    """What a plugin author needs comes from vicflow.plugins, and __all__ lists it."""
+    import vicflow.plugins as api
+
+    needed = {"hookimpl", "StepType", "Params", "StepContext", "Change", "EventSource", "SourceConfig"}
+    needed |= {"BlueprintFile", "VicflowError", "StepError", "TransientError", "PermanentError", "PluginError"}
+    assert needed <= set(api.__all__)
+    assert all(hasattr(api, name) for name in api.__all__)
+
+
+def test_a_step_type_without_apply_cannot_be_built():
+    from vicflow.plugins import Params, StepType
+
+    class Half(StepType[Params]):
+        def plan(self, params, ctx):
+            return []
+
+    with pytest.raises(TypeError, match="apply"):
+        Half()
+
+
+def test_file_parameters_are_resolved_against_the_blueprint_folder(tmp_path):
+    """vch_create's registry_ca and ISOs, and a Docker CA, name files beside the blueprint, not the worker's cwd."""
+    from vicflow.plugins.builtin.vch import VCHCreateParams
+    from vicflow.plugins.clients.dockerapi import DockerParams
+    from vicflow.plugins.paths import BASE_DIR
+
+    given = {"name": "v", "compute_resource": "c", "image_store": "d", "bridge_network": "b", "registry_ca": ["ca.pem"]}
+    given = {k: v for k, v in given.items() if k in VCHCreateParams.model_fields}
+    params = VCHCreateParams.model_validate(given, context={BASE_DIR: str(tmp_path)})
+    assert params.registry_ca == [str(tmp_path / "ca.pem")]
+    assert params.appliance_iso == str(tmp_path / "appliance.iso")  # the default too
+    docker = DockerParams.model_validate({"ca": "certs/ca.pem", "cert": "/abs/cert.pem"}, context={BASE_DIR: "/bp"})
+    assert (docker.ca, docker.cert) == ("/bp/certs/ca.pem", "/abs/cert.pem")
+    assert DockerParams.model_validate({"ca": "certs/ca.pem"}).ca == "certs/ca.pem"  # no blueprint: as written

@@ -16,9 +16,10 @@ from typing import Any, Literal
 import docker
 import requests
 from pydantic import Field, field_validator
-from vicflow.plugins import Change, PermanentError, StepType, TransientError, hookimpl
+from vicflow.plugins import Change, PermanentError, StepContext, StepType, TransientError, hookimpl
 from vicflow.plugins.clients.dockerapi import COMPOSE_LABEL, DockerParams, connected, is_vch
 from vicflow.plugins.compose.project import Project, Service, load_project
+from vicflow.plugins.paths import BlueprintFile
 from vicflow.plugins.step import Params
 
 LABEL = COMPOSE_LABEL
@@ -35,7 +36,7 @@ def engine_is_transient(exc: BaseException) -> bool:
 
 
 class ComposeParams(DockerParams):
-    files: list[str] = Field(default_factory=list, description="compose files, merged in order (-f a -f b)")
+    files: list[BlueprintFile] = Field(default_factory=list, description="compose files, merged in order (-f a -f b)")
     project: str | None = Field(None, description="project name (default: the first file's folder)")
     environment: dict[str, str | int | float | bool | None] = Field(
         default_factory=dict, description="values for ${VAR} interpolation"
@@ -81,7 +82,7 @@ class ComposeDownParams(ComposeParams):
 
 def _project(params: ComposeParams, ctx, vch: bool = False) -> Project:
     """The project; ``vch``: with VIC 1.1's rules too (its warnings were logged on the first read)."""
-    files = [ctx.path(f) for f in params.files]
+    files = list(params.files)
     project = load_project(files, params.project, params.environment, params.use_os_environ, vch=vch)
     if not vch:
         for warning in project.warnings:
@@ -561,7 +562,7 @@ def _argv(value: list[str] | str | None) -> list[str] | None:
     return shlex.split(value) if isinstance(value, str) else [str(v) for v in value]
 
 
-class ComposeUp(StepType):
+class ComposeUp(StepType[ComposeUpParams]):
     """docker-compose up -d, through the Docker SDK, idempotent and undoable."""
 
     Params = ComposeUpParams
@@ -579,7 +580,7 @@ class ComposeUp(StepType):
     def is_transient(cls, exc: BaseException) -> bool:
         return super().is_transient(exc) or engine_is_transient(exc)
 
-    def plan(self, params: ComposeUpParams, ctx) -> list[Change]:
+    def plan(self, params: ComposeUpParams, ctx: StepContext) -> list[Change]:
         project = _project(params, ctx)
         with connected(params) as client:
             project = _project_for(params, ctx, client, project)
@@ -592,7 +593,7 @@ class ComposeUp(StepType):
                 )
         return changes
 
-    def apply(self, params: ComposeUpParams, ctx) -> dict[str, Any]:
+    def apply(self, params: ComposeUpParams, ctx: StepContext) -> dict[str, Any]:
         project = _project(params, ctx)
         with connected(params) as client:
             project = _project_for(params, ctx, client, project)
@@ -624,7 +625,7 @@ class ComposeUp(StepType):
             deployer.forget_started_leftovers()
             return deployer.outputs(actions)
 
-    def rollback(self, params: ComposeUpParams, ctx) -> None:
+    def rollback(self, params: ComposeUpParams, ctx: StepContext) -> None:
         """Remove what this run created and bring back the containers it replaced (volumes are kept)."""
         state = ctx.state.get("compose") or {}
         with connected(params) as client:
@@ -688,7 +689,7 @@ def restore_body(old: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-class ComposeDown(StepType):
+class ComposeDown(StepType[ComposeDownParams]):
     """docker-compose down: containers and networks; volumes only when asked."""
 
     Params = ComposeDownParams
@@ -706,7 +707,7 @@ class ComposeDown(StepType):
             raise PermanentError("compose_down needs files or project", "set project: <name>")
         return params.project
 
-    def plan(self, params: ComposeDownParams, ctx) -> list[Change]:
+    def plan(self, params: ComposeDownParams, ctx: StepContext) -> list[Change]:
         name = self._name(params, ctx)
         with connected(params) as client:
             selector = {"label": f"{LABEL}.project={name}"}
@@ -720,7 +721,7 @@ class ComposeDown(StepType):
                 ]
         return changes
 
-    def apply(self, params: ComposeDownParams, ctx) -> dict[str, Any]:
+    def apply(self, params: ComposeDownParams, ctx: StepContext) -> dict[str, Any]:
         name = self._name(params, ctx)
         selector = {"label": f"{LABEL}.project={name}"}
         with connected(params) as client:

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 from pydantic import Field
-from vicflow.plugins import Change, PermanentError, StepType, TransientError, hookimpl
+from vicflow.plugins import Change, PermanentError, StepContext, StepType, TransientError, hookimpl
 from vicflow.plugins.clients import vsphere
 
 RULESET = "vSPC"
@@ -62,7 +62,7 @@ def set_ruleset(system, allow: bool) -> None:
     (system.EnableRuleset if allow else system.DisableRuleset)(id=RULESET)
 
 
-class Firewall(StepType):
+class Firewall(StepType[FirewallParams]):
     """Open (or close) outbound tcp/2377 for VCHs on every host of a cluster."""
 
     Params = FirewallParams
@@ -78,7 +78,7 @@ class Firewall(StepType):
         si, found = hosts(params, ctx, si)
         return host_states(si, found)
 
-    def plan(self, params: FirewallParams, ctx) -> list[Change]:
+    def plan(self, params: FirewallParams, ctx: StepContext) -> list[Change]:
         want = params.action == "allow"
         return [
             Change(
@@ -89,7 +89,7 @@ class Firewall(StepType):
             for name, (_, state) in self._states(params, ctx).items()
         ]
 
-    def apply(self, params: FirewallParams, ctx) -> dict[str, Any]:
+    def apply(self, params: FirewallParams, ctx: StepContext) -> dict[str, Any]:
         want = params.action == "allow"
         if want:
             ctx.logger.warning("%s allows all outbound TCP from the hosts (VIC needs 2377/tcp to the VCH)", RULESET)
@@ -139,7 +139,7 @@ class Firewall(StepType):
             "failed": 0,
         }
 
-    def rollback(self, params: FirewallParams, ctx) -> None:
+    def rollback(self, params: FirewallParams, ctx: StepContext) -> None:
         """Put every host this run changed back, on a session of its own, retrying a cut connection.
 
         What cannot be put back within rollback_timeout_seconds is listed in ``ctx.leftovers``.

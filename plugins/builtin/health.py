@@ -9,9 +9,10 @@ from typing import Any, Literal
 
 import requests
 from pydantic import Field, model_validator
-from vicflow.plugins import Change, PermanentError, StepType, TransientError, hookimpl
+from vicflow.plugins import Change, PermanentError, StepContext, StepType, TransientError, hookimpl
 from vicflow.plugins.clients.dockerapi import DockerParams, connected
 from vicflow.plugins.errors import VicflowError
+from vicflow.plugins.paths import BlueprintFile
 
 
 class ProbeFailed(VicflowError):
@@ -26,7 +27,7 @@ class HealthParams(DockerParams):
     )
     body_regex: str | None = Field(None, description="http: a regex the body must match")
     headers: dict[str, str] = Field(default_factory=dict)
-    ca: str | None = Field(None, description="http: CA file for https")
+    ca: BlueprintFile | None = Field(None, description="http: CA file for https")
     verify_tls: bool = True
     host: str | None = Field(None, description="tcp/postgres: host")
     port: int | None = Field(None, description="tcp/postgres: port (postgres default 5432)")
@@ -52,7 +53,7 @@ class HealthParams(DockerParams):
         return self
 
 
-class HealthCheck(StepType):
+class HealthCheck(StepType[HealthParams]):
     """Probe until it passes or the deadline passes; the failure names the last error."""
 
     Params = HealthParams
@@ -62,10 +63,10 @@ class HealthCheck(StepType):
         "detail": "what the passing attempt saw",
     }
 
-    def plan(self, params: HealthParams, ctx) -> list[Change]:
+    def plan(self, params: HealthParams, ctx: StepContext) -> list[Change]:
         return [Change("none", _target(params), f"{params.kind} check (read-only)")]
 
-    def apply(self, params: HealthParams, ctx) -> dict[str, Any]:
+    def apply(self, params: HealthParams, ctx: StepContext) -> dict[str, Any]:
         ctx.changed = False
         if params.kind == "http" and params.url.startswith("https:") and not params.verify_tls and not params.ca:
             ctx.logger.warning("verify_tls: false - the certificate of %s is not verified", params.url)

@@ -15,7 +15,8 @@ from typing import Any, Literal
 
 import requests
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from vicflow.plugins import Change, PermanentError, StepType, TransientError, hookimpl
+from vicflow.plugins import Change, PermanentError, StepContext, StepType, TransientError, hookimpl
+from vicflow.plugins.paths import BlueprintFile
 from vicflow.plugins.step import Params
 
 Method = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
@@ -40,7 +41,7 @@ class HttpRequestParams(Params):
         None, description="sent as application/x-www-form-urlencoded"
     )
     json_body: Any = Field(None, alias="json", description="sent as application/json")
-    ca: str | None = Field(None, description="CA file that verifies an https URL")
+    ca: BlueprintFile | None = Field(None, description="CA file that verifies an https URL")
     insecure: bool = Field(False, description="do not verify the certificate (logged as a warning)")
     expect_status: list[int] = Field(default_factory=lambda: [200], description="statuses that mean success")
     error_regex: str | None = Field(
@@ -65,7 +66,7 @@ class HttpRequestParams(Params):
         return self
 
 
-class HttpRequest(StepType):
+class HttpRequest(StepType[HttpRequestParams]):
     """One HTTP request with expected statuses, outputs from the response, and an idempotence guard."""
 
     Params = HttpRequestParams
@@ -76,7 +77,7 @@ class HttpRequest(StepType):
     }
     transient_errors = (requests.ConnectionError, requests.Timeout)
 
-    def plan(self, params: HttpRequestParams, ctx) -> list[Change]:
+    def plan(self, params: HttpRequestParams, ctx: StepContext) -> list[Change]:
         if params.when is None:
             return [Change("update", f"{params.method} {params.url}", "the request is made on every run")]
         needed, status = self._needed(params, ctx)
@@ -84,7 +85,7 @@ class HttpRequest(StepType):
             return [Change("update", f"{params.method} {params.url}", f"needed: the guard answered {status}")]
         return [Change("none", f"{params.method} {params.url}", f"not needed: the guard answered {status}")]
 
-    def apply(self, params: HttpRequestParams, ctx) -> dict[str, Any]:
+    def apply(self, params: HttpRequestParams, ctx: StepContext) -> dict[str, Any]:
         if params.when is not None:
             needed, status = self._needed(params, ctx)
             if not needed:
@@ -114,7 +115,7 @@ class HttpRequest(StepType):
             ctx.logger.warning("insecure: true: the certificate of %s is not verified", url)
         with requests.Session() as session:
             session.trust_env = False  # REQUESTS_CA_BUNDLE would otherwise replace the pinned CA
-            session.verify = ctx.path(params.ca) if params.ca else not params.insecure
+            session.verify = params.ca if params.ca else not params.insecure
             try:
                 return session.request(
                     method,

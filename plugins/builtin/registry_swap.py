@@ -34,10 +34,11 @@ from vicflow.plugins.builtin.compose import (
 from vicflow.plugins.clients import registry_api
 from vicflow.plugins.clients.dockerapi import DockerParams, connected
 from vicflow.plugins.compose.project import load_project
+from vicflow.plugins.paths import BlueprintFile
 
 
 class RegistrySwapParams(DockerParams):
-    compose_files: list[str] = Field(
+    compose_files: list[BlueprintFile] = Field(
         default=["/etc/vmware/harbor/docker-compose.notary.yml", "/etc/vmware/harbor/docker-compose.yml"],
         description="Harbor's compose files, in order",
     )
@@ -49,7 +50,9 @@ class RegistrySwapParams(DockerParams):
         description="Harbor's public URL, through its nginx (default: https:// and the host of docker_host, or "
         "https://127.0.0.1 for a local engine, as on the appliance)",
     )
-    registry_ca: str | None = Field(None, description="the CA that signed Harbor's certificate (the appliance CA)")
+    registry_ca: BlueprintFile | None = Field(
+        None, description="the CA that signed Harbor's certificate (the appliance CA)"
+    )
     insecure: bool = Field(False, description="skip TLS verification of registry_url (logged as a warning)")
     registry_user: str | None = Field("admin", description="a Harbor user who may push to verify_repository")
     registry_password: str | None = Field(None, description="use ${{ secrets.name }}")
@@ -104,7 +107,7 @@ def _image_node(root, service: str):
     return node if isinstance(node, yaml.ScalarNode) else None
 
 
-class RegistrySwap(StepType):
+class RegistrySwap(StepType[RegistrySwapParams]):
     """Swap Harbor's registry image, verify schema-2 foreign-layer pushes, roll back by itself on failure."""
 
     Params = RegistrySwapParams
@@ -117,7 +120,7 @@ class RegistrySwap(StepType):
     }
 
     def _files(self, params, ctx) -> list[str]:
-        return [ctx.path(f) for f in params.compose_files]
+        return list(params.compose_files)
 
     def _compose(self, params, ctx) -> dict[str, Any]:
         files = self._files(params, ctx)
@@ -137,7 +140,7 @@ class RegistrySwap(StepType):
     def is_transient(cls, exc: BaseException) -> bool:
         return super().is_transient(exc) or engine_is_transient(exc)
 
-    def plan(self, params: RegistrySwapParams, ctx) -> list[Change]:
+    def plan(self, params: RegistrySwapParams, ctx: StepContext) -> list[Change]:
         location = ImageLocation(self._files(params, ctx), params.service)
         running = self._running_image(params, ctx)
         if location.value == params.new_image and running == params.new_image:
@@ -147,7 +150,7 @@ class RegistrySwap(StepType):
             Change("update", params.service, "compose down + up with all files, then verify (rolls back on failure)"),
         ]
 
-    def apply(self, params: RegistrySwapParams, ctx) -> dict[str, Any]:
+    def apply(self, params: RegistrySwapParams, ctx: StepContext) -> dict[str, Any]:
         location = ImageLocation(self._files(params, ctx), params.service)
         old_image = location.value
         if old_image == params.new_image and self._running_image(params, ctx) == params.new_image:
@@ -194,7 +197,7 @@ class RegistrySwap(StepType):
             "verification": verification,
         }
 
-    def rollback(self, params: RegistrySwapParams, ctx) -> None:
+    def rollback(self, params: RegistrySwapParams, ctx: StepContext) -> None:
         """A later step failed: put the old image back the same way."""
         if ctx.state.get("text") is not None:
             self._restore(params, ctx)
@@ -258,7 +261,7 @@ class RegistrySwap(StepType):
     def _registry(self, params, ctx, timeout: float = 10) -> registry_api.Registry:
         if params.insecure:
             ctx.logger.warning("insecure: true: the certificate of %s is not verified", registry_url(params))
-        ca = ctx.path(params.registry_ca) if params.registry_ca else None
+        ca = params.registry_ca
         return registry_api.Registry(
             registry_url(params), params.registry_user, params.registry_password, ca, params.insecure, timeout
         )

@@ -17,10 +17,11 @@ from typing import Any, Literal
 
 import requests
 from pydantic import Field
-from vicflow.plugins import Change, PermanentError, StepType, TransientError, hookimpl
+from vicflow.plugins import Change, PermanentError, StepContext, StepType, TransientError, hookimpl
 from vicflow.plugins.builtin.firewall import RULESET, host_states
 from vicflow.plugins.clients import certs, vsphere
 from vicflow.plugins.clients.dockerapi import DockerParams, connected
+from vicflow.plugins.paths import BlueprintFile
 
 PREFIX = "guestinfo.vice./"
 CONFIG_KEY = "guestinfo.vicflow.config"  # the settings this VCH was created with (drift detection)
@@ -46,15 +47,19 @@ class VCHCreateParams(VCHParams):
     dns_servers: list[str] = Field(default_factory=list)
     public_ip: str | None = Field(None, description="static IP/prefix, e.g. 10.0.0.5/24 (needs public_gateway)")
     public_gateway: str | None = None
-    registry_ca: list[str] = Field(default_factory=list, description="CA files of registries to trust")
+    registry_ca: list[BlueprintFile] = Field(default_factory=list, description="CA files of registries to trust")
     tls: Literal["no_tls", "tls_noverify", "tls_verify"] = "tls_verify"
     tls_cname: str | None = Field(None, description="common name of the server certificate (tls_verify)")
-    cert_path: str | None = Field(None, description="certificate folder (default: ./<name>)")
+    cert_path: BlueprintFile | None = Field(None, description="certificate folder (default: ./<name>)")
     cpu: int = Field(1, ge=1, le=64)
     memory_mb: int = Field(2048, ge=512)
     use_resource_pool: bool = Field(False, description="a resource pool instead of a vApp (--use-rp)")
-    appliance_iso: str = Field("appliance.iso", description="path of the appliance ISO to upload")
-    bootstrap_iso: str = Field("bootstrap.iso", description="path of the bootstrap ISO to upload")
+    appliance_iso: BlueprintFile = Field(
+        "appliance.iso", validate_default=True, description="path of the appliance ISO to upload"
+    )
+    bootstrap_iso: BlueprintFile = Field(
+        "bootstrap.iso", validate_default=True, description="path of the bootstrap ISO to upload"
+    )
     version: str = "v1.1.1"
     appliance_timeout_seconds: float = Field(180, gt=0, description="wait this long for the appliance's IP")
     check_firewall: bool = True
@@ -107,7 +112,7 @@ def _wanted_config(params: VCHCreateParams, ctx) -> dict[str, Any]:
         "use_resource_pool": params.use_resource_pool,
         "version": params.version,
         "registry_ca": sorted(
-            "sha256:" + hashlib.sha256(Path(ctx.path(f)).read_bytes()).hexdigest() for f in params.registry_ca
+            "sha256:" + hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in params.registry_ca
         ),
     }
 
@@ -218,8 +223,8 @@ def validate(params: VCHCreateParams, ctx) -> Target:
             "tls_verify needs a common name for the server certificate: set tls_cname (or a static public_ip)"
         )
     for path in (*params.registry_ca, params.appliance_iso, params.bootstrap_iso):
-        if not os.path.isfile(ctx.path(path)):
-            v.problems.append(f"file {ctx.path(path)} does not exist")
+        if not os.path.isfile(path):
+            v.problems.append(f"file {path} does not exist")
     if params.check_firewall and cluster is not None:
         # the hosts that mount the image store; all of the cluster's when the datastore is unknown
         mounted = {m.key._moId for m in image_ds.host} if image_ds is not None else {h._moId for h in cluster.host}
@@ -283,7 +288,7 @@ def write_env_file(folder: str, name: str, outputs: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------- create
 
 
-class VCHCreate(StepType):
+class VCHCreate(StepType[VCHCreateParams]):
     """vic-machine create, validated up front, idempotent, and never left half-built."""
 
     Params = VCHCreateParams
@@ -304,7 +309,7 @@ class VCHCreate(StepType):
     }
     transient_errors = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, *vsphere.CONNECTION_ERRORS)
 
-    def plan(self, params: VCHCreateParams, ctx) -> list[Change]:
+    def plan(self, params: VCHCreateParams, ctx: StepContext) -> list[Change]:
         target = validate(params, ctx)
         vm = vsphere.find_vm(target.si, target.dc, params.name)
         if vm is None:
@@ -325,7 +330,7 @@ class VCHCreate(StepType):
             )
         ]
 
-    def apply(self, params: VCHCreateParams, ctx) -> dict[str, Any]:
+    def apply(self, params: VCHCreateParams, ctx: StepContext) -> dict[str, Any]:
         target = validate(params, ctx)
         cert_path = os.path.abspath(ctx.path(params.cert_path or params.name))
         vm = vsphere.find_vm(target.si, target.dc, params.name)
@@ -525,7 +530,7 @@ class VCHCreate(StepType):
         session.headers["Cookie"] = target.si._stub.cookie
         for name, source in files.items():
             url = f"https://{host}:{port}/folder/{folder}/{name}"
-            with open(ctx.path(source), "rb") as data:
+            with open(source, "rb") as data:
                 response = session.put(
                     url,
                     data=data,
@@ -556,7 +561,7 @@ class VCHCreate(StepType):
             keys[PREFIX + "init/networks|public/ip"] = params.public_ip
             keys[PREFIX + "init/networks|public/gateway"] = params.public_gateway or ""
         if params.registry_ca:
-            pem = b"".join(Path(ctx.path(f)).read_bytes() for f in params.registry_ca)
+            pem = b"".join(Path(f).read_bytes() for f in params.registry_ca)
             keys[PREFIX + "registry/ca"] = base64.b64encode(pem).decode()
         if params.tls != "no_tls":
             keys[SERVER_CERT_KEY] = base64.b64encode(Path(f"{cert_path}/server-cert.pem").read_bytes()).decode()
@@ -657,7 +662,7 @@ class VCHCreate(StepType):
                     raise
                 time.sleep(1)
 
-    def rollback(self, params: VCHCreateParams, ctx) -> None:
+    def rollback(self, params: VCHCreateParams, ctx: StepContext) -> None:
         """A later step failed: remove this VCH (see ``_clean_up``); what stays is in ``ctx.leftovers``."""
         if not self._clean_up(params, ctx):
             raise TransientError(
@@ -762,22 +767,22 @@ def _vch(params: VCHParams, ctx):
     return si, dc, vm
 
 
-class VCHInspect(StepType):
+class VCHInspect(StepType[VCHParams]):
     """vic-machine inspect: the outputs vch_create gave."""
 
     Params = VCHParams
     outputs = VCHCreate.outputs
 
-    def plan(self, params, ctx):
+    def plan(self, params: VCHParams, ctx: StepContext):
         return [Change("none", params.name, "read-only")]
 
-    def apply(self, params: VCHParams, ctx) -> dict[str, Any]:
+    def apply(self, params: VCHParams, ctx: StepContext) -> dict[str, Any]:
         ctx.changed = False
         _, _, vm = _vch(params, ctx)
         return outputs_of(vm, None)
 
 
-class VCHDelete(StepType):
+class VCHDelete(StepType[VCHDeleteParams]):
     """vic-machine delete: endpoint VM, vApp and image files; volume stores only with force."""
 
     Params = VCHDeleteParams
@@ -796,7 +801,7 @@ class VCHDelete(StepType):
         siblings = [c for c in (container.vm if container else []) if c != vm]
         return si, dc, vm, settings, container, siblings
 
-    def plan(self, params: VCHDeleteParams, ctx) -> list[Change]:
+    def plan(self, params: VCHDeleteParams, ctx: StepContext) -> list[Change]:
         _, _, vm, settings, container, siblings = self._parts(params, ctx)
         changes = [Change("delete", vm.name, "endpoint VM and its image files")]
         changes += [Change("delete", c.name, "container VM") for c in siblings]
@@ -812,7 +817,7 @@ class VCHDelete(StepType):
             )
         return changes
 
-    def apply(self, params: VCHDeleteParams, ctx) -> dict[str, Any]:
+    def apply(self, params: VCHDeleteParams, ctx: StepContext) -> dict[str, Any]:
         si, dc, vm, settings, container, siblings = self._parts(params, ctx)
         running = [c.name for c in siblings if c.runtime.powerState == "poweredOn"]
         if running and not params.force:

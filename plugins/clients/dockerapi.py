@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from pydantic import Field
+from vicflow.plugins.paths import BlueprintFile
 from vicflow.plugins.step import Params, PermanentError
 
 log = logging.getLogger("vicflow.docker")
@@ -19,10 +20,10 @@ class DockerParams(Params):
     docker_host: str | None = Field(None, description="tcp://IP:2375 (no TLS) or tcp://IP:2376 (TLS)")
     tls: bool | None = Field(None, description="use TLS (default: on for port 2376 or when a CA is given)")
     tls_verify: bool | None = Field(None, description="verify the server certificate against ca")
-    ca: str | None = Field(None, description="CA certificate file (ca.pem)")
-    cert: str | None = Field(None, description="client certificate file (cert.pem)")
-    key: str | None = Field(None, description="client key file (key.pem)")
-    cert_path: str | None = Field(None, description="folder with ca.pem, cert.pem and key.pem")
+    ca: BlueprintFile | None = Field(None, description="CA certificate file (ca.pem)")
+    cert: BlueprintFile | None = Field(None, description="client certificate file (cert.pem)")
+    key: BlueprintFile | None = Field(None, description="client key file (key.pem)")
+    cert_path: BlueprintFile | None = Field(None, description="folder with ca.pem, cert.pem and key.pem")
     api_timeout_seconds: float = Field(120, gt=0, description="timeout of each Docker API call")
 
 

@@ -6,8 +6,16 @@ import threading
 import time
 from typing import Any
 
-from vicflow.plugins import Change, PermanentError, StepType, TransientError, hookimpl
-from vicflow.plugins.step import Params
+from vicflow.plugins import (
+    BlueprintFile,
+    Change,
+    Params,
+    PermanentError,
+    StepContext,
+    StepType,
+    TransientError,
+    hookimpl,
+)
 
 JOURNAL: list[tuple[str, str, float]] = []  # (action, name, monotonic time)
 ATTEMPTS: dict[str, list[float]] = {}
@@ -24,16 +32,16 @@ class EchoParams(Params):
     value: Any = None
 
 
-class Echo(StepType):
+class Echo(StepType[EchoParams]):
     """Returns its parameters as outputs."""
 
     Params = EchoParams
     outputs = {"message": "the message", "value": "the value"}
 
-    def plan(self, params, ctx):
+    def plan(self, params: EchoParams, ctx: StepContext):
         return [Change("create", ctx.step_id, params.message)]
 
-    def apply(self, params, ctx):
+    def apply(self, params: EchoParams, ctx: StepContext):
         note("apply", ctx.step_id)
         ctx.logger.info("echo %s", params.message)
         return {"message": params.message, "value": params.value}
@@ -44,13 +52,13 @@ class SleepParams(Params):
     name: str = ""
 
 
-class Sleep(StepType):
+class Sleep(StepType[SleepParams]):
     """Blocks the thread (time.sleep), as badly written network code would."""
 
     Params = SleepParams
     outputs = {"slept": "seconds slept"}
 
-    def apply(self, params, ctx):
+    def apply(self, params: SleepParams, ctx: StepContext):
         note("start", params.name or ctx.step_id)
         time.sleep(params.seconds)
         note("end", params.name or ctx.step_id)
@@ -63,13 +71,13 @@ class FlakyParams(Params):
     permanent: bool = False
 
 
-class Flaky(StepType):
+class Flaky(StepType[FlakyParams]):
     """Fails ``fail_times`` times (transiently unless ``permanent``), then succeeds."""
 
     Params = FlakyParams
     outputs = {"attempts": "attempts it took"}
 
-    def apply(self, params, ctx):
+    def apply(self, params: FlakyParams, ctx: StepContext):
         with _lock:
             tries = ATTEMPTS.setdefault(params.key, [])
             tries.append(time.monotonic())
@@ -86,20 +94,20 @@ class UndoableParams(Params):
     secret: str = ""
 
 
-class Undoable(StepType):
+class Undoable(StepType[UndoableParams]):
     """Records apply and rollback, for the order of rollbacks."""
 
     Params = UndoableParams
     outputs = {"name": "its name"}
 
-    def apply(self, params, ctx):
+    def apply(self, params: UndoableParams, ctx: StepContext):
         if params.fail:
             raise PermanentError(f"{params.name} failed on purpose (secret was {params.secret})")
         note("apply", params.name)
         ctx.state["created"] = params.name
         return {"name": params.name}
 
-    def rollback(self, params, ctx):
+    def rollback(self, params: UndoableParams, ctx: StepContext):
         note("rollback", ctx.state["created"])
 
 
@@ -109,11 +117,11 @@ class TypedParams(Params):
     mode: str = "a"
 
 
-class Typed(StepType):
+class Typed(StepType[TypedParams]):
     Params = TypedParams
     outputs = {"url": "host:port"}
 
-    def apply(self, params, ctx):
+    def apply(self, params: TypedParams, ctx: StepContext):
         ctx.changed = False
         return {"url": f"{params.host}:{params.port}"}
 
@@ -121,8 +129,23 @@ class Typed(StepType):
 class Noop(StepType):
     outputs = {}
 
-    def apply(self, params, ctx):
+    def apply(self, params, ctx: StepContext):
         return {}
+
+
+class ReadParams(Params):
+    file: BlueprintFile
+
+
+class Read(StepType[ReadParams]):
+    """Reads a file named relative to the blueprint (the path type's test)."""
+
+    Params = ReadParams
+    outputs = {"text": "the file's text", "path": "the path the step was given"}
+
+    def apply(self, params: ReadParams, ctx: StepContext):
+        with open(params.file) as f:
+            return {"text": f.read(), "path": params.file}
 
 
 @hookimpl
@@ -133,3 +156,4 @@ def register_step_types(register):
     register("undoable", Undoable)
     register("typed", Typed)
     register("noop", Noop)
+    register("read", Read)

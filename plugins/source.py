@@ -1,0 +1,91 @@
+"""The contract between ``vicflow listen`` and an event source: the base class every source derives from."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+NAMESPACE = uuid.UUID("5b1f3c52-7d5e-4c36-9d0e-6f0b8c1a2e11")
+Emit = Callable[[dict[str, Any]], None]
+
+
+class SourceConfig(BaseModel):
+    """Base of a source's settings (one entry of the listen config): unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class EventSource:
+    """Base of every source: ``run(stop)`` streams until ``stop`` is set, reconnecting with backoff.
+
+    A subclass sets ``Config`` (its settings' model), ``events`` (every event name it emits) and implements
+    ``stream(stop)``, which calls ``publish`` for each event; ``run`` reconnects when ``stream`` raises.
+    """
+
+    Config: type[BaseModel] = SourceConfig
+    max_backoff = 30.0
+    events: tuple[str, ...] = ()  # every event name the source emits (docs/events.md lists them)
+
+    def __init__(self, config: dict[str, Any], emit: Emit, logger: logging.Logger | None = None):
+        self.config = self.Config.model_validate(config or {})
+        self.emit_fn = emit
+        self.log = logger or logging.getLogger(f"vicflow.sources.{type(self).__name__}")
+        self.seen: OrderedDict[uuid.UUID, None] = OrderedDict()
+        self.emitted = 0
+
+    def run(self, stop: threading.Event) -> None:
+        backoff = 1.0
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                self.stream(stop)
+            except Exception as exc:  # the server went away: say so, wait, reconnect
+                if stop.is_set():
+                    break
+                if time.monotonic() - started > 30:
+                    backoff = 1.0
+                self.log.warning(
+                    "%s: connection lost (%s); reconnecting in %.0fs", type(self).__name__, str(exc)[:200], backoff
+                )
+                stop.wait(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+            else:
+                backoff = 1.0
+
+    def stream(self, stop: threading.Event) -> None:
+        """Read the server's events until ``stop`` is set; raise when the connection is lost."""
+        raise NotImplementedError
+
+    def publish(
+        self, name: str, key: str, resource: dict[str, str], payload: dict[str, Any], occurred: datetime | None = None
+    ) -> bool:
+        """Emit once per ``key``; a key seen before (a replay after reconnecting) is dropped."""
+        if name not in self.events:
+            raise ValueError(f"{type(self).__name__} emits {name!r} without declaring it in events")
+        event_id = uuid.uuid5(NAMESPACE, key)
+        if event_id in self.seen:
+            self.log.debug("dropped %s: already emitted (%s)", name, key)
+            return False
+        self.seen[event_id] = None
+        while len(self.seen) > 10000:
+            self.seen.popitem(last=False)
+        self.emit_fn(
+            {
+                "event": name,
+                "id": event_id,
+                "resource": resource,
+                "payload": payload,
+                "occurred": occurred or datetime.now(UTC),
+            }
+        )
+        self.emitted += 1
+        self.log.info("emitted %s for %s", name, resource.get("prefect.resource.id"))
+        return True
