@@ -298,7 +298,7 @@ def test_missing_volume_driver_says_which_and_how_to_override(tmp_path, docker_e
 
 def test_a_failing_volume_driver_is_not_called_missing():
     """Regression: ``A and B or C`` made every error that mentions a driver read "the engine has no volume driver"."""
-    from vicflow.plugins.builtin.compose import no_such_volume_driver
+    from vicflow.plugins.compose.deploy import no_such_volume_driver
 
     assert no_such_volume_driver('error looking up volume plugin vsphere: plugin "vsphere" not found')
     assert not no_such_volume_driver("create gogs_data: VolumeDriver.Create: datastore VMFS01 is full")

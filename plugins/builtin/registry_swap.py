@@ -22,18 +22,12 @@ import requests
 import yaml
 from pydantic import Field
 from vicflow.plugins import Change, PermanentError, StepContext, StepError, StepType, TransientError, hookimpl
-from vicflow.plugins.builtin.compose import (
-    LABEL,
-    NETWORK_ERRORS,
-    ComposeDown,
-    ComposeDownParams,
-    ComposeUp,
-    ComposeUpParams,
-    engine_is_transient,
-)
 from vicflow.plugins.clients import registry_api
-from vicflow.plugins.clients.dockerapi import DockerParams, connected
-from vicflow.plugins.compose.project import load_project
+from vicflow.plugins.clients.dockerapi import COMPOSE_LABEL as LABEL
+from vicflow.plugins.clients.dockerapi import DockerParams, connected, network_errors
+from vicflow.plugins.compose import operations
+from vicflow.plugins.compose.deploy import UpOptions, engine_is_transient
+from vicflow.plugins.compose.project import Project, load_project
 from vicflow.plugins.paths import BlueprintFile
 
 
@@ -111,7 +105,7 @@ class RegistrySwap(StepType[RegistrySwapParams]):
     """Swap Harbor's registry image, verify schema-2 foreign-layer pushes, roll back by itself on failure."""
 
     Params = RegistrySwapParams
-    transient_errors = NETWORK_ERRORS
+    transient_errors = network_errors()
     outputs = {
         "old_image": "image before",
         "new_image": "image after",
@@ -122,17 +116,20 @@ class RegistrySwap(StepType[RegistrySwapParams]):
     def _files(self, params, ctx) -> list[str]:
         return list(params.compose_files)
 
-    def _compose(self, params, ctx) -> dict[str, Any]:
-        files = self._files(params, ctx)
-        project = params.project or load_project(files, None, params.environment, False).name
-        base = {k: getattr(params, k) for k in DockerParams.model_fields}
-        return {**base, "files": files, "project": project, "environment": params.environment, "use_os_environ": False}
+    def _project_name(self, params, ctx) -> str:
+        return params.project or load_project(self._files(params, ctx), None, params.environment, False).name
+
+    def _project(self, params, ctx) -> Project:
+        """Harbor's project as its files say (never from vicflow's environment: the files are the truth)."""
+        return operations.read_project(
+            self._files(params, ctx), self._project_name(params, ctx), params.environment, False, ctx.logger
+        )
 
     def _running_image(self, params, ctx) -> str | None:
-        compose = self._compose(params, ctx)
+        name = self._project_name(params, ctx)
         with connected(params) as client:
             found = client.containers.list(
-                filters={"label": [f"{LABEL}.project={compose['project']}", f"{LABEL}.service={params.service}"]}
+                filters={"label": [f"{LABEL}.project={name}", f"{LABEL}.service={params.service}"]}
             )
         return found[0].attrs["Config"]["Image"] if found else None
 
@@ -220,36 +217,29 @@ class RegistrySwap(StepType[RegistrySwapParams]):
                     "push the image to a registry the engine can reach, or load it",
                 ) from None
 
-    @staticmethod
-    def _sub_context(ctx) -> StepContext:
-        return StepContext(
-            f"{ctx.step_id}.compose",
-            ctx.run_id,
-            ctx.blueprint,
-            ctx.logger,
-            deadline=ctx.deadline,
-            base_dir=ctx.base_dir,
-            resources=ctx.resources,
-            leftovers=ctx.leftovers,
-        )
-
     def _redeploy(self, params, ctx) -> None:
-        compose, sub = self._compose(params, ctx), self._sub_context(ctx)
-        ComposeDown().apply(ComposeDownParams(**compose), sub)
-        ComposeUp().apply(ComposeUpParams(**compose), sub)
+        """compose down, then up, with all of Harbor's files (the seed's order), through the compose library."""
+        project = self._project(params, ctx)
+        with connected(params) as client:
+            project = operations.for_engine(client, project, params.environment, False)
+            operations.down(client, project.name, False, ctx.logger)
+            operations.up(client, project, UpOptions(), ctx.logger, {}, ctx.leftovers, ctx.deadline)
 
     def _start_what_stopped(self, params, ctx) -> bool:
-        """compose_up with recreate: never (create what is missing, start what stopped); True if it had to.
+        """compose up with recreate: never (create what is missing, start what stopped); True if it had to.
 
         After a swap whose rollback the engine's restart cut short, Harbor is partly down: the pre-flight
         needs it up, as the files say."""
-        compose = ComposeUpParams(**self._compose(params, ctx), recreate="never")
-        sub = self._sub_context(ctx)
-        missing = [c.target for c in ComposeUp().plan(compose, sub) if c.action != "none"]
-        if not missing:
-            return False
-        ctx.logger.warning("not running: %s; starting them as the files say before the swap", ", ".join(missing))
-        ComposeUp().apply(compose, sub)
+        options = UpOptions(recreate="never")
+        project = self._project(params, ctx)
+        with connected(params) as client:
+            project = operations.for_engine(client, project, params.environment, False)
+            changes = operations.plan_up(client, project, options, ctx.logger)
+            missing = [f"{project.name}/{service}" for action, service, _ in changes if action != "none"]
+            if not missing:
+                return False
+            ctx.logger.warning("not running: %s; starting them as the files say before the swap", ", ".join(missing))
+            operations.up(client, project, options, ctx.logger, {}, ctx.leftovers, ctx.deadline)
         return True
 
     def _restore(self, params, ctx) -> None:
@@ -309,12 +299,12 @@ class RegistrySwap(StepType[RegistrySwapParams]):
 
     def _verify(self, params, ctx) -> dict[str, Any]:
         deadline = time.monotonic() + params.verify_timeout_seconds
-        compose = self._compose(params, ctx)
+        name = self._project_name(params, ctx)
         with connected(params) as client:
             while True:
                 found = client.containers.list(
                     all=True,
-                    filters={"label": [f"{LABEL}.project={compose['project']}", f"{LABEL}.service={params.service}"]},
+                    filters={"label": [f"{LABEL}.project={name}", f"{LABEL}.service={params.service}"]},
                 )
                 if found and found[0].status == "running":
                     break

@@ -108,6 +108,13 @@ def _unreachable(host: str, exc: Exception, has_client_cert: bool) -> Exception:
 COMPOSE_LABEL = "com.docker.compose"  # the prefix of Docker Compose's container labels
 
 
+def network_errors() -> tuple[type[BaseException], ...]:
+    """What the Docker SDK raises when the engine cannot be reached: worth another attempt."""
+    import requests
+
+    return (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
+
+
 def is_vch(client) -> bool:
     """A VCH says so in ``docker info`` (VIC's Driver is "vSphere Integrated Containers ... Backend Engine")."""
     info = client.info()

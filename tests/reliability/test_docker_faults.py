@@ -14,9 +14,10 @@ from pathlib import Path
 
 import docker
 import pytest
-from vicflow.plugins.builtin.compose import LABEL, ComposeDown, ComposeUp
+from vicflow.plugins.builtin.compose import ComposeDown, ComposeUp
 from vicflow.plugins.builtin.health import HealthCheck
 from vicflow.plugins.builtin.registry_swap import RegistrySwap
+from vicflow.plugins.compose.engine_body import LABEL
 from vicflow.plugins.step import PermanentError
 
 from tests import stepkit

@@ -1,0 +1,135 @@
+"""The Engine API body of a compose service's container, and of a container to restore (API 1.25, VIC 1.1's).
+
+Labels are Docker Compose's, so ``docker compose ps`` sees vicflow's containers as its own.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from vicflow.plugins.clients.dockerapi import COMPOSE_LABEL
+from vicflow.plugins.compose.project import Project, Service
+
+LABEL = COMPOSE_LABEL
+VERSION_LABEL = "vicflow"
+
+
+def container_name(project: Project, service: Service) -> str:
+    return service.container_name or f"{project.name}-{service.name}-1"
+
+
+def create_body(project: Project, service: Service, image_id: str) -> dict[str, Any]:
+    """The Engine API create body for ``service`` (API 1.25, what VIC 1.1 speaks)."""
+    labels = {
+        **service.labels,
+        f"{LABEL}.project": project.name,
+        f"{LABEL}.service": service.name,
+        f"{LABEL}.container-number": "1",
+        f"{LABEL}.oneoff": "False",
+        f"{LABEL}.config-hash": service.config_hash(),
+        f"{LABEL}.image": image_id,
+        f"{LABEL}.project.config_files": ",".join(project.files),
+        f"{LABEL}.project.working_dir": project.working_dir,
+        f"{LABEL}.version": VERSION_LABEL,
+    }
+    exposed: dict[str, dict] = {}
+    bindings: dict[str, list[dict[str, str]]] = {}
+    for port in service.ports:
+        key = f"{port.target}/{port.protocol}"
+        exposed[key] = {}
+        bindings.setdefault(key, []).append(
+            {"HostIp": port.host_ip, "HostPort": "" if port.published is None else str(port.published)}
+        )
+    for item in service.expose:
+        exposed[item if "/" in item else f"{item}/tcp"] = {}
+    binds, anonymous = [], {}
+    for mount in service.mounts:
+        if mount.type == "volume" and mount.source is None:
+            anonymous[mount.target] = {}
+            continue
+        source = project.volumes[mount.source].name if mount.type == "volume" else mount.source
+        binds.append(f"{source}:{mount.target}" + (":ro" if mount.read_only else ""))
+    restart, _, count = service.restart.partition(":")
+    networks = [project.networks[n].name for n in service.networks]
+    host_config: dict[str, Any] = {
+        "PortBindings": bindings,
+        "Binds": binds,
+        "RestartPolicy": {"Name": "" if restart == "no" else restart, "MaximumRetryCount": int(count or 0)},
+        "ExtraHosts": service.extra_hosts or None,
+        "Links": [_link(project, link) for link in service.links] or None,
+        "NetworkMode": service.network_mode or (networks[0] if networks else "default"),
+        **service.host,
+    }
+    body: dict[str, Any] = {
+        "Image": service.image,
+        "Labels": labels,
+        "ExposedPorts": exposed,
+        "Volumes": anonymous or None,
+        "Env": [f"{k}={v}" for k, v in service.environment.items() if v is not None],
+        "Cmd": _argv(service.command),
+        "Entrypoint": _argv(service.entrypoint),
+        "User": service.user or "",
+        "WorkingDir": service.working_dir or "",
+        "Hostname": service.hostname or "",
+        "StopSignal": service.stop_signal,
+        "StopTimeout": None if service.stop_grace_period is None else int(service.stop_grace_period),
+        "Healthcheck": service.healthcheck,
+        "Tty": service.tty or None,
+        "OpenStdin": service.stdin_open or None,
+        "HostConfig": host_config,
+    }
+    if networks and not service.network_mode:
+        first = next(iter(service.networks))
+        body["NetworkingConfig"] = {
+            "EndpointsConfig": {networks[0]: {"Aliases": [service.name, *service.networks[first]]}}
+        }
+    return {k: v for k, v in body.items() if v is not None}
+
+def _link(project: Project, link: str) -> str:
+    target, _, alias = link.partition(":")
+    if target in project.services:
+        return f"{container_name(project, project.services[target])}:{alias or target}"
+    return f"{target}:{alias or target}"
+
+
+def _argv(value: list[str] | str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return shlex.split(value) if isinstance(value, str) else [str(v) for v in value]
+
+
+def aliases(cfg: dict, old: dict) -> list[str]:
+    short = old["Id"][:12]
+    return [a for a in (cfg.get("Aliases") or []) if a != short]
+
+
+def restore_body(old: dict[str, Any]) -> dict[str, Any]:
+    """A create body that reproduces an inspected container, on its exact image id."""
+    config = dict(old["Config"])
+    config["Image"] = old["Image"]
+    body = {
+        k: config.get(k)
+        for k in (
+            "Hostname",
+            "User",
+            "Env",
+            "Cmd",
+            "Entrypoint",
+            "WorkingDir",
+            "Labels",
+            "ExposedPorts",
+            "Volumes",
+            "StopSignal",
+            "StopTimeout",
+            "Healthcheck",
+            "Image",
+        )
+        if config.get(k) is not None
+    }
+    body["HostConfig"] = old["HostConfig"]
+    networks = old["NetworkSettings"].get("Networks") or {}
+    if networks:
+        name, cfg = next(iter(networks.items()))
+        body["NetworkingConfig"] = {"EndpointsConfig": {name: {"Aliases": aliases(cfg, old)}}}
+    return body
