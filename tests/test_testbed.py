@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import ssl
 import threading
@@ -14,21 +15,17 @@ import pytest
 import requests
 from vicflow.plugins.clients import certs, registry_api
 from vicflow.plugins.clients.vsphere import Sessions, VSphereParams, split_server
-from vicflow.plugins.step import PermanentError, StepContext
+from vicflow.plugins.step import PermanentError
 
 from tests.helpers import free_port, run_registry, wait_http
 
-
-def _ctx():
-    import logging
-
-    return StepContext("t", "run", "bp", logging.getLogger("test"))
+LOG = logging.getLogger("vicflow.test")
 
 
 def test_pyvmomi_logs_in_to_the_simulator_with_the_pinned_thumbprint(vcsim):
     sessions = Sessions()
     params = VSphereParams(server=vcsim.url, user=vcsim.username, password=vcsim.password, thumbprint=vcsim.thumbprint)
-    si = sessions.get(params, _ctx())
+    si = sessions.get(params, LOG)
     content = si.RetrieveContent()
     assert content.about.apiType == "VirtualCenter"
     assert [dc.name for dc in content.rootFolder.childEntity] == ["DC0"]
@@ -39,7 +36,7 @@ def test_wrong_thumbprint_is_refused(vcsim):
     wrong = "AA:" + vcsim.thumbprint[3:]
     params = VSphereParams(server=vcsim.url, user=vcsim.username, password=vcsim.password, thumbprint=wrong)
     with pytest.raises(PermanentError, match="thumbprint mismatch .* refusing to connect"):
-        Sessions().get(params, _ctx())
+        Sessions().get(params, LOG)
 
 
 @contextlib.contextmanager
@@ -98,7 +95,7 @@ def test_every_connection_is_pinned_not_only_the_first(vcsim, tmp_path, passed):
         sessions = Sessions()
         try:  # connection 1 reads the API version, connection 2 logs in
             with pytest.raises(PermanentError, match="thumbprint mismatch .* refusing to connect"):
-                sessions.get(params, _ctx())
+                sessions.get(params, LOG)
         finally:
             sessions.close()
 
@@ -106,7 +103,7 @@ def test_every_connection_is_pinned_not_only_the_first(vcsim, tmp_path, passed):
 def test_missing_thumbprint_shows_the_one_seen_and_how_to_pin_it(vcsim):
     params = VSphereParams(server=vcsim.url, user=vcsim.username, password=vcsim.password)
     with pytest.raises(PermanentError) as info:
-        Sessions().get(params, _ctx())
+        Sessions().get(params, LOG)
     assert f"(thumbprint={vcsim.thumbprint})" in str(info.value)
     assert f'thumbprint: "{vcsim.thumbprint}"' in info.value.hint
 

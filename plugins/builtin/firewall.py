@@ -28,7 +28,7 @@ class FirewallParams(vsphere.VSphereParams):
 
 
 def hosts(params: FirewallParams, ctx, si=None):
-    si = si or vsphere.service_instance(params, ctx)
+    si = si or vsphere.service_instance(params, ctx.resources, ctx.logger)
     dc = vsphere.datacenter(si, params.datacenter)
     return si, vsphere.compute_resource(si, dc, params.compute_resource).hosts
 
@@ -147,7 +147,7 @@ class Firewall(StepType[FirewallParams]):
         undo = ctx.state.setdefault("changed", [])
 
         def put_back() -> None:
-            with vsphere.fresh_session(params, ctx) as si:
+            with vsphere.fresh_session(params, ctx.logger, ctx.leftovers) as si:
                 states = self._states(params, ctx, si)
 
                 def one(name: str) -> None:
@@ -158,7 +158,7 @@ class Firewall(StepType[FirewallParams]):
                     list(pool.map(one, list(undo)))
 
         try:
-            vsphere.until_back(put_back, params.rollback_timeout_seconds, ctx, "putting the firewall back")
+            vsphere.until_back(put_back, params.rollback_timeout_seconds, ctx.logger, "putting the firewall back")
         except Exception:
             flag = "false" if params.action == "allow" else "true"
             ctx.leftovers[:] = [

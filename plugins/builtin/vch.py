@@ -177,7 +177,7 @@ class Target:
 def validate(params: VCHCreateParams, ctx) -> Target:
     from pyVmomi import vim
 
-    si = vsphere.service_instance(params, ctx)
+    si = vsphere.service_instance(params, ctx.resources, ctx.logger)
     v = Validation()
     dc = vsphere.datacenter(si, params.datacenter)  # nothing else can be checked without it
     found = v.check(vsphere.compute_resource, si, dc, params.compute_resource)
@@ -415,13 +415,13 @@ class VCHCreate(StepType[VCHCreateParams]):
         keys = self._extra_config(params, target, settings, cert_path, ctx)
         self._cdrom_and_config(vm, target, folder, iso, keys, ctx)
         self._directories(params, target, ctx)
-        vsphere.wait_task(vm.PowerOnVM_Task(), ctx, f"power on {params.name}")
+        vsphere.wait_task(vm.PowerOnVM_Task(), f"power on {params.name}", ctx.remaining(300))
         ip = self._wait_for_ip(vm, params, ctx)
         outputs = outputs_of(vm, cert_path)
         self._check_docker(outputs, ctx)
         outputs["env_file"] = write_env_file(cert_path, params.name, outputs)
         spec = vim.vm.ConfigSpec(extraConfig=[vim.option.OptionValue(key=BUILD_KEY, value="complete")])
-        vsphere.wait_task(vm.ReconfigVM_Task(spec=spec), ctx, "mark the VCH complete")
+        vsphere.wait_task(vm.ReconfigVM_Task(spec=spec), "mark the VCH complete", ctx.remaining(300))
         ctx.logger.info(
             "Installer completed successfully: DOCKER_HOST=%s:%s, admin portal %s",
             ip,
@@ -519,7 +519,7 @@ class VCHCreate(StepType[VCHCreateParams]):
             task = target.dc.vmFolder.CreateVM_Task(config=spec, pool=container)
         else:
             task = container.CreateChildVM_Task(config=spec)
-        entry[1] = vsphere.wait_task(task, ctx, f"create VM {params.name}")
+        entry[1] = vsphere.wait_task(task, f"create VM {params.name}", ctx.remaining(300))
         return entry[1]
 
     def _upload(self, params, target, folder, files: dict[str, str], ctx) -> None:
@@ -587,7 +587,7 @@ class VCHCreate(StepType[VCHCreateParams]):
             deviceChange=[vim.vm.device.VirtualDeviceSpec(operation="add", device=cdrom)],
             extraConfig=[vim.option.OptionValue(key=k, value=v) for k, v in keys.items()],
         )
-        vsphere.wait_task(vm.ReconfigVM_Task(spec=spec), ctx, "configure the endpoint VM")
+        vsphere.wait_task(vm.ReconfigVM_Task(spec=spec), "configure the endpoint VM", ctx.remaining(300))
 
     def _directories(self, params, target, ctx) -> None:
         from pyVmomi import vim
@@ -596,14 +596,15 @@ class VCHCreate(StepType[VCHCreateParams]):
         wanted = [(target.image_ds, target.image_path)] + list(target.volume_stores.values())
         for ds, path in wanted:
             name = f"[{ds.name}] {path}"
-            if vsphere.path_exists(ds, name, ctx):
+            if vsphere.path_exists(ds, name, ctx.remaining(300)):
                 ctx.logger.info("%s exists; kept", name)
                 continue
             parts = path.split("/")  # MakeDirectory makes missing parents: the first missing one is removed
             first_missing = next(
                 f"[{ds.name}] {'/'.join(parts[:i])}"
                 for i in range(1, len(parts) + 1)
-                if i == len(parts) or not vsphere.path_exists(ds, f"[{ds.name}] {'/'.join(parts[:i])}", ctx)
+                if i == len(parts)
+                or not vsphere.path_exists(ds, f"[{ds.name}] {'/'.join(parts[:i])}", ctx.remaining(300))
             )
             entry = ["directory", first_missing, first_missing]
             ctx.state["created"].append(entry)  # only what did not exist: a volume store is never removed
@@ -678,7 +679,10 @@ class VCHCreate(StepType[VCHCreateParams]):
         """
         try:
             vsphere.until_back(
-                lambda: self._remove(params, ctx), params.cleanup_timeout_seconds, ctx, "removing what this run built"
+                lambda: self._remove(params, ctx),
+                params.cleanup_timeout_seconds,
+                ctx.logger,
+                "removing what this run built",
             )
             return True
         except Exception as exc:
@@ -700,7 +704,7 @@ class VCHCreate(StepType[VCHCreateParams]):
         import shutil
 
         created = ctx.state.get("created", [])
-        with vsphere.fresh_session(params, ctx) as si:
+        with vsphere.fresh_session(params, ctx.logger, ctx.leftovers) as si:
             dc = vsphere.datacenter(si, params.datacenter)
             for entry in reversed(list(created)):
                 kind, ref, name = entry
@@ -709,20 +713,20 @@ class VCHCreate(StepType[VCHCreateParams]):
                         vm = vsphere.find_vm(si, dc, name)
                         if vm is not None and (half_built(vm) if ref is None else vm._moId == ref._moId):
                             if vm.runtime.powerState == "poweredOn":
-                                vsphere.wait_task(vm.PowerOffVM_Task(), ctx, f"power off {name}")
-                            vsphere.wait_task(vm.Destroy_Task(), ctx, f"destroy VM {name}")
+                                vsphere.wait_task(vm.PowerOffVM_Task(), f"power off {name}", ctx.remaining(300))
+                            vsphere.wait_task(vm.Destroy_Task(), f"destroy VM {name}", ctx.remaining(300))
                     elif kind == "container":
                         pool = vsphere.find_vapp_or_pool(si, dc, name)
                         if pool is not None and pool.vm:
                             others = ", ".join(sorted(v.name for v in pool.vm))
                             ctx.leftovers.append(f"{name} still holds VMs {others}: kept (remove them, then {name})")
                         elif pool is not None and self._adoptable(pool, params):
-                            vsphere.wait_task(pool.Destroy_Task(), ctx, f"destroy {name}")
+                            vsphere.wait_task(pool.Destroy_Task(), f"destroy {name}", ctx.remaining(300))
                     elif kind == "directory":
                         vsphere.wait_task(
                             vsphere.content(si).fileManager.DeleteDatastoreFile_Task(name=name, datacenter=dc),
-                            ctx,
                             f"delete {name}",
+                            ctx.remaining(300),
                         )
                     elif kind == "certs":
                         shutil.rmtree(ref, ignore_errors=True)
@@ -757,7 +761,7 @@ def _differences(vm, params: VCHCreateParams, ctx) -> list[str]:
 
 
 def _vch(params: VCHParams, ctx):
-    si = vsphere.service_instance(params, ctx)
+    si = vsphere.service_instance(params, ctx.resources, ctx.logger)
     dc = vsphere.datacenter(si, params.datacenter)
     vm = vsphere.find_vm(si, dc, params.name)
     if vm is None:
@@ -830,14 +834,14 @@ class VCHDelete(StepType[VCHDeleteParams]):
         for target in [*siblings, vm]:
             name = target.name
             if target.runtime.powerState == "poweredOn":
-                vsphere.wait_task(target.PowerOffVM_Task(), ctx, f"power off {name}")
+                vsphere.wait_task(target.PowerOffVM_Task(), f"power off {name}", ctx.remaining(300))
             folder = target.config.files.vmPathName.rsplit("/", 1)[0]
-            vsphere.wait_task(target.Destroy_Task(), ctx, f"destroy {name}")
+            vsphere.wait_task(target.Destroy_Task(), f"destroy {name}", ctx.remaining(300))
             self._delete_file(si, dc, folder, ctx)
             removed.append(name)
         if container is not None:
             name = container.name
-            vsphere.wait_task(container.Destroy_Task(), ctx, f"destroy {name}")
+            vsphere.wait_task(container.Destroy_Task(), f"destroy {name}", ctx.remaining(300))
             removed.append(f"{name} (vApp)")
         for store in settings.get("volume_stores", []):
             location = store.rpartition(":")[0]
@@ -855,8 +859,8 @@ class VCHDelete(StepType[VCHDeleteParams]):
         try:
             vsphere.wait_task(
                 vsphere.content(si).fileManager.DeleteDatastoreFile_Task(name=name, datacenter=dc),
-                ctx,
                 f"delete {name}",
+                ctx.remaining(300),
             )
         except (vim.fault.FileNotFound, PermanentError) as exc:
             ctx.logger.info("%s: nothing to delete (%s)", name, exc)

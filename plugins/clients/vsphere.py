@@ -17,14 +17,16 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import requests
 import requests.adapters
 from pydantic import Field, model_validator
 from vicflow.plugins import masking
-from vicflow.plugins.step import Params, PermanentError, StepContext, TransientError
+from vicflow.plugins.step import Params, PermanentError, TransientError
+
+Logger = logging.Logger | logging.LoggerAdapter
 
 
 class VSphereParams(Params):
@@ -69,7 +71,7 @@ T = TypeVar("T")
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (OSError, http.client.HTTPException)
 
 
-def until_back(fn: Callable[[], T], budget: float, ctx: StepContext, what: str) -> T:
+def until_back(fn: Callable[[], T], budget: float, logger: Logger, what: str) -> T:
     """``fn()``, called again after connection failures until ``budget`` seconds have passed.
 
     For cleanup and rollback, which must outlast a short cut instead of giving up at its first error.
@@ -82,7 +84,7 @@ def until_back(fn: Callable[[], T], budget: float, ctx: StepContext, what: str) 
         except (*CONNECTION_ERRORS, TransientError) as exc:
             if time.monotonic() + delay > deadline:
                 raise
-            ctx.logger.warning("%s: %s; trying again in %.1fs", what, exc, delay)
+            logger.warning("%s: %s; trying again in %.1fs", what, exc, delay)
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -142,20 +144,19 @@ class Sessions:
         self._lock = threading.Lock()
         self._sessions: dict[tuple[str, str], object] = {}
 
-    def get(self, params: VSphereParams, ctx: StepContext):
+    def get(self, params: VSphereParams, logger: Logger):
         server, user, _ = _credentials(params)
         with self._lock:
             key = (server, user)
             if key not in self._sessions:
-                self._sessions[key] = login(params, ctx)
+                self._sessions[key] = login(params, logger)
             return self._sessions[key]
 
     def close(self, budget: float = 10.0) -> list[str]:
         """Log every session out (retrying a cut connection for ``budget`` s); returns what stays logged in."""
         with self._lock:
             sessions, self._sessions = dict(self._sessions), {}
-        quiet = StepContext("vsphere", "", "", _log)
-        return [left for (server, user), si in sessions.items() if (left := logout(si, server, user, quiet, budget))]
+        return [left for (server, user), si in sessions.items() if (left := logout(si, server, user, _log, budget))]
 
 
 _log = logging.getLogger("vicflow.vsphere")
@@ -175,21 +176,21 @@ def _credentials(params: VSphereParams) -> tuple[str, str, str]:
     return server, user, password
 
 
-def login(params: VSphereParams, ctx: StepContext):
+def login(params: VSphereParams, logger: Logger):
     """A new logged-in session (the caller logs it out: ``logout``)."""
     server, user, password = _credentials(params)
     return _login(
-        server, user, password, _setting(params, "thumbprint"), params.insecure, params.connect_timeout_seconds, ctx
+        server, user, password, _setting(params, "thumbprint"), params.insecure, params.connect_timeout_seconds, logger
     )
 
 
-def logout(si, server: str, user: str, ctx: StepContext, budget: float = 10.0) -> str | None:
+def logout(si, server: str, user: str, logger: Logger, budget: float = 10.0) -> str | None:
     """Log out, retrying a cut connection; returns a line for the run's report if the session stays."""
     try:
-        until_back(lambda: content(si).sessionManager.Logout(), budget, ctx, f"log out of {server}")
+        until_back(lambda: content(si).sessionManager.Logout(), budget, logger, f"log out of {server}")
         return None
     except Exception as exc:
-        ctx.logger.warning("could not log out of %s: %s", server, exc)
+        logger.warning("could not log out of %s: %s", server, exc)
         return (
             f"vSphere session of {user} on {server} (log out failed: {type(exc).__name__}) - "
             "it ends at vCenter's idle-session timeout (30 min by default), or: govc session.rm KEY"
@@ -197,16 +198,16 @@ def logout(si, server: str, user: str, ctx: StepContext, budget: float = 10.0) -
 
 
 @contextlib.contextmanager
-def fresh_session(params: VSphereParams, ctx: StepContext):
+def fresh_session(params: VSphereParams, logger: Logger, leftovers: list[str]):
     """A session of its own, logged out afterwards: cleanup after a cut must not depend on the run's session."""
     server, user, _ = _credentials(params)
-    si = login(params, ctx)
+    si = login(params, logger)
     try:
         yield si
     finally:
-        left = logout(si, server, user, ctx)
+        left = logout(si, server, user, logger)
         if left:
-            ctx.leftovers.append(left)
+            leftovers.append(left)
 
 
 def _mismatch(host: str, expected: str, seen: str) -> PermanentError:
@@ -271,14 +272,14 @@ class _PinnedAdapter(requests.adapters.HTTPAdapter):
 
 
 def _login(
-    server: str, user: str, password: str, thumbprint: str | None, insecure: bool, timeout: float, ctx: StepContext
+    server: str, user: str, password: str, thumbprint: str | None, insecure: bool, timeout: float, logger: Logger
 ):
     from pyVim.connect import SmartStubAdapter
     from pyVmomi import vim
 
     host, port = split_server(server)
     if insecure:
-        ctx.logger.warning("insecure: true - the certificate of %s is not checked; pin its thumbprint instead", host)
+        logger.warning("insecure: true - the certificate of %s is not checked; pin its thumbprint instead", host)
     elif not thumbprint:
         seen = seen_thumbprint(host, port, timeout)
         raise PermanentError(
@@ -308,10 +309,11 @@ def _login(
         raise TransientError(f"cannot connect to vSphere at {host}:{port}: {exc}") from None
 
 
-def service_instance(params: VSphereParams, ctx: StepContext):
-    """The run's session for these settings, logging in on first use."""
-    sessions = ctx.resources.setdefault("vsphere", Sessions())
-    return sessions.get(params, ctx)
+def service_instance(params: VSphereParams, resources: dict[str, Any], logger: Logger):
+    """The run's session for these settings, logging in on first use (``resources``: shared by the run's steps,
+    closed at its end)."""
+    sessions = resources.setdefault("vsphere", Sessions())
+    return sessions.get(params, logger)
 
 
 # ---------------------------------------------------------------------------------------------- inventory
@@ -347,11 +349,11 @@ def _task_fields(task) -> dict:
     return {prop.name: prop.val for prop in found[0].propSet} if found else {}
 
 
-def wait_task(task, ctx: StepContext, what: str, timeout: float = 300):
-    """Wait for a vSphere task; its fault becomes a PermanentError naming ``what``."""
+def wait_task(task, what: str, timeout: float = 300):
+    """Wait up to ``timeout`` s for a vSphere task; its fault becomes a PermanentError naming ``what``."""
     import time
 
-    deadline = time.monotonic() + ctx.remaining(timeout)
+    deadline = time.monotonic() + timeout
     while True:
         fields = _task_fields(task)
         state = fields.get("info.state")
@@ -501,7 +503,7 @@ def network(dc, name: str):
     return _named(dc.network, name, "network", dc)
 
 
-def path_exists(ds, path: str, ctx: StepContext) -> bool:
+def path_exists(ds, path: str, timeout: float = 300) -> bool:
     """Whether ``[datastore] path`` exists (the datastore browser answers FileNotFound otherwise)."""
     from pyVmomi import vim
 
@@ -509,7 +511,7 @@ def path_exists(ds, path: str, ctx: StepContext) -> bool:
         # a pattern that matches no file: only the folder's existence is asked (and the 0.24 simulator
         # crashes listing a folder's files without a search spec)
         spec = vim.host.DatastoreBrowser.SearchSpec(matchPattern=[".vicflow-exists-check"])
-        wait_task(ds.browser.SearchDatastore_Task(datastorePath=path, searchSpec=spec), ctx, f"look for {path}")
+        wait_task(ds.browser.SearchDatastore_Task(datastorePath=path, searchSpec=spec), f"look for {path}", timeout)
         return True
     except PermanentError as exc:
         if isinstance(getattr(exc, "fault", None), vim.fault.FileNotFound):
