@@ -10,11 +10,12 @@ import pytest
 import requests
 from pyVim.connect import Disconnect
 from pyVmomi import vim, vmodl
-from vicflow.plugins.builtin import vch as vchmod
-from vicflow.plugins.builtin.firewall import Firewall, ruleset_enabled
+from vicflow.plugins.builtin.firewall import Firewall
 from vicflow.plugins.builtin.vch import VCHCreate, VCHDelete, VCHInspect
 from vicflow.plugins.clients import vsphere
 from vicflow.plugins.step import PermanentError, TransientError
+from vicflow.plugins.vic import target as vchmod
+from vicflow.plugins.vic.firewall import ruleset_enabled
 
 from tests import stepkit
 from tests.testbed.appliance import Appliance

@@ -13,8 +13,7 @@ from typing import Any, Literal
 from pydantic import Field
 from vicflow.plugins import Change, PermanentError, StepContext, StepType, TransientError, hookimpl
 from vicflow.plugins.clients import vsphere
-
-RULESET = "vSPC"
+from vicflow.plugins.vic.firewall import RULESET, host_states, set_ruleset
 
 
 class FirewallParams(vsphere.VSphereParams):
@@ -31,35 +30,6 @@ def hosts(params: FirewallParams, ctx, si=None):
     si = si or vsphere.service_instance(params, ctx.resources, ctx.logger)
     dc = vsphere.datacenter(si, params.datacenter)
     return si, vsphere.compute_resource(si, dc, params.compute_resource).hosts
-
-
-def ruleset_enabled(firewall_info) -> bool | None:
-    """vSPC's ``enabled`` in a HostFirewallInfo XML element; None when the host has no such ruleset."""
-    for ruleset in firewall_info.iterfind(f"{vsphere.VIM}ruleset") if firewall_info is not None else ():
-        if ruleset.findtext(f"{vsphere.VIM}key") == RULESET:
-            return ruleset.findtext(f"{vsphere.VIM}enabled") == "true"
-    return None
-
-
-def host_states(si, hosts: list) -> dict[str, tuple]:
-    """name -> (firewall system, vSPC enabled) for every host, in two PropertyCollector calls."""
-    from pyVmomi import vim
-
-    props = vsphere.collect(si, hosts, vim.HostSystem, ["name", "configManager.firewallSystem"])
-    systems = {h._moId: props[h._moId]["configManager.firewallSystem"] for h in hosts}
-    infos = vsphere.collect_xml(si, list(systems.values()), vim.host.FirewallSystem, ["firewallInfo"])
-    states = {}
-    for host in hosts:
-        name, system = props[host._moId]["name"], systems[host._moId]
-        enabled = ruleset_enabled(infos.get(system._moId, {}).get("firewallInfo"))
-        if enabled is None:
-            raise PermanentError(f"host {name} has no firewall ruleset {RULESET!r}", "is it an ESXi host?")
-        states[name] = (system, enabled)
-    return states
-
-
-def set_ruleset(system, allow: bool) -> None:
-    (system.EnableRuleset if allow else system.DisableRuleset)(id=RULESET)
 
 
 class Firewall(StepType[FirewallParams]):

@@ -41,7 +41,7 @@ class Appliance:
     def _run(self) -> None:
         from pyVim.connect import Disconnect
         from pyVmomi import vim, vmodl
-        from vicflow.plugins.builtin import vch
+        from vicflow.plugins.vic import target as vch
 
         si = self.sim.connect()
         served: set[str] = set()

@@ -1,0 +1,37 @@
+"""The ESXi firewall ruleset a VCH needs (vSPC: the appliance's serial port over the network), read in bulk."""
+
+from __future__ import annotations
+
+from vicflow.plugins.clients import vsphere
+from vicflow.plugins.errors import PermanentError
+
+RULESET = "vSPC"
+
+
+def ruleset_enabled(firewall_info) -> bool | None:
+    """vSPC's ``enabled`` in a HostFirewallInfo XML element; None when the host has no such ruleset."""
+    for ruleset in firewall_info.iterfind(f"{vsphere.VIM}ruleset") if firewall_info is not None else ():
+        if ruleset.findtext(f"{vsphere.VIM}key") == RULESET:
+            return ruleset.findtext(f"{vsphere.VIM}enabled") == "true"
+    return None
+
+
+def host_states(si, hosts: list) -> dict[str, tuple]:
+    """name -> (firewall system, vSPC enabled) for every host, in two PropertyCollector calls."""
+    from pyVmomi import vim
+
+    props = vsphere.collect(si, hosts, vim.HostSystem, ["name", "configManager.firewallSystem"])
+    systems = {h._moId: props[h._moId]["configManager.firewallSystem"] for h in hosts}
+    infos = vsphere.collect_xml(si, list(systems.values()), vim.host.FirewallSystem, ["firewallInfo"])
+    states = {}
+    for host in hosts:
+        name, system = props[host._moId]["name"], systems[host._moId]
+        enabled = ruleset_enabled(infos.get(system._moId, {}).get("firewallInfo"))
+        if enabled is None:
+            raise PermanentError(f"host {name} has no firewall ruleset {RULESET!r}", "is it an ESXi host?")
+        states[name] = (system, enabled)
+    return states
+
+
+def set_ruleset(system, allow: bool) -> None:
+    (system.EnableRuleset if allow else system.DisableRuleset)(id=RULESET)
