@@ -12,7 +12,8 @@ from pydantic import Field, field_validator
 from vicflow.plugins import Change, PermanentError, StepContext, StepType, hookimpl
 from vicflow.plugins.clients.dockerapi import DockerParams, connected, network_errors
 from vicflow.plugins.compose import operations
-from vicflow.plugins.compose.deploy import UpOptions, engine_is_transient
+from vicflow.plugins.compose.deploy import engine_is_transient
+from vicflow.plugins.compose.options import UpOptions
 from vicflow.plugins.compose.project import Project
 from vicflow.plugins.paths import BlueprintFile
 

@@ -26,7 +26,8 @@ from vicflow.plugins.clients import registry_api
 from vicflow.plugins.clients.dockerapi import COMPOSE_LABEL as LABEL
 from vicflow.plugins.clients.dockerapi import DockerParams, connected, network_errors
 from vicflow.plugins.compose import operations
-from vicflow.plugins.compose.deploy import UpOptions, engine_is_transient
+from vicflow.plugins.compose.deploy import engine_is_transient
+from vicflow.plugins.compose.options import UpOptions
 from vicflow.plugins.compose.project import Project, load_project
 from vicflow.plugins.paths import BlueprintFile
 

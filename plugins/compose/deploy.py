@@ -10,11 +10,18 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal
+from typing import Any
 
 import docker
-from pydantic import BaseModel, ConfigDict, Field
-from vicflow.plugins.compose.engine_body import LABEL, VERSION_LABEL, container_name, create_body
+from vicflow.plugins.compose.engine_body import (
+    LABEL,
+    VERSION_LABEL,
+    container_name,
+    create_body,
+    summary_labels,
+    summary_state,
+)
+from vicflow.plugins.compose.options import UpOptions
 from vicflow.plugins.compose.project import Project, Service
 from vicflow.plugins.errors import PermanentError, TransientError
 
@@ -24,37 +31,6 @@ NOT_STARTED = "created but not started"  # how a leftover container is reported 
 def engine_is_transient(exc: BaseException) -> bool:
     """A 5xx from the engine (it is restarting, or a daemon-side hiccup) is worth another attempt; a 4xx is not."""
     return isinstance(exc, docker.errors.APIError) and (exc.status_code or 0) >= 500
-
-
-class RegistryAuth(BaseModel):
-    """Credentials for pulls from a private registry (a Harbor project that is not public)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    username: str
-    password: str = Field(description="use ${{ secrets.name }}")
-    registry: str | None = Field(
-        None, description="the registry host they are for, e.g. harbor.domain.sddc (default: all)"
-    )
-
-
-class UpOptions(BaseModel):
-    """How ``up`` converges a project (compose_up's parameters besides the engine and the files)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    remove_orphans: bool = False
-    volume_driver: str | None = Field(
-        None, description="override the driver of every volume (e.g. local on an engine without the vsphere driver)"
-    )
-    pull: Literal["missing", "always", "never"] = "missing"
-    parallel: int = Field(8, ge=1, le=64, description="containers created at once within a level")
-    registry_auth: RegistryAuth | None = Field(None, description="credentials for pulling from a private registry")
-    recreate: Literal["changed", "never"] = Field(
-        "changed",
-        description="changed: replace a container whose configuration or image changed; never: only create what is "
-        "missing and start what is stopped (a heal must not undo a newer deployment)",
-    )
 
 
 def registry_host(image: str) -> str:
@@ -412,16 +388,6 @@ class Deployer:
             "started": by_action["start"],
             "unchanged": by_action["unchanged"],
         }
-
-
-def summary_labels(container) -> dict[str, str]:
-    """Labels of a container from a sparse listing (``Labels``) or an inspect (``Config.Labels``)."""
-    return container.attrs.get("Labels") or (container.attrs.get("Config") or {}).get("Labels") or {}
-
-
-def summary_state(container) -> str:
-    state = container.attrs.get("State")
-    return state.get("Status", "") if isinstance(state, dict) else str(state or "")
 
 
 def no_such_volume_driver(text: str) -> bool:

@@ -86,6 +86,7 @@ def create_body(project: Project, service: Service, image_id: str) -> dict[str, 
         }
     return {k: v for k, v in body.items() if v is not None}
 
+
 def _link(project: Project, link: str) -> str:
     target, _, alias = link.partition(":")
     if target in project.services:
@@ -133,3 +134,13 @@ def restore_body(old: dict[str, Any]) -> dict[str, Any]:
         name, cfg = next(iter(networks.items()))
         body["NetworkingConfig"] = {"EndpointsConfig": {name: {"Aliases": aliases(cfg, old)}}}
     return body
+
+
+def summary_labels(container) -> dict[str, str]:
+    """Labels of a container from a sparse listing (``Labels``) or an inspect (``Config.Labels``)."""
+    return container.attrs.get("Labels") or (container.attrs.get("Config") or {}).get("Labels") or {}
+
+
+def summary_state(container) -> str:
+    state = container.attrs.get("State")
+    return state.get("Status", "") if isinstance(state, dict) else str(state or "")

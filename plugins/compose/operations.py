@@ -15,8 +15,9 @@ from typing import Any
 
 import docker
 from vicflow.plugins.clients.dockerapi import is_vch
-from vicflow.plugins.compose.deploy import Deployer, UpOptions
+from vicflow.plugins.compose.deploy import Deployer
 from vicflow.plugins.compose.engine_body import LABEL, aliases, restore_body
+from vicflow.plugins.compose.options import UpOptions
 from vicflow.plugins.compose.project import Project, load_project
 
 Logger = logging.Logger | logging.LoggerAdapter
