@@ -46,13 +46,14 @@ def show(timings: dict[str, list[float]]) -> None:
 def without_prefect(path: Path) -> None:
     from vicflow.flows import blueprint as bp
     from vicflow.flows import engine
+    from vicflow.flows.thread_executor import ThreadSteps
     from vicflow.plugins.manager import default_registry
 
     registry = default_registry()
     document = bp.load(str(path), registry)
 
     def core() -> None:
-        engine.execute(document, {}, registry, os.urandom(8).hex(), executor=engine.ThreadSteps)
+        engine.execute(document, {}, registry, os.urandom(8).hex(), executor=ThreadSteps)
 
     def bare() -> None:
         with ThreadPoolExecutor(engine.MAX_PARALLEL_STEPS) as pool:

@@ -166,10 +166,10 @@ def _run_or_plan(args, dry_run: bool) -> int:
         # set before Prefect configures logging, since it may configure it again when its temporary server starts
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 
-    from vicflow.flows import engine
+    from vicflow.flows import engine, journal
 
     if getattr(args, "resume", None):
-        engine.load_journal(args.resume)  # an unknown id is exit 2 before Prefect starts
+        journal.load(args.resume)  # an unknown id is exit 2 before Prefect starts
     from vicflow.flows.progress import Progress
     from vicflow.plugins.manager import default_registry
 
@@ -199,10 +199,11 @@ def _run_or_plan(args, dry_run: bool) -> int:
 def _plan_here(document, values: dict[str, Any]) -> dict[str, Any]:
     """The plan in this process, on the thread executor: every step's plan(), nothing recorded."""
     from vicflow.flows import engine
+    from vicflow.flows.thread_executor import ThreadSteps
     from vicflow.plugins.manager import default_registry
 
     run_id = "local-plan-" + os.urandom(4).hex()
-    return engine.execute(document, values, default_registry(), run_id, dry_run=True, executor=engine.ThreadSteps)
+    return engine.execute(document, values, default_registry(), run_id, dry_run=True, executor=ThreadSteps)
 
 
 def _run_in_prefect(args, values: dict[str, Any], dry_run: bool) -> dict[str, Any]:

@@ -1,16 +1,14 @@
-"""Runs a validated blueprint inside a Prefect flow run: each step is a Prefect task run.
+"""Runs a validated blueprint: the run's state, the step bodies, rollback, the journal and the summary.
 
-The scheduler submits every step whose dependencies are done (so independent steps overlap),
-fans ``for_each`` items out under a bound, and, when a step fails for good, rolls back the steps
-that completed, newest first, unless the failing step's ``on_failure`` says otherwise.
+An executor runs the step bodies (the Prefect adapter: each step a task run; the thread executor: no
+Prefect). The scheduler submits every step whose dependencies are done (so independent steps overlap),
+fans ``for_each`` items out under a bound, and, when a step fails for good, rolls back the steps that
+completed, newest first, unless the failing step's ``on_failure`` says otherwise.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import sys
 import threading
 import time
 import uuid
@@ -19,25 +17,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-from vicflow.flows import expressions
-from vicflow.flows.blueprint import Blueprint, dependencies
+from vicflow.flows import journal
+from vicflow.flows.blueprint import Blueprint
 from vicflow.flows.inputs import public
+from vicflow.flows.planner import plan_steps
 from vicflow.flows.rendering import (
     AttemptStillRunning,
     Unknown,
     call_with_deadline,
-    contains_unknown,
-    for_each_items,
-    truthy,
 )
-from vicflow.flows.retry import delays
 from vicflow.flows.scheduler import Scheduler
 from vicflow.flows.secrets import Secrets
-from vicflow.plugins import dag, masking
+from vicflow.flows.step_setup import prepare_step, step_logger
+from vicflow.plugins import masking
 from vicflow.plugins.errors import RunFailed, VicflowError
-from vicflow.plugins.paths import BASE_DIR
-from vicflow.plugins.step import Change, StepContext, StepError, StepType
+from vicflow.plugins.step import StepContext, StepError, StepType
 
 # Every event the engine emits (docs/events.md lists them; tests/test_docs.py compares the two).
 EVENTS = (
@@ -166,73 +160,13 @@ class Run:
                 for sid, r in self.records.items()
             },
         }
-        self.journal.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.journal.with_suffix(".tmp")
-        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
-            out.write(json.dumps(data, default=str))  # the C encoder: json.dump streams in Python, 10x slower
-        os.replace(tmp, self.journal)
+        journal.save(self.journal, data)
 
 
 _RUNS: dict[str, Run] = {}
 
 
-def state_dir() -> Path:
-    return Path(os.environ.get("VICFLOW_STATE_DIR", Path.home() / ".local" / "state" / "vicflow"))
-
-
-def load_journal(run_ref: str) -> dict[str, Any]:
-    """The journal of an earlier run, by flow-run id (a unique prefix is enough)."""
-    runs = state_dir() / "runs"
-    matches = sorted(runs.glob(f"{run_ref}*.json")) if runs.exists() else []
-    if len(matches) != 1:
-        found = "no run" if not matches else f"{len(matches)} runs"
-        raise StepError(
-            f"--resume {run_ref}: {found} with that id in {runs}", "pass the flow-run id that `vicflow run` printed"
-        )
-    return json.loads(matches[0].read_text())
-
-
 # --------------------------------------------------------------------------------------------- steps
-
-
-def _prepare(run: Run, step_id: str, item: Any, rendered: Any = None) -> tuple[StepType, Any, StepContext]:
-    """Validate a step's parameters (rendered here unless the scheduler already did) and build its context."""
-    step = run.blueprint.step(step_id)
-    step_type = run.step_types[step.uses]
-    if rendered is None:
-        rendered = expressions.render(step.with_, run.context(item))
-    base_dir = str(Path(run.blueprint.path or ".").resolve().parent)
-    try:  # BlueprintFile parameters are resolved against the blueprint's folder
-        params = step_type.Params.model_validate(rendered, context={BASE_DIR: base_dir})
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise StepError(
-            f"invalid parameters after rendering: {problems}",
-            "check the values the expressions produced (vicflow plan shows them)",
-        ) from None
-    logger = _logger(step_id)
-    ctx = StepContext(
-        step_id=step_id,
-        run_id=run.run_id,
-        blueprint=run.blueprint.name,
-        logger=logger,
-        resources=run.resources,
-        dry_run=run.dry_run,
-        base_dir=base_dir,
-        leftovers=run.records[step_id].leftovers,
-    )
-    return step_type(), params, ctx
-
-
-def _logger(step_id: str):
-    if "prefect" not in sys.modules:  # no Prefect in this process (a plan here): no run logger to find
-        return logging.getLogger(f"vicflow.step.{step_id}")
-    try:
-        from prefect import get_run_logger
-
-        return get_run_logger()
-    except Exception:
-        return logging.getLogger(f"vicflow.step.{step_id}")
 
 
 def step_task(token: str, step_id: str, item_index: int | None = None) -> dict[str, Any]:
@@ -245,7 +179,7 @@ def step_task(token: str, step_id: str, item_index: int | None = None) -> dict[s
         attempt = record.attempts
     item = run.items[step_id][item_index] if item_index is not None else None
     try:
-        step_type, params, ctx = _prepare(run, step_id, item, run.rendered[step_id][item_index or 0])
+        step_type, params, ctx = prepare_step(run, step_id, item, run.rendered[step_id][item_index or 0])
         ctx.attempt = attempt
         if step.timeout_seconds:
             ctx.deadline = time.monotonic() + step.timeout_seconds
@@ -281,7 +215,7 @@ def rollback_task(token: str, step_id: str) -> str:
     contexts = run.contexts.get(step_id, [])
     while contexts:
         ctx, params = contexts[-1]
-        ctx.logger = _logger(step_id)
+        ctx.logger = step_logger(step_id)
         try:
             step_type.rollback(params, ctx)
         except Exception as exc:
@@ -313,16 +247,16 @@ def execute(
     run = Run(blueprint, inputs, registry.step_types, registry, run_id, event=event, dry_run=dry_run)
     run.records = {s.id: StepRecord(s.id, s.uses) for s in blueprint.steps}
     if not dry_run:
-        run.journal = state_dir() / "runs" / f"{run_id}.json"
+        run.journal = journal.path_of(run_id)
         if resume:
-            run.previous = load_journal(resume).get("steps", {})
+            run.previous = journal.load(resume).get("steps", {})
     _RUNS[run.token] = run
     run.executor = executor(run)
     started = time.monotonic()
     try:
         run.emit("vicflow.run.started", payload={"inputs": public(blueprint, inputs), "event": event})
         if dry_run:
-            plan = _plan(run)
+            plan = plan_steps(run)
             summary = _summary(run, "planned", started)
             summary["plan"] = plan
             run.executor.publish(summary)
@@ -377,55 +311,6 @@ def _schedule(run: Run) -> str | None:
     return Scheduler(run, run.executor).run()
 
 
-class ThreadSteps:
-    """An executor without Prefect: a thread pool, the step's own retries (same delays, same transient
-    test), nothing published.  The engine's behaviour tests run on it; ``vicflow`` runs use PrefectSteps."""
-
-    def __init__(self, run: Run):
-        from concurrent.futures import ThreadPoolExecutor
-
-        self.run = run
-        self.pool = ThreadPoolExecutor(MAX_PARALLEL_STEPS, thread_name_prefix="vicflow-step")
-
-    def _retried(self, body: Callable[[], Any], step_id: str) -> Any:
-        step = self.run.blueprint.step(step_id)
-        waits = delays(step.retry_delay_seconds, step.retries)
-        for attempt in range(step.retries + 1):
-            try:
-                return body()
-            except StepFailed as exc:
-                if not exc.transient or attempt == step.retries:
-                    raise
-                time.sleep(waits[attempt])
-        raise AssertionError("unreachable")
-
-    def submit(self, step_id: str, index: int | None, label: str):
-        return self.pool.submit(self._retried, lambda: step_task(self.run.token, step_id, index), step_id)
-
-    def outcome(self, future) -> tuple[bool, Any, str]:
-        error = future.exception()
-        return (True, future.result(), "") if error is None else (False, None, str(error))
-
-    def skip(self, step_id: str, reason: str) -> None:
-        log.info("step %s not run: %s", step_id, reason)
-
-    def rollback(self, step_id: str) -> tuple[bool, str]:
-        try:
-            self._retried(lambda: rollback_task(self.run.token, step_id), step_id)
-        except StepFailed as exc:
-            return False, str(exc)
-        return True, ""
-
-    def publish(self, summary: dict[str, Any]) -> None:
-        pass  # no Prefect: the summary is the return value
-
-    def event(self, name: str, resource: dict[str, str], payload: dict[str, Any]) -> None:
-        pass  # plugins' on_run_event hooks still see every event
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=False)
-
-
 def _rollback(run: Run) -> None:
     """Undo the completed steps that can roll back, newest first; a failed undo is reported, not fatal."""
     for step_id in reversed(run.completion_order):
@@ -440,50 +325,3 @@ def _rollback(run: Run) -> None:
         else:
             record.note = masking.mask(f"rollback failed: {message}")
             run.emit("vicflow.step.rollback-failed", step_id, {"error": record.note})
-
-
-def _plan(run: Run) -> list[dict[str, Any]]:
-    """Call every step's plan() in dependency order; nothing is changed."""
-    graph = {s.id: dependencies(s) for s in run.blueprint.steps}
-    plan: list[dict[str, Any]] = []
-    for step_id in dag.topological_order(graph):
-        step = run.blueprint.step(step_id)
-        record = run.records[step_id]
-        record.started = time.monotonic()
-        context = run.context()
-        try:
-            if step.if_ is not None and not contains_unknown(step.if_) and not truthy(step.if_, context):
-                changes = [Change("none", step_id, f"skipped: if {step.if_} is false")]
-            else:
-                items = for_each_items(step, context, planning=True)
-                changes = []
-                for item in items:
-                    rendered = expressions.render(step.with_, run.context(item))
-                    if contains_unknown(rendered) or contains_unknown(item):
-                        changes.append(Change("unknown", step_id, "depends on outputs known after apply"))
-                        continue
-                    step_type, params, ctx = _prepare(run, step_id, item)
-                    changes.extend(step_type.plan(params, ctx))
-            record.state = "planned"
-        except Exception as exc:
-            record.state, record.error = "failed", masking.mask(str(exc))
-            changes = [Change("error", step_id, record.error)]
-        record.finished = time.monotonic()
-        for change in changes:
-            plan.append(
-                {
-                    "step": step_id,
-                    "action": change.action,
-                    "target": masking.mask(change.target),
-                    "detail": masking.mask(change.detail),
-                }
-            )
-    return plan
-
-
-def plan_markdown(summary: dict[str, Any]) -> str:
-    lines = [f"# Plan for `{summary['blueprint']}`", "", "| step | action | target | detail |", "|---|---|---|---|"]
-    for change in summary["plan"]:
-        detail = str(change["detail"]).replace("|", "\\|")
-        lines.append(f"| {change['step']} | {change['action']} | {change['target']} | {detail} |")
-    return "\n".join(lines)

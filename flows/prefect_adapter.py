@@ -9,7 +9,7 @@ import os
 import time
 from typing import Any
 
-from vicflow.flows.engine import Run, StepFailed, log, plan_markdown, rollback_task, step_task
+from vicflow.flows.engine import Run, StepFailed, log, rollback_task, step_task
 from vicflow.flows.retry import delays
 from vicflow.plugins import masking
 
@@ -165,3 +165,11 @@ def _publish(run: Run, summary: dict[str, Any]) -> None:
             "steps": {s["id"]: s["state"] for s in summary["steps"]},
         },
     )
+
+
+def plan_markdown(summary: dict[str, Any]) -> str:
+    lines = [f"# Plan for `{summary['blueprint']}`", "", "| step | action | target | detail |", "|---|---|---|---|"]
+    for change in summary["plan"]:
+        detail = str(change["detail"]).replace("|", "\\|")
+        lines.append(f"| {change['step']} | {change['action']} | {change['target']} | {detail} |")
+    return "\n".join(lines)

@@ -18,6 +18,7 @@ from vicflow.flows import retry
 from vicflow.flows.blueprint import Backoff
 from vicflow.flows.engine import RunFailed
 from vicflow.flows.inputs import prepare
+from vicflow.flows.thread_executor import ThreadSteps
 
 from tests.plugins import engine_steps
 
@@ -47,7 +48,7 @@ def run(tmp_path, monkeypatch):
         document = bp.load(path, registry)
         values = prepare(document, inputs=inputs).values
         try:
-            return engine.execute(document, values, registry, uuid.uuid4().hex, executor=engine.ThreadSteps, **kwargs)
+            return engine.execute(document, values, registry, uuid.uuid4().hex, executor=ThreadSteps, **kwargs)
         except RunFailed as exc:
             return exc.summary
 

@@ -231,7 +231,7 @@ class VSphereEvents(EventSource):
         ctx = StepContext("listen", "listen", "listen", self.log)
         sessions = vsphere.Sessions()
         si = sessions.get(self.config, ctx)
-        server = vsphere.split_server(vsphere._setting(self.config, "server"))[0]
+        server = vsphere.split_server(vsphere.setting(self.config, "server"))[0]
         try:
             spec = vim.event.EventFilterSpec(
                 eventTypeId=list(VSPHERE_EVENTS), time=vim.event.EventFilterSpec.ByTime(beginTime=self.begin)

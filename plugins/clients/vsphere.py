@@ -105,7 +105,7 @@ def until_back(fn: Callable[[], T], budget: float, logger: Logger, what: str) ->
             delay = min(delay * 2, 5.0)
 
 
-def _setting(params: VSphereParams, name: str) -> str | None:
+def setting(params: VSphereParams, name: str) -> str | None:
     return getattr(params, name) or os.environ.get(f"VSPHERE_{name.upper()}")
 
 
@@ -179,7 +179,7 @@ _log = logging.getLogger("vicflow.vsphere")
 
 
 def _credentials(params: VSphereParams) -> tuple[str, str, str]:
-    server, user, password = (_setting(params, n) for n in ("server", "user", "password"))
+    server, user, password = (setting(params, n) for n in ("server", "user", "password"))
     missing = [n for n, v in (("server", server), ("user", user), ("password", password)) if not v]
     if missing:
         variables = ", ".join(f"VSPHERE_{name.upper()}" for name in missing)
@@ -196,7 +196,7 @@ def login(params: VSphereParams, logger: Logger):
     """A new logged-in session (the caller logs it out: ``logout``)."""
     server, user, password = _credentials(params)
     return _login(
-        server, user, password, _setting(params, "thumbprint"), params.insecure, params.connect_timeout_seconds, logger
+        server, user, password, setting(params, "thumbprint"), params.insecure, params.connect_timeout_seconds, logger
     )
 
 

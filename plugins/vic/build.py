@@ -176,8 +176,8 @@ class Builder:
 
     def _upload(self, params, target, folder, files: dict[str, str], ctx) -> None:
         """PUT each ISO into the VM's folder over the datastore HTTP interface (pinned certificate)."""
-        host, port = vsphere.split_server(vsphere._setting(params, "server"))
-        thumbprint = None if params.insecure else vsphere._setting(params, "thumbprint")
+        host, port = vsphere.split_server(vsphere.setting(params, "server"))
+        thumbprint = None if params.insecure else vsphere.setting(params, "thumbprint")
         session = vsphere.pinned_session(host, thumbprint, ctx.remaining(60))
         session.headers["Cookie"] = target.si._stub.cookie
         for name, source in files.items():
@@ -203,7 +203,7 @@ class Builder:
             PREFIX + "network/bridge_network": params.bridge_network,
             PREFIX + "storage/image_stores|0": f"ds://{target.image_ds.name}/{target.image_path}",
             PREFIX + "network/dns": ",".join(params.dns_servers),
-            PREFIX + "connect/target": vsphere._setting(params, "server") or "",
+            PREFIX + "connect/target": vsphere.setting(params, "server") or "",
         }
         for label, (ds, path) in target.volume_stores.items():
             keys[PREFIX + f"storage/volume_stores|{label}"] = f"ds://{ds.name}/{path}"

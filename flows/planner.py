@@ -1,0 +1,55 @@
+"""``vicflow plan``: every step's plan() in dependency order, with what is known before anything runs."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from vicflow.flows import expressions
+from vicflow.flows.blueprint import dependencies
+from vicflow.flows.rendering import contains_unknown, for_each_items, truthy
+from vicflow.flows.step_setup import prepare_step
+from vicflow.plugins import dag, masking
+from vicflow.plugins.step import Change
+
+if TYPE_CHECKING:
+    from vicflow.flows.engine import Run
+
+
+def plan_steps(run: Run) -> list[dict[str, Any]]:
+    """Call every step's plan() in dependency order; nothing is changed."""
+    graph = {s.id: dependencies(s) for s in run.blueprint.steps}
+    plan: list[dict[str, Any]] = []
+    for step_id in dag.topological_order(graph):
+        step = run.blueprint.step(step_id)
+        record = run.records[step_id]
+        record.started = time.monotonic()
+        context = run.context()
+        try:
+            if step.if_ is not None and not contains_unknown(step.if_) and not truthy(step.if_, context):
+                changes = [Change("none", step_id, f"skipped: if {step.if_} is false")]
+            else:
+                items = for_each_items(step, context, planning=True)
+                changes = []
+                for item in items:
+                    rendered = expressions.render(step.with_, run.context(item))
+                    if contains_unknown(rendered) or contains_unknown(item):
+                        changes.append(Change("unknown", step_id, "depends on outputs known after apply"))
+                        continue
+                    step_type, params, ctx = prepare_step(run, step_id, item)
+                    changes.extend(step_type.plan(params, ctx))
+            record.state = "planned"
+        except Exception as exc:
+            record.state, record.error = "failed", masking.mask(str(exc))
+            changes = [Change("error", step_id, record.error)]
+        record.finished = time.monotonic()
+        for change in changes:
+            plan.append(
+                {
+                    "step": step_id,
+                    "action": change.action,
+                    "target": masking.mask(change.target),
+                    "detail": masking.mask(change.detail),
+                }
+            )
+    return plan
