@@ -20,17 +20,11 @@ from typing import Any
 
 from pydantic import SecretStr
 from vicflow.flows import expressions
-from vicflow.flows.blueprint import (
-    INPUT_TYPES,
-    VALUE_ROOTS,
-    Blueprint,
-    InputSpec,
-    Problem,
-    expression_problems,
-    read_text,
-    short,
-)
+from vicflow.flows.blueprint import read_text
+from vicflow.flows.problems import Problem, short
+from vicflow.flows.references import VALUE_ROOTS, expression_problems
 from vicflow.flows.secrets import Secrets
+from vicflow.flows.spec import Blueprint, InputSpec, type_problem
 from vicflow.plugins import masking, yamlpos
 from vicflow.plugins.errors import ExpressionError, InputsError, StepError
 from vicflow.plugins.hints import did_you_mean, listing
@@ -153,12 +147,9 @@ def _render_and_type(name: str, spec: InputSpec, value: _Value, context: dict) -
         except (ExpressionError, StepError) as exc:  # StepError: a secret that is not set
             return None, Problem(file, line, col, f"input {name!r}: {exc}", exc.hint or "")
     typed = coerce(spec, raw)
-    expected = INPUT_TYPES[spec.type]
-    wrong_number = spec.type in ("integer", "number") and isinstance(typed, bool)
-    if spec.type != "secret" and (not isinstance(typed, expected) or wrong_number):
-        article = "an" if spec.type[0] in "aeiou" else "a"
-        message = f"input {name!r} must be {article} {spec.type}, got {short(raw)}"
-        return None, Problem(file, line, col, message, f"pass it as --set {name}=<{spec.type}>")
+    problem = type_problem(name, spec, typed, raw)
+    if problem:
+        return None, Problem(file, line, col, problem, f"pass it as --set {name}=<{spec.type}>")
     if spec.enum is not None and typed not in spec.enum:
         return None, Problem(file, line, col, f"input {name!r} must be one of {spec.enum}, got {typed!r}")
     return typed, None

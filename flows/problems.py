@@ -1,0 +1,81 @@
+"""A problem in a file (file, line, column, step, message, hint), and the collector that gathers them all."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from vicflow.flows import expressions
+from vicflow.plugins import yamlpos
+from vicflow.plugins.hints import did_you_mean
+
+
+@dataclass
+class Problem:
+    file: str
+    line: int
+    column: int
+    message: str
+    hint: str = ""
+    step: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}: "
+        step = f"step {self.step!r}: " if self.step else ""
+        hint = f"\n    hint: {self.hint}" if self.hint else ""
+        return f"{where}{step}{self.message}{hint}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("file", "line", "column", "step", "message", "hint")}
+
+
+MAX_PROBLEMS = 50  # a file with thousands of mistakes gets the first fifty and a count
+MAX_MESSAGE = 600  # characters of one problem's message (values are quoted, never whole huge ones)
+
+
+def short(value: Any, limit: int = 120) -> str:
+    """A value quoted in a message, cut when huge."""
+    return expressions.shorten(repr(value), limit)
+
+
+class Collector:
+    def __init__(self, file: str, located: yamlpos.Located | None):
+        self.file, self.located, self.problems = file, located, []
+        self.count = 0
+
+    def add(self, path: tuple, message: str, hint: str = "", step: str | None = None, key: bool = False):
+        self.count += 1
+        if len(self.problems) >= MAX_PROBLEMS:
+            return
+        line, col = self.located.where(path, key=key) if self.located else (1, 1)
+        message = expressions.shorten(message, MAX_MESSAGE)
+        self.problems.append(Problem(self.file, line, col, message, hint[:400], step))
+
+    def finish(self) -> None:
+        if self.count > len(self.problems):
+            self.problems.append(Problem(self.file, 1, 1, f"... and {self.count - len(self.problems)} more problems"))
+
+    def pydantic(self, base: tuple, exc: ValidationError, step: str | None = None, skip: set = frozenset()):
+        for err in exc.errors(include_url=False):
+            loc = tuple(err["loc"])
+            if loc and loc[0] in skip and err["type"] == "missing":
+                continue
+            if not loc and skip:  # a model-level rule cannot judge values that are still expressions
+                continue
+            field = ".".join(str(p) for p in loc) or "(top level)"
+            if err["type"] == "extra_forbidden":
+                self.add((*base, *loc), f"unknown key {loc[-1]!r}", extra_hint(err, exc), step, key=True)
+            elif err["type"] == "missing":
+                self.add((*base, *loc[:-1]), f"missing required key {field!r}", "", step, key=True)
+            else:
+                given = err.get("input")
+                self.add((*base, *loc), f"{field}: {err['msg']} (got {given!r})", "", step)
+
+
+def extra_hint(err: dict, exc: ValidationError) -> str:
+    model = getattr(exc, "_vicflow_model", None)
+    if model is None:
+        return ""
+    names = [f.alias or n for n, f in model.model_fields.items()]
+    return f"{did_you_mean(str(err['loc'][-1]), names)}allowed keys: {', '.join(sorted(names))}"

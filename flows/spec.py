@@ -1,0 +1,124 @@
+"""The blueprint's models (pydantic): inputs, steps, retries; their JSON Schema and the type rules of inputs."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from vicflow.flows import expressions
+from vicflow.flows.problems import short
+
+ID_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+INPUT_TYPES = {
+    "string": str,
+    "integer": int,
+    "number": (int, float),
+    "boolean": bool,
+    "list": list,
+    "object": dict,
+    "secret": str,
+}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class InputSpec(Strict):
+    type: Literal["string", "integer", "number", "boolean", "list", "object", "secret"] = "string"
+    description: str = ""
+    default: Any = None
+    required: bool | None = Field(None, description="default: required when there is no default")
+    enum: list[Any] | None = None
+
+    @property
+    def is_required(self) -> bool:
+        return self.required if self.required is not None else self.default is None
+
+
+class Backoff(Strict):
+    """Exponential delays: base * factor**n, capped at max, each spread by +/- jitter (a fraction)."""
+
+    base: float = Field(1.0, ge=0)
+    factor: float = Field(2.0, ge=1)
+    max: float = Field(300.0, ge=0)
+    jitter: float = Field(0.0, ge=0, le=1)
+
+
+class StepSpec(Strict):
+    id: str = Field(pattern=ID_RE, description="letters, digits and _; referenced as steps.<id>")
+    uses: str = Field(description="a registered step type (vicflow plugins lists them)")
+    name: str = ""
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    needs: list[str] = Field(default_factory=list)
+    if_: str | bool | None = Field(None, alias="if")
+    for_each: str | list[Any] | None = None
+    max_parallel: int = Field(4, ge=1, le=256, description="concurrency bound of a for_each fan-out")
+    retries: int = Field(0, ge=0, le=100)
+    retry_delay_seconds: float | list[float] | Backoff = 0
+    timeout_seconds: float | None = Field(None, gt=0)
+    on_failure: Literal["rollback", "keep", "continue"] = Field(
+        "rollback",
+        description="rollback: undo completed steps; keep: fail without undoing; continue: tolerate",
+    )
+
+    @field_validator("needs", mode="before")
+    @classmethod
+    def _one_need(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class Blueprint(Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", description="lower-case letters, digits and -")
+    description: str = ""
+    inputs: dict[str, InputSpec] = Field(default_factory=dict)
+    steps: list[StepSpec] = Field(min_length=1)
+    target: str | None = Field(
+        None,
+        description="what runs must not touch at the same time, e.g. ${{ inputs.docker_host }}/gogs; "
+        "runs with the same rendered target queue behind each other (default: the blueprint name)",
+    )
+    path: str | None = Field(None, exclude=True)
+
+    def step(self, step_id: str) -> StepSpec:
+        return next(s for s in self.steps if s.id == step_id)
+
+
+def if_expression(condition: str | bool | None):
+    """``if:`` as the engine evaluates it: a bare string is an expression."""
+    if isinstance(condition, str) and "${{" not in condition:
+        return "${{ " + condition + " }}"
+    return condition
+
+
+def dependencies(step: StepSpec) -> list[str]:
+    """Explicit ``needs`` plus every step whose outputs the step references."""
+    deps = list(step.needs)
+    try:
+        for chain in expressions.references([step.with_, if_expression(step.if_), step.for_each]):
+            if chain[0] == "steps" and len(chain) > 1 and chain[1] not in deps:
+                deps.append(chain[1])
+    except expressions.ExpressionError:
+        pass  # reported by check_references
+    return deps
+
+
+def type_problem(name: str, spec: InputSpec, value: Any, given: Any = None) -> str | None:
+    expected = INPUT_TYPES[spec.type]
+    wrong_number = spec.type in ("integer", "number") and isinstance(value, bool)
+    if spec.type != "secret" and (not isinstance(value, expected) or wrong_number):
+        shown = "the secret value" if spec.type == "secret" else short(value if given is None else given)
+        article = "an" if spec.type[0] in "aeiou" else "a"
+        return f"input {name!r} must be {article} {spec.type}, got {shown}"
+    return None
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of blueprints (``vicflow schema``), for editors' completion."""
+    schema = Blueprint.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "vicflow blueprint"
+    schema.get("properties", {}).pop("path", None)
+    return schema
