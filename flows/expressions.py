@@ -152,24 +152,30 @@ def render(value: Any, context: dict[str, Any]) -> Any:
                     result._fail_with_undefined_error()
                 return result
             return _compiled_template(value).render(**context)
-        except (TemplateError, SecurityError) as exc:
-            raise ExpressionError(f"{shorten(value.strip())!r}: {exc}") from None
-        except RecursionError:
-            raise ExpressionError(f"{shorten(value.strip())!r}: nested too deeply") from None
-        except (MemoryError, OverflowError) as exc:
-            raise ExpressionError(f"{shorten(value.strip())!r}: too large ({type(exc).__name__})") from None
         except ExpressionError:
             raise
-        except VicflowError as exc:  # a lookup of ours (a secret) said what is wrong and how to fix it
-            message = exc.args[0] if exc.args else type(exc).__name__
-            raise ExpressionError(f"{shorten(value.strip())!r}: {message}", exc.hint) from None
-        except Exception as exc:  # 0/0, 'a' - 1, int('x'): the expression's own error, not ours
-            raise ExpressionError(f"{shorten(value.strip())!r}: {type(exc).__name__}: {shorten(str(exc))}") from None
+        except Exception as exc:
+            raise _as_expression_error(value, exc) from None
     if isinstance(value, dict):
         return {render(k, context): render(v, context) for k, v in value.items()}
     if isinstance(value, list):
         return [render(v, context) for v in value]
     return value
+
+
+def _as_expression_error(value: str, exc: Exception) -> ExpressionError:
+    """What went wrong in rendering ``value``, as one ExpressionError that quotes it."""
+    quoted = repr(shorten(value.strip()))
+    if isinstance(exc, TemplateError | SecurityError):
+        return ExpressionError(f"{quoted}: {exc}")
+    if isinstance(exc, RecursionError):
+        return ExpressionError(f"{quoted}: nested too deeply")
+    if isinstance(exc, MemoryError | OverflowError):
+        return ExpressionError(f"{quoted}: too large ({type(exc).__name__})")
+    if isinstance(exc, VicflowError):  # a lookup of ours (a secret) said what is wrong and how to fix it
+        return ExpressionError(f"{quoted}: {exc.args[0] if exc.args else type(exc).__name__}", exc.hint)
+    # 0/0, 'a' - 1, int('x'): the expression's own error, not ours
+    return ExpressionError(f"{quoted}: {type(exc).__name__}: {shorten(str(exc))}")
 
 
 def references(value: Any) -> Iterator[tuple[str, ...]]:

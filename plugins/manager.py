@@ -113,19 +113,8 @@ def load_registry(extra_plugins: tuple[str, ...] = (), entry_points: bool = True
             add(module_name, _import(module_name, "VICFLOW_PLUGINS"), "-")
     if entry_points:
         for ep in importlib.metadata.entry_points(group=PROJECT_NAME):
-            if not _permitted(ep.name):
-                continue
-            try:
-                obj = ep.load()
-            except SystemExit as exc:
-                raise PluginError(
-                    f"entry point {ep.name!r} ({ep.value}) called sys.exit({exc.code}) while loaded"
-                ) from None
-            except Exception as exc:
-                raise PluginError(
-                    f"cannot load entry point {ep.name!r} ({ep.value}): {type(exc).__name__}: {exc}"
-                ) from None
-            add(ep.name, obj, ep.dist.version if ep.dist else "?")
+            if _permitted(ep.name):
+                add(ep.name, _load_entry_point(ep), ep.dist.version if ep.dist else "?")
 
     try:
         pm.check_pending()
@@ -136,6 +125,16 @@ def load_registry(extra_plugins: tuple[str, ...] = (), entry_points: bool = True
     _collect(registry, "register_step_types", registry.step_types, _check_step_type, "step_types")
     _collect(registry, "register_event_sources", registry.event_sources, _check_source, "event_sources")
     return registry
+
+
+def _load_entry_point(ep: importlib.metadata.EntryPoint) -> Any:
+    """The entry point's object; a failure (even sys.exit) is a PluginError naming it."""
+    try:
+        return ep.load()
+    except SystemExit as exc:
+        raise PluginError(f"entry point {ep.name!r} ({ep.value}) called sys.exit({exc.code}) while loaded") from None
+    except Exception as exc:
+        raise PluginError(f"cannot load entry point {ep.name!r} ({ep.value}): {type(exc).__name__}: {exc}") from None
 
 
 def _collect(registry: Registry, hook: str, into: dict, check, listing: str) -> None:

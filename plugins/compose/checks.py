@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from vicflow.plugins.compose.interpolation import Source
 from vicflow.plugins.compose.keys import (
     HEALTHCHECK_KEYS,
@@ -66,45 +68,45 @@ def check_file(data: dict, src: Source, vch: bool = False) -> None:
             if spec is not None and not isinstance(spec, dict):
                 raise src.error((section, key), f"{section[:-1]} {key!r} must be a mapping")
             check_keys(spec or {}, allowed, set(), src, (section, key), f"{section[:-1]} {key!r}")
-    services = data.get("services") or {}
-    if not isinstance(services, dict):
-        raise src.error(("services",), "services must be a mapping of name: definition")
-    for name, spec in services.items():
-        if not isinstance(spec, dict):
-            raise src.error(("services", name), f"service {name!r} must be a mapping")
-        check_keys(spec, SERVICE_KEYS, UNSUPPORTED_SERVICE_KEYS, src, ("services", name), f"service {name!r}", vch)
-        if isinstance(spec.get("logging"), dict):
-            check_keys(spec["logging"], LOGGING_KEYS, set(), src, ("services", name, "logging"), f"logging of {name!r}")
-        if isinstance(spec.get("healthcheck"), dict):
-            check_keys(
-                spec["healthcheck"],
-                HEALTHCHECK_KEYS,
-                set(),
-                src,
-                ("services", name, "healthcheck"),
-                f"the healthcheck of {name!r}",
-            )
-        if "restart" in spec and str(spec["restart"]).split(":")[0] not in RESTART:
+    for name, spec in (data.get("services") or {}).items():
+        check_service(name, spec, src, vch)
+
+
+def check_service(name: str, spec: Any, src: Source, vch: bool) -> None:
+    """One service's keys, the shapes of its values, its restart policy and its ports."""
+    path = ("services", name)
+    if not isinstance(spec, dict):
+        raise src.error(path, f"service {name!r} must be a mapping")
+    check_keys(spec, SERVICE_KEYS, UNSUPPORTED_SERVICE_KEYS, src, path, f"service {name!r}", vch)
+    nested = (
+        ("logging", LOGGING_KEYS, f"logging of {name!r}"),
+        ("healthcheck", HEALTHCHECK_KEYS, f"the healthcheck of {name!r}"),
+    )
+    for key, allowed, what in nested:
+        if isinstance(spec.get(key), dict):
+            check_keys(spec[key], allowed, set(), src, (*path, key), what)
+    if "restart" in spec and str(spec["restart"]).split(":")[0] not in RESTART:
+        raise src.error(
+            (*path, "restart"), f"restart policy {spec['restart']!r} is not one of {', '.join(sorted(RESTART))}"
+        )
+    _check_shapes(name, spec, src)
+    ports = spec.get("ports") or []
+    for index, port in enumerate(ports if isinstance(ports, list) else []):
+        try:
+            parse_ports(port)
+        except (ValueError, TypeError) as exc:
             raise src.error(
-                ("services", name, "restart"),
-                f"restart policy {spec['restart']!r} is not one of {', '.join(sorted(RESTART))}",
-            )
-        for key in MAPPING_OR_LIST_KEYS & spec.keys():
-            if spec[key] is not None and not isinstance(spec[key], dict | list):
-                raise src.error(("services", name, key), f"{key} of service {name!r} must be a mapping or a list")
-        for key in MAPPING_KEYS & spec.keys():
-            if spec[key] is not None and not isinstance(spec[key], dict):
-                raise src.error(("services", name, key), f"{key} of service {name!r} must be a mapping")
-        for key in LIST_KEYS & spec.keys():
-            if spec[key] is not None and not isinstance(spec[key], list | (str if key in LIST_OR_STRING else tuple)):
-                raise src.error(("services", name, key), f"{key} of service {name!r} must be a list")
-        ports = spec.get("ports") or []
-        for index, port in enumerate(ports if isinstance(ports, list) else []):
-            try:
-                parse_ports(port)
-            except (ValueError, TypeError) as exc:
-                raise src.error(
-                    ("services", name, "ports", index),
-                    f"invalid port {port!r}: {exc}",
-                    "use [HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTOCOL]",
-                ) from None
+                (*path, "ports", index),
+                f"invalid port {port!r}: {exc}",
+                "use [HOST_IP:][HOST_PORT:]CONTAINER_PORT[/PROTOCOL]",
+            ) from None
+
+
+def _check_shapes(name: str, spec: dict, src: Source) -> None:
+    """Keys whose value must be a mapping, a list, or either."""
+    shapes = [(key, dict | list, "a mapping or a list") for key in MAPPING_OR_LIST_KEYS & spec.keys()]
+    shapes += [(key, dict, "a mapping") for key in MAPPING_KEYS & spec.keys()]
+    shapes += [(key, list | (str if key in LIST_OR_STRING else tuple), "a list") for key in LIST_KEYS & spec.keys()]
+    for key, kinds, what in shapes:
+        if spec[key] is not None and not isinstance(spec[key], kinds):
+            raise src.error(("services", name, key), f"{key} of service {name!r} must be {what}")

@@ -39,9 +39,34 @@ def load_project(
     paths = [Path(f).resolve() for f in files]
     workdir = paths[0].parent
     env = {**(os.environ if use_os_environ else {}), **read_dotenv(workdir / ".env"), **(environment or {})}
-    merged: dict[str, Any] = {}
     warnings: list[str] = []
-    sources: dict[str, Source] = {}  # service/network/volume key -> where it was last defined
+    merged, sources = _read_and_merge(paths, env, warnings, vch)
+    name = project_name or merged.get("name") or workdir.name
+    name = re.sub(r"[^a-z0-9_-]", "", name.lower())
+    if not name:
+        raise ComposeError("the project name is empty after normalisation", "set project: to a-z, 0-9, _ or -")
+    project = Project(name, [str(p) for p in paths], str(workdir), {}, {}, {}, warnings)
+    for section, into in (("networks", project.networks), ("volumes", project.volumes)):
+        for key, spec in (merged.get(section) or {}).items():
+            with shape_errors(sources[f"{section}.{key}"], (section, key), f"{section[:-1]} {key!r}"):
+                into[key] = resource(name, key, spec or {})
+    for key, spec in (merged.get("services") or {}).items():
+        src = sources[f"services.{key}"]
+        with shape_errors(src, ("services", key), f"service {key!r}"):
+            project.services[key] = build_service(key, spec or {}, project, src, workdir, env)
+    if not project.services:
+        raise ComposeError(f"{paths[0]}: no services defined", "add services: with at least one service")
+    _check_dependencies(project, sources)
+    return project
+
+
+def _read_and_merge(
+    paths: list[Path], env: dict[str, str], warnings: list[str], vch: bool
+) -> tuple[dict[str, Any], dict[str, Source]]:
+    """The files read, interpolated, checked and merged in order; and where each service, network and volume
+    was last defined (its errors point there)."""
+    merged: dict[str, Any] = {}
+    sources: dict[str, Source] = {}
     for path in paths:
         try:
             located = yamlpos.load(yamlpos.read_text(path, "compose file"))
@@ -58,21 +83,11 @@ def load_project(
                 for key in data.get(section) or {}:
                     sources[f"{section}.{key}"] = src
             merged = _merge_file(merged, data)
-    name = project_name or merged.get("name") or workdir.name
-    name = re.sub(r"[^a-z0-9_-]", "", name.lower())
-    if not name:
-        raise ComposeError("the project name is empty after normalisation", "set project: to a-z, 0-9, _ or -")
-    project = Project(name, [str(p) for p in paths], str(workdir), {}, {}, {}, warnings)
-    for section, into in (("networks", project.networks), ("volumes", project.volumes)):
-        for key, spec in (merged.get(section) or {}).items():
-            with shape_errors(sources[f"{section}.{key}"], (section, key), f"{section[:-1]} {key!r}"):
-                into[key] = resource(name, key, spec or {})
-    for key, spec in (merged.get("services") or {}).items():
-        src = sources[f"services.{key}"]
-        with shape_errors(src, ("services", key), f"service {key!r}"):
-            project.services[key] = build_service(key, spec or {}, project, src, workdir, env)
-    if not project.services:
-        raise ComposeError(f"{paths[0]}: no services defined", "add services: with at least one service")
+    return merged, sources
+
+
+def _check_dependencies(project: Project, sources: dict[str, Source]) -> None:
+    """depends_on names services that exist, and no cycle."""
     for service in project.services.values():
         for dep in service.depends_on:
             if dep not in project.services:
@@ -88,7 +103,6 @@ def load_project(
             f"depends_on cycle: {' -> '.join([*cycle, cycle[0]])} (each depends on the next)",
             "remove one of these depends_on to break the cycle",
         )
-    return project
 
 
 def _merge_file(base: dict, override: dict) -> dict:

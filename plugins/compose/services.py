@@ -132,17 +132,7 @@ def build_service(name: str, spec: dict, project: Project, src: Source, workdir:
             "if a later compose file completes this service, list it in files: after this one; vicflow never "
             "builds: push the image to a registry and set image:",
         )
-    environment: dict[str, str | None] = {}
-    for env_file in listify(spec.get("env_file")):
-        file = env_file.get("path") if isinstance(env_file, dict) else env_file
-        env_path = (workdir / file).resolve()
-        if not env_path.is_file():
-            raise src.error((*path, "env_file"), f"env_file {file!r} of service {name!r} does not exist ({env_path})")
-        environment.update(read_dotenv(env_path))
-    environment.update(mapping(spec.get("environment")))
-    for key, value in list(environment.items()):
-        if value is None:  # `- KEY` takes the value from the environment, as compose does
-            environment[key] = env.get(key)
+    environment = _environment(name, spec, src, workdir, env)
     service = Service(
         name=name,
         image=str(spec["image"]),
@@ -170,16 +160,45 @@ def build_service(name: str, spec: dict, project: Project, src: Source, workdir:
             raise src.error((*path, "stop_grace_period"), str(exc)) from None
     for index, volume in enumerate(listify(spec.get("volumes"))):
         service.mounts.append(_mount(volume, project, src, (*path, "volumes", index), workdir))
-    networks = spec.get("networks")
+    _networks(service, spec, project, src)
+    _depends_on(service, spec, src)
+    health = spec.get("healthcheck")
+    if health is not None:
+        try:
+            service.healthcheck = _healthcheck(health)
+        except ValueError as exc:
+            raise src.error((*path, "healthcheck"), f"invalid healthcheck of {name!r}: {exc}") from None
+    _host_settings(service, spec, src)
+    service.tty, service.stdin_open = bool(spec.get("tty")), bool(spec.get("stdin_open"))
+    service.platform = _opt(spec.get("platform"))
+    return service
+
+
+def _environment(name: str, spec: dict, src: Source, workdir: Path, env: dict) -> dict[str, str | None]:
+    """env_file entries, then environment:; a bare ``- KEY`` takes its value from the environment, as compose does."""
+    environment: dict[str, str | None] = {}
+    for env_file in listify(spec.get("env_file")):
+        file = env_file.get("path") if isinstance(env_file, dict) else env_file
+        env_path = (workdir / file).resolve()
+        if not env_path.is_file():
+            where = ("services", name, "env_file")
+            raise src.error(where, f"env_file {file!r} of service {name!r} does not exist ({env_path})")
+        environment.update(read_dotenv(env_path))
+    environment.update(mapping(spec.get("environment")))
+    return {key: env.get(key) if value is None else value for key, value in environment.items()}
+
+
+def _networks(service: Service, spec: dict, project: Project, src: Source) -> None:
+    path, networks = ("services", service.name), spec.get("networks")
     if service.network_mode and networks:
         raise src.error(
-            (*path, "network_mode"), f"service {name!r} sets both network_mode and networks", "keep one of them"
+            (*path, "network_mode"), f"service {service.name!r} sets both network_mode and networks", "keep one of them"
         )
     for net, opts in dictify(networks).items():
         if net not in project.networks and net != "default":
             raise src.error(
                 (*path, "networks"),
-                f"service {name!r} uses undeclared network {net!r}",
+                f"service {service.name!r} uses undeclared network {net!r}",
                 f"{did_you_mean(net, project.networks)}declare it under the top-level networks:",
             )
         service.networks[net] = [str(a) for a in ((opts or {}).get("aliases") or [])]
@@ -187,32 +206,30 @@ def build_service(name: str, spec: dict, project: Project, src: Source, workdir:
         service.networks["default"] = []
     if "default" in service.networks and "default" not in project.networks:
         project.networks["default"] = Resource("default", f"{project.name}_default", "bridge")
+
+
+def _depends_on(service: Service, spec: dict, src: Source) -> None:
     for dep, opts in dictify(spec.get("depends_on")).items():
         condition = (opts or {}).get("condition", "service_started")
         if condition not in ("service_started", "service_healthy", "service_completed_successfully"):
             raise src.error(
-                (*path, "depends_on", dep),
+                ("services", service.name, "depends_on", dep),
                 f"unknown depends_on condition {condition!r}",
                 "use service_started, service_healthy or service_completed_successfully",
             )
         service.depends_on[dep] = condition
-    health = spec.get("healthcheck")
-    if health is not None:
-        try:
-            service.healthcheck = _healthcheck(health)
-        except ValueError as exc:
-            raise src.error((*path, "healthcheck"), f"invalid healthcheck of {name!r}: {exc}") from None
+
+
+def _host_settings(service: Service, spec: dict, src: Source) -> None:
+    """The keys that become HostConfig fields as they are (HOST_CONFIG: key -> (API field, converter))."""
     for key, (api_key, convert) in HOST_CONFIG.items():
         if spec.get(key) is None:
             continue
         try:
             value = convert(spec[key])
         except (ValueError, TypeError, AttributeError) as exc:
-            raise src.error((*path, key), f"invalid {key} of {name!r}: {exc}") from None
+            raise src.error(("services", service.name, key), f"invalid {key} of {service.name!r}: {exc}") from None
         service.host[api_key] = value
-    service.tty, service.stdin_open = bool(spec.get("tty")), bool(spec.get("stdin_open"))
-    service.platform = _opt(spec.get("platform"))
-    return service
 
 
 BYTES_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([bkmg]?)b?", re.IGNORECASE)

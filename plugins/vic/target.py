@@ -128,7 +128,6 @@ class Target:
 
 
 def validate(params: VCHCreateParams, ctx: StepContext) -> Target:
-    from pyVmomi import vim
 
     si = vsphere.service_instance(params, ctx.resources, ctx.logger)
     v = Validation()
@@ -147,6 +146,18 @@ def validate(params: VCHCreateParams, ctx: StepContext) -> Target:
         found_ds = v.check(vsphere.datastore, dc, vds)
         if found_ds:
             volume_stores[label] = (found_ds, vpath)
+    networks = _check_networks(params, dc, v)
+    _check_settings(params, v)
+    if params.check_firewall and cluster is not None:
+        _check_firewall(si, cluster, image_ds, v)
+    v.done()
+    return Target(si, dc, pool, cluster, image_ds, image_path or params.name, volume_stores, networks)
+
+
+def _check_networks(params: VCHCreateParams, dc, v: Validation) -> dict[str, Any]:
+    """The four roles' port groups: each exists, the bridge is a distributed port group of its own, at most 3."""
+    from pyVmomi import vim
+
     roles = {
         "bridge": params.bridge_network,
         "public": params.public_network,
@@ -169,6 +180,11 @@ def validate(params: VCHCreateParams, ctx: StepContext) -> Target:
             f"{len(distinct)} distinct networks including the bridge ({', '.join(sorted(distinct))}); "
             "VIC allows at most 3: share one port group between two of public/client/management"
         )
+    return networks
+
+
+def _check_settings(params: VCHCreateParams, v: Validation) -> None:
+    """Settings that need one another, and the files to upload."""
     if params.public_ip and not params.public_gateway:
         v.problems.append(f"static public_ip {params.public_ip} needs public_gateway")
     if params.tls == "tls_verify" and not (params.tls_cname or params.public_ip):
@@ -178,19 +194,19 @@ def validate(params: VCHCreateParams, ctx: StepContext) -> Target:
     for path in (*params.registry_ca, params.appliance_iso, params.bootstrap_iso):
         if not os.path.isfile(path):
             v.problems.append(f"file {path} does not exist")
-    if params.check_firewall and cluster is not None:
-        # the hosts that mount the image store; all of the cluster's when the datastore is unknown
-        mounted = {m.key._moId for m in image_ds.host} if image_ds is not None else {h._moId for h in cluster.host}
-        states = v.check(host_states, si, [h for h in cluster.host if h._moId in mounted]) or {}
-        closed = [name for name, (_, on) in states.items() if not on]
-        if closed:
-            v.problems.append(
-                f"Firewall must permit dst 2377/tcp outbound to the VCH management interface "
-                f"(ruleset {RULESET} is off on {', '.join(sorted(closed))}): run the firewall step "
-                "with action: allow first"
-            )
-    v.done()
-    return Target(si, dc, pool, cluster, image_ds, image_path or params.name, volume_stores, networks)
+
+
+def _check_firewall(si, cluster, image_ds, v: Validation) -> None:
+    """vSPC is on for the hosts that mount the image store (all of the cluster's when it is unknown)."""
+    mounted = {m.key._moId for m in image_ds.host} if image_ds is not None else {h._moId for h in cluster.host}
+    states = v.check(host_states, si, [h for h in cluster.host if h._moId in mounted]) or {}
+    closed = [name for name, (_, on) in states.items() if not on]
+    if closed:
+        v.problems.append(
+            f"Firewall must permit dst 2377/tcp outbound to the VCH management interface "
+            f"(ruleset {RULESET} is off on {', '.join(sorted(closed))}): run the firewall step "
+            "with action: allow first"
+        )
 
 
 # ---------------------------------------------------------------------------------------------- outputs
