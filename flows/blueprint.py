@@ -10,7 +10,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from vicflow.flows import expressions
 from vicflow.flows.problems import Collector, Problem, short  # noqa: F401 (Problem: this module's API)
 from vicflow.flows.references import check_blueprint_expressions, check_references
@@ -27,15 +27,6 @@ from vicflow.plugins import yamlpos
 from vicflow.plugins.dag import find_cycle
 from vicflow.plugins.errors import BlueprintError
 from vicflow.plugins.hints import did_you_mean, listing
-
-
-def _validate(model: type[BaseModel], data: Any) -> BaseModel:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        exc._vicflow_model = model  # lets the collector suggest the allowed keys
-        raise
-
 
 _parsed: dict[tuple[str, str, int], tuple[Any, Blueprint]] = {}  # parsed once per process; holds its registry
 
@@ -64,7 +55,7 @@ def read_text(path: Path, what: str) -> str:
     try:
         return yamlpos.read_text(path, what)
     except yamlpos.YAMLSyntaxError as exc:
-        raise BlueprintError([Problem(str(path), exc.line, exc.column, str(exc), exc.hint)]) from None
+        raise BlueprintError([Problem(str(path), exc.line, exc.column, str(exc), exc.hint or "")]) from None
 
 
 def parse(text: str, file: str, registry=None) -> Blueprint:
@@ -107,9 +98,9 @@ def parse(text: str, file: str, registry=None) -> Blueprint:
     head = {k: v for k, v in data.items() if k != "steps"}
     head["steps"] = [{"id": "placeholder", "uses": "placeholder"}]  # steps are checked one by one
     try:
-        blueprint = _validate(Blueprint, head)
+        blueprint = Blueprint.model_validate(head)
     except ValidationError as exc:
-        out.pydantic((), exc)
+        out.pydantic((), exc, Blueprint)
         blueprint = Blueprint.model_construct(name=str(data.get("name", "?")), inputs={}, steps=[])
         for name, spec in (data.get("inputs") or {}).items() if isinstance(data.get("inputs"), dict) else []:
             with contextlib.suppress(ValidationError):
@@ -138,9 +129,9 @@ def _check_steps(raw_steps: Any, out: Collector, registry) -> list[StepSpec]:
         step_id = raw.get("id") if isinstance(raw, dict) else None
         label = step_id if isinstance(step_id, str) else f"#{index + 1}"
         try:
-            step = _validate(StepSpec, raw)
+            step = StepSpec.model_validate(raw)
         except ValidationError as exc:
-            out.pydantic(base, exc, label)
+            out.pydantic(base, exc, StepSpec, label)
             if any(e["loc"] and e["loc"][0] == "id" and e["type"] == "string_pattern_mismatch" for e in exc.errors()):
                 out.problems[-1].hint = "ids are letters, digits and _ so that ${{ steps.<id> }} works"
             continue
@@ -164,7 +155,7 @@ def _check_steps(raw_steps: Any, out: Collector, registry) -> list[StepSpec]:
             )
         else:
             _check_params(step, step_type, out, base)
-        step._index = index  # type: ignore[attr-defined]
+        step._index = index
         steps.append(step)
     return steps
 
@@ -175,9 +166,9 @@ def _check_params(step: StepSpec, step_type, out: Collector, base: tuple) -> Non
     static = {k: v for k, v in step.with_.items() if k not in dynamic}
     model = step_type.Params
     try:
-        _validate(model, static)
+        model.model_validate(static)
     except ValidationError as exc:
-        out.pydantic((*base, "with"), exc, step.id, skip=dynamic)
+        out.pydantic((*base, "with"), exc, model, step.id, skip=dynamic)
     for name in dynamic:
         if name not in model.model_fields and not any(f.alias == name for f in model.model_fields.values()):
             allowed = sorted(f.alias or n for n, f in model.model_fields.items())

@@ -29,11 +29,11 @@ def die_with_parent() -> None:  # runs in the child between fork and exec (a Pop
 @contextmanager
 def _popen_dies_with_parent():
     original = subprocess.Popen
-    subprocess.Popen = partial(original, preexec_fn=die_with_parent)
+    subprocess.Popen = partial(original, preexec_fn=die_with_parent)  # type: ignore[misc,assignment]
     try:
         yield
     finally:
-        subprocess.Popen = original
+        subprocess.Popen = original  # type: ignore[misc]
 
 
 def exit_now(code: int) -> None:

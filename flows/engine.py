@@ -116,7 +116,7 @@ class Run:
     executor: Any = None  # PrefectSteps or ThreadSteps
 
     def context(self, item: Any = None) -> dict[str, Any]:
-        steps = {
+        steps: dict[str, Any] = {
             sid: {"outputs": rec.outputs} for sid, rec in self.records.items() if rec.state in ("completed", "cached")
         }
         if self.dry_run:

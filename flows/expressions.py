@@ -58,8 +58,9 @@ def _number(value) -> bool:
 
 
 def _check_format(spec) -> None:
-    if isinstance(spec, str) and FORMAT_WIDTH_RE.search(spec):
-        raise SecurityError(f"a format width of {FORMAT_WIDTH_RE.search(spec).group(0)} characters is refused")
+    width = FORMAT_WIDTH_RE.search(spec) if isinstance(spec, str) else None
+    if width:
+        raise SecurityError(f"a format width of {width.group(0)} characters is refused")
 
 
 def _bounded(name: str, original):

@@ -24,7 +24,8 @@ ShippedBlueprint = Literal["gogs", "gogs-health", "vch", "full-stack", "harbor-r
 
 @flow(
     name="run-blueprint",
-    task_runner=ThreadPoolTaskRunner(max_workers=engine.MAX_PARALLEL_STEPS),
+    # Prefect's own types: its decorator wants TaskRunner[PrefectFuture], the runner is of a future subclass
+    task_runner=ThreadPoolTaskRunner(max_workers=engine.MAX_PARALLEL_STEPS),  # type: ignore[arg-type]
     persist_result=False,
     validate_parameters=True,
 )

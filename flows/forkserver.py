@@ -100,7 +100,7 @@ def run_worker(pool: str) -> int:
         stdout=subprocess.PIPE,
         preexec_fn=die_with_parent,
     )
-    if server.stdout.readline().strip() != b"ready":
+    if server.stdout is None or server.stdout.readline().strip() != b"ready":
         server.wait(timeout=30)
         print(f"vicflow worker: the fork server did not start (exit {server.returncode})", file=sys.stderr)
         return 1

@@ -32,9 +32,9 @@ class PrefectSteps:
 
         self.run = run
         self.kept: dict[str, Any] | None = None
-        self.step_task = task(step_task, cache_policy=NONE, persist_result=False, log_prints=False)
-        self.skip_task = task(skipped_task, cache_policy=NONE, persist_result=False)
-        self.rollback_task = task(rollback_task, cache_policy=NONE, persist_result=False)
+        self.step_task = task(cache_policy=NONE, persist_result=False, log_prints=False)(step_task)
+        self.skip_task = task(cache_policy=NONE, persist_result=False)(skipped_task)
+        self.rollback_task = task(cache_policy=NONE, persist_result=False)(rollback_task)
 
     def submit(self, step_id: str, index: int | None, label: str):
         step = self.run.blueprint.step(step_id)

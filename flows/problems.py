@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from vicflow.flows import expressions
 from vicflow.plugins import yamlpos
 from vicflow.plugins.hints import did_you_mean
@@ -41,7 +42,8 @@ def short(value: Any, limit: int = 120) -> str:
 
 class Collector:
     def __init__(self, file: str, located: yamlpos.Located | None):
-        self.file, self.located, self.problems = file, located, []
+        self.file, self.located = file, located
+        self.problems: list[Problem] = []
         self.count = 0
 
     def add(self, path: tuple, message: str, hint: str = "", step: str | None = None, key: bool = False):
@@ -56,7 +58,15 @@ class Collector:
         if self.count > len(self.problems):
             self.problems.append(Problem(self.file, 1, 1, f"... and {self.count - len(self.problems)} more problems"))
 
-    def pydantic(self, base: tuple, exc: ValidationError, step: str | None = None, skip: set = frozenset()):
+    def pydantic(
+        self,
+        base: tuple,
+        exc: ValidationError,
+        model: type[BaseModel],
+        step: str | None = None,
+        skip: AbstractSet[str] = frozenset(),
+    ) -> None:
+        """Each of pydantic's errors as a problem at its place; an unknown key's hint lists ``model``'s keys."""
         for err in exc.errors(include_url=False):
             loc = tuple(err["loc"])
             if loc and loc[0] in skip and err["type"] == "missing":
@@ -65,7 +75,7 @@ class Collector:
                 continue
             field = ".".join(str(p) for p in loc) or "(top level)"
             if err["type"] == "extra_forbidden":
-                self.add((*base, *loc), f"unknown key {loc[-1]!r}", extra_hint(err, exc), step, key=True)
+                self.add((*base, *loc), f"unknown key {loc[-1]!r}", extra_hint(str(loc[-1]), model), step, key=True)
             elif err["type"] == "missing":
                 self.add((*base, *loc[:-1]), f"missing required key {field!r}", "", step, key=True)
             else:
@@ -73,9 +83,6 @@ class Collector:
                 self.add((*base, *loc), f"{field}: {err['msg']} (got {given!r})", "", step)
 
 
-def extra_hint(err: dict, exc: ValidationError) -> str:
-    model = getattr(exc, "_vicflow_model", None)
-    if model is None:
-        return ""
+def extra_hint(key: str, model: type[BaseModel]) -> str:
     names = [f.alias or n for n, f in model.model_fields.items()]
-    return f"{did_you_mean(str(err['loc'][-1]), names)}allowed keys: {', '.join(sorted(names))}"
+    return f"{did_you_mean(key, names)}allowed keys: {', '.join(sorted(names))}"

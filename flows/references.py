@@ -31,7 +31,7 @@ def check_references(blueprint: Blueprint, out: Collector, registry) -> None:
 
 def check_blueprint_expressions(blueprint: Blueprint, out: Collector) -> None:
     """target: and input defaults hold expressions too; validate checks them like with: values."""
-    places = [(("target",), blueprint.target, ("inputs", "event"))]
+    places: list[tuple[tuple, Any, tuple[str, ...]]] = [(("target",), blueprint.target, ("inputs", "event"))]
     places += [(("inputs", name, "default"), spec.default, VALUE_ROOTS) for name, spec in blueprint.inputs.items()]
     for path, value, roots in places:
         for message, hint in expression_problems(value, roots, blueprint.inputs):

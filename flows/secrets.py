@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any, cast
 
 from vicflow.plugins import masking
 from vicflow.plugins.step import StepError
@@ -20,7 +21,8 @@ class Secrets:
             try:
                 from prefect.blocks.system import Secret
 
-                value = Secret.load(name, _sync=True).get()
+                # _sync: Prefect's own switch to the blocking call (its type stubs do not name it)
+                value = cast(Any, Secret).load(name, _sync=True).get()
             except Exception as exc:  # ValueError: no such block; anything else: Prefect could not be asked
                 why = "there is no Secret block by that name" if isinstance(exc, ValueError) else type(exc).__name__
                 raise StepError(

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 from vicflow.flows import expressions
 from vicflow.flows.problems import short
 
 ID_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
-INPUT_TYPES = {
+INPUT_TYPES: dict[str, type | tuple[type, ...]] = {
     "string": str,
     "integer": int,
     "number": (int, float),
@@ -63,6 +63,8 @@ class StepSpec(Strict):
         "rollback",
         description="rollback: undo completed steps; keep: fail without undoing; continue: tolerate",
     )
+
+    _index: int = PrivateAttr(0)  # its place in the file's steps: problems point there
 
     @field_validator("needs", mode="before")
     @classmethod

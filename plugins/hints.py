@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Collection
 
 
-def did_you_mean(word: str, choices: list[str] | set[str] | dict) -> str:
+def did_you_mean(word: str, choices: Collection[str]) -> str:
     """"did you mean 'x'? " for the closest choice, or "" (cheap: never quadratic on huge input)."""
     if len(choices) > 500 or len(str(word)) > 100:  # difflib is quadratic; a hint must stay cheap
         return ""

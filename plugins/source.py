@@ -9,7 +9,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict
 
@@ -23,11 +23,15 @@ class SourceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class EventSource:
+C = TypeVar("C", bound=BaseModel)
+
+
+class EventSource(Generic[C]):
     """Base of every source: ``run(stop)`` streams until ``stop`` is set, reconnecting with backoff.
 
     A subclass sets ``Config`` (its settings' model), ``events`` (every event name it emits) and implements
     ``stream(stop)``, which calls ``publish`` for each event; ``run`` reconnects when ``stream`` raises.
+    ``class Mine(EventSource[MyConfig])`` types ``self.config`` as ``MyConfig``.
     """
 
     Config: type[BaseModel] = SourceConfig
@@ -35,7 +39,7 @@ class EventSource:
     events: tuple[str, ...] = ()  # every event name the source emits (docs/events.md lists them)
 
     def __init__(self, config: dict[str, Any], emit: Emit, logger: logging.Logger | None = None):
-        self.config = self.Config.model_validate(config or {})
+        self.config: C = cast(C, self.Config.model_validate(config or {}))
         self.emit_fn = emit
         self.log = logger or logging.getLogger(f"vicflow.sources.{type(self).__name__}")
         self.seen: OrderedDict[uuid.UUID, None] = OrderedDict()

@@ -133,7 +133,7 @@ def _check_shape(root) -> None:
     """Refuse recursive aliases, alias bombs and deep nesting, with the position of the culprit."""
     sizes: dict[int, int] = {}  # node id -> values it expands to
     on_path: set[int] = set()
-    stack: list[tuple[object, int, bool]] = [(root, 1, False)]
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
     while stack:
         node, depth, done = stack.pop()
         children = _children(node)
@@ -167,7 +167,7 @@ def _children(node) -> list:
 def _walk(root, out: Located) -> None:
     """Positions of every path; a node reached again through an alias is not walked twice."""
     seen_nodes: set[int] = set()
-    stack: list[tuple[object, DocPath]] = [(root, ())]
+    stack: list[tuple[yaml.Node, DocPath]] = [(root, ())]
     while stack:
         node, path = stack.pop()
         out.values[path] = _pos(node.start_mark)

@@ -42,14 +42,19 @@ class ComposeDownParams(ComposeParams):
     remove_orphans: bool = True
 
 
+def _strings(environment: dict) -> dict[str, str]:
+    """The environment as the validator made it: every value a string."""
+    return {k: str(v) for k, v in environment.items()}
+
+
 def read(params: ComposeParams, ctx: StepContext) -> Project:
     return operations.read_project(
-        list(params.files), params.project, dict(params.environment), params.use_os_environ, ctx.logger
+        list(params.files), params.project, _strings(params.environment), params.use_os_environ, ctx.logger
     )
 
 
 def on_engine(client, project: Project, params: ComposeParams) -> Project:
-    return operations.for_engine(client, project, dict(params.environment), params.use_os_environ)
+    return operations.for_engine(client, project, _strings(params.environment), params.use_os_environ)
 
 
 def up_options(params: UpOptions) -> UpOptions:

@@ -68,7 +68,12 @@ class HealthCheck(StepType[HealthParams]):
 
     def apply(self, params: HealthParams, ctx: StepContext) -> dict[str, Any]:
         ctx.changed = False
-        if params.kind == "http" and params.url.startswith("https:") and not params.verify_tls and not params.ca:
+        if (
+            params.kind == "http"
+            and (params.url or "").startswith("https:")
+            and not params.verify_tls
+            and not params.ca
+        ):
             ctx.logger.warning("verify_tls: false - the certificate of %s is not verified", params.url)
         deadline = min(time.monotonic() + params.deadline_seconds, ctx.deadline or float("inf"))
         attempt, last = 0, ""
@@ -96,9 +101,9 @@ class HealthCheck(StepType[HealthParams]):
 
 def _target(params: HealthParams) -> str:
     return {
-        "http": params.url,
+        "http": params.url or "",
         "tcp": f"{params.host}:{params.port}",
-        "container": params.container,
+        "container": params.container or "",
         "postgres": f"postgres://{params.user}@{params.host}:{params.port or 5432}/{params.database or params.user}",
     }[params.kind]
 
@@ -108,7 +113,9 @@ def _http(params: HealthParams, timeout: float) -> str:
     session.trust_env = False  # a pinned CA must not be replaced by REQUESTS_CA_BUNDLE
     verify: Any = params.ca if params.ca else params.verify_tls
     # a redirect is an answer: Gogs sends every page to /install until its first run is done
-    response = session.get(params.url, headers=params.headers, timeout=timeout, verify=verify, allow_redirects=False)
+    response = session.get(
+        params.url or "", headers=params.headers, timeout=timeout, verify=verify, allow_redirects=False
+    )
     accepted = params.expect_status if isinstance(params.expect_status, list) else [params.expect_status]
     if response.status_code not in accepted:
         where = f" to {response.headers['Location']}" if response.headers.get("Location") else ""

@@ -104,6 +104,8 @@ class HttpRequest(StepType[HttpRequestParams]):
 
     def _needed(self, params: HttpRequestParams, ctx) -> tuple[bool, int]:
         guard = params.when
+        if guard is None:  # no guard: the request is always needed
+            return True, 0
         response = self._send(params, ctx, guard.method, guard.url, guard.headers, body=False)
         needed = response.status_code in guard.status
         if needed and guard.body_regex:

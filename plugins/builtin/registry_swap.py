@@ -62,17 +62,18 @@ class ImageLocation:
     """Where a service's image is written: the file that sets it last, and the scalar's byte range."""
 
     def __init__(self, files: list[str], service: str):
-        self.path: Path | None = None
+        found = None
         for name in files:
             text = Path(name).read_text()
             node = _image_node(yaml.compose(text), service)
             if node is not None:
-                self.path, self.text, self.node = Path(name), text, node
-        if self.path is None:
+                found = (Path(name), text, node)
+        if found is None:
             raise PermanentError(
                 f"no compose file sets an image for service {service!r}: {', '.join(files)}",
                 "check service (default registry) and compose_files",
             )
+        self.path, self.text, self.node = found
         if "${" in self.node.value or "$" in self.node.value:
             raise PermanentError(
                 f"{self.path}:{self.node.start_mark.line + 1}: the image of {service!r} comes from "

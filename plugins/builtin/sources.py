@@ -81,7 +81,7 @@ def _raw(action: str, summary: dict[str, Any], nano: int) -> dict[str, Any]:
     return {"Action": action, "id": summary["Id"], "timeNano": nano, "Actor": {"Attributes": attributes}}
 
 
-class DockerEvents(EventSource):
+class DockerEvents(EventSource[DockerSourceConfig]):
     """Container die / start / health_status from the Docker engine's event stream."""
 
     Config = DockerSourceConfig
@@ -214,7 +214,7 @@ VSPHERE_EVENTS = {
 }
 
 
-class VSphereEvents(EventSource):
+class VSphereEvents(EventSource[VSphereSourceConfig]):
     """VM power and reconfiguration events and lost hosts, from an EventHistoryCollector."""
 
     Config = VSphereSourceConfig
@@ -226,12 +226,9 @@ class VSphereEvents(EventSource):
 
     def stream(self, stop: threading.Event) -> None:
         from pyVmomi import vim
-        from vicflow.plugins.step import StepContext
-
-        ctx = StepContext("listen", "listen", "listen", self.log)
         sessions = vsphere.Sessions()
-        si = sessions.get(self.config, ctx)
-        server = vsphere.split_server(vsphere.setting(self.config, "server"))[0]
+        si = sessions.get(self.config, self.log)
+        server = vsphere.split_server(vsphere.setting(self.config, "server") or "")[0]
         try:
             spec = vim.event.EventFilterSpec(
                 eventTypeId=list(VSPHERE_EVENTS), time=vim.event.EventFilterSpec.ByTime(beginTime=self.begin)
@@ -297,7 +294,7 @@ MANIFEST_TYPES = {
 }
 
 
-class RegistryNotifications(EventSource):
+class RegistryNotifications(EventSource[RegistrySourceConfig]):
     """An HTTP receiver for the distribution registry's notifications: pushes become registry.image.pushed."""
 
     Config = RegistrySourceConfig

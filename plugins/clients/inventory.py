@@ -5,9 +5,18 @@ from __future__ import annotations
 
 import time
 import weakref
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from vicflow.plugins.step import PermanentError, TransientError
+
+
+class TaskFailed(PermanentError):
+    """A vSphere task ended in error; ``fault`` is vSphere's (callers accept some, e.g. FileNotFound)."""
+
+    def __init__(self, message: str, fault: Any):
+        super().__init__(message)
+        self.fault = fault
+
 
 _contents: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # a session's stub -> its ServiceContent
 
@@ -51,9 +60,7 @@ def wait_task(task, what: str, timeout: float = 300):
             return fields.get("info.result")
         if state == "error":
             fault = fields.get("info.error")
-            error = PermanentError(f"{what} failed: {getattr(fault, 'msg', None) or type(fault).__name__}")
-            error.fault = fault  # for callers that accept some faults (e.g. FileNotFound when removing)
-            raise error
+            raise TaskFailed(f"{what} failed: {getattr(fault, 'msg', None) or type(fault).__name__}", fault)
         if time.monotonic() > deadline:
             raise TransientError(f"{what} did not finish in time (task {task._moId} is {state})")
         time.sleep(0.2)
@@ -91,8 +98,8 @@ def datacenter(si, name: str | None):
     """The named datacenter, or the only one; the error lists those that exist."""
     from pyVmomi import vim
 
-    found = walk(si, content(si).rootFolder, [(vim.Folder, "childEntity")], {vim.Datacenter: ["name"]})
-    found = {node["name"]: node["obj"] for node in found.values() if isinstance(node["obj"], vim.Datacenter)}
+    nodes = walk(si, content(si).rootFolder, [(vim.Folder, "childEntity")], {vim.Datacenter: ["name"]})
+    found = {node["name"]: node["obj"] for node in nodes.values() if isinstance(node["obj"], vim.Datacenter)}
     if name is None:
         if len(found) == 1:
             return next(iter(found.values()))
@@ -266,7 +273,10 @@ def collect_xml(si, objects: list, kind, paths: list[str], page_size: int | None
     query = vmodl.query.PropertyCollector
     collector, stub = content(si).propertyCollector, si._stub
     found: dict[str, dict] = {}
-    call = ("RetrievePropertiesEx", [[_filter(objects, kind, paths)], query.RetrieveOptions(maxObjects=page_size)])
+    call: tuple[str, list[Any]] | None = (
+        "RetrievePropertiesEx",
+        [[_filter(objects, kind, paths)], query.RetrieveOptions(maxObjects=page_size)],
+    )
     while call:
         body = stub.SerializeRequest(collector, query._GetMethodInfo(call[0]), call[1])
         conn = stub.GetConnection()  # the session's pool: same cookie, pinned thumbprint and timeout
@@ -286,9 +296,9 @@ def collect_xml(si, objects: list, kind, paths: list[str], page_size: int | None
         if result is None:
             break
         for item in result.iterfind(f"{VIM}objects"):
-            props = found.setdefault(item.findtext(f"{VIM}obj"), {})
+            props = found.setdefault(item.findtext(f"{VIM}obj") or "", {})
             for prop in item.iterfind(f"{VIM}propSet"):
-                props[prop.findtext(f"{VIM}name")] = prop.find(f"{VIM}val")
+                props[prop.findtext(f"{VIM}name") or ""] = prop.find(f"{VIM}val")
         token = result.findtext(f"{VIM}token")
         call = ("ContinueRetrievePropertiesEx", [token]) if token else None
     return found

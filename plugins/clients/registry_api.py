@@ -272,12 +272,15 @@ def _errors(response: requests.Response) -> str:
 
 # Plain-URL shortcuts (a registry without TLS settings), as the test bed's smoke tests use them.
 def ping(base_url: str, timeout: float = 5, auth=None) -> int:
-    return Registry(base_url, *(auth or (None, None)), timeout=timeout).ping()
+    user, password = auth or (None, None)
+    return Registry(base_url, user, password, timeout=timeout).ping()
 
 
 def push_foreign_layer_manifest(base_url: str, repo: str, tag: str, timeout: float = 10, auth=None) -> PushResult:
-    return Registry(base_url, *(auth or (None, None)), timeout=timeout).push_foreign_layer_manifest(repo, tag)
+    user, password = auth or (None, None)
+    return Registry(base_url, user, password, timeout=timeout).push_foreign_layer_manifest(repo, tag)
 
 
 def manifest(base_url: str, repo: str, ref: str, timeout: float = 10, auth=None) -> tuple[str, dict]:
-    return Registry(base_url, *(auth or (None, None)), timeout=timeout).manifest(repo, ref)
+    user, password = auth or (None, None)
+    return Registry(base_url, user, password, timeout=timeout).manifest(repo, ref)

@@ -76,7 +76,7 @@ class VSphereParams(Params):
                 f"set server: {host} and keep datacenter: {current}, or drop datacenter"
             )
         self.server = host
-        self.datacenter = dc
+        setattr(self, "datacenter", dc)  # noqa: B010 (a field of the subclasses that have one)
         return self
 
 
@@ -85,6 +85,9 @@ T = TypeVar("T")
 # A reset, a refused or timed-out connection, an EOF in TLS, a half-read answer: the network, not the
 # request. Worth another try once the connection is back.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (OSError, http.client.HTTPException)
+
+
+RETRYABLE: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, TransientError)
 
 
 def until_back(fn: Callable[[], T], budget: float, logger: Logger, what: str) -> T:
@@ -97,7 +100,7 @@ def until_back(fn: Callable[[], T], budget: float, logger: Logger, what: str) ->
     while True:
         try:
             return fn()
-        except (*CONNECTION_ERRORS, TransientError) as exc:
+        except RETRYABLE as exc:
             if time.monotonic() + delay > deadline:
                 raise
             logger.warning("%s: %s; trying again in %.1fs", what, exc, delay)
@@ -130,6 +133,13 @@ def split_server(server: str) -> tuple[str, int]:
     return parts.hostname or server, parts.port or 443
 
 
+def thumbprint_of(der: bytes | None) -> str:
+    """The SHA-1 thumbprint (AB:CD:...) of a DER certificate, as vSphere shows it."""
+    if not der:
+        raise TransientError("the server presented no certificate")
+    return normalise(hashlib.sha1(der).hexdigest())
+
+
 def normalise(thumbprint: str) -> str:
     digits = thumbprint.replace(":", "").replace(" ", "").upper()
     return ":".join(digits[i : i + 2] for i in range(0, len(digits), 2))
@@ -150,7 +160,7 @@ def seen_thumbprint(host: str, port: int, timeout: float) -> str:
         raise TransientError(
             f"cannot reach vSphere at {host}:{port}: {exc}", "check the server address and that it answers HTTPS"
         ) from None
-    return normalise(hashlib.sha1(der).hexdigest())
+    return thumbprint_of(der)
 
 
 class Sessions:
@@ -179,7 +189,7 @@ _log = logging.getLogger("vicflow.vsphere")
 
 
 def _credentials(params: VSphereParams) -> tuple[str, str, str]:
-    server, user, password = (setting(params, n) for n in ("server", "user", "password"))
+    server, user, password = (setting(params, n) or "" for n in ("server", "user", "password"))
     missing = [n for n, v in (("server", server), ("user", user), ("password", password)) if not v]
     if missing:
         variables = ", ".join(f"VSPHERE_{name.upper()}" for name in missing)
@@ -258,7 +268,7 @@ class PinnedContext(ssl.SSLContext):
         if sock.gettimeout() is None:  # pyvmomi's version discovery sets none
             sock.settimeout(self.io_timeout)
         tls = super().wrap_socket(sock, *args, **kwargs)
-        seen = normalise(hashlib.sha1(tls.getpeercert(binary_form=True)).hexdigest())
+        seen = thumbprint_of(tls.getpeercert(binary_form=True))
         if seen != self.pinned_thumbprint:
             tls.close()
             raise _mismatch(self.pinned_host, self.pinned_thumbprint, seen)
@@ -307,7 +317,7 @@ def _login(
         stub = SmartStubAdapter(  # reads the API version first, then makes no connection until the first call
             host=host,
             port=port,
-            sslContext=None if insecure else PinnedContext.of(host, normalise(thumbprint), timeout),
+            sslContext=None if insecure else PinnedContext.of(host, normalise(thumbprint or ""), timeout),
             disableSslCertValidation=insecure,
             httpConnectionTimeout=int(max(1, timeout)),
             connectionPoolTimeout=-1,

@@ -104,7 +104,9 @@ def check_service(name: str, spec: Any, src: Source, vch: bool) -> None:
 
 def _check_shapes(name: str, spec: dict, src: Source) -> None:
     """Keys whose value must be a mapping, a list, or either."""
-    shapes = [(key, dict | list, "a mapping or a list") for key in MAPPING_OR_LIST_KEYS & spec.keys()]
+    shapes: list[tuple[str, Any, str]] = [
+        (key, dict | list, "a mapping or a list") for key in MAPPING_OR_LIST_KEYS & spec.keys()
+    ]
     shapes += [(key, dict, "a mapping") for key in MAPPING_KEYS & spec.keys()]
     shapes += [(key, list | (str if key in LIST_OR_STRING else tuple), "a list") for key in LIST_KEYS & spec.keys()]
     for key, kinds, what in shapes:

@@ -68,7 +68,7 @@ class Deployer:
             found = self.client.containers.list(
                 all=True, sparse=True, filters={"label": f"{LABEL}.project={self.project.name}"}
             )
-            self._containers = {summary_labels(c).get(f"{LABEL}.service"): c for c in found}
+            self._containers = {summary_labels(c).get(f"{LABEL}.service", ""): c for c in found}
         return self._containers
 
     def existing(self, service: Service):

@@ -43,12 +43,13 @@ def create_body(project: Project, service: Service, image_id: str) -> dict[str, 
         )
     for item in service.expose:
         exposed[item if "/" in item else f"{item}/tcp"] = {}
-    binds, anonymous = [], {}
+    binds: list[str] = []
+    anonymous: dict[str, dict] = {}
     for mount in service.mounts:
         if mount.type == "volume" and mount.source is None:
             anonymous[mount.target] = {}
             continue
-        source = project.volumes[mount.source].name if mount.type == "volume" else mount.source
+        source = project.volumes[mount.source].name if mount.type == "volume" and mount.source else mount.source
         binds.append(f"{source}:{mount.target}" + (":ro" if mount.read_only else ""))
     restart, _, count = service.restart.partition(":")
     networks = [project.networks[n].name for n in service.networks]

@@ -48,10 +48,10 @@ def interpolate(value: Any, env: dict[str, str], src: Source, path: tuple = (), 
         name = match.group(2) or match.group(5)
         op, arg = match.group(3), match.group(4) or ""
         present = name in env
-        val = env.get(name)
+        val = env.get(name, "")
         if op in (":-", "-"):
             use_default = (not present) if op == "-" else (not val)
-            return interpolate(arg, env, src, path, warnings) if use_default else val
+            return str(interpolate(arg, env, src, path, warnings)) if use_default else val
         if op in (":?", "?"):
             if (not present) if op == "?" else (not val):
                 raise src.error(
@@ -61,7 +61,11 @@ def interpolate(value: Any, env: dict[str, str], src: Source, path: tuple = (), 
                 )
             return val
         if op in (":+", "+"):
-            return interpolate(arg, env, src, path, warnings) if ((present and val) if op == ":+" else present) else ""
+            return (
+                str(interpolate(arg, env, src, path, warnings))
+                if ((present and val) if op == ":+" else present)
+                else ""
+            )
         if not present:
             line, col = src.located.where(path)
             warnings.append(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +180,8 @@ def _environment(name: str, spec: dict, src: Source, workdir: Path, env: dict) -
     environment: dict[str, str | None] = {}
     for env_file in listify(spec.get("env_file")):
         file = env_file.get("path") if isinstance(env_file, dict) else env_file
+        if not isinstance(file, str):
+            raise src.error(("services", name, "env_file"), f"env_file entries of {name!r} are paths, got {file!r}")
         env_path = (workdir / file).resolve()
         if not env_path.is_file():
             where = ("services", name, "env_file")
@@ -279,6 +282,8 @@ def _ulimits(value: dict) -> list[dict[str, Any]]:
     out = []
     for limit, spec in value.items():
         soft, hard = (spec.get("soft"), spec.get("hard")) if isinstance(spec, dict) else (spec, spec)
+        if soft is None or hard is None:
+            raise ValueError(f"ulimit {limit} needs soft and hard")
         out.append({"Name": str(limit), "Soft": int(soft), "Hard": int(hard)})
     return out
 
@@ -291,7 +296,7 @@ def _cpus(value: Any) -> int:
 
 
 # compose key -> (Engine API HostConfig key, converter).  API 1.25 has all of them (what VIC 1.1 speaks).
-HOST_CONFIG = {
+HOST_CONFIG: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "logging": ("LogConfig", _logging),
     "cap_add": ("CapAdd", _strings),
     "cap_drop": ("CapDrop", _strings),
@@ -338,6 +343,7 @@ def _mount(spec: Any, project: Project, src: Source, path: tuple, workdir: Path)
         read_only = "ro" in mode.split(",")
         kind = "bind" if source and (source.startswith((".", "/", "~"))) else "volume"
     if kind == "bind":
+        source = source or ""
         relative = not os.path.isabs(os.path.expanduser(source))
         source = str((workdir / os.path.expanduser(source)).resolve())
         if relative and not Path(source).is_relative_to(workdir):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from vicflow.plugins.clients import certs, vsphere
 from vicflow.plugins.clients.dockerapi import DockerParams, connected
-from vicflow.plugins.errors import TransientError
+from vicflow.plugins.errors import PermanentError, TransientError
 from vicflow.plugins.vic.target import (
     BUILD_KEY,
     CLIENT_IP_KEY,
@@ -124,10 +124,11 @@ class Builder:
                 continue
             seen.append(net.name)
             if isinstance(net, vim.dvs.DistributedVirtualPortgroup):
-                backing = vim.vm.device.VirtualEthernetCard.DistributedVirtualPortBackingInfo(
-                    port=vim.dvs.PortConnection(
-                        portgroupKey=net.key, switchUuid=net.config.distributedVirtualSwitch.uuid
-                    )
+                switch = net.config.distributedVirtualSwitch
+                if switch is None:
+                    raise PermanentError(f"port group {net.name!r} belongs to no distributed switch")
+                backing: Any = vim.vm.device.VirtualEthernetCard.DistributedVirtualPortBackingInfo(
+                    port=vim.dvs.PortConnection(portgroupKey=net.key, switchUuid=switch.uuid)
                 )
             else:
                 backing = vim.vm.device.VirtualEthernetCard.NetworkBackingInfo(deviceName=net.name, network=net)
@@ -176,7 +177,7 @@ class Builder:
 
     def _upload(self, params, target, folder, files: dict[str, str], ctx) -> None:
         """PUT each ISO into the VM's folder over the datastore HTTP interface (pinned certificate)."""
-        host, port = vsphere.split_server(vsphere.setting(params, "server"))
+        host, port = vsphere.split_server(vsphere.setting(params, "server") or "")
         thumbprint = None if params.insecure else vsphere.setting(params, "thumbprint")
         session = vsphere.pinned_session(host, thumbprint, ctx.remaining(60))
         session.headers["Cookie"] = target.si._stub.cookie

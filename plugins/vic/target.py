@@ -281,7 +281,8 @@ def adoptable(container, params: VCHCreateParams) -> bool:
     if container.vm:
         return False
     if isinstance(container, vim.VirtualApp):
-        return not params.use_resource_pool and container.vAppConfig.annotation == owner_note(params.name)
+        config = container.vAppConfig
+        return not params.use_resource_pool and config is not None and config.annotation == owner_note(params.name)
     return params.use_resource_pool
 
 
