@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 from vicflow.flows import expressions
 from vicflow.flows.problems import Collector, Problem, short  # noqa: F401 (Problem: this module's API)
-from vicflow.flows.references import check_blueprint_expressions, check_references
+from vicflow.flows.references import check_blueprint_expressions, check_outputs, check_references
 from vicflow.flows.spec import (  # noqa: F401 (the models: this module's API)
     Backoff,
     Blueprint,
@@ -107,18 +107,42 @@ def parse(text: str, file: str, registry=None) -> Blueprint:
                 blueprint.inputs[name] = InputSpec.model_validate(spec)
     blueprint.path = file
 
-    steps = _check_steps(raw_steps, out, registry)
+    _check_defaults(blueprint, out, registry)
+    steps = _check_steps(raw_steps, out, registry, blueprint.defaults)
     blueprint.steps = steps
     _check_graph(steps, out)
     check_references(blueprint, out, registry)
     check_blueprint_expressions(blueprint, out)
+    check_outputs(blueprint, out, registry)
     if out.problems:
         out.finish()
         raise BlueprintError(out.problems)
     return blueprint
 
 
-def _check_steps(raw_steps: Any, out: Collector, registry) -> list[StepSpec]:
+def _check_defaults(blueprint: Blueprint, out: Collector, registry) -> None:
+    """defaults: names step types that exist, and only keys their parameters have."""
+    for uses, values in list(blueprint.defaults.items()):
+        step_type = registry.step_types.get(uses)
+        if step_type is None:
+            installed = ", ".join(sorted(registry.step_types)) or "none"
+            hint = f"{did_you_mean(uses, registry.step_types)}defaults are keyed by step type; installed: {installed}"
+            out.add(("defaults", uses), f"defaults for unknown step type {uses!r}", hint, key=True)
+            del blueprint.defaults[uses]
+            continue
+        allowed = {f.alias or n for n, f in step_type.Params.model_fields.items()}
+        blueprint.defaults[uses] = {k: v for k, v in values.items() if k in allowed}  # each mistake said once
+        for key in values:
+            if key not in allowed:
+                out.add(
+                    ("defaults", uses, key),
+                    f"unknown key {key!r} in the defaults of {uses}",
+                    f"{did_you_mean(key, allowed)}allowed keys: {', '.join(sorted(allowed))}",
+                    key=True,
+                )
+
+
+def _check_steps(raw_steps: Any, out: Collector, registry, defaults: dict[str, dict[str, Any]]) -> list[StepSpec]:
     if not isinstance(raw_steps, list) or not raw_steps:
         out.add(("steps",), "steps must be a non-empty list", "each step has at least id and uses")
         return []
@@ -154,6 +178,7 @@ def _check_steps(raw_steps: Any, out: Collector, registry) -> list[StepSpec]:
                 step.id,
             )
         else:
+            step.with_ = {**defaults.get(step.uses, {}), **step.with_}  # the step's own keys win
             _check_params(step, step_type, out, base)
         step._index = index
         steps.append(step)

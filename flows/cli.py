@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+EXIT_CHANGES = 2  # plan --detailed-exitcode: the plan has changes
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--record", action="store_true", help="plan as a Prefect flow run (recorded, with the plan artifact)"
             )
+            p.add_argument(
+                "--detailed-exitcode",
+                action="store_true",
+                help="exit 0 when nothing would change, 2 when something would, 1 on any error (as terraform plan)",
+            )
 
     p = sub.add_parser("listen", help="run event sources and emit Prefect events (stop with Ctrl-C / SIGTERM)")
     p.add_argument("--config", required=True, metavar="FILE", help="YAML: one section per source (docs/events.md)")
@@ -56,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # with plan --detailed-exitcode, 2 means "changes": every error is 1
+    invalid = EXIT_FAILED if getattr(args, "detailed_exitcode", False) else EXIT_INVALID
     from vicflow.plugins import masking
     from vicflow.plugins.errors import ConfigError, PluginError, RunFailed, StepError, VicflowError
 
@@ -66,13 +74,13 @@ def main(argv: list[str] | None = None) -> int:
             _report_problems(exc.problems, getattr(args, "output", "text"))
         else:
             _say("error", masking.mask(str(exc)), exc.hint)
-        return EXIT_INVALID
+        return invalid
     except PluginError as exc:
         _say("plugin error", str(exc), exc.hint)
-        return EXIT_INVALID
+        return invalid
     except StepError as exc:  # raised before any step ran (--resume, a secret): its text ends in its hint
         _say("error", masking.mask(str(exc)), None)
-        return EXIT_INVALID
+        return invalid
     except RunFailed as exc:
         _say("error", masking.mask(str(exc)), exc.hint)
         return EXIT_FAILED
@@ -193,7 +201,17 @@ def _run_or_plan(args, dry_run: bool) -> int:
     finally:
         default_registry().pm.unregister(name="vicflow.cli.progress")
     progress.report(summary, args.output)
+    if dry_run and code == EXIT_OK:
+        return _plan_exit_code(summary["plan"], args.detailed_exitcode)
     return code
+
+
+def _plan_exit_code(plan: list[dict[str, Any]], detailed: bool) -> int:
+    """1 when a step could not be planned; with ``detailed``, 2 when something would change, else 0."""
+    if any(change["action"] == "error" for change in plan):
+        return EXIT_FAILED
+    changes = any(change["action"] != "none" for change in plan)
+    return EXIT_CHANGES if detailed and changes else EXIT_OK
 
 
 def _plan_here(document, values: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vicflow.flows import journal
+from vicflow.flows import expressions, journal
 from vicflow.flows.blueprint import Blueprint
 from vicflow.flows.inputs import public
 from vicflow.flows.planner import plan_steps
@@ -269,6 +269,7 @@ def execute(
         state = "failed" if failure else "completed"
         left = _release(run)
         summary = _summary(run, state, started)
+        summary["outputs"] = _run_outputs(run)
         summary["left_behind"] = masking.mask(left)
         run.save_journal()
         run.executor.publish(summary)
@@ -303,6 +304,19 @@ def _summary(run: Run, state: str, started: float) -> dict[str, Any]:
         "event": masking.mask(run.event),
         "steps": [run.records[s.id].row() for s in run.blueprint.steps],
     }
+
+
+def _run_outputs(run: Run) -> dict[str, Any]:
+    """The blueprint's ``outputs:``, rendered from what the steps gave. One whose step did not complete is
+    null, and the log says why."""
+    values: dict[str, Any] = {}
+    for name, value in run.blueprint.outputs.items():
+        try:
+            values[name] = expressions.render(value, run.context())
+        except expressions.ExpressionError as exc:
+            values[name] = None
+            log.warning("output %s is not known: %s", name, masking.mask(str(exc)))
+    return masking.mask(values)
 
 
 def _schedule(run: Run) -> str | None:

@@ -20,6 +20,7 @@ def plan_steps(run: Run) -> list[dict[str, Any]]:
     """Call every step's plan() in dependency order; nothing is changed."""
     graph = {s.id: dependencies(s) for s in run.blueprint.steps}
     plan: list[dict[str, Any]] = []
+    changing: set[str] = set()  # steps whose plan changes something (or is not known before they apply)
     for step_id in dag.topological_order(graph):
         step = run.blueprint.step(step_id)
         record = run.records[step_id]
@@ -40,9 +41,10 @@ def plan_steps(run: Run) -> list[dict[str, Any]]:
                     changes.extend(step_type.plan(params, ctx))
             record.state = "planned"
         except Exception as exc:
-            record.state, record.error = "failed", masking.mask(str(exc))
-            changes = [Change("error", step_id, record.error)]
+            changes = [_failed_plan(record, graph[step_id], changing, exc)]
         record.finished = time.monotonic()
+        if any(change.action not in ("none", "error") for change in changes):
+            changing.add(step_id)
         for change in changes:
             plan.append(
                 {
@@ -53,3 +55,15 @@ def plan_steps(run: Run) -> list[dict[str, Any]]:
                 }
             )
     return plan
+
+
+def _failed_plan(record, needs: list[str], changing: set[str], exc: Exception) -> Change:
+    """A step whose plan fails while a step it needs would change something cannot be judged before that
+    step applies (vch_create checks the firewall that the firewall step opens): "unknown", not an error."""
+    message = masking.mask(str(exc))
+    upstream = sorted(set(needs) & changing)
+    if upstream:
+        record.state = "planned"
+        return Change("unknown", record.id, f"known after {', '.join(upstream)} apply; planned now: {message}")
+    record.state, record.error = "failed", message
+    return Change("error", record.id, message)

@@ -151,6 +151,15 @@ def _publish(run: Run, summary: dict[str, Any]) -> None:
                 description="the event that started this run",
                 markdown="```json\n" + json.dumps(masking.mask(run.event), indent=2, default=str) + "\n```",
             )
+        if summary.get("outputs"):
+            create_markdown_artifact(
+                key=f"{key}-outputs",
+                description=f"the outputs of {run.blueprint.name}",
+                markdown="| output | value |\n|---|---|\n"
+                + "\n".join(
+                    f"| {k} | {json.dumps(v, default=str)} |" for k, v in masking.mask(summary["outputs"]).items()
+                ),
+            )
         if "plan" in summary:
             create_markdown_artifact(
                 key=f"{key}-plan", markdown=plan_markdown(summary), description=f"dry run of {run.blueprint.name}"

@@ -86,6 +86,11 @@ class Progress:
                 (row["error"] or row["note"] or "")[:200],
             )
         self.console.print(table)
+        if summary.get("outputs"):
+            outputs = Table("output", "value", title="outputs")
+            for name, value in summary["outputs"].items():
+                outputs.add_row(name, json.dumps(value, default=str))
+            self.console.print(outputs)
         if "plan" in summary:
             plan = Table("step", "action", "target", "detail", title="plan (nothing was changed)")
             for change in summary["plan"]:

@@ -29,6 +29,29 @@ def check_references(blueprint: Blueprint, out: Collector, registry) -> None:
                     out.add(expression_path(base, value, chain), *problem, step.id)
 
 
+OUTPUT_ROOTS = ("inputs", "steps")  # what a blueprint's outputs: may refer to
+
+
+def check_outputs(blueprint: Blueprint, out: Collector, registry) -> None:
+    """outputs: refer to inputs and to steps' outputs that exist."""
+    steps = {s.id: s for s in blueprint.steps}
+    for name, value in blueprint.outputs.items():
+        base = ("outputs", name)
+        try:
+            chains = list(expressions.references(value))
+        except expressions.ExpressionError as exc:
+            out.add(base, str(exc), "expressions look like ${{ steps.app.outputs.project }}")
+            continue
+        for chain in chains:
+            if chain[0] not in OUTPUT_ROOTS:
+                text = ".".join(chain)
+                out.add(base, f"${{{{ {text} }}}} cannot be used in outputs", "names allowed here: inputs, steps")
+                continue
+            problem = reference_problem(chain, blueprint, steps, registry, None, "outputs")
+            if problem:
+                out.add(expression_path(base, value, chain), *problem)
+
+
 def check_blueprint_expressions(blueprint: Blueprint, out: Collector) -> None:
     """target: and input defaults hold expressions too; validate checks them like with: values."""
     places: list[tuple[tuple, Any, tuple[str, ...]]] = [(("target",), blueprint.target, ("inputs", "event"))]

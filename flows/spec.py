@@ -82,6 +82,15 @@ class Blueprint(Strict):
         description="what runs must not touch at the same time, e.g. ${{ inputs.docker_host }}/gogs; "
         "runs with the same rendered target queue behind each other (default: the blueprint name)",
     )
+    defaults: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="per step type, with: values every step of that type gets; a step's own with: keys win",
+    )
+    outputs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the run's results, e.g. url: http://${{ steps.vch.outputs.client_ip }}:10080 "
+        "(rendered at the end, shown in the summary, returned by the flow)",
+    )
     path: str | None = Field(None, exclude=True)
 
     def step(self, step_id: str) -> StepSpec:

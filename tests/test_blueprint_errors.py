@@ -308,3 +308,60 @@ def test_shipped_json_schema_matches_the_models():
         "regenerate: vicflow schema > schema/blueprint.schema.json"
     )
     assert "with" in shipped["$defs"]["StepSpec"]["properties"]
+
+
+def test_defaults_are_merged_under_each_step_of_their_type(registry):
+    document = bp.parse(
+        """
+name: t
+defaults:
+  echo: {message: from the defaults, value: 1}
+steps:
+  - {id: a, uses: echo, with: {message: its own}}
+  - {id: b, uses: echo}
+  - {id: c, uses: noop}
+""",
+        "ok.yaml",
+        registry,
+    )
+    assert document.step("a").with_ == {"message": "its own", "value": 1}
+    assert document.step("b").with_ == {"message": "from the defaults", "value": 1}
+    assert document.step("c").with_ == {}
+
+
+def test_defaults_name_step_types_and_their_keys(registry):
+    found = problems(
+        """
+        name: t
+        defaults:
+          ecko: {message: x}
+          echo: {mesage: x}
+        steps:
+          - {id: a, uses: echo}
+        """,
+        registry,
+    )
+    assert [(p.line, p.message) for p in found] == [
+        (3, "defaults for unknown step type 'ecko'"),
+        (4, "unknown key 'mesage' in the defaults of echo"),
+    ]
+    assert "did you mean 'echo'?" in found[0].hint and "did you mean 'message'?" in found[1].hint
+
+
+def test_outputs_refer_to_inputs_and_steps_that_exist(registry):
+    found = problems(
+        """
+        name: t
+        outputs:
+          a: ${{ steps.nope.outputs.message }}
+          b: ${{ secrets.x }}
+        steps:
+          - {id: a, uses: echo}
+        """,
+        registry,
+    )
+    assert [(p.line, p.message) for p in found] == [
+        (3, "reference to unknown step 'nope'"),
+        (4, "${{ secrets.x }} cannot be used in outputs"),
+    ]
+

@@ -67,6 +67,25 @@ def test_plan_prints_changes_changes_nothing_and_needs_no_prefect_server(bluepri
     assert summary["run_id"].startswith("local-plan-")
 
 
+def test_plan_detailed_exitcode_says_changes_none_or_error(blueprint, tmp_path, cli_env):
+    """As terraform plan -detailed-exitcode: 2 with changes, 0 with none, 1 when a step cannot be planned; plan
+    without the flag exits 1 on an error too (it used to exit 0)."""
+    env = {k: v for k, v in cli_env.items() if k != "PREFECT_API_URL"}
+    assert run_cli(["plan", blueprint, "--detailed-exitcode"], env).returncode == 2
+    quiet = tmp_path / "quiet.yaml"
+    quiet.write_text("name: quiet\nsteps:\n  - {id: a, uses: echo, if: false, with: {message: hi}}\n")
+    assert run_cli(["plan", str(quiet), "--detailed-exitcode"], env).returncode == 0
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: broken\nsteps:\n  - {id: a, uses: echo, for_each: \"${{ 'text' }}\", with: {message: x}}\n")
+    for flags in ([], ["--detailed-exitcode"]):
+        result = run_cli(["plan", str(broken), *flags], env)
+        assert result.returncode == 1, result.stderr[-1000:]
+        assert "for_each must produce a list" in result.stderr
+    invalid = run_cli(["plan", str(broken), "--set", "nope=1", "--detailed-exitcode"], env)
+    assert invalid.returncode == 1, "with the flag, 2 means changes: a bad input is 1"
+    assert "unknown input 'nope'" in invalid.stderr
+
+
 @pytest.mark.prefect
 def test_plan_record_plans_as_a_flow_run(blueprint, cli_env):
     result = run_cli(["plan", blueprint, "--record", "--output", "json"], cli_env)

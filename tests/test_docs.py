@@ -3,6 +3,7 @@ commands they list are exactly the ones that exist.  Pure logic: no server."""
 
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
 import sys
@@ -90,6 +91,19 @@ def test_docs_commands_exist():
         blocks = "\n".join(m.group(2) for m in FENCE.finditer(doc.read_text()))
         for used in re.findall(r"^(?:[A-Z_]+=\S+ )*vicflow (\w+)", blocks, re.M):
             assert used in commands, f"{doc.name} shows `vicflow {used}`, which the CLI does not have"
+        for used, rest in re.findall(r"^(?:[A-Z_]+=\S+ )*vicflow (\w+)([^#\n]*)", blocks, re.M):
+            options = set(re.findall(r"(--[a-z][a-z-]*)", rest))
+            if options:
+                help_text = _command_help(used)
+                for option in options:
+                    assert option in help_text, f"{doc.name} shows `vicflow {used} {option}`, which it does not take"
+
+
+@functools.lru_cache
+def _command_help(command: str) -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "vicflow.flows.cli", command, "--help"], capture_output=True, text=True, timeout=60
+    ).stdout
 
 
 def test_the_readmes_plugin_example_registers_and_plans(tmp_path, monkeypatch):

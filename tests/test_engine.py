@@ -586,3 +586,39 @@ def test_a_file_parameter_is_read_beside_the_blueprint_whatever_the_cwd(run, tmp
     summary = run(str(blueprint))
     assert summary["state"] == "completed", summary
     assert summary["steps"][0]["outputs"]["text"] == "hello from the blueprint's folder"
+
+
+def test_blueprint_outputs_are_rendered_at_the_end(run, write):
+    summary = run(
+        write("""
+        name: outputs
+        outputs:
+          greeting: "${{ steps.a.outputs.message }}, world"
+          number: ${{ steps.a.outputs.value + 1 }}
+          never: ${{ steps.b.outputs.message }}
+        steps:
+          - {id: a, uses: echo, with: {message: hello, value: 41}}
+          - {id: b, uses: echo, if: false, with: {message: skipped}}
+        """)
+    )
+    assert summary["state"] == "completed"
+    assert summary["outputs"] == {"greeting": "hello, world", "number": 42, "never": None}
+
+
+def test_a_plan_that_fails_behind_a_changing_step_is_unknown_not_an_error(run, write):
+    """vch_create's plan fails while the firewall is closed, but the firewall step before it would open it."""
+    planned = run(
+        write("""
+        name: behind
+        steps:
+          - {id: a, uses: echo, with: {message: opens the firewall}}
+          - {id: b, uses: picky, needs: a, with: {message: the firewall is closed}}
+          - {id: alone, uses: picky, with: {message: nothing before me changes}}
+        """),
+        dry_run=True,
+    )
+    rows = {row["step"]: row for row in planned["plan"]}
+    assert rows["b"]["action"] == "unknown"
+    assert rows["b"]["detail"].startswith("known after a apply; planned now: cannot plan: the firewall is closed")
+    assert rows["alone"]["action"] == "error"
+

@@ -148,6 +148,18 @@ class Read(StepType[ReadParams]):
             return {"text": f.read(), "path": params.file}
 
 
+class Picky(StepType[EchoParams]):
+    """Its plan fails, as vch_create's does while the firewall it needs is still closed."""
+
+    Params = EchoParams
+
+    def plan(self, params: EchoParams, ctx: StepContext):
+        raise PermanentError(f"cannot plan: {params.message}")
+
+    def apply(self, params: EchoParams, ctx: StepContext):
+        return {}
+
+
 @hookimpl
 def register_step_types(register):
     register("echo", Echo)
@@ -157,3 +169,4 @@ def register_step_types(register):
     register("typed", Typed)
     register("noop", Noop)
     register("read", Read)
+    register("picky", Picky)
