@@ -57,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("schema", help="print the JSON Schema of blueprints")
     p = sub.add_parser("plugins", help="list plugins, their step types and event sources")
     p.add_argument("--output", choices=("text", "json"), default="text")
+    p.add_argument("--doc", metavar="STEP", help="a step type's parameters, outputs, rollback and an example")
     return parser
 
 
@@ -134,8 +135,9 @@ def cmd_validate(args) -> int:
 
 def cmd_schema(args) -> int:
     from vicflow.flows.blueprint import json_schema
+    from vicflow.plugins.manager import default_registry
 
-    print(json.dumps(json_schema(), indent=2))
+    print(json.dumps(json_schema(default_registry().step_types), indent=2))
     return EXIT_OK
 
 
@@ -143,6 +145,12 @@ def cmd_plugins(args) -> int:
     from vicflow.plugins.manager import default_registry
 
     registry = default_registry()
+    if args.doc:
+        from vicflow.flows import plugin_doc
+
+        doc = plugin_doc.describe(args.doc, registry)
+        print(json.dumps(doc, indent=2, default=str) if args.output == "json" else plugin_doc.as_text(doc))
+        return EXIT_OK
     rows = [vars(info) for info in registry.plugins.values()]
     if args.output == "json":
         print(json.dumps(rows, indent=2))

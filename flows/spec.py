@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, WithJsonSchema, field_validator
 from vicflow.flows import expressions
 from vicflow.flows.problems import short
 
@@ -52,7 +52,10 @@ class StepSpec(Strict):
     uses: str = Field(description="a registered step type (vicflow plugins lists them)")
     name: str = ""
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
-    needs: list[str] = Field(default_factory=list)
+    needs: Annotated[  # one id or a list of them (the validator makes it a list)
+        list[str],
+        WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}),
+    ] = Field(default_factory=list)
     if_: str | bool | None = Field(None, alias="if")
     for_each: str | list[Any] | None = None
     max_parallel: int = Field(4, ge=1, le=256, description="concurrency bound of a for_each fan-out")
@@ -126,10 +129,32 @@ def type_problem(name: str, spec: InputSpec, value: Any, given: Any = None) -> s
     return None
 
 
-def json_schema() -> dict[str, Any]:
-    """The JSON Schema of blueprints (``vicflow schema``), for editors' completion."""
+def json_schema(step_types: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON Schema of blueprints (``vicflow schema``), for editors' completion and checks.
+
+    With ``step_types`` (name -> StepType), ``uses`` is one of them and each step's ``with:`` is checked
+    against its type's Params (an if/then per type): unknown keys and wrong types are marked, required ones
+    are not (``defaults:`` may give them). A parameter may always be a ``${{ }}`` expression."""
     schema = Blueprint.model_json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "vicflow blueprint"
     schema.get("properties", {}).pop("path", None)
+    if step_types:
+        step = schema["$defs"]["StepSpec"]
+        step["properties"]["uses"]["enum"] = sorted(step_types)
+        step["allOf"] = [_with_schema(name, cls.Params, schema["$defs"]) for name, cls in sorted(step_types.items())]
     return schema
+
+
+EXPRESSION = {"type": "string", "pattern": r"\$\{\{", "description": "a ${{ }} expression, rendered at run time"}
+
+
+def _with_schema(name: str, params: type[BaseModel], defs: dict[str, Any]) -> dict[str, Any]:
+    """if uses is ``name`` then with: is ``params`` (its nested models under ``defs``, prefixed with ``name``)."""
+    model = params.model_json_schema(by_alias=True, ref_template=f"#/$defs/{name}.{{model}}")
+    for key, nested in model.pop("$defs", {}).items():
+        defs[f"{name}.{key}"] = nested
+    properties = {k: {"anyOf": [v, EXPRESSION]} for k, v in model.get("properties", {}).items()}
+    # no "required": a blueprint's defaults: may give what a step's with: leaves out
+    with_ = {"type": "object", "properties": properties, "additionalProperties": False}
+    return {"if": {"properties": {"uses": {"const": name}}}, "then": {"properties": {"with": with_}}}

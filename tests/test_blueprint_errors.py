@@ -299,15 +299,48 @@ steps:
     assert bp.dependencies(document.step("b")) == ["a"]
 
 
-def test_shipped_json_schema_matches_the_models():
+def _builtin_step_types(monkeypatch):
+    monkeypatch.delenv("VICFLOW_PLUGINS", raising=False)
+    return load_registry(entry_points=False).step_types
+
+
+def test_shipped_json_schema_matches_the_models_and_the_builtin_steps(monkeypatch):
     import json
     from pathlib import Path
 
     shipped = json.loads((Path(__file__).parents[1] / "schema" / "blueprint.schema.json").read_text())
-    assert shipped == json.loads(json.dumps(bp.json_schema())), (
-        "regenerate: vicflow schema > schema/blueprint.schema.json"
+    assert shipped == json.loads(json.dumps(bp.json_schema(_builtin_step_types(monkeypatch)))), (
+        "regenerate: VICFLOW_PLUGINS= VICFLOW_DISABLE_PLUGIN_AUTOLOAD=1 vicflow schema > schema/blueprint.schema.json"
     )
     assert "with" in shipped["$defs"]["StepSpec"]["properties"]
+
+
+def test_the_schema_checks_with_per_step_type_as_an_editor_would(monkeypatch):
+    """An editor with the schema marks an unknown or mistyped with: key of compose_up, and accepts every
+    shipped blueprint (expressions included)."""
+    from pathlib import Path
+
+    import jsonschema
+    import yaml
+
+    schema = bp.json_schema(_builtin_step_types(monkeypatch))
+    validator = jsonschema.Draft202012Validator(schema)
+    for path in sorted((Path(__file__).parents[1] / "blueprints").glob("*.yaml")):
+        errors = [e.message for e in validator.iter_errors(yaml.safe_load(path.read_text()))]
+        assert not errors, (path.name, errors[:3])
+    bad = {
+        "name": "bad",
+        "steps": [
+            {"id": "app", "uses": "compose_up", "with": {"filez": ["a.yml"], "parallel": "many"}},
+            {"id": "ok", "uses": "compose_up", "with": {"parallel": "${{ inputs.n }}"}},
+        ],
+    }
+    errors = sorted(validator.iter_errors(bad), key=lambda e: list(e.absolute_path))
+    where = {tuple(e.absolute_path) for e in errors for e in (e.context or [e])} | {tuple(e.absolute_path) for e in errors}
+    messages = " ".join(e.message for e in errors) + " ".join(c.message for e in errors for c in e.context or [])
+    assert ("steps", 0, "with") in where or ("steps", 0, "with", "parallel") in where
+    assert "filez" in messages
+    assert not any(p[:2] == ("steps", 1) for p in where), "an expression is accepted for any parameter"
 
 
 def test_defaults_are_merged_under_each_step_of_their_type(registry):

@@ -100,3 +100,95 @@ def test_file_parameters_are_resolved_against_the_blueprint_folder(tmp_path):
     docker = DockerParams.model_validate({"ca": "certs/ca.pem", "cert": "/abs/cert.pem"}, context={BASE_DIR: "/bp"})
     assert (docker.ca, docker.cert) == ("/bp/certs/ca.pem", "/abs/cert.pem")
     assert DockerParams.model_validate({"ca": "certs/ca.pem"}).ca == "certs/ca.pem"  # no blueprint: as written
+
+
+def test_plugins_doc_shows_parameters_outputs_rollback_and_an_example_that_validates(tmp_path):
+    import os
+
+    from tests.conftest import REPO
+    from vicflow.flows import blueprint as bp
+
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    text = run_cli(["plugins", "--doc", "compose_up"], env)
+    assert text.returncode == 0, text.stderr
+    assert "PARAMETERS" in text.stdout and "  files  (list of string; default: [])" in text.stdout
+    assert "ROLLBACK  yes" in text.stdout
+    doc = json.loads(run_cli(["plugins", "--doc", "vch_create", "--output", "json"], env).stdout)
+    required = {p["name"] for p in doc["parameters"] if p["required"]}
+    assert {"name", "compute_resource", "image_store", "bridge_network"} <= required
+    assert doc["outputs"]["docker_host"] and doc["can_rollback"] is True
+    example = tmp_path / "example.yaml"
+    example.write_text(doc["example"])
+    assert bp.load(example).step("vch_create").uses == "vch_create"
+    wrong = run_cli(["plugins", "--doc", "vch_creat"], env)
+    assert wrong.returncode == 2 and "did you mean 'vch_create'?" in wrong.stderr
+
+
+HELLO_PYPROJECT = """
+[build-system]
+requires = ["setuptools>=61"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "vicflow-hello-plugin"
+version = "1.2.3"
+
+[project.entry-points.vicflow]
+hello = "vicflow_hello"
+"""
+
+HELLO_MODULE = '''
+from vicflow.plugins import Change, Params, StepContext, StepType, hookimpl
+
+
+class HelloParams(Params):
+    who: str
+
+
+class Hello(StepType[HelloParams]):
+    """Greets someone: a third-party step type."""
+
+    Params = HelloParams
+    outputs = {"greeting": "the greeting"}
+
+    def plan(self, params: HelloParams, ctx: StepContext) -> list[Change]:
+        return [Change("create", params.who, "greet")]
+
+    def apply(self, params: HelloParams, ctx: StepContext) -> dict:
+        return {"greeting": f"hello, {params.who}"}
+
+
+@hookimpl
+def register_step_types(register):
+    register("hello", Hello)
+'''
+
+
+@pytest.mark.prefect
+def test_a_third_party_plugin_installed_with_pip_is_found_and_runs(tmp_path, cli_env):
+    """The README's pyproject.toml entry point, as a real distribution: pip install, vicflow plugins, a run."""
+    import subprocess
+    import sys
+
+    project = tmp_path / "vicflow-hello"
+    project.mkdir()
+    (project / "pyproject.toml").write_text(HELLO_PYPROJECT)
+    (project / "vicflow_hello.py").write_text(HELLO_MODULE)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    built = subprocess.run(
+        [*pip, "install", "--no-build-isolation", "--no-deps", "--no-index", str(project)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    try:
+        env = {k: v for k, v in cli_env.items() if k != "VICFLOW_DISABLE_PLUGIN_AUTOLOAD"}  # entry points on
+        listed = run_cli(["plugins", "--output", "json"], env)
+        rows = {row["name"]: row for row in json.loads(listed.stdout)}
+        assert rows["hello"]["step_types"] == ["hello"] and rows["hello"]["version"] == "1.2.3"
+        blueprint = tmp_path / "greet.yaml"
+        blueprint.write_text("name: greet\nsteps:\n  - {id: greet, uses: hello, with: {who: operators}}\n")
+        ran = run_cli(["run", str(blueprint), "--output", "json"], env)
+        assert ran.returncode == 0, ran.stderr[-2000:]
+        assert json.loads(ran.stdout)["steps"][0]["outputs"] == {"greeting": "hello, operators"}
+    finally:
+        subprocess.run([*pip, "uninstall", "-y", "vicflow-hello-plugin"], capture_output=True, timeout=120)
