@@ -105,8 +105,9 @@ def test_file_parameters_are_resolved_against_the_blueprint_folder(tmp_path):
 def test_plugins_doc_shows_parameters_outputs_rollback_and_an_example_that_validates(tmp_path):
     import os
 
-    from tests.conftest import REPO
     from vicflow.flows import blueprint as bp
+
+    from tests.conftest import REPO
 
     env = dict(os.environ, PYTHONPATH=str(REPO))
     text = run_cli(["plugins", "--doc", "compose_up"], env)
