@@ -94,8 +94,8 @@ def parse(text: str, file: str, registry=None) -> Blueprint:
         )
         raise BlueprintError(out.problems)
 
-    raw_steps = data.get("steps")
-    head = {k: v for k, v in data.items() if k != "steps"}
+    sections = {name: data.get(name) for name in STEP_SECTIONS}
+    head = {k: v for k, v in data.items() if k not in STEP_SECTIONS}
     head["steps"] = [{"id": "placeholder", "uses": "placeholder"}]  # steps are checked one by one
     try:
         blueprint = Blueprint.model_validate(head)
@@ -108,9 +108,12 @@ def parse(text: str, file: str, registry=None) -> Blueprint:
     blueprint.path = file
 
     _check_defaults(blueprint, out, registry)
-    steps = _check_steps(raw_steps, out, registry, blueprint.defaults)
-    blueprint.steps = steps
-    _check_graph(steps, out)
+    seen: dict[str, tuple] = {}  # ids are unique across steps, on_error and finally
+    blueprint.steps = _check_steps(sections["steps"], out, registry, blueprint.defaults, "steps", seen)
+    for name, attribute in (("on_error", "on_error"), ("finally", "finally_")):
+        if sections[name] is not None:
+            setattr(blueprint, attribute, _check_steps(sections[name], out, registry, blueprint.defaults, name, seen))
+    _check_graph(blueprint.all_steps, out)
     check_references(blueprint, out, registry)
     check_blueprint_expressions(blueprint, out)
     check_outputs(blueprint, out, registry)
@@ -142,14 +145,23 @@ def _check_defaults(blueprint: Blueprint, out: Collector, registry) -> None:
                 )
 
 
-def _check_steps(raw_steps: Any, out: Collector, registry, defaults: dict[str, dict[str, Any]]) -> list[StepSpec]:
-    if not isinstance(raw_steps, list) or not raw_steps:
-        out.add(("steps",), "steps must be a non-empty list", "each step has at least id and uses")
+STEP_SECTIONS = ("steps", "on_error", "finally")
+
+
+def _section_name(section: str) -> str:
+    return "step" if section == "steps" else f"{section} step"
+
+
+def _check_steps(
+    raw_steps: Any, out: Collector, registry, defaults: dict[str, dict[str, Any]], section: str, seen: dict
+) -> list[StepSpec]:
+    """One section's steps (steps, on_error or finally); ``seen`` holds the ids of every section so far."""
+    if not isinstance(raw_steps, list) or (section == "steps" and not raw_steps):
+        out.add((section,), f"{section} must be a non-empty list", "each step has at least id and uses")
         return []
     steps: list[StepSpec] = []
-    seen: dict[str, int] = {}
     for index, raw in enumerate(raw_steps):
-        base = ("steps", index)
+        base = (section, index)
         step_id = raw.get("id") if isinstance(raw, dict) else None
         label = step_id if isinstance(step_id, str) else f"#{index + 1}"
         try:
@@ -163,11 +175,12 @@ def _check_steps(raw_steps: Any, out: Collector, registry, defaults: dict[str, d
             out.add(
                 (*base, "id"),
                 f"duplicate step id {step.id!r}",
-                f"the first is step #{seen[step.id] + 1}; ids must be unique",
+                f"the first is {_section_name(seen[step.id][0])} #{seen[step.id][1] + 1}; ids are unique across "
+                "steps, on_error and finally",
                 step.id,
             )
             continue
-        seen[step.id] = index
+        seen[step.id] = base
         step_type = registry.step_types.get(step.uses)
         if step_type is None:
             installed = ", ".join(sorted(registry.step_types)) or "none"
@@ -180,7 +193,7 @@ def _check_steps(raw_steps: Any, out: Collector, registry, defaults: dict[str, d
         else:
             step.with_ = {**defaults.get(step.uses, {}), **step.with_}  # the step's own keys win
             _check_params(step, step_type, out, base)
-        step._index = index
+        step._where = base
         steps.append(step)
     return steps
 
@@ -212,18 +225,18 @@ def _check_graph(steps: list[StepSpec], out: Collector) -> None:
         for n, need in enumerate(step.needs):
             if need not in ids:
                 out.add(
-                    ("steps", step._index, "needs", n),
+                    (*step._where, "needs", n),
                     f"needs unknown step {short(need)}",
                     f"{did_you_mean(need, ids)}steps: {listing(ids)}",
                     step.id,
                 )
             elif need == step.id:
-                out.add(("steps", step._index, "needs", n), "a step cannot need itself", "", step.id)
+                out.add((*step._where, "needs", n), "a step cannot need itself", "", step.id)
     cycle = find_cycle({s.id: [n for n in dependencies(s) if n in ids and n != s.id] for s in steps})
     if cycle:
         first = next(s for s in steps if s.id == cycle[0])
         out.add(
-            ("steps", first._index, "needs"),
+            (*first._where, "needs"),
             f"dependency cycle: {' -> '.join([*cycle, cycle[0]])}",
             "remove one of these needs (or step references) to break the cycle",
             first.id,

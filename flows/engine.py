@@ -46,6 +46,7 @@ EVENTS = (
     "vicflow.step.rollback-failed",
 )
 log = logging.getLogger("vicflow.engine")
+FAILED = ("failed", "timed_out")  # a step that ended in error
 MAX_PARALLEL_STEPS = 16  # the flow's task runner: steps and for_each items running at once
 
 
@@ -114,16 +115,28 @@ class Run:
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
     lock: threading.Lock = field(default_factory=threading.Lock)
     executor: Any = None  # PrefectSteps or ThreadSteps
+    error: str | None = None  # why the run failed: ${{ run.error }} in on_error and finally steps
+    failed_step: str | None = None
 
     def context(self, item: Any = None) -> dict[str, Any]:
-        steps: dict[str, Any] = {
-            sid: {"outputs": rec.outputs} for sid, rec in self.records.items() if rec.state in ("completed", "cached")
+        steps: dict[str, Any] = {}
+        for sid, rec in self.records.items():
+            steps[sid] = {"state": rec.state, "changed": rec.changed}
+            if rec.state in ("completed", "cached"):
+                steps[sid]["outputs"] = rec.outputs
+            elif self.dry_run:
+                steps[sid]["outputs"] = Unknown(f"steps.{sid}.outputs")
+        failed = self.failed_step is not None or any(r.state in FAILED for r in self.records.values())
+        ctx = {
+            "inputs": self.inputs,
+            "steps": steps,
+            "secrets": Secrets(),
+            "event": self.event or {},
+            "run": {"error": self.error, "failed_step": self.failed_step},
+            "success": lambda: not failed,
+            "failure": lambda: failed,
+            "always": lambda: True,
         }
-        if self.dry_run:
-            for sid, _rec in self.records.items():
-                if sid not in steps:
-                    steps[sid] = {"outputs": Unknown(f"steps.{sid}.outputs")}
-        ctx = {"inputs": self.inputs, "steps": steps, "secrets": Secrets(), "event": self.event or {}}
         if item is not None:
             ctx["item"] = item
         return ctx
@@ -245,7 +258,7 @@ def execute(
     (a plain thread pool, no Prefect)."""
     masking.install_log_filter()
     run = Run(blueprint, inputs, registry.step_types, registry, run_id, event=event, dry_run=dry_run)
-    run.records = {s.id: StepRecord(s.id, s.uses) for s in blueprint.steps}
+    run.records = {s.id: StepRecord(s.id, s.uses) for s in blueprint.all_steps}
     if not dry_run:
         run.journal = journal.path_of(run_id)
         if resume:
@@ -261,19 +274,24 @@ def execute(
             summary["plan"] = plan
             run.executor.publish(summary)
             return summary
-        failure = _schedule(run)
+        failure = _schedule(run, blueprint.steps)
         if failure:
-            policy = blueprint.step(failure).on_failure
-            if policy == "rollback":
+            if blueprint.step(failure).on_failure == "rollback":
                 _rollback(run)
-        state = "failed" if failure else "completed"
+            run.failed_step, run.error = failure, run.records[failure].error
+        if failure:
+            failure = _schedule(run, blueprint.on_error) or failure
+        else:
+            _not_run(run, blueprint.on_error)
+        failure = _schedule(run, blueprint.finally_) or failure  # finally: whatever happened
+        state = _final_state(run, failure)
         left = _release(run)
         summary = _summary(run, state, started)
         summary["outputs"] = _run_outputs(run)
         summary["left_behind"] = masking.mask(left)
         run.save_journal()
         run.executor.publish(summary)
-        if failure:
+        if state == "failed":
             raise RunFailed(masking.mask(summary))  # Prefect pickles it into its result storage
         return summary
     finally:
@@ -302,7 +320,7 @@ def _summary(run: Run, state: str, started: float) -> dict[str, Any]:
         "state": state,
         "duration_s": round(time.monotonic() - started, 3),
         "event": masking.mask(run.event),
-        "steps": [run.records[s.id].row() for s in run.blueprint.steps],
+        "steps": [run.records[s.id].row() for s in run.blueprint.all_steps],
     }
 
 
@@ -319,10 +337,25 @@ def _run_outputs(run: Run) -> dict[str, Any]:
     return masking.mask(values)
 
 
-def _schedule(run: Run) -> str | None:
-    """Run the steps with the run's executor; the id of a step that failed for good.  How many run at once is
-    bounded by the executor (``MAX_PARALLEL_STEPS``) and each for_each's ``max_parallel``."""
-    return Scheduler(run, run.executor).run()
+def _schedule(run: Run, steps: list) -> str | None:
+    """Run ``steps`` (one section: steps, on_error or finally) with the run's executor; the id of a step that
+    failed for good. How many run at once is bounded by the executor (``MAX_PARALLEL_STEPS``) and each
+    for_each's ``max_parallel``."""
+    return Scheduler(run, run.executor, steps).run() if steps else None
+
+
+def _not_run(run: Run, steps: list) -> None:
+    for step in steps:
+        run.records[step.id].state, run.records[step.id].note = "skipped", "on_error: the run did not fail"
+
+
+def _final_state(run: Run, failure: str | None) -> str:
+    """failed; completed with failures (a step with on_failure: continue failed); or completed."""
+    if failure:
+        return "failed"
+    if any(record.state in FAILED for record in run.records.values()):
+        return "completed with failures"
+    return "completed"
 
 
 def _rollback(run: Run) -> None:

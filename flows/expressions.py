@@ -20,7 +20,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from vicflow.plugins.errors import ExpressionError, VicflowError
 
 EXPR_RE = re.compile(r"\$\{\{(.*?)\}\}", re.S)
-ROOTS = ("inputs", "steps", "secrets", "event", "item")
+ROOTS = ("inputs", "steps", "secrets", "event", "item", "run", "success", "failure", "always")
+STATUS_FUNCTIONS = ("success", "failure", "always")  # if: success() (the default), failure(), always()
 MAX_EXPRESSION = 10_000  # characters in one ${{ ... }}
 MAX_SIZE = 1_000_000  # characters of a string, items of a list, or digits of a number an expression may build
 FORMAT_WIDTH_RE = re.compile(r"\d{7,}")  # a width or precision of a million or more in a format spec

@@ -17,8 +17,11 @@ if TYPE_CHECKING:
 
 
 def plan_steps(run: Run) -> list[dict[str, Any]]:
-    """Call every step's plan() in dependency order; nothing is changed."""
-    graph = {s.id: dependencies(s) for s in run.blueprint.steps}
+    """Call every step's plan() in dependency order, finally: steps last; nothing is changed. on_error: steps
+    are listed, not planned (they run only when the run fails)."""
+    planned = [*run.blueprint.steps, *run.blueprint.finally_]
+    ids = {s.id for s in planned}
+    graph = {s.id: [d for d in dependencies(s) if d in ids] for s in planned}
     plan: list[dict[str, Any]] = []
     changing: set[str] = set()  # steps whose plan changes something (or is not known before they apply)
     for step_id in dag.topological_order(graph):
@@ -54,6 +57,8 @@ def plan_steps(run: Run) -> list[dict[str, Any]]:
                     "detail": masking.mask(change.detail),
                 }
             )
+    for step in run.blueprint.on_error:
+        plan.append({"step": step.id, "action": "none", "target": step.id, "detail": "on_error: runs if the run fails"})
     return plan
 
 

@@ -14,10 +14,10 @@ VALUE_ROOTS = ("secrets", "event")  # what an input's value may refer to
 
 
 def check_references(blueprint: Blueprint, out: Collector, registry) -> None:
-    steps = {s.id: s for s in blueprint.steps}
-    for step in blueprint.steps:
+    steps = {s.id: s for s in blueprint.all_steps}
+    for step in blueprint.all_steps:
         for field, value in (("with", step.with_), ("if", if_expression(step.if_)), ("for_each", step.for_each)):
-            base = ("steps", step._index, field)
+            base = (*step._where, field)
             try:
                 chains = list(expressions.references(value))
             except expressions.ExpressionError as exc:
@@ -29,12 +29,13 @@ def check_references(blueprint: Blueprint, out: Collector, registry) -> None:
                     out.add(expression_path(base, value, chain), *problem, step.id)
 
 
+STEP_FIELDS = ("outputs", "state", "changed")  # what ${{ steps.<id>.* }} may read
 OUTPUT_ROOTS = ("inputs", "steps")  # what a blueprint's outputs: may refer to
 
 
 def check_outputs(blueprint: Blueprint, out: Collector, registry) -> None:
     """outputs: refer to inputs and to steps' outputs that exist."""
-    steps = {s.id: s for s in blueprint.steps}
+    steps = {s.id: s for s in blueprint.all_steps}
     for name, value in blueprint.outputs.items():
         base = ("outputs", name)
         try:
@@ -104,8 +105,11 @@ def reference_problem(chain, blueprint, steps, registry, step, field) -> tuple[s
     if root == "steps" and rest:
         if rest[0] not in steps:
             return (f"reference to unknown step {rest[0]!r}", f"{did_you_mean(rest[0], steps)}".strip())
-        if len(rest) > 1 and rest[1] != "outputs":
-            return (f"${{{{ {text} }}}}: a step exposes only .outputs", f"use steps.{rest[0]}.outputs.<name>")
+        if len(rest) > 1 and rest[1] not in STEP_FIELDS:
+            return (
+                f"${{{{ {text} }}}}: a step exposes {', '.join(STEP_FIELDS)}",
+                f"use steps.{rest[0]}.outputs.<name>, steps.{rest[0]}.state or steps.{rest[0]}.changed",
+            )
         step_type = registry.step_types.get(steps[rest[0]].uses)
         if step_type is not None and len(rest) > 2 and rest[2] not in step_type.outputs:
             names = ", ".join(sorted(step_type.outputs)) or "none"

@@ -8,6 +8,7 @@ the Prefect adapter's executor makes each a task run (``prefect_adapter.PrefectS
 from __future__ import annotations
 
 import queue
+import re
 import time
 from typing import Any, Protocol
 
@@ -16,6 +17,14 @@ from vicflow.flows.blueprint import dependencies
 from vicflow.flows.rendering import call_with_deadline, for_each_items, item_label, params_digest, truthy
 from vicflow.plugins import dag, masking
 from vicflow.plugins.errors import StepError
+
+STATUS_RE = re.compile(r"\b(always|failure)\s*\(")
+
+
+def runs_after_failure(step: Any) -> bool:
+    """A step whose if: calls always() or failure() runs after a failure, and when what it needs did not
+    complete; any other if: is success() and (the default)."""
+    return isinstance(step.if_, str) and STATUS_RE.search(step.if_) is not None
 
 
 class Executor(Protocol):
@@ -35,9 +44,10 @@ class Executor(Protocol):
 class Scheduler:
     """One run's scheduling state; ``run()`` returns the id of a step that failed for good, or None."""
 
-    def __init__(self, run: Any, executor: Executor):
-        self.run_, self.executor = run, executor
-        self.deps = {s.id: dependencies(s) for s in run.blueprint.steps}
+    def __init__(self, run: Any, executor: Executor, steps: list[Any]):
+        self.run_, self.executor, self.steps = run, executor, steps
+        ids = {s.id for s in steps}  # a section's steps wait for each other; earlier sections have finished
+        self.deps = {s.id: [d for d in dependencies(s) if d in ids] for s in steps}
         self.sorter, self.position = dag.in_given_order(self.deps)
         self.started: set[str] = set()
         self.done: queue.Queue = queue.Queue()
@@ -49,8 +59,11 @@ class Scheduler:
     def run(self) -> str | None:
         while True:
             # a step that finishes at once (skipped, cached, failed to render) makes the next ones ready
-            while self.failure is None and (ready := sorted(self.sorter.get_ready(), key=self.position.__getitem__)):
+            while ready := sorted(self.sorter.get_ready(), key=self.position.__getitem__):
                 for step_id in ready:
+                    if self.failure is not None and not runs_after_failure(self.run_.blueprint.step(step_id)):
+                        self.sorter.done(step_id)  # not started; what comes after it may be if: always()
+                        continue
                     self.started.add(step_id)
                     self._start(step_id)
                     if self.run_.records[step_id].state == "failed":
@@ -58,7 +71,7 @@ class Scheduler:
             if not self.in_flight:
                 break
             self._settle(*self.done.get())
-        for step in self.run_.blueprint.steps:
+        for step in self.steps:
             if step.id not in self.started:
                 self.run_.records[step.id].note = "not started: an earlier step failed"
         return self.failure
@@ -70,7 +83,7 @@ class Scheduler:
         record = run.records[step_id]
         record.started = time.monotonic()
         blocked = [d for d in self.deps[step_id] if run.records[d].state not in ("completed", "cached")]
-        if blocked:
+        if blocked and not runs_after_failure(step):
             return self._skip(step_id, "skipped", f"needs {', '.join(blocked)}, which did not complete")
         try:
             prepared = self._render(step)

@@ -67,7 +67,7 @@ class StepSpec(Strict):
         description="rollback: undo completed steps; keep: fail without undoing; continue: tolerate",
     )
 
-    _index: int = PrivateAttr(0)  # its place in the file's steps: problems point there
+    _where: tuple = PrivateAttr(("steps", 0))  # its place in the file (section, index): problems point there
 
     @field_validator("needs", mode="before")
     @classmethod
@@ -85,6 +85,14 @@ class Blueprint(Strict):
         description="what runs must not touch at the same time, e.g. ${{ inputs.docker_host }}/gogs; "
         "runs with the same rendered target queue behind each other (default: the blueprint name)",
     )
+    on_error: list[StepSpec] = Field(
+        default_factory=list,
+        description="steps that run when the run fails, after the rollback; they see ${{ run.error }} and "
+        "${{ run.failed_step }}",
+    )
+    finally_: list[StepSpec] = Field(
+        default_factory=list, alias="finally", description="steps that run at the end of every run"
+    )
     defaults: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="per step type, with: values every step of that type gets; a step's own with: keys win",
@@ -97,7 +105,12 @@ class Blueprint(Strict):
     path: str | None = Field(None, exclude=True)
 
     def step(self, step_id: str) -> StepSpec:
-        return next(s for s in self.steps if s.id == step_id)
+        return next(s for s in self.all_steps if s.id == step_id)
+
+    @property
+    def all_steps(self) -> list[StepSpec]:
+        """steps, then on_error, then finally: every step a run may start."""
+        return [*self.steps, *self.on_error, *self.finally_]
 
 
 def if_expression(condition: str | bool | None):
