@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs on the terminal")
         if name == "run":
             p.add_argument("--resume", metavar="RUN", help="skip steps that completed in RUN with the same inputs")
+            p.add_argument("--approve", action="store_true", help="approve every approval gate in advance (scripts)")
         else:
             p.add_argument(
                 "--record", action="store_true", help="plan as a Prefect flow run (recorded, with the plan artifact)"
@@ -235,13 +236,22 @@ def _plan_here(document, values: dict[str, Any]) -> dict[str, Any]:
 def _run_in_prefect(args, values: dict[str, Any], dry_run: bool) -> dict[str, Any]:
     from vicflow.flows import shipped
     from vicflow.flows.flow import run_blueprint
+    from vicflow.plugins.errors import RunCancelled
 
-    return run_blueprint(
+    state: Any = run_blueprint(
         blueprint=str(shipped.resolve(args.file)),
         inputs=values,
         dry_run=dry_run,
         resume=getattr(args, "resume", None),
+        approve=getattr(args, "approve", False),
+        return_state=True,
     )
+    if state.is_cancelled():  # an approval gate said no (the flow's Cancelled state holds the summary)
+        summary = state.result(raise_on_failure=False)
+        if not isinstance(summary, dict):
+            summary = {"blueprint": args.file, "state": "cancelled", "error": state.message, "steps": []}
+        raise RunCancelled(summary)
+    return state.result()  # a failed run raises its RunFailed here
 
 
 COMMANDS = {

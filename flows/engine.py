@@ -30,7 +30,7 @@ from vicflow.flows.scheduler import Scheduler
 from vicflow.flows.secrets import Secrets
 from vicflow.flows.step_setup import prepare_step, step_logger
 from vicflow.plugins import masking
-from vicflow.plugins.errors import RunFailed, VicflowError
+from vicflow.plugins.errors import RunCancelled, RunFailed, VicflowError
 from vicflow.plugins.step import StepContext, StepError, StepType
 
 # Every event the engine emits (docs/events.md lists them; tests/test_docs.py compares the two).
@@ -117,14 +117,17 @@ class Run:
     executor: Any = None  # PrefectSteps or ThreadSteps
     error: str | None = None  # why the run failed: ${{ run.error }} in on_error and finally steps
     failed_step: str | None = None
+    pre_approved: bool = False  # vicflow run --approve: every approval gate is approved in advance
+    cancelled: str | None = None  # why an approval gate cancelled the run
 
-    def context(self, item: Any = None) -> dict[str, Any]:
+    def context(self, item: Any = None, planning: bool = False) -> dict[str, Any]:
+        """What expressions see; ``planning``: the outputs of steps not yet run are Unknown (as in a dry run)."""
         steps: dict[str, Any] = {}
         for sid, rec in self.records.items():
             steps[sid] = {"state": rec.state, "changed": rec.changed}
             if rec.state in ("completed", "cached"):
                 steps[sid]["outputs"] = rec.outputs
-            elif self.dry_run:
+            elif self.dry_run or planning:
                 steps[sid]["outputs"] = Unknown(f"steps.{sid}.outputs")
         failed = self.failed_step is not None or any(r.state in FAILED for r in self.records.values())
         ctx = {
@@ -249,6 +252,7 @@ def execute(
     dry_run: bool = False,
     resume: str | None = None,
     event: dict[str, Any] | None = None,
+    approve: bool = False,
     executor: Callable[[Run], Any],
 ) -> dict[str, Any]:
     """Run (or plan) ``blueprint``; returns the summary, raises RunFailed when a step failed for good.
@@ -258,6 +262,7 @@ def execute(
     (a plain thread pool, no Prefect)."""
     masking.install_log_filter()
     run = Run(blueprint, inputs, registry.step_types, registry, run_id, event=event, dry_run=dry_run)
+    run.pre_approved = approve
     run.records = {s.id: StepRecord(s.id, s.uses) for s in blueprint.all_steps}
     if not dry_run:
         run.journal = journal.path_of(run_id)
@@ -275,6 +280,8 @@ def execute(
             run.executor.publish(summary)
             return summary
         failure = _schedule(run, blueprint.steps)
+        if run.cancelled:  # an approval said no: nothing behind its gate ran, so nothing is undone or run after
+            return _cancelled(run, started)
         if failure:
             if blueprint.step(failure).on_failure == "rollback":
                 _rollback(run)
@@ -342,6 +349,15 @@ def _schedule(run: Run, steps: list) -> str | None:
     failed for good. How many run at once is bounded by the executor (``MAX_PARALLEL_STEPS``) and each
     for_each's ``max_parallel``."""
     return Scheduler(run, run.executor, steps).run() if steps else None
+
+
+def _cancelled(run: Run, started: float) -> dict[str, Any]:
+    summary = _summary(run, "cancelled", started)
+    summary["error"] = run.cancelled
+    summary["left_behind"] = masking.mask(_release(run))
+    run.save_journal()
+    run.executor.publish(summary)
+    raise RunCancelled(masking.mask(summary))
 
 
 def _not_run(run: Run, steps: list) -> None:

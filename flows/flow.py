@@ -15,6 +15,7 @@ from vicflow.flows import blueprint as bp
 from vicflow.flows import cli_signals, engine, expressions, shipped
 from vicflow.flows.inputs import prepare
 from vicflow.flows.prefect_adapter import PrefectSteps
+from vicflow.plugins.errors import RunCancelled
 from vicflow.plugins.manager import default_registry
 
 LEASE_SECONDS = 60  # how long a killed run can keep its target's slot
@@ -43,7 +44,8 @@ def run_blueprint(
     dry_run: bool = Field(default=False, description="only call plan(): show what would change"),
     resume: str | None = Field(default=None, description="flow-run id of an earlier run to resume"),
     event: dict[str, Any] | None = Field(default=None, description="the event that triggered this run"),
-) -> dict[str, Any]:
+    approve: bool = Field(default=False, description="approve every approval gate in advance (for scripts)"),
+) -> Any:
     """Run a vicflow blueprint: every step becomes a task run named after its step id."""
     cli_signals.reclaim_sigterm()
     registry = default_registry()
@@ -59,8 +61,20 @@ def run_blueprint(
     try:
         with one_run_per_target(document, values, event):
             return engine.execute(
-                document, values, registry, run_id, dry_run=dry_run, resume=resume, event=event, executor=executor
+                document,
+                values,
+                registry,
+                run_id,
+                dry_run=dry_run,
+                resume=resume,
+                event=event,
+                approve=approve,
+                executor=executor,
             )
+    except RunCancelled as exc:  # an approval said no, or none came: the flow run ends Cancelled
+        from prefect.states import Cancelled
+
+        return Cancelled(message=str(exc), data=exc.summary)
     finally:  # the slot is given back first: publishing may wait for an absent server
         for each in executors:
             each.publish_kept()

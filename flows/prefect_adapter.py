@@ -9,12 +9,72 @@ import os
 import time
 from typing import Any
 
+from vicflow.flows import planner
 from vicflow.flows.engine import Run, StepFailed, log, rollback_task, step_task
 from vicflow.flows.retry import delays
 from vicflow.plugins import masking
 
+# how often a paused run asks whether its approval came (Prefect's default is 10 s)
+APPROVAL_POLL_SECONDS = int(os.environ.get("VICFLOW_APPROVAL_POLL_SECONDS", "2"))
+APPROVAL_GRACE_SECONDS = 60  # the server's pause outlasts the approval's timeout by this much
 # how long a run whose steps are done waits for an absent Prefect server to report
 REPORT_WAIT_SECONDS = float(os.environ.get("VICFLOW_REPORT_WAIT_SECONDS", "600"))
+
+
+def _approval_form():
+    """The approve/reject form a paused run shows in the Prefect UI (a RunInput, built on first use)."""
+    from prefect.input import RunInput
+    from pydantic import Field
+
+    class ApprovalForm(RunInput):
+        approve: bool = Field(description="apply the plan above (true), or cancel the run (false)")
+        comment: str = Field("", description="why (kept in the run's log)")
+
+    return ApprovalForm
+
+
+def _wait_for_approval(form: Any, step_id: str, timeout: float) -> tuple[Any, bool]:
+    """Pause the flow run for ``form``; (the answer, whether none came within ``timeout`` s).
+
+    Prefect fails a run whose pause expired on the server, whatever the flow does next. So the server's
+    pause lasts longer than ``timeout``, and at ``timeout`` the run answers its own form with a rejection:
+    it is Running again and can end Cancelled, as an unanswered approval should."""
+    import contextvars
+    import threading
+
+    from prefect.context import FlowRunContext
+    from prefect.flow_runs import pause_flow_run, resume_flow_run
+
+    flow_run = FlowRunContext.get().flow_run  # type: ignore[union-attr]
+    box: dict[str, Any] = {}
+    context = contextvars.copy_context()  # the pause needs this flow run's context in its thread
+
+    def wait() -> None:
+        try:
+            box["answer"] = context.run(
+                pause_flow_run,
+                wait_for_input=form,
+                timeout=int(timeout) + APPROVAL_GRACE_SECONDS,
+                poll_interval=APPROVAL_POLL_SECONDS,
+                key=f"approval-{step_id}",
+            )
+        except Exception as exc:
+            box["error"] = exc
+
+    waiter = threading.Thread(target=wait, name=f"approval-{step_id}", daemon=True)
+    waiter.start()
+    waiter.join(timeout)
+    timed_out = waiter.is_alive()
+    if timed_out:
+        try:
+            resume_flow_run(flow_run.id, run_input={"approve": False, "comment": "timed out"})
+        except Exception as exc:  # an answer came at the same moment: it counts
+            log.info("approval of %s answered as it timed out: %s", step_id, exc)
+            timed_out = False
+        waiter.join(APPROVAL_GRACE_SECONDS)
+    if "error" in box:
+        raise box["error"]
+    return box.get("answer"), timed_out
 
 
 class PrefectSteps:
@@ -68,6 +128,29 @@ class PrefectSteps:
         ).submit(self.run.token, step_id)
         future.wait()
         return future.state.is_completed(), future.state.message or ""
+
+    def approve(self, step_id: str, approval: Any, rows: list[dict[str, Any]], digest: str) -> tuple[str, str]:
+        """Publish the plan behind the gate (artifact, and the form's description), then pause the flow run
+        for an approve/reject form in the Prefect UI (or ``resume_flow_run`` with ``{"approve": ...}``)."""
+        from prefect import get_run_logger
+        from prefect.artifacts import create_markdown_artifact
+
+        name = self.run.blueprint.name
+        text = planner.markdown(f"Approve `{step_id}` of `{name}`: plan {digest}", rows)
+        text += f"\n\n**{approval.message}** (plan hash `{digest}`; the run applies only this plan)"
+        create_markdown_artifact(
+            key=f"vicflow-{name}-approval"[:100], markdown=masking.mask(text), description=f"plan to approve: {step_id}"
+        )
+        logger = get_run_logger()
+        if self.run.pre_approved:
+            logger.info("step %s: plan %s approved in advance (--approve)", step_id, digest)
+            return "approved", "--approve"
+        logger.info("step %s: waiting for approval of plan %s (up to %gs)", step_id, digest, approval.timeout_seconds)
+        form = _approval_form().with_initial_data(description=masking.mask(text))
+        answer, timed_out = _wait_for_approval(form, step_id, approval.timeout_seconds)
+        if timed_out:
+            return "timed out", f"no answer within {approval.timeout_seconds:g}s"
+        return ("approved" if answer.approve else "rejected"), answer.comment
 
     def publish(self, summary: dict[str, Any]) -> None:
         self.kept = summary
@@ -162,7 +245,9 @@ def _publish(run: Run, summary: dict[str, Any]) -> None:
             )
         if "plan" in summary:
             create_markdown_artifact(
-                key=f"{key}-plan", markdown=plan_markdown(summary), description=f"dry run of {run.blueprint.name}"
+                key=f"{key}-plan",
+                markdown=planner.markdown(f"Plan for `{run.blueprint.name}`", summary["plan"]),
+                description=f"dry run of {run.blueprint.name}",
             )
     except Exception as exc:
         log.warning("could not publish the run's artifacts: %s", exc)
@@ -174,11 +259,3 @@ def _publish(run: Run, summary: dict[str, Any]) -> None:
             "steps": {s["id"]: s["state"] for s in summary["steps"]},
         },
     )
-
-
-def plan_markdown(summary: dict[str, Any]) -> str:
-    lines = [f"# Plan for `{summary['blueprint']}`", "", "| step | action | target | detail |", "|---|---|---|---|"]
-    for change in summary["plan"]:
-        detail = str(change["detail"]).replace("|", "\\|")
-        lines.append(f"| {change['step']} | {change['action']} | {change['target']} | {detail} |")
-    return "\n".join(lines)

@@ -12,7 +12,7 @@ import re
 import time
 from typing import Any, Protocol
 
-from vicflow.flows import expressions
+from vicflow.flows import expressions, planner
 from vicflow.flows.blueprint import dependencies
 from vicflow.flows.rendering import call_with_deadline, for_each_items, item_label, params_digest, truthy
 from vicflow.plugins import dag, masking
@@ -40,6 +40,10 @@ class Executor(Protocol):
     def skip(self, step_id: str, reason: str) -> None:
         """Record a step that does not run (its ``if:`` is false, it was resumed, what it needs failed)."""
 
+    def approve(self, step_id: str, approval: Any, rows: list[dict[str, Any]], digest: str) -> tuple[str, str]:
+        """Show the plan ``rows`` (hash ``digest``) and wait for a human: ("approved" | "rejected" |
+        "timed out", who or why)."""
+
 
 class Scheduler:
     """One run's scheduling state; ``run()`` returns the id of a step that failed for good, or None."""
@@ -61,7 +65,8 @@ class Scheduler:
             # a step that finishes at once (skipped, cached, failed to render) makes the next ones ready
             while ready := sorted(self.sorter.get_ready(), key=self.position.__getitem__):
                 for step_id in ready:
-                    if self.failure is not None and not runs_after_failure(self.run_.blueprint.step(step_id)):
+                    step = self.run_.blueprint.step(step_id)
+                    if self.failure is not None and (self.run_.cancelled or not runs_after_failure(step)):
                         self.sorter.done(step_id)  # not started; what comes after it may be if: always()
                         continue
                     self.started.add(step_id)
@@ -99,6 +104,8 @@ class Scheduler:
         except Exception as exc:
             record.error = masking.mask(str(exc))
             return self._finish(step_id, "failed")
+        if step.approval is not None and not self._approved(step_id, step):
+            return None
         record.state = "running"
         run.emit("vicflow.step.started", step_id, {"uses": step.uses})
         run.items[step_id] = items if step.for_each is not None else [None]
@@ -111,6 +118,30 @@ class Scheduler:
             return self._finish(step_id, "completed", "for_each produced no items")
         for _ in range(min(step.max_parallel, len(items))):
             self._submit(step_id, self.backlog[step_id].pop(0))
+
+    def _approved(self, step_id: str, step: Any) -> bool:
+        """The approval gate: the plan of the step and of what depends on it, approved by a human, and still
+        the same plan when the answer comes; otherwise the run is cancelled (or the step fails)."""
+        run = self.run_
+        section = planner.behind(run, step_id, self.steps)
+        rows = planner.plan_rows(run, section, record=False)
+        approved = planner.digest(rows)
+        decision, why = self.executor.approve(step_id, step.approval, rows, approved)
+        if decision != "approved":
+            run.cancelled = f"the approval of step {step_id!r} was {decision}" + (f" ({why})" if why else "")
+            self.failure = step_id
+            self._finish(step_id, "cancelled", run.cancelled)
+            return False
+        again = planner.plan_rows(run, section, record=False)
+        if planner.digest(again) != approved:
+            run.records[step_id].error = masking.mask(
+                f"the plan changed since approval ({approved} -> {planner.digest(again)}): {planner.diff(rows, again)}"
+            )
+            self._finish(step_id, "failed")
+            self._failed_for_good(step_id)
+            return False
+        run.records[step_id].note = f"approved plan {approved}" + (f" ({why})" if why else "")
+        return True
 
     def _render(self, step: Any) -> tuple[list[Any], list[Any]] | None:
         """if:, for_each and with:, rendered within the step's deadline; None when if: is false."""
@@ -184,7 +215,9 @@ class Scheduler:
             record.note = note
         if state in ("completed", "cached"):
             run.completion_order.append(step_id)
-        event = {"completed": "succeeded", "cached": "succeeded", "skipped": "skipped"}.get(state, "failed")
+        event = {"completed": "succeeded", "cached": "succeeded", "skipped": "skipped", "cancelled": "skipped"}.get(
+            state, "failed"
+        )
         payload = {"state": state, "attempts": record.attempts, "duration_s": record.duration}
         run.emit(f"vicflow.step.{event}", step_id, {**payload, "outputs": record.outputs, "error": record.error})
         run.save_journal()

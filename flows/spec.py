@@ -47,6 +47,14 @@ class Backoff(Strict):
     jitter: float = Field(0.0, ge=0, le=1)
 
 
+class Approval(Strict):
+    """A human "yes" before the step: the run publishes the plan of the step and of what depends on it,
+    pauses, and applies only that plan."""
+
+    message: str = Field("apply this plan?", description="what the approver is asked, shown with the plan")
+    timeout_seconds: float = Field(3600, gt=0, description="no answer by then cancels the run")
+
+
 class StepSpec(Strict):
     id: str = Field(pattern=ID_RE, description="letters, digits and _; referenced as steps.<id>")
     uses: str = Field(description="a registered step type (vicflow plugins lists them)")
@@ -62,6 +70,9 @@ class StepSpec(Strict):
     retries: int = Field(0, ge=0, le=100)
     retry_delay_seconds: float | list[float] | Backoff = 0
     timeout_seconds: float | None = Field(None, gt=0)
+    approval: Approval | None = Field(
+        None, description="pause for a human approval of this step's plan (and of the steps that depend on it)"
+    )
     on_failure: Literal["rollback", "keep", "continue"] = Field(
         "rollback",
         description="rollback: undo completed steps; keep: fail without undoing; continue: tolerate",

@@ -52,6 +52,13 @@ class ThreadSteps:
             return False, str(exc)
         return True, ""
 
+    def approve(self, step_id: str, approval: Any, rows: list[dict[str, Any]], digest: str) -> tuple[str, str]:
+        """No Prefect, so no one to ask: approved only in advance (``--approve``)."""
+        if self.run.pre_approved:
+            log.info("step %s: plan %s approved in advance (--approve)", step_id, digest)
+            return "approved", "--approve"
+        return "rejected", "approval needs a Prefect run to pause, or --approve"
+
     def publish(self, summary: dict[str, Any]) -> None:
         pass  # no Prefect: the summary is the return value
 

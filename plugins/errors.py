@@ -102,6 +102,14 @@ class RunFailed(VicflowError):
         return (type(self), (self.summary,))
 
 
+class RunCancelled(RunFailed):
+    """An approval was refused or not given in time: nothing behind the gate ran, nothing was rolled back."""
+
+    def __init__(self, summary: dict[str, Any]):
+        VicflowError.__init__(self, f"blueprint {summary['blueprint']!r} cancelled: {summary.get('error', '')}")
+        self.summary = summary
+
+
 __all__ = [
     "BlueprintError",
     "ConfigError",
@@ -110,6 +118,7 @@ __all__ = [
     "ListenConfigError",
     "PermanentError",
     "PluginError",
+    "RunCancelled",
     "RunFailed",
     "StepError",
     "TransientError",

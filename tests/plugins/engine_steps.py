@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from vicflow.plugins import (
@@ -160,6 +161,30 @@ class Picky(StepType[EchoParams]):
         return {}
 
 
+class WriteParams(Params):
+    file: BlueprintFile
+    text: str
+
+
+class WriteFile(StepType[WriteParams]):
+    """Writes a file; its plan compares it with what is there (the approval tests change it meanwhile)."""
+
+    Params = WriteParams
+    outputs = {"file": "the file written"}
+
+    def plan(self, params: WriteParams, ctx: StepContext):
+        path = Path(params.file)
+        current = path.read_text() if path.exists() else None
+        if current == params.text:
+            return [Change("none", params.file, "as wanted")]
+        return [Change("create" if current is None else "update", params.file, f"{current!r} -> {params.text!r}")]
+
+    def apply(self, params: WriteParams, ctx: StepContext):
+        with open(params.file, "w") as out:
+            out.write(params.text)
+        return {"file": params.file}
+
+
 @hookimpl
 def register_step_types(register):
     register("echo", Echo)
@@ -170,3 +195,4 @@ def register_step_types(register):
     register("noop", Noop)
     register("read", Read)
     register("picky", Picky)
+    register("write_file", WriteFile)

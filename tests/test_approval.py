@@ -1,0 +1,194 @@
+"""Approval gates on a real Prefect server: the run publishes the plan behind the gate, pauses for a form,
+and applies only the plan that was approved (`vicflow run` as a subprocess; answers through Prefect's API)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.prefect
+
+GATED = """
+name: gated
+steps:
+  - id: before
+    uses: write_file
+    with: {file: before.txt, text: "runs before the gate"}
+  - id: deploy
+    uses: write_file
+    needs: before
+    approval: {message: "write deploy.txt?", timeout_seconds: TIMEOUT}
+    with: {file: deploy.txt, text: "version 2"}
+  - id: after
+    uses: write_file
+    needs: deploy
+    with: {file: after.txt, text: "${{ steps.deploy.outputs.file }}"}
+"""
+
+
+def start(folder: Path, env: dict, *args: str, timeout: float = 120) -> tuple[subprocess.Popen, Path]:
+    blueprint = folder / "gated.yaml"
+    blueprint.write_text(GATED.replace("TIMEOUT", str(timeout)))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vicflow.flows.cli", "run", str(blueprint), "--output", "json", *args],
+        env={**env, "VICFLOW_APPROVAL_POLL_SECONDS": "1"},
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return process, blueprint
+
+
+def paused_run(blueprint: Path, deadline: float = 90):
+    """The flow run of ``blueprint`` once it is Paused for its approval."""
+    from prefect import get_client
+
+    end = time.monotonic() + deadline
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < end:
+            for run in client.read_flow_runs(limit=50):
+                if run.parameters.get("blueprint") == str(blueprint) and run.state and run.state.is_paused():
+                    return run
+            time.sleep(0.5)
+    raise AssertionError(f"no paused run of {blueprint} within {deadline}s")
+
+
+def finish(process: subprocess.Popen) -> tuple[int, dict, str]:
+    out, err = process.communicate(timeout=120)
+    return process.returncode, json.loads(out) if out.strip() else {}, err
+
+
+def final_state(run_id) -> str:
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(run_id).state.type.value
+
+
+def test_approved_through_the_api_applies_the_plan_it_showed(tmp_path, cli_env):
+    from prefect import get_client
+    from prefect.flow_runs import resume_flow_run
+
+    process, blueprint = start(tmp_path, cli_env)
+    run = paused_run(blueprint)
+    assert (tmp_path / "before.txt").exists() and not (tmp_path / "deploy.txt").exists(), "nothing behind the gate"
+    with get_client(sync_client=True) as client:
+        artifact = next(a for a in client.read_artifacts() if a.key == "vicflow-gated-approval" and a.flow_run_id == run.id)
+    assert "| deploy | create |" in artifact.data and "| after | unknown |" in artifact.data
+    assert "write deploy.txt?" in artifact.data
+    resume_flow_run(run.id, run_input={"approve": True, "comment": "looks right"})
+    code, summary, err = finish(process)
+    assert code == 0, err[-2000:]
+    assert (tmp_path / "deploy.txt").read_text() == "version 2"
+    assert (tmp_path / "after.txt").read_text() == str(tmp_path / "deploy.txt")
+    note = next(s for s in summary["steps"] if s["id"] == "deploy")["note"]
+    assert note.startswith("approved plan ") and "looks right" in note
+    assert final_state(run.id) == "COMPLETED"
+
+
+def test_rejected_cancels_the_run_and_applies_and_undoes_nothing(tmp_path, cli_env):
+    from prefect.flow_runs import resume_flow_run
+
+    process, blueprint = start(tmp_path, cli_env)
+    run = paused_run(blueprint)
+    resume_flow_run(run.id, run_input={"approve": False, "comment": "not today"})
+    code, summary, err = finish(process)
+    assert code == 1
+    assert summary["state"] == "cancelled" and "was rejected (not today)" in summary["error"]
+    states = {s["id"]: s["state"] for s in summary["steps"]}
+    assert states == {"before": "completed", "deploy": "cancelled", "after": "pending"}
+    assert not (tmp_path / "deploy.txt").exists() and (tmp_path / "before.txt").exists(), "no rollback either"
+    assert final_state(run.id) == "CANCELLED"
+
+
+def test_no_answer_in_time_cancels_the_run(tmp_path, cli_env):
+    process, blueprint = start(tmp_path, cli_env, timeout=3)
+    code, summary, err = finish(process)
+    assert code == 1 and summary.get("state") == "cancelled", err[-3000:]
+    assert "was timed out (no answer within 3s)" in summary["error"]
+    assert not (tmp_path / "deploy.txt").exists()
+
+
+def test_a_plan_that_changed_since_approval_is_refused_with_the_difference(tmp_path, cli_env):
+    from prefect.flow_runs import resume_flow_run
+
+    process, blueprint = start(tmp_path, cli_env)
+    run = paused_run(blueprint)
+    (tmp_path / "deploy.txt").write_text("version 1")  # someone changed the target meanwhile
+    resume_flow_run(run.id, run_input={"approve": True})
+    code, summary, err = finish(process)
+    assert code == 1
+    deploy = next(s for s in summary["steps"] if s["id"] == "deploy")
+    assert deploy["state"] == "failed" and deploy["error"].startswith("the plan changed since approval")
+    assert "- deploy create" in deploy["error"] and "+ deploy update" in deploy["error"]
+    assert (tmp_path / "deploy.txt").read_text() == "version 1", "the changed target is left as it was"
+
+
+def test_approve_in_advance_for_scripts(tmp_path, cli_env):
+    process, _ = start(tmp_path, cli_env, "--approve")
+    code, summary, err = finish(process)
+    assert code == 0, err[-2000:]
+    assert (tmp_path / "deploy.txt").read_text() == "version 2"
+
+
+FIREWALL = """
+name: open-firewall
+inputs:
+  server: {type: string}
+  user: {type: string}
+  password: {type: secret}
+  thumbprint: {type: string}
+steps:
+  - id: firewall
+    uses: firewall
+    approval: {message: "open vSPC (all outbound TCP) on every host of DC0_C0?"}
+    with:
+      server: ${{ inputs.server }}
+      user: ${{ inputs.user }}
+      password: ${{ inputs.password }}
+      thumbprint: ${{ inputs.thumbprint }}
+      compute_resource: DC0_C0
+      action: allow
+"""
+
+
+@pytest.mark.vcsim
+def test_the_simulator_changed_between_pause_and_approval_so_the_plan_is_refused(tmp_path, cli_env, vcsim):
+    """The approver saw "open vSPC on 3 hosts"; meanwhile someone opened it by hand (the simulator keeps one
+    firewall state for the cluster's hosts, so opening it on one opens it on all three)."""
+    from prefect.flow_runs import resume_flow_run
+    from pyVim.connect import Disconnect
+    from pyVmomi import vim
+
+    blueprint = tmp_path / "firewall.yaml"
+    blueprint.write_text(FIREWALL)
+    sets = [f"server={vcsim.url}", f"user={vcsim.username}", f"password={vcsim.password}", f"thumbprint={vcsim.thumbprint}"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vicflow.flows.cli", "run", str(blueprint), "--output", "json",
+         *[arg for s in sets for arg in ("--set", s)]],
+        env={**cli_env, "VICFLOW_APPROVAL_POLL_SECONDS": "1"}, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )
+    run = paused_run(blueprint)
+    si = vcsim.connect()
+    try:
+        view = si.content.viewManager.CreateContainerView(si.content.rootFolder, [vim.HostSystem], True)
+        hosts = {h.name: h for h in view.view if h.name.startswith("DC0_C0_H")}
+        hosts["DC0_C0_H0"].configManager.firewallSystem.EnableRuleset(id="vSPC")
+        resume_flow_run(run.id, run_input={"approve": True, "comment": "open all three"})
+        code, summary, err = finish(process)
+        assert code == 1, err[-2000:]
+        step = summary["steps"][0]
+        assert step["state"] == "failed" and step["error"].startswith("the plan changed since approval")
+        assert "- firewall update DC0_C0_H0" in step["error"] and "+ firewall none DC0_C0_H0" in step["error"]
+        assert step["attempts"] == 0, "the step never ran: nothing was applied on the plan nobody approved"
+    finally:
+        Disconnect(si)
