@@ -45,7 +45,10 @@ def _wait_for_approval(form: Any, step_id: str, timeout: float) -> tuple[Any, bo
     from prefect.context import FlowRunContext
     from prefect.flow_runs import pause_flow_run, resume_flow_run
 
-    flow_run = FlowRunContext.get().flow_run  # type: ignore[union-attr]
+    context_now = FlowRunContext.get()
+    flow_run = context_now.flow_run if context_now else None
+    if flow_run is None:
+        raise RuntimeError("an approval gate pauses a flow run: run the blueprint with vicflow run or a deployment")
     box: dict[str, Any] = {}
     context = contextvars.copy_context()  # the pause needs this flow run's context in its thread
 
