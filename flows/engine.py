@@ -44,6 +44,7 @@ EVENTS = (
     "vicflow.step.rollback-started",
     "vicflow.step.rolled-back",
     "vicflow.step.rollback-failed",
+    "vicflow.drift.detected",
 )
 log = logging.getLogger("vicflow.engine")
 FAILED = ("failed", "timed_out")  # a step that ended in error
@@ -275,6 +276,9 @@ def execute(
         run.emit("vicflow.run.started", payload={"inputs": public(blueprint, inputs), "event": event})
         if dry_run:
             plan = plan_steps(run)
+            changes = [row for row in plan if row["action"] != "none"]
+            if changes:  # what a scheduled plan (the drift-check deployment) is for
+                run.emit("vicflow.drift.detected", payload={"changes": changes, "count": len(changes)})
             summary = _summary(run, "planned", started)
             summary["plan"] = plan
             run.executor.publish(summary)

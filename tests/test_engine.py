@@ -694,3 +694,39 @@ def test_a_handler_runs_only_when_its_step_changed(write, run):
     )
     assert summary["steps"][0]["changed"] is False  # typed reports that it changed nothing
     assert states(summary)["handler"] == "completed" and states(summary)["loud"] == "skipped"
+
+
+def test_a_plan_with_changes_emits_drift_detected_with_them(run, write):
+    """What the drift-check deployment runs on a schedule: the event says what would change, and nothing did."""
+    from vicflow.plugins import hookimpl
+    from vicflow.plugins.manager import default_registry
+
+    seen = []
+
+    class Observer:
+        @hookimpl
+        def on_run_event(self, event):
+            seen.append(event)
+
+    default_registry().pm.register(Observer(), name="drift-observer")
+    try:
+        path = write("""
+        name: drift
+        steps:
+          - {id: a, uses: echo, with: {message: would create}}
+          - {id: b, uses: echo, if: false, with: {message: not this one}}
+        """)
+        run(path, dry_run=True)
+        quiet = write("""
+        name: quiet
+        steps:
+          - {id: b, uses: echo, if: false, with: {message: nothing}}
+        """)
+        run(quiet, dry_run=True)
+    finally:
+        default_registry().pm.unregister(name="drift-observer")
+    drift = [e for e in seen if e["event"] == "vicflow.drift.detected"]
+    assert [e["blueprint"] for e in drift] == ["drift"], "only a plan with changes"
+    assert drift[0]["payload"]["changes"] == [{"step": "a", "action": "create", "target": "a", "detail": "would create"}]
+    assert engine_steps.JOURNAL == [], "planning applied nothing"
+
