@@ -55,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--pool", default="vicflow", help="the process work pool (default: vicflow)")
 
+    p = sub.add_parser("deploy", help="one deployment per shipped blueprint, its run form made of its inputs")
+    p.add_argument("--pool", default="vicflow", help="the work pool (default: vicflow)")
+    p.add_argument("blueprints", nargs="*", help="shipped blueprint names (default: all)")
+
     sub.add_parser("schema", help="print the JSON Schema of blueprints")
     p = sub.add_parser("plugins", help="list plugins, their step types and event sources")
     p.add_argument("--output", choices=("text", "json"), default="text")
@@ -131,6 +135,14 @@ def cmd_validate(args) -> int:
         return EXIT_INVALID
     if args.output == "json":
         print(json.dumps({"valid": True, "files": args.files}))
+    return EXIT_OK
+
+
+def cmd_deploy(args) -> int:
+    from vicflow.flows.deploy import deploy
+
+    for name, deployment_id in deploy(args.pool, args.blueprints).items():
+        print(f"{name}: {deployment_id}")
     return EXIT_OK
 
 
@@ -261,6 +273,7 @@ COMMANDS = {
     "run": lambda args: _run_or_plan(args, dry_run=False),
     "plan": lambda args: _run_or_plan(args, dry_run=True),
     "listen": lambda args: __import__("vicflow.flows.listen", fromlist=["main"]).main(args),
+    "deploy": cmd_deploy,
     "worker": lambda args: __import__("vicflow.flows.forkserver", fromlist=["run_worker"]).run_worker(args.pool),
 }
 

@@ -1,0 +1,68 @@
+"""``vicflow deploy``: one deployment per shipped blueprint, whose run form in the Prefect UI is that
+blueprint's own inputs (types, descriptions, defaults, enums, required fields, secrets as password fields).
+
+prefect.yaml keeps the operator's generic ``run-blueprint`` and the event and schedule deployments, and
+``prefect deploy --all`` keeps working; these per-blueprint forms are made through Prefect's public API
+(``Flow.to_deployment`` and ``RunnerDeployment.apply``), because prefect.yaml cannot give a deployment a
+parameter schema other than its flow's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vicflow.flows import blueprint as bp
+from vicflow.flows import shipped
+
+JSON_TYPES = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean", "list": "array"}
+
+
+def input_schema(document: bp.Blueprint) -> dict[str, Any]:
+    """The JSON Schema of a blueprint's inputs, as the run form shows them."""
+    properties: dict[str, Any] = {}
+    required = []
+    for position, (name, spec) in enumerate(document.inputs.items()):
+        field: dict[str, Any] = {"title": name, "description": spec.description or spec.type, "position": position}
+        if spec.type == "secret":  # masked in the form; a value may also be ${{ secrets.name }}
+            field.update(type="string", format="password", writeOnly=True)
+        elif spec.type == "object":
+            field["type"] = "object"
+        else:
+            field["type"] = JSON_TYPES[spec.type]
+        if spec.enum is not None:
+            field["enum"] = spec.enum
+        if spec.default is not None:
+            field["default"] = spec.default
+        if spec.is_required and spec.default is None:
+            required.append(name)
+        properties[name] = field
+    schema: dict[str, Any] = {"title": f"{document.name} inputs", "type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    return schema
+
+
+def deploy(pool: str, names: list[str] | None = None) -> dict[str, str]:
+    """Create or update ``form-<blueprint>`` for each shipped blueprint (or those ``names``); name -> id."""
+    from prefect.deployments.runner import EntrypointType
+    from vicflow.flows.flow import run_blueprint
+
+    made = {}
+    for name, path in shipped.shipped().items():
+        if names and name not in names:
+            continue
+        document = bp.load(path)
+        deployment: Any = run_blueprint.to_deployment(  # the sync form (Prefect types it as maybe a coroutine)
+            name=f"form-{name}",
+            description=f"{document.description or name}: a run form made of this blueprint's inputs",
+            parameters={"blueprint": name},
+            work_pool_name=pool,
+            entrypoint_type=EntrypointType.MODULE_PATH,  # a worker imports vicflow; no source to pull
+            tags=["vicflow", f"blueprint:{name}"],
+        )
+        schema = deployment._parameter_openapi_schema
+        schema.properties["blueprint"].update(readOnly=True, enum=[name], default=name)
+        schema.properties["inputs"] = {**input_schema(document), "position": 1}
+        if any(spec.is_required and spec.default is None for spec in document.inputs.values()):
+            schema.required = sorted({*(schema.required or []), "inputs"})
+        made[f"run-blueprint/form-{name}"] = str(deployment.apply(work_pool_name=pool))
+    return made
