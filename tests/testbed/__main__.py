@@ -1,4 +1,4 @@
-"""python -m tests.testbed [all|vcsim|dockerd|images|harbor|stop]: build and start the test bed by hand."""
+"""python -m tests.testbed [all|vcsim|dockerd|images|harbor|prefect-pg|stop]: build and start the test bed by hand."""
 
 import sys
 
@@ -18,6 +18,10 @@ def main(argv: list[str]) -> int:
             say(f"images ready: {', '.join(tags)}")
         if what == "harbor":
             harbor.start(engine)
+        if what == "prefect-pg":  # PostgreSQL and a Prefect server on it, until Ctrl-C
+            from tests.testbed import prefect_pg
+
+            prefect_pg.serve()
         if what == "stop":
             try:  # Harbor's services restart by themselves (restart: always) when dockerd comes back
                 if dockerd._ping(dockerd.engine().plain_url):
