@@ -106,6 +106,7 @@ def parse(text: str, file: str, registry=None) -> Blueprint:
             with contextlib.suppress(ValidationError):
                 blueprint.inputs[name] = InputSpec.model_validate(spec)
     blueprint.path = file
+    blueprint._input_places = {name: located.where(("inputs", name), key=True) for name in blueprint.inputs}
 
     _check_defaults(blueprint, out, registry)
     seen: dict[str, tuple] = {}  # ids are unique across steps, on_error and finally

@@ -87,8 +87,7 @@ def prepare(
             problems.append(
                 Problem(
                     source,
-                    1,
-                    1,
+                    *document.input_place(name),
                     f"missing required input {name!r}",
                     f"pass it with --set {name}=... or --inputs FILE ({spec.description or spec.type})",
                 )
@@ -98,7 +97,7 @@ def prepare(
             values[name] = None  # an optional input left out
             continue
         if value is None:
-            value = _Value(spec.default, (source, 1, 1))
+            value = _Value(spec.default, (source, *document.input_place(name)))
         typed, problem = _render_and_type(name, spec, value, context)
         if problem:
             problems.append(problem)

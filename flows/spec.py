@@ -114,6 +114,11 @@ class Blueprint(Strict):
         "(rendered at the end, shown in the summary, returned by the flow)",
     )
     path: str | None = Field(None, exclude=True)
+    _input_places: dict[str, tuple[int, int]] = PrivateAttr(default_factory=dict)  # name -> line, column
+
+    def input_place(self, name: str) -> tuple[int, int]:
+        """Where input ``name`` is declared in the file (a missing value points there)."""
+        return self._input_places.get(name, (1, 1))
 
     def step(self, step_id: str) -> StepSpec:
         return next(s for s in self.all_steps if s.id == step_id)

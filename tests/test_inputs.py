@@ -93,3 +93,12 @@ def test_the_flow_takes_what_the_cli_prepared_once(document, monkeypatch):
     assert inputs.prepare(document, inputs=prepared.given) is prepared
     with pytest.raises(InputsError):  # handed over once: a later run prepares its own
         inputs.prepare(document, inputs=prepared.given)
+
+
+def test_a_missing_input_points_at_its_declaration(document):
+    with pytest.raises(InputsError) as info:
+        inputs.prepare(document, sets=["port=1"])
+    (problem,) = info.value.problems
+    assert (problem.line, problem.column, problem.message) == (5, 3, "missing required input 'pw'")
+    assert problem.file == document.path
+
