@@ -130,15 +130,17 @@ class Run:
                 steps[sid]["outputs"] = rec.outputs
             elif self.dry_run or planning:
                 steps[sid]["outputs"] = Unknown(f"steps.{sid}.outputs")
-        failed = self.failed_step is not None or any(r.state in FAILED for r in self.records.values())
+        def failed() -> bool:  # asked only by an if: that calls a status function
+            return self.failed_step is not None or any(r.state in FAILED for r in self.records.values())
+
         ctx = {
             "inputs": self.inputs,
             "steps": steps,
             "secrets": Secrets(),
             "event": self.event or {},
             "run": {"error": self.error, "failed_step": self.failed_step},
-            "success": lambda: not failed,
-            "failure": lambda: failed,
+            "success": lambda: not failed(),
+            "failure": failed,
             "always": lambda: True,
         }
         if item is not None:
@@ -284,24 +286,19 @@ def execute(
             run.executor.publish(summary)
             return summary
         failure = _schedule(run, blueprint.steps)
-        if run.cancelled:  # an approval said no: nothing behind its gate ran, so nothing is undone or run after
-            return _cancelled(run, started)
-        if failure:
-            if blueprint.step(failure).on_failure == "rollback":
-                _rollback(run)
-            run.failed_step, run.error = failure, run.records[failure].error
-        if failure:
-            failure = _schedule(run, blueprint.on_error) or failure
-        else:
-            _not_run(run, blueprint.on_error)
-        failure = _schedule(run, blueprint.finally_) or failure  # finally: whatever happened
-        state = _final_state(run, failure)
+        # an approval said no: nothing behind its gate ran, so nothing is undone or run after
+        state = "cancelled" if run.cancelled else _final_state(run, _after_steps(run, failure))
         left = _release(run)
         summary = _summary(run, state, started)
-        summary["outputs"] = _run_outputs(run)
+        if run.cancelled:
+            summary["error"] = run.cancelled
+        else:
+            summary["outputs"] = _run_outputs(run)
         summary["left_behind"] = masking.mask(left)
         run.save_journal()
         run.executor.publish(summary)
+        if state == "cancelled":
+            raise RunCancelled(masking.mask(summary))
         if state == "failed":
             raise RunFailed(masking.mask(summary))  # Prefect pickles it into its result storage
         return summary
@@ -355,13 +352,17 @@ def _schedule(run: Run, steps: list) -> str | None:
     return Scheduler(run, run.executor, steps).run() if steps else None
 
 
-def _cancelled(run: Run, started: float) -> dict[str, Any]:
-    summary = _summary(run, "cancelled", started)
-    summary["error"] = run.cancelled
-    summary["left_behind"] = masking.mask(_release(run))
-    run.save_journal()
-    run.executor.publish(summary)
-    raise RunCancelled(masking.mask(summary))
+def _after_steps(run: Run, failure: str | None) -> str | None:
+    """After steps: the rollback and on_error: when a step failed for good, then finally:; the step that
+    failed for good, if one did."""
+    if failure:
+        if run.blueprint.step(failure).on_failure == "rollback":
+            _rollback(run)
+        run.failed_step, run.error = failure, run.records[failure].error
+        failure = _schedule(run, run.blueprint.on_error) or failure
+    else:
+        _not_run(run, run.blueprint.on_error)
+    return _schedule(run, run.blueprint.finally_) or failure  # finally: whatever happened
 
 
 def _not_run(run: Run, steps: list) -> None:

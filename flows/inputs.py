@@ -69,13 +69,11 @@ def prepare(
     given.update({k: _Value(v, (source, 1, 1)) for k, v in (inputs or {}).items()})
     problems = [
         Problem(
-            where[0],
-            where[1],
-            where[2],
+            *value.where,
             f"unknown input {short(name)}",
             f"{did_you_mean(name, document.inputs)}declared inputs: {listing(document.inputs) or 'none'}",
         )
-        for name, (_, where) in ((n, (v.raw, v.where)) for n, v in given.items())
+        for name, value in given.items()
         if name not in document.inputs
     ]
     site = {k: v for k, v in _from_variable(document, variable, logger or log).items() if k not in given}

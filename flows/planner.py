@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from vicflow.flows import expressions
 from vicflow.flows.blueprint import dependencies
-from vicflow.flows.rendering import contains_unknown, for_each_items, truthy
+from vicflow.flows.rendering import contains_unknown, for_each_items, params_digest, truthy
 from vicflow.flows.step_setup import prepare_step
 from vicflow.plugins import dag, masking
 from vicflow.plugins.step import Change
@@ -88,11 +88,8 @@ def _plan_one(run: Run, step, needs: list[str], changing: set[str]) -> tuple[lis
 
 
 def digest(rows: list[dict[str, Any]]) -> str:
-    """The hash an approval is bound to: the same rows give the same hash."""
-    import hashlib
-    import json
-
-    return hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """The hash an approval is bound to: the same rows give the same hash (the resume digest's, shortened)."""
+    return params_digest(rows)[:16]
 
 
 def markdown(title: str, rows: list[dict[str, Any]]) -> str:

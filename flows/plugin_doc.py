@@ -86,7 +86,7 @@ def as_text(doc: dict[str, Any]) -> str:
         lines.append(f"  {p['name']}  ({p['type']}; {mark})")
         if p["description"]:
             lines.append(f"      {p['description']}")
-    lines += ["", "OUTPUTS"] + [f"  {k}: {v}" for k, v in doc["outputs"].items()] or ["  (none)"]
+    lines += ["", "OUTPUTS"] + ([f"  {k}: {v}" for k, v in doc["outputs"].items()] or ["  (none)"])
     rollback = "yes: a later failure undoes what it did" if doc["can_rollback"] else "no"
     lines += ["", f"ROLLBACK  {rollback}", "", "EXAMPLE"] + [f"  {line}" for line in doc["example"].splitlines()]
     return "\n".join(lines)

@@ -4,6 +4,7 @@ the engine that runs steps through Prefect; ``flow.py`` hands it to ``engine.exe
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -21,6 +22,7 @@ APPROVAL_GRACE_SECONDS = 60  # the server's pause outlasts the approval's timeou
 REPORT_WAIT_SECONDS = float(os.environ.get("VICFLOW_REPORT_WAIT_SECONDS", "600"))
 
 
+@functools.cache
 def _approval_form():
     """The approve/reject form a paused run shows in the Prefect UI (a RunInput, built on first use)."""
     from prefect.input import RunInput

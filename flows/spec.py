@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, WithJsonSchema, field_validator
@@ -121,7 +122,7 @@ class Blueprint(Strict):
         return self._input_places.get(name, (1, 1))
 
     def step(self, step_id: str) -> StepSpec:
-        return next(s for s in self.all_steps if s.id == step_id)
+        return next(s for s in itertools.chain(self.steps, self.on_error, self.finally_) if s.id == step_id)
 
     @property
     def all_steps(self) -> list[StepSpec]:

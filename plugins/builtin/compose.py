@@ -34,7 +34,7 @@ class ComposeParams(DockerParams):
 
 
 class ComposeUpParams(ComposeParams, UpOptions):
-    pass
+    """Where the engine and the files are (ComposeParams), and how up converges (UpOptions)."""
 
 
 class ComposeDownParams(ComposeParams):
@@ -55,10 +55,6 @@ def read(params: ComposeParams, ctx: StepContext) -> Project:
 
 def on_engine(client, project: Project, params: ComposeParams) -> Project:
     return operations.for_engine(client, project, _strings(params.environment), params.use_os_environ)
-
-
-def up_options(params: UpOptions) -> UpOptions:
-    return UpOptions.model_validate({k: getattr(params, k) for k in UpOptions.model_fields})
 
 
 class ComposeUp(StepType[ComposeUpParams]):
@@ -83,7 +79,7 @@ class ComposeUp(StepType[ComposeUpParams]):
         project = read(params, ctx)
         with connected(params) as client:
             project = on_engine(client, project, params)
-            changes = operations.plan_up(client, project, up_options(params), ctx.logger)
+            changes = operations.plan_up(client, project, params, ctx.logger)
         return [Change(action, f"{project.name}/{service}", why) for action, service, why in changes]
 
     def apply(self, params: ComposeUpParams, ctx: StepContext) -> dict[str, Any]:
@@ -91,14 +87,14 @@ class ComposeUp(StepType[ComposeUpParams]):
         with connected(params) as client:
             project = on_engine(client, project, params)
             outputs, ctx.changed = operations.up(
-                client, project, up_options(params), ctx.logger, ctx.state, ctx.leftovers, ctx.deadline
+                client, project, params, ctx.logger, ctx.state, ctx.leftovers, ctx.deadline
             )
         return outputs
 
     def rollback(self, params: ComposeUpParams, ctx: StepContext) -> None:
         """Remove what this run created and bring back the containers it replaced (volumes are kept)."""
         with connected(params) as client:
-            operations.undo_up(client, read(params, ctx), up_options(params), ctx.logger, ctx.state, ctx.leftovers)
+            operations.undo_up(client, read(params, ctx), params, ctx.logger, ctx.state, ctx.leftovers)
 
 
 class ComposeDown(StepType[ComposeDownParams]):

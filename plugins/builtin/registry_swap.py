@@ -123,9 +123,8 @@ class RegistrySwap(StepType[RegistrySwapParams]):
 
     def _project(self, params, ctx) -> Project:
         """Harbor's project as its files say (never from vicflow's environment: the files are the truth)."""
-        return operations.read_project(
-            self._files(params, ctx), self._project_name(params, ctx), params.environment, False, ctx.logger
-        )
+        # project None: the name the files give, as _project_name finds it (without reading them twice)
+        return operations.read_project(self._files(params, ctx), params.project, params.environment, False, ctx.logger)
 
     def _running_image(self, params, ctx) -> str | None:
         name = self._project_name(params, ctx)
