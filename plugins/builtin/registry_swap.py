@@ -311,7 +311,9 @@ class RegistrySwap(StepType[RegistrySwapParams]):
                     break
                 if found and found[0].status in ("exited", "dead") or time.monotonic() > deadline:
                     state = found[0].attrs["State"] if found else {}
-                    logs = found[0].logs(tail=5).decode(errors="replace").strip() if found else ""
+                    tail = found[0].logs(tail=5).decode(errors="replace").splitlines() if found else []
+                    # one line: a container restarting in a loop repeats its error once per start
+                    logs = " | ".join(dict.fromkeys(line.strip() for line in tail if line.strip()))
                     raise PermanentError(
                         f"the {params.service} container is not running (status "
                         f"{state.get('Status', 'missing')}, exit code {state.get('ExitCode')}): {logs}"
