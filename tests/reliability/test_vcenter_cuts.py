@@ -31,6 +31,9 @@ pytestmark = [pytest.mark.vcsim, pytest.mark.faults]
 NAME = "vch-demo"
 POINTS = ("start", "vapp", "vm", "upload", "ip")
 TRIALS = int(__import__("os").environ.get("VICFLOW_CUT_TRIALS", "30"))
+# An upload cut fires once one connection has sent this much more than the cut's byte count: only the ISO's
+# PUT (16 MB, a connection of its own) gets there; the SOAP connections stay far below (checked on a clean create)
+SOAP_CEILING = 2_000_000
 
 
 def _view(si, kind) -> list:
@@ -99,19 +102,24 @@ class Cutter(threading.Thread):
             return time.monotonic() >= mark["t0"] + self.start_delay
         if self.point == "vapp":
             return any(p.name == NAME for p in _view(si, vim.VirtualApp))
-        if self.point == "upload" and "bytes" in mark:  # the VM exists: poll the byte count alone, quickly
-            return self.proxy.forwarded - mark["bytes"] >= self.upload_bytes
         vm = next((v for v in _view(si, vim.VirtualMachine) if v.name == NAME), None)
         if vm is None:
             return False
         if self.point == "vm":
             return True
-        if self.point == "upload":
-            mark.setdefault("bytes", self.proxy.forwarded)
-            return self.proxy.forwarded - mark["bytes"] >= self.upload_bytes
         return vm.runtime.powerState == "poweredOn"
 
     def run(self) -> None:
+        if self.point == "upload":  # armed inside the proxy: a watcher's poll can miss a fast upload
+            self.proxy.cut_when_one_connection_sent(SOAP_CEILING + self.upload_bytes)
+            while not self.stop.is_set() and not self.proxy.cut_fired.wait(0.05):
+                pass
+            if self.proxy.cut_fired.is_set():
+                self.fired.set()
+                if self.short:
+                    time.sleep(self.hold)
+                    self.proxy.restore()
+            return
         si = self.sim.connect()
         mark = {"t0": time.monotonic()}
         try:
@@ -141,7 +149,7 @@ def attempts(params: dict, leftovers: list, resources: dict, retries: int = 2):
 @pytest.fixture(scope="module")
 def isos(tmp_path_factory):
     folder = tmp_path_factory.mktemp("isos")
-    # long enough to cut part-way: a fresh-clone run saw a 2 MB upload end between two polls of the watcher
+    # long enough to cut part-way (the cut fires inside the proxy after 2 MB + 50 kB..12 MB of one connection)
     (folder / "appliance.iso").write_bytes(random.Random(1).randbytes(16_000_000))
     (folder / "bootstrap.iso").write_bytes(b"BOOTSTRAP" * 100)
     return folder
@@ -224,22 +232,27 @@ def one_trial(isos, point: str, short: bool, seed: int) -> dict:
 
 
 def clean_create_delta(isos) -> dict[str, set]:
-    """What a create that nothing disturbs adds to the simulator."""
+    """What a create that nothing disturbs adds to the simulator (through the proxy, never cut)."""
     sim = vcsim.start(hosts=3)
+    host, port = sim.host.split(":")
+    proxy = FaultProxy(host, int(port)).start()
     observer = sim.connect()
     try:
         direct = {"server": sim.url, "user": sim.username, "password": sim.password, "thumbprint": sim.thumbprint}
         stepkit.apply(Firewall, **direct, compute_resource="DC0_C0", action="allow")
         before = count(observer)
-        params = {**params_for(sim.host, sim, isos)}
+        params = {**params_for(proxy.address, sim, isos)}
         resources: dict = {}
         with Appliance(sim, NAME, delay=0.2):
             outputs, error = attempts(params, [], resources, retries=0)
         assert error is None, error
         resources["vsphere"].close()
+        bulk = [n for n in proxy.sent() if n >= SOAP_CEILING]
+        assert len(bulk) == 1 and bulk[0] >= 16_000_000, f"one connection should carry the ISO: {proxy.sent()}"
         return delta(before, count(observer))
     finally:
         Disconnect(observer)
+        proxy.stop()
         sim.stop()
 
 

@@ -19,8 +19,11 @@ class FaultProxy:
     def __init__(self, target_host: str, target_port: int):
         self.target = (target_host, target_port)
         self.port = 0
-        self.forwarded = 0  # bytes client -> server, to cut part-way through an upload
+        self.forwarded = 0  # bytes client -> server
         self.connections = 0
+        self._sent: dict[int, int] = {}  # bytes each connection sent (client -> server), by connection
+        self.cut_fired = threading.Event()
+        self._cut_at: int | None = None
         self._down = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -67,6 +70,16 @@ class FaultProxy:
 
         self._loop.call_soon_threadsafe(reset_all)
 
+    def cut_when_one_connection_sent(self, nbytes: int) -> None:
+        """Cut from inside the proxy as soon as one connection has sent ``nbytes``: part-way through an upload
+        (a bulk PUT on its own connection), with no watcher polling and so no race with a fast upload."""
+        self.cut_fired.clear()
+        self._cut_at = nbytes
+
+    def sent(self) -> list[int]:
+        """Bytes each connection so far has sent to the server."""
+        return list(self._sent.values())
+
     def restore(self) -> None:
         self._down.clear()
 
@@ -89,6 +102,7 @@ class FaultProxy:
                 w.transport.abort()
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, count: bool = False) -> None:
+        sent, key = 0, id(reader)
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while not self._down.is_set():
                 data = await reader.read(65536)
@@ -96,6 +110,13 @@ class FaultProxy:
                     break
                 if count:
                     self.forwarded += len(data)
+                    sent += len(data)
+                    self._sent[key] = sent
+                    if self._cut_at is not None and sent >= self._cut_at:
+                        self._cut_at = None
+                        self.cut()
+                        self.cut_fired.set()
+                        break
                 writer.write(data)
                 await writer.drain()
         writer.transport.abort()
