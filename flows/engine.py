@@ -130,6 +130,7 @@ class Run:
                 steps[sid]["outputs"] = rec.outputs
             elif self.dry_run or planning:
                 steps[sid]["outputs"] = Unknown(f"steps.{sid}.outputs")
+
         def failed() -> bool:  # asked only by an if: that calls a status function
             return self.failed_step is not None or any(r.state in FAILED for r in self.records.values())
 

@@ -102,6 +102,7 @@ def markdown(title: str, rows: list[dict[str, Any]]) -> str:
 
 def diff(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> str:
     """What an approved plan lost (-) and gained (+), one row each."""
+
     def line(row: dict[str, Any]) -> str:
         return f"{row['step']} {row['action']} {row['target']}: {row['detail']}"
 

@@ -81,7 +81,9 @@ def test_approved_through_the_api_applies_the_plan_it_showed(tmp_path, cli_env):
     run = paused_run(blueprint)
     assert (tmp_path / "before.txt").exists() and not (tmp_path / "deploy.txt").exists(), "nothing behind the gate"
     with get_client(sync_client=True) as client:
-        artifact = next(a for a in client.read_artifacts() if a.key == "vicflow-gated-approval" and a.flow_run_id == run.id)
+        artifact = next(
+            a for a in client.read_artifacts() if a.key == "vicflow-gated-approval" and a.flow_run_id == run.id
+        )
     assert "| deploy | create |" in artifact.data and "| after | unknown |" in artifact.data
     assert "write deploy.txt?" in artifact.data
     resume_flow_run(run.id, run_input={"approve": True, "comment": "looks right"})
@@ -170,11 +172,27 @@ def test_the_simulator_changed_between_pause_and_approval_so_the_plan_is_refused
 
     blueprint = tmp_path / "firewall.yaml"
     blueprint.write_text(FIREWALL)
-    sets = [f"server={vcsim.url}", f"user={vcsim.username}", f"password={vcsim.password}", f"thumbprint={vcsim.thumbprint}"]
+    sets = [
+        f"server={vcsim.url}",
+        f"user={vcsim.username}",
+        f"password={vcsim.password}",
+        f"thumbprint={vcsim.thumbprint}",
+    ]
     process = subprocess.Popen(
-        [sys.executable, "-m", "vicflow.flows.cli", "run", str(blueprint), "--output", "json",
-         *[arg for s in sets for arg in ("--set", s)]],
-        env={**cli_env, "VICFLOW_APPROVAL_POLL_SECONDS": "1"}, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "vicflow.flows.cli",
+            "run",
+            str(blueprint),
+            "--output",
+            "json",
+            *[arg for s in sets for arg in ("--set", s)],
+        ],
+        env={**cli_env, "VICFLOW_APPROVAL_POLL_SECONDS": "1"},
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
     run = paused_run(blueprint)

@@ -336,7 +336,9 @@ def test_the_schema_checks_with_per_step_type_as_an_editor_would(monkeypatch):
         ],
     }
     errors = sorted(validator.iter_errors(bad), key=lambda e: list(e.absolute_path))
-    where = {tuple(e.absolute_path) for e in errors for e in (e.context or [e])} | {tuple(e.absolute_path) for e in errors}
+    where = {tuple(e.absolute_path) for e in errors for e in (e.context or [e])} | {
+        tuple(e.absolute_path) for e in errors
+    }
     messages = " ".join(e.message for e in errors) + " ".join(c.message for e in errors for c in e.context or [])
     assert ("steps", 0, "with") in where or ("steps", 0, "with", "parallel") in where
     assert "filez" in messages
@@ -397,4 +399,3 @@ def test_outputs_refer_to_inputs_and_steps_that_exist(registry):
         (3, "reference to unknown step 'nope'"),
         (4, "${{ secrets.x }} cannot be used in outputs"),
     ]
-

@@ -76,7 +76,9 @@ def test_plan_detailed_exitcode_says_changes_none_or_error(blueprint, tmp_path, 
     quiet.write_text("name: quiet\nsteps:\n  - {id: a, uses: echo, if: false, with: {message: hi}}\n")
     assert run_cli(["plan", str(quiet), "--detailed-exitcode"], env).returncode == 0
     broken = tmp_path / "broken.yaml"
-    broken.write_text("name: broken\nsteps:\n  - {id: a, uses: echo, for_each: \"${{ 'text' }}\", with: {message: x}}\n")
+    broken.write_text(
+        "name: broken\nsteps:\n  - {id: a, uses: echo, for_each: \"${{ 'text' }}\", with: {message: x}}\n"
+    )
     for flags in ([], ["--detailed-exitcode"]):
         result = run_cli(["plan", str(broken), *flags], env)
         assert result.returncode == 1, result.stderr[-1000:]

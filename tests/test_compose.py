@@ -482,7 +482,9 @@ def test_a_reported_container_that_the_next_attempt_started_is_no_longer_left_be
     """Found by the restart trials: an attempt cut by a dockerd restart reports the container it could not
     remove; the next attempt starts it, and the run's summary must not list it as left behind any more."""
     project = f"leftover{uuid.uuid4().hex[:6]}"
-    path = _write(tmp_path, "compose.yml", "services:\n  a: {image: 'vicflow-test/busybox:latest', command: [sleep, '600']}\n")
+    path = _write(
+        tmp_path, "compose.yml", "services:\n  a: {image: 'vicflow-test/busybox:latest', command: [sleep, '600']}\n"
+    )
     created = docker_client.api.create_container(
         "vicflow-test/busybox:latest", ["sleep", "600"], name=f"{project}-a-1",
         labels={"com.docker.compose.project": project, "com.docker.compose.service": "a",

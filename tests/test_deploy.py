@@ -31,12 +31,24 @@ def test_each_shipped_blueprint_gets_a_typed_run_form(cli_env):
     assert deployment.parameters == {"blueprint": "gogs"}
     assert schema["properties"]["blueprint"]["readOnly"] is True
     form = schema["properties"]["inputs"]
-    assert form["properties"]["docker_host"]["type"] == "string" and form["properties"]["docker_host"]["title"] == "docker_host"
+    assert (
+        form["properties"]["docker_host"]["type"] == "string"
+        and form["properties"]["docker_host"]["title"] == "docker_host"
+    )
     assert form["properties"]["db_password"]["format"] == "password", "a secret input is a masked field"
     assert form["properties"]["http_port"] == {**form["properties"]["http_port"], "type": "integer", "default": 10080}
     assert {"docker_host", "db_password"} <= set(form["required"]) and "app_host" not in form["required"]
     assert form["properties"]["app_host"]["default"] == "127.0.0.1"
-    filled = {"blueprint": "gogs", "inputs": {"docker_host": "tcp://vch:2375", "app_host": "vch", "db_password": "x", "admin_password": "y", "http_port": 10080}}
+    filled = {
+        "blueprint": "gogs",
+        "inputs": {
+            "docker_host": "tcp://vch:2375",
+            "app_host": "vch",
+            "db_password": "x",
+            "admin_password": "y",
+            "http_port": 10080,
+        },
+    }
     jsonschema.validate(filled, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**filled, "inputs": {**filled["inputs"], "http_port": "ten"}}, schema)

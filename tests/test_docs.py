@@ -113,7 +113,9 @@ def test_the_readmes_plugin_example_registers_and_plans(tmp_path, monkeypatch):
     from vicflow.plugins.manager import load_registry
     from vicflow.plugins.step import Change, StepContext
 
-    code = next(m.group(2) for m in FENCE.finditer((REPO / "README.md").read_text()) if "register_step_types" in m.group(2))
+    code = next(
+        m.group(2) for m in FENCE.finditer((REPO / "README.md").read_text()) if "register_step_types" in m.group(2)
+    )
     (tmp_path / "readme_slack.py").write_text(code)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("VICFLOW_PLUGINS", "readme_slack")

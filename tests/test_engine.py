@@ -623,8 +623,9 @@ def test_a_plan_that_fails_behind_a_changing_step_is_unknown_not_an_error(run, w
     assert rows["alone"]["action"] == "error"
 
 
-
-FAILURE_PATHS = ROLLBACK + """
+FAILURE_PATHS = (
+    ROLLBACK
+    + """
   - id: cleanup_notice
     uses: echo
     if: ${{ failure() }}
@@ -649,6 +650,7 @@ finally:
     uses: undoable
     with: {name: "last after ${{ steps.c.state }}"}
 """
+)
 
 
 def journal_names():
@@ -659,9 +661,15 @@ def test_a_failed_run_rolls_back_then_runs_on_error_then_finally(write, run):
     summary = run(write(FAILURE_PATHS))
     assert summary["state"] == "failed"
     assert states(summary) == {
-        "a": "rolled_back", "b": "rolled_back", "c": "failed", "d": "pending",  # d was never started
-        "cleanup_notice": "completed", "report": "completed", "handler": "completed",
-        "page": "completed", "last": "completed",
+        "a": "rolled_back",
+        "b": "rolled_back",
+        "c": "failed",
+        "d": "pending",  # d was never started
+        "cleanup_notice": "completed",
+        "report": "completed",
+        "handler": "completed",
+        "page": "completed",
+        "last": "completed",
     }
     rows = {row["id"]: row for row in summary["steps"]}
     assert rows["cleanup_notice"]["outputs"]["message"] == "c is failed"
@@ -727,6 +735,7 @@ def test_a_plan_with_changes_emits_drift_detected_with_them(run, write):
         default_registry().pm.unregister(name="drift-observer")
     drift = [e for e in seen if e["event"] == "vicflow.drift.detected"]
     assert [e["blueprint"] for e in drift] == ["drift"], "only a plan with changes"
-    assert drift[0]["payload"]["changes"] == [{"step": "a", "action": "create", "target": "a", "detail": "would create"}]
+    assert drift[0]["payload"]["changes"] == [
+        {"step": "a", "action": "create", "target": "a", "detail": "would create"}
+    ]
     assert engine_steps.JOURNAL == [], "planning applied nothing"
-

@@ -101,4 +101,3 @@ def test_a_missing_input_points_at_its_declaration(document):
     (problem,) = info.value.problems
     assert (problem.line, problem.column, problem.message) == (5, 3, "missing required input 'pw'")
     assert problem.file == document.path
-

@@ -178,7 +178,9 @@ def test_a_third_party_plugin_installed_with_pip_is_found_and_runs(tmp_path, cli
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     built = subprocess.run(
         [*pip, "install", "--no-build-isolation", "--no-deps", "--no-index", str(project)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert built.returncode == 0, built.stderr[-2000:]
     try:

@@ -45,7 +45,13 @@ def browser():
 
     options = Options()
     options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,2400"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,2400",
+    ):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
@@ -85,7 +91,11 @@ def test_the_gogs_run_form_has_a_typed_field_per_input_and_starts_a_run(stack, b
 
     deployed = subprocess.run(
         [sys.executable, "-m", "vicflow.flows.cli", "deploy", "gogs", "--pool", "vicflow"],
-        env=stack.env, capture_output=True, text=True, timeout=120, cwd=REPO,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
     )
     assert deployed.returncode == 0, deployed.stderr[-2000:]
     deployment_id = deployed.stdout.strip().split(": ")[1]

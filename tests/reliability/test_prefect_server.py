@@ -56,7 +56,9 @@ def task_runs(stack, run_id: str) -> dict[str, list[str]]:
 
 def summary_rows(stack, run_id: str) -> dict[str, dict]:
     """The rows of the run's summary table artifact, by step id."""
-    artifacts = stack.post("/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run_id]}, "type": {"any_": ["table"]}}})
+    artifacts = stack.post(
+        "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run_id]}, "type": {"any_": ["table"]}}}
+    )
     assert artifacts, f"run {run_id} published no summary\n{logs_of(stack, run_id)}"
     data = artifacts[0]["data"]
     return {row["id"]: row for row in (json.loads(data) if isinstance(data, str) else data)}
@@ -178,7 +180,11 @@ def test_a_server_gone_longer_than_the_clients_retries_and_the_lease(stack, tmp_
             resumed = wait_final(stack, start_run(stack, blueprint=str(held_path), resume=held), timeout=180)
             assert resumed["state_type"] == "COMPLETED", logs_of(stack, resumed["id"])
             rows = summary_rows(stack, resumed["id"])
-            assert {k: r["state"] for k, r in rows.items()} == {"before": "cached", "gate": "completed", "after": "completed"}
+            assert {k: r["state"] for k, r in rows.items()} == {
+                "before": "cached",
+                "gate": "completed",
+                "after": "completed",
+            }
             outcome = f"held {ended['state_name']}, its resume completed with 'before' cached"
         print(f"\nafter a {OUTAGE_SECONDS}s outage: done {run['state_name']} and reported; {outcome}")
 
@@ -204,7 +210,9 @@ def vm_names(sim) -> list[str]:
 def span(stack, run_id: str) -> tuple[float, float]:
     """When the run's first step started and its last step ended (its time inside the target's slot)."""
     runs = stack.post("/task_runs/filter", {"task_runs": {"flow_run_id": {"any_": [run_id]}}})
-    return min(ts(r["start_time"]) for r in runs if r["start_time"]), max(ts(r["end_time"]) for r in runs if r["end_time"])
+    return min(ts(r["start_time"]) for r in runs if r["start_time"]), max(
+        ts(r["end_time"]) for r in runs if r["end_time"]
+    )
 
 
 def test_ten_pairs_of_full_stack_runs_on_one_vch_name_started_at_the_same_moment(stack, tmp_path, vcsim):
