@@ -54,10 +54,12 @@ def _parser() -> argparse.ArgumentParser:
         "worker", help="prefect worker start for a process pool, with runs forked from a preloaded process"
     )
     p.add_argument("--pool", default="vicflow", help="the process work pool (default: vicflow)")
+    p.add_argument("--name", help="the worker's name in Prefect (default: Prefect's, ProcessWorker <uuid>)")
+    p.add_argument("--limit", type=int, help="at most this many runs at once on this worker (default: no limit)")
 
     p = sub.add_parser("deploy", help="one deployment per shipped blueprint, its run form made of its inputs")
     p.add_argument("--pool", default="vicflow", help="the work pool (default: vicflow)")
-    p.add_argument("blueprints", nargs="*", help="shipped blueprint names (default: all)")
+    p.add_argument("blueprints", nargs="*", help="shipped blueprint names or blueprint files (default: all shipped)")
 
     sub.add_parser("schema", help="print the JSON Schema of blueprints")
     p = sub.add_parser("plugins", help="list plugins, their step types and event sources")
@@ -274,7 +276,9 @@ COMMANDS = {
     "plan": lambda args: _run_or_plan(args, dry_run=True),
     "listen": lambda args: __import__("vicflow.flows.listen", fromlist=["main"]).main(args),
     "deploy": cmd_deploy,
-    "worker": lambda args: __import__("vicflow.flows.forkserver", fromlist=["run_worker"]).run_worker(args.pool),
+    "worker": lambda args: __import__("vicflow.flows.forkserver", fromlist=["run_worker"]).run_worker(
+        args.pool, args.name, args.limit
+    ),
 }
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ parameter schema other than its flow's."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from vicflow.flows import blueprint as bp
@@ -41,26 +42,42 @@ def input_schema(document: bp.Blueprint) -> dict[str, Any]:
     return schema
 
 
+def blueprints_to_deploy(refs: list[str] | None) -> dict[str, tuple[str, Path]]:
+    """Deployment name -> (the flow's ``blueprint`` parameter, its file): every shipped blueprint, or the
+    ``refs`` given (shipped names or files; a file is passed by its absolute path, so every worker needs it
+    at that path)."""
+    known = shipped.shipped()
+    if not refs:
+        return {name: (name, path) for name, path in known.items()}
+    chosen = {}
+    for ref in refs:
+        path = shipped.resolve(ref)
+        if known.get(path.stem) == path:
+            chosen[path.stem] = (path.stem, path)
+        else:
+            chosen[bp.load(path).name] = (str(path.resolve()), path)
+    return chosen
+
+
 def deploy(pool: str, names: list[str] | None = None) -> dict[str, str]:
     """Create or update ``form-<blueprint>`` for each shipped blueprint (or those ``names``); name -> id."""
     from prefect.deployments.runner import EntrypointType
     from vicflow.flows.flow import run_blueprint
 
     made = {}
-    for name, path in shipped.shipped().items():
-        if names and name not in names:
-            continue
+    for name, (parameter, path) in blueprints_to_deploy(names).items():
         document = bp.load(path)
         deployment: Any = run_blueprint.to_deployment(  # the sync form (Prefect types it as maybe a coroutine)
             name=f"form-{name}",
             description=f"{document.description or name}: a run form made of this blueprint's inputs",
-            parameters={"blueprint": name},
+            parameters={"blueprint": parameter},
             work_pool_name=pool,
             entrypoint_type=EntrypointType.MODULE_PATH,  # a worker imports vicflow; no source to pull
+            job_variables={"command": "vicflow-engine"},  # forked from `vicflow worker`'s preloaded process
             tags=["vicflow", f"blueprint:{name}"],
         )
         schema = deployment._parameter_openapi_schema
-        schema.properties["blueprint"].update(readOnly=True, enum=[name], default=name)
+        schema.properties["blueprint"].update(readOnly=True, enum=[parameter], default=parameter)
         schema.properties["inputs"] = {**input_schema(document), "position": 1}
         if any(spec.is_required and spec.default is None for spec in document.inputs.values()):
             schema.required = sorted({*(schema.required or []), "inputs"})

@@ -80,8 +80,9 @@ def _connect(path: str) -> socket.socket | None:
 # --------------------------------------------------------------------------------------------- worker
 
 
-def run_worker(pool: str) -> int:
-    """``prefect worker start --pool POOL --type process`` with a fork server for its runs; both stop together."""
+def run_worker(pool: str, name: str | None = None, limit: int | None = None) -> int:
+    """``prefect worker start --pool POOL --type process`` with a fork server for its runs; both stop together.
+    ``limit`` caps the runs at once: without it the first worker to poll takes every scheduled run it sees."""
     import subprocess
     import tempfile
     from pathlib import Path
@@ -104,8 +105,9 @@ def run_worker(pool: str) -> int:
         server.wait(timeout=30)
         print(f"vicflow worker: the fork server did not start (exit {server.returncode})", file=sys.stderr)
         return 1
+    options = [*(["--name", name] if name else []), *(["--limit", str(limit)] if limit else [])]
     worker = subprocess.Popen(
-        [str(bin_dir / "prefect"), "worker", "start", "--pool", pool, "--type", "process"],
+        [str(bin_dir / "prefect"), "worker", "start", "--pool", pool, "--type", "process", *options],
         env=env,
         preexec_fn=die_with_parent,
     )

@@ -185,6 +185,28 @@ class WriteFile(StepType[WriteParams]):
         return {"file": params.file}
 
 
+class WhereParams(Params):
+    peer: str  # an address the host reaches (the Prefect server's)
+    file: BlueprintFile
+
+
+class Where(StepType[WhereParams]):
+    """Appends the address this host reaches ``peer`` from to ``file``: which host ran the step, and how often."""
+
+    Params = WhereParams
+    outputs = {"address": "this host's address toward peer"}
+
+    def apply(self, params: WhereParams, ctx: StepContext):
+        import socket
+
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((params.peer, 9))  # UDP: picks the route and the source address, sends nothing
+            address = probe.getsockname()[0]
+        with open(params.file, "a") as out:
+            out.write(f"{address}\n")
+        return {"address": address}
+
+
 @hookimpl
 def register_step_types(register):
     register("echo", Echo)
@@ -196,3 +218,4 @@ def register_step_types(register):
     register("read", Read)
     register("picky", Picky)
     register("write_file", WriteFile)
+    register("where", Where)

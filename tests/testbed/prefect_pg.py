@@ -45,8 +45,10 @@ class PrefectOnPostgres:
     folder: Path
     pg_port: int
     api_port: int
+    api_host: str = "127.0.0.1"  # another address (a test bridge's) for workers on other hosts
     password: str = field(default_factory=lambda: uuid.uuid4().hex)
     server: subprocess.Popen | None = None
+    server_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def database_url(self) -> str:
@@ -54,7 +56,7 @@ class PrefectOnPostgres:
 
     @property
     def api(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}/api"
+        return f"http://{self.api_host}:{self.api_port}/api"
 
     def env(self) -> dict[str, str]:
         """The environment of a client (CLI, worker) of this server."""
@@ -103,11 +105,12 @@ class PrefectOnPostgres:
         env = self.env()
         env.update(
             PREFECT_SERVER_DATABASE_CONNECTION_URL=self.database_url,
-            PREFECT_SERVER_API_HOST="127.0.0.1",
+            PREFECT_SERVER_API_HOST=self.api_host,
             PREFECT_SERVER_API_PORT=str(self.api_port),
             PREFECT_UI_ENABLED="false",
             PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE="prefect.server.concurrency.lease_storage.filesystem",
         )
+        env.update(self.server_env)
         log = open(self.folder / "server.log", "w")  # noqa: SIM115 (the server's whole life)
         self.server = subprocess.Popen(
             [str(Path(sys.executable).parent / "prefect"), "server", "start"],
@@ -172,9 +175,11 @@ class PrefectOnPostgres:
 
 
 @contextmanager
-def running():
-    """PostgreSQL and a Prefect server on it, both stopped (and their files removed) afterwards."""
-    stack = PrefectOnPostgres(Path(tempfile.mkdtemp(prefix="vicflow-pg-")), free_port(), free_port())
+def running(api_host: str = "127.0.0.1", **server_env: str):
+    """PostgreSQL and a Prefect server on it (listening on ``api_host``; ``server_env``: more server settings),
+    both stopped (and their files removed) afterwards."""
+    stack = PrefectOnPostgres(Path(tempfile.mkdtemp(prefix="vicflow-pg-")), free_port(), free_port(), api_host)
+    stack.server_env = server_env
     try:
         stack.start_postgres()
         stack.start_server()
