@@ -14,10 +14,9 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from vicflow.flows import expressions, journal
+from vicflow.flows import expressions
 from vicflow.flows.blueprint import Blueprint
 from vicflow.flows.inputs import public
 from vicflow.flows.planner import plan_steps
@@ -105,7 +104,7 @@ class Run:
     run_id: str
     event: dict[str, Any] | None = None
     dry_run: bool = False
-    journal: Path | None = None
+    journal: Any = None  # where the journal is kept: the executor's (FileJournal, PrefectJournal); none in a plan
     previous: dict[str, Any] = field(default_factory=dict)  # resumed run's journal
     records: dict[str, StepRecord] = field(default_factory=dict)
     contexts: dict[str, list[tuple[StepContext, Any]]] = field(default_factory=dict)
@@ -175,12 +174,12 @@ class Run:
             "blueprint": self.blueprint.name,
             "path": self.blueprint.path,
             "steps": {
-                # masked: the journal is a file on disk (a resumed step's outputs keep the mask)
+                # masked: the journal is stored outside the run (a resumed step's outputs keep the mask)
                 sid: {"state": r.state, "params_hash": r.params_hash, "outputs": masking.mask(r.outputs)}
                 for sid, r in self.records.items()
             },
         }
-        journal.save(self.journal, data)
+        self.journal.save(self.run_id, data)
 
 
 _RUNS: dict[str, Run] = {}
@@ -268,14 +267,14 @@ def execute(
     run = Run(blueprint, inputs, registry.step_types, registry, run_id, event=event, dry_run=dry_run)
     run.pre_approved = approve
     run.records = {s.id: StepRecord(s.id, s.uses) for s in blueprint.all_steps}
-    if not dry_run:
-        run.journal = journal.path_of(run_id)
-        if resume:
-            run.previous = journal.load(resume).get("steps", {})
     _RUNS[run.token] = run
     run.executor = executor(run)
     started = time.monotonic()
     try:
+        if not dry_run:
+            run.journal = run.executor.journal
+            if resume:
+                run.previous = run.journal.load(resume).get("steps", {})
         run.emit("vicflow.run.started", payload={"inputs": public(blueprint, inputs), "event": event})
         if dry_run:
             plan = plan_steps(run)

@@ -42,7 +42,9 @@ def run_blueprint(
         description="name of a Prefect Variable holding this site's input values (a JSON object); inputs override them",
     ),
     dry_run: bool = Field(default=False, description="only call plan(): show what would change"),
-    resume: str | None = Field(default=None, description="flow-run id of an earlier run to resume"),
+    resume: str | None = Field(
+        default=None, description="flow-run id (or name) of an earlier run to resume, on any worker"
+    ),
     event: dict[str, Any] | None = Field(default=None, description="the event that triggered this run"),
     approve: bool = Field(default=False, description="approve every approval gate in advance (for scripts)"),
 ) -> Any:

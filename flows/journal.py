@@ -1,6 +1,8 @@
-"""The resume journal: what each step of a run did (state, parameters' hash, masked outputs), one file a run.
+"""The resume journal: what each step of a run did (state, parameters' hash, masked outputs).
 
-``vicflow run --resume RUN`` reads it to skip the steps that completed with the same parameters.
+``vicflow run --resume RUN`` reads it to skip the steps that completed with the same parameters. Runs in
+Prefect keep it in Prefect (flows/prefect_journal.py), so any worker can resume them; this file store is the
+thread executor's (the engine without Prefect), one file a run under the state directory.
 """
 
 from __future__ import annotations
@@ -40,3 +42,16 @@ def save(path: Path, data: dict[str, Any]) -> None:
     with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
         out.write(json.dumps(data, default=str))  # the C encoder: json.dump streams in Python, 10x slower
     os.replace(tmp, path)
+
+
+class FileJournal:
+    """The journal store of runs without Prefect."""
+
+    def save(self, run_id: str, data: dict[str, Any]) -> None:
+        save(path_of(run_id), data)
+
+    def flush(self) -> None:
+        pass
+
+    def load(self, ref: str) -> dict[str, Any]:
+        return load(ref)

@@ -12,6 +12,7 @@ from typing import Any
 
 from vicflow.flows import planner
 from vicflow.flows.engine import Run, StepFailed, log, rollback_task, step_task
+from vicflow.flows.prefect_journal import PrefectJournal
 from vicflow.flows.retry import delays
 from vicflow.plugins import masking
 
@@ -96,6 +97,7 @@ class PrefectSteps:
         from prefect.cache_policies import NONE
 
         self.run = run
+        self.journal = PrefectJournal()
         self.kept: dict[str, Any] | None = None
         self.step_task = task(cache_policy=NONE, persist_result=False, log_prints=False)(step_task)
         self.skip_task = task(cache_policy=NONE, persist_result=False)(skipped_task)
@@ -164,6 +166,7 @@ class PrefectSteps:
         if self.kept is not None:
             summary, self.kept = self.kept, None
             _publish(self.run, summary)
+        self.journal.flush()  # what could not be saved while the server was away
 
     def event(self, name: str, resource: dict[str, str], payload: dict[str, Any]) -> None:
         from prefect.events import emit_event

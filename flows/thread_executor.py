@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from vicflow.flows.engine import MAX_PARALLEL_STEPS, Run, StepFailed, log, rollback_task, step_task
+from vicflow.flows.journal import FileJournal
 from vicflow.flows.retry import delays
 
 
@@ -21,6 +22,7 @@ class ThreadSteps:
 
     def __init__(self, run: Run):
         self.run = run
+        self.journal = FileJournal()
         self.pool = ThreadPoolExecutor(MAX_PARALLEL_STEPS, thread_name_prefix="vicflow-step")
 
     def _retried(self, body: Callable[[], Any], step_id: str) -> Any:

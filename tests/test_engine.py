@@ -14,7 +14,7 @@ import time
 import uuid
 
 import pytest
-from vicflow.flows import retry
+from vicflow.flows import prefect_journal, retry
 from vicflow.flows.blueprint import Backoff
 from vicflow.flows.engine import RunFailed
 from vicflow.flows.inputs import prepare
@@ -290,6 +290,28 @@ def test_resume_skips_steps_that_completed_with_the_same_inputs(write, run):
     assert [n for a, n, _ in engine_steps.JOURNAL if a == "apply"] == ["c", "d"]
 
 
+@pytest.mark.prefect
+def test_a_run_in_prefect_resumes_by_its_flow_run_name_from_the_journal_kept_in_prefect(
+    write, run_in_prefect, prefect_api, monkeypatch, tmp_path
+):
+    """The journal is an artifact of the flow run, not a file on the worker: another state directory (another
+    worker's disk) resumes it, by the name the Prefect UI shows."""
+    from prefect.client.orchestration import get_client
+
+    path = write(ROLLBACK.replace("on_failure: rollback", "on_failure: keep"))
+    monkeypatch.setenv("VICFLOW_STATE_DIR", str(tmp_path / "first-worker"))
+    first = run_in_prefect(path)
+    assert first["state"] == "failed"
+    with get_client(sync_client=True) as client:
+        name = client.read_flow_run(first["run_id"]).name
+    monkeypatch.setenv("VICFLOW_STATE_DIR", str(tmp_path / "second-worker"))
+    engine_steps.JOURNAL.clear()
+    second = run_in_prefect(path, inputs={"fail": False}, resume=name)
+    assert states(second) == {"a": "cached", "b": "cached", "c": "completed", "d": "completed"}
+    assert [n for a, n, _ in engine_steps.JOURNAL if a == "apply"] == ["c", "d"]
+    assert not list(tmp_path.rglob("*.json")), "no journal file on either worker's disk"
+
+
 def test_if_false_skips_and_shows_in_the_run(write, run):
     summary = run(
         write("""
@@ -461,7 +483,7 @@ def _everything_prefect_stored(flow_run_id: str) -> str:
 
 @pytest.mark.prefect
 def test_numeric_secrets_journal_and_item_labels_are_masked(write, run_in_prefect, prefect_api, monkeypatch, tmp_path):
-    """The leak paths found by a secret scan: a numeric secret, the resume journal on disk, and a for_each item
+    """The leak paths found by a secret scan: a numeric secret, the resume journal, and a for_each item
     label (a task-run name) that holds a secret."""
     pin = 480000 + random.randint(1000, 9999)
     monkeypatch.setenv("VICFLOW_SECRET_DB_PASSWORD", SECRET)
@@ -484,8 +506,9 @@ def test_numeric_secrets_journal_and_item_labels_are_masked(write, run_in_prefec
     )
     assert summary["state"] == "completed", summary
     assert summary["steps"][0]["outputs"] == {"message": "pin ***", "value": "***"}
-    journal = (tmp_path / "state" / "runs" / f"{summary['run_id']}.json").read_text()
+    journal = json.dumps(prefect_journal.load(summary["run_id"]))  # kept in Prefect, as an artifact of the run
     assert "show" in journal and str(pin) not in journal and SECRET not in journal
+    assert not (tmp_path / "state" / "runs").exists(), "the journal is no longer a file on the worker's disk"
     stored = _everything_prefect_stored(summary["run_id"])
     assert "each[***]" in stored, "the for_each task run is named with the label masked"
     assert SECRET not in stored and f"pin {pin}" not in stored
