@@ -86,7 +86,9 @@ def with_prefect(path: Path) -> None:
             future.wait()
 
     with prefect_test_harness(server_startup_timeout=90):
-        timings = rounds({"bare Prefect tasks": bare, "blueprint, Prefect flow": lambda: run_blueprint(blueprint=str(path))})
+        timings = rounds(
+            {"bare Prefect tasks": bare, "blueprint, Prefect flow": lambda: run_blueprint(blueprint=str(path))}
+        )
     print(f"with Prefect ({STEPS} no-op steps, {ROUNDS} rounds):")
     show(timings)
     ratio = statistics.median(timings["blueprint, Prefect flow"]) / statistics.median(timings["bare Prefect tasks"])

@@ -60,6 +60,14 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("deploy", help="one deployment per shipped blueprint, its run form made of its inputs")
     p.add_argument("--pool", default="vicflow", help="the work pool (default: vicflow)")
     p.add_argument("blueprints", nargs="*", help="shipped blueprint names or blueprint files (default: all shipped)")
+    p.add_argument(
+        "--unresponsive-after",
+        type=int,
+        default=600,
+        metavar="SECONDS",
+        help="mark a run Crashed after this long without a heartbeat (an automation; 0: none; default: 600, "
+        "more than 3 of Prefect's default 180 s heartbeats)",
+    )
 
     sub.add_parser("schema", help="print the JSON Schema of blueprints")
     p = sub.add_parser("plugins", help="list plugins, their step types and event sources")
@@ -141,10 +149,12 @@ def cmd_validate(args) -> int:
 
 
 def cmd_deploy(args) -> int:
-    from vicflow.flows.deploy import deploy
+    from vicflow.flows.deploy import UNRESPONSIVE, crash_unresponsive_runs, deploy
 
     for name, deployment_id in deploy(args.pool, args.blueprints).items():
         print(f"{name}: {deployment_id}")
+    if args.unresponsive_after:
+        print(f"automation {UNRESPONSIVE!r}: {crash_unresponsive_runs(args.unresponsive_after)}")
     return EXIT_OK
 
 
@@ -197,10 +207,10 @@ def _run_or_plan(args, dry_run: bool) -> int:
         # set before Prefect configures logging, since it may configure it again when its temporary server starts
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 
-    from vicflow.flows import engine, journal
+    from vicflow.flows import engine, prefect_journal
 
     if getattr(args, "resume", None):
-        journal.load(args.resume)  # an unknown id is exit 2 before Prefect starts
+        prefect_journal.load(args.resume)  # an unknown run is exit 2 before the run starts
     from vicflow.flows.progress import Progress
     from vicflow.plugins.manager import default_registry
 

@@ -83,3 +83,47 @@ def deploy(pool: str, names: list[str] | None = None) -> dict[str, str]:
             schema.required = sorted({*(schema.required or []), "inputs"})
         made[f"run-blueprint/form-{name}"] = str(deployment.apply(work_pool_name=pool))
     return made
+
+
+UNRESPONSIVE = "vicflow: mark unresponsive runs Crashed"
+
+
+def crash_unresponsive_runs(within_seconds: int) -> str:
+    """Create or update the automation that marks a flow run Crashed when its heartbeats stop for
+    ``within_seconds`` (its worker's host died): Prefect's documented zombie detection. Workers must send
+    heartbeats more often than that (``PREFECT_FLOWS_HEARTBEAT_FREQUENCY``, at least 30 s). A Crashed run is
+    resumed with ``resume: <its id>`` on any worker (docs/scale-out.md)."""
+    from datetime import timedelta
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    ended = [f"prefect.flow-run.{state}" for state in ("Completed", "Failed", "Cancelled", "Crashed")]
+    automation = AutomationCore(
+        name=UNRESPONSIVE,
+        description=f"no heartbeat for {within_seconds}s: the run's worker or host is gone; resume it elsewhere",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", *ended},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=within_seconds),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message=f"no heartbeat for {within_seconds}s (its worker is gone); resume it: resume=<this run's id>",
+            )
+        ],
+    )
+    with get_client(sync_client=True) as client:
+        existing = client.read_automations_by_name(UNRESPONSIVE)
+        if existing:
+            client.update_automation(existing[0].id, automation)
+            return str(existing[0].id)
+        return str(client.create_automation(automation))

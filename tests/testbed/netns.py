@@ -31,15 +31,19 @@ def ip(*argv: str, check: bool = True) -> str:
 
 @dataclass
 class Host:
-    name: str  # the namespace
+    name: str  # the namespace; "" for this machine's own network (bench/scale.py)
     address: str
     processes: list[subprocess.Popen] = field(default_factory=list)
+
+    @classmethod
+    def local(cls) -> Host:
+        return cls("", "127.0.0.1")
 
     def start(self, argv: list[str], env: dict[str, str], log: Path, cwd: str | None = None) -> subprocess.Popen:
         """Start ``argv`` inside this host's namespace (its own session, output to ``log``)."""
         with open(log, "ab") as out:
             proc = subprocess.Popen(
-                ["ip", "netns", "exec", self.name, *argv],
+                ["ip", "netns", "exec", self.name, *argv] if self.name else argv,
                 env=env,
                 cwd=cwd,
                 stdout=out,
@@ -50,7 +54,11 @@ class Host:
         return proc
 
     def pids(self) -> list[int]:
-        """Every process running in this host's namespace."""
+        """Every process running in this host's namespace (on this machine: the sessions it started)."""
+        if not self.name:
+            found = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout.split()
+            sessions = {str(proc.pid) for proc in self.processes}
+            return [int(pid) for pid, sid in zip(found[::2], found[1::2], strict=True) if sid in sessions]
         return [int(p) for p in ip("netns", "pids", self.name, check=False).split()]
 
     def kill(self, sig: int = signal.SIGKILL) -> list[int]:
@@ -71,6 +79,7 @@ class Lan:
     gateway: str  # the bridge's address: services for the hosts listen here
     hosts: list[Host]
     forwards: list[subprocess.Popen] = field(default_factory=list)
+    _mirrored: dict[str, str] = field(default_factory=dict)  # address -> its forward on the gateway
 
     def forward(self, port: int, target: str) -> str:
         """Listen on gateway:``port`` and pass each connection to ``target`` (host:port on 127.0.0.1)."""
@@ -89,6 +98,25 @@ class Lan:
                 return f"{self.gateway}:{port}"
             time.sleep(0.05)
         raise TestbedError(f"socat on {self.gateway}:{port} did not listen within 10s")
+
+    def mirror(self, host: Host, address: str, log: Path) -> None:
+        """Make ``address`` (host:port of a service on this machine's loopback, such as the VCH endpoint's
+        127.0.0.2:2375) answer at the same address inside ``host``: the run finds what its blueprint names."""
+        from tests.testbed.prefect_stack import free_port
+
+        outside = self._mirrored.get(address) or self.forward(free_port(), address)
+        self._mirrored[address] = outside
+        name, port = address.rsplit(":", 1)
+        host.start(["socat", f"TCP-LISTEN:{port},bind={name},fork,reuseaddr", f"TCP:{outside}"], dict(os.environ), log)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            listening = subprocess.run(
+                ["ip", "netns", "exec", host.name, "ss", "-ltnH"], capture_output=True, text=True, timeout=10
+            ).stdout
+            if f"{address} " in listening:
+                return
+            time.sleep(0.05)
+        raise TestbedError(f"{address} inside {host.name} did not listen within 10s")
 
 
 @contextmanager

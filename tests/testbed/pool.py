@@ -6,6 +6,7 @@ the worker's ``prefect.worker.submitted-flow-run`` event."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -30,7 +31,12 @@ class Pool:
     workers: dict[str, Host] = field(default_factory=dict)  # worker name -> host
 
     def call(self, method: str, path: str, body: dict | None = None, timeout: float = 30):
-        response = requests.request(method, f"{self.stack.api}{path}", json=body, timeout=timeout)
+        """One API call; retried on 429/502/503 as Prefect's own client does (SQLite answers 503 when locked)."""
+        for attempt in range(6):
+            response = requests.request(method, f"{self.stack.api}{path}", json=body, timeout=timeout)
+            if response.status_code not in (429, 502, 503):
+                break
+            time.sleep(0.5 * 2**attempt)
         if response.status_code >= 400:
             raise TestbedError(f"{method} {path}: HTTP {response.status_code} {response.text[:500]}")
         return response.json() if response.content else None
@@ -61,10 +67,11 @@ class Pool:
         if result.returncode:
             raise TestbedError(f"prefect work-pool create {self.name}: {result.stdout[-2000:]}{result.stderr[-2000:]}")
 
-    def deploy(self, blueprint: str) -> str:
-        """`vicflow deploy --pool POOL FILE`; returns the deployment's id."""
+    def deploy(self, blueprint: str, unresponsive: int = 90) -> str:
+        """`vicflow deploy --pool POOL BLUEPRINT` (its run form, and the automation that marks a run whose
+        heartbeats stopped Crashed); returns the deployment's id."""
         result = subprocess.run(
-            [str(BIN / "vicflow"), "deploy", "--pool", self.name, blueprint],
+            [str(BIN / "vicflow"), "deploy", "--pool", self.name, "--unresponsive-after", str(unresponsive), blueprint],
             env=self.env(),
             cwd=REPO,
             capture_output=True,
@@ -73,7 +80,8 @@ class Pool:
         )
         if result.returncode:
             raise TestbedError(f"vicflow deploy: {result.stdout[-2000:]}{result.stderr[-2000:]}")
-        return result.stdout.split(": ")[-1].strip()
+        made = [line for line in result.stdout.splitlines() if line.startswith("run-blueprint/form-")]
+        return made[0].split(": ")[-1].strip()
 
     def start_worker(self, host: Host, name: str, limit: int | None = None, **env: str) -> None:
         """`vicflow worker` on ``host``, with a state directory and a Prefect home of its own."""
@@ -126,6 +134,25 @@ class Pool:
         pending = {r["name"]: r["state_type"] for r in runs.values() if r["state_type"] not in FINAL}
         logs = "\n".join(f"--- {n}\n{self.log(n)[-1500:]}" for n in self.workers)
         raise TestbedError(f"{len(pending)} runs not finished in {timeout:g}s: {pending}\n{logs}")
+
+    def summary(self, run_id: str) -> dict[str, dict]:
+        """The rows of the run's summary table artifact, by step id."""
+        found = self.call(
+            "POST", "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run_id]}, "type": {"any_": ["table"]}}}
+        )
+        if not found:
+            raise TestbedError(f"run {run_id} published no summary")
+        data = found[0]["data"]
+        return {row["id"]: row for row in (json.loads(data) if isinstance(data, str) else data)}
+
+    def journal(self, run_id: str) -> dict:
+        """The run's journal as Prefect keeps it (an artifact of the run); {} before its first step ended."""
+        found = self.call(
+            "POST",
+            "/artifacts/filter",
+            {"artifacts": {"flow_run_id": {"any_": [run_id]}, "type": {"any_": ["vicflow-journal"]}}},
+        )
+        return found[0]["data"] if found else {}
 
     def submitted_by(self, ids: list[str], timeout: float = 30) -> dict[str, list[str]]:
         """flow-run id -> the workers that submitted it, from the workers' own events (stored by the server
