@@ -20,7 +20,7 @@ class FirewallParams(vsphere.VSphereParams):
     datacenter: str | None = Field(None, description="default: the only datacenter")
     compute_resource: str = Field(description="cluster, host, or resource pool path (CLUSTER/Resources/POOL)")
     action: Literal["allow", "deny"] = Field("allow", description="allow enables vSPC; deny disables it")
-    parallel: int = Field(32, ge=1, le=128, description="hosts changed at once")
+    parallel: int = Field(64, ge=1, le=128, description="hosts changed at once")
     rollback_timeout_seconds: float = Field(
         60, gt=0, description="when rolling back, keep trying this long to put the hosts back"
     )

@@ -297,6 +297,9 @@ class _PinnedAdapter(requests.adapters.HTTPAdapter):
         return super().init_poolmanager(*args, **kwargs)
 
 
+POOL_SIZE = 64  # connections kept open: a step's parallel calls (the firewall's 64 hosts) each reuse one
+
+
 def _login(
     server: str, user: str, password: str, thumbprint: str | None, insecure: bool, timeout: float, logger: Logger
 ):
@@ -321,6 +324,7 @@ def _login(
             disableSslCertValidation=insecure,
             httpConnectionTimeout=int(max(1, timeout)),
             connectionPoolTimeout=-1,
+            poolSize=POOL_SIZE,  # pyVmomi's default 5 closes the other connections of a fan-out after each call
         )
         si = vim.ServiceInstance("ServiceInstance", stub)
         content(si).sessionManager.Login(user, password, None)  # content() keeps the ServiceContent it read
