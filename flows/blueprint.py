@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from vicflow.flows import expressions
+from vicflow.flows import expressions, fleet
 from vicflow.flows.problems import Collector, Problem, short  # noqa: F401 (Problem: this module's API)
 from vicflow.flows.references import check_blueprint_expressions, check_outputs, check_references
 from vicflow.flows.spec import (  # noqa: F401 (the models: this module's API)
@@ -115,6 +115,7 @@ def parse(text: str, file: str, registry=None) -> Blueprint:
         if sections[name] is not None:
             setattr(blueprint, attribute, _check_steps(sections[name], out, registry, blueprint.defaults, name, seen))
     _check_graph(blueprint.all_steps, out)
+    fleet.check_children(blueprint, out, registry, load)
     check_references(blueprint, out, registry)
     check_blueprint_expressions(blueprint, out)
     check_outputs(blueprint, out, registry)
@@ -183,7 +184,9 @@ def _check_steps(
             continue
         seen[step.id] = base
         step_type = registry.step_types.get(step.uses)
-        if step_type is None:
+        if step.uses.startswith(fleet.PREFIX):
+            pass  # another blueprint: fleet.check_children checks it once every step is known
+        elif step_type is None:
             installed = ", ".join(sorted(registry.step_types)) or "none"
             out.add(
                 (*base, "uses"),

@@ -1,9 +1,8 @@
 """Runs a validated blueprint: the run's state, the step bodies, rollback, the journal and the summary.
 
-An executor runs the step bodies (the Prefect adapter: each step a task run; the thread executor: no
-Prefect). The scheduler submits every step whose dependencies are done (so independent steps overlap),
-fans ``for_each`` items out under a bound, and, when a step fails for good, rolls back the steps that
-completed, newest first, unless the failing step's ``on_failure`` says otherwise.
+An executor runs the step bodies (Prefect adapter: a task run each; thread executor: no Prefect). The
+scheduler submits every step whose dependencies are done, fans ``for_each`` items out under a bound, and,
+when a step fails for good, rolls back the completed steps, newest first (unless ``on_failure`` says not).
 """
 
 from __future__ import annotations
@@ -117,6 +116,8 @@ class Run:
     executor: Any = None  # PrefectSteps or ThreadSteps
     error: str | None = None  # why the run failed: ${{ run.error }} in on_error and finally steps
     failed_step: str | None = None
+    state: str = "running"
+    outputs: dict[str, Any] = field(default_factory=dict)  # the blueprint's outputs: (masked), at the end
     pre_approved: bool = False  # vicflow run --approve: every approval gate is approved in advance
     cancelled: str | None = None  # why an approval gate cancelled the run
 
@@ -173,6 +174,8 @@ class Run:
         data = {
             "blueprint": self.blueprint.name,
             "path": self.blueprint.path,
+            "state": self.state,
+            "outputs": self.outputs,  # masked; a parent's `on: pool` step reads them
             "steps": {
                 # masked: the journal is stored outside the run (a resumed step's outputs keep the mask)
                 sid: {"state": r.state, "params_hash": r.params_hash, "outputs": masking.mask(r.outputs)}
@@ -206,7 +209,7 @@ def step_task(token: str, step_id: str, item_index: int | None = None) -> dict[s
     except BaseException as exc:
         transient = not isinstance(exc, AttemptStillRunning) and (
             isinstance(exc, TimeoutError)
-            or (isinstance(exc, Exception) and run.step_types[step.uses].is_transient(exc))
+            or (isinstance(exc, Exception) and run.blueprint.step_type(step_id, run.step_types).is_transient(exc))
         )
         message = masking.mask(f"{type(exc).__name__}: {exc}" if not isinstance(exc, StepError) else str(exc))
         with run.lock:
@@ -220,7 +223,7 @@ def step_task(token: str, step_id: str, item_index: int | None = None) -> dict[s
             record.changed = bool(record.changed)
         else:
             record.changed = True
-    missing = [name for name in run.step_types[step.uses].outputs if name not in outputs]
+    missing = [name for name in run.blueprint.step_type(step_id, run.step_types).outputs if name not in outputs]
     if missing:
         ctx.logger.warning("step %s did not return declared outputs %s", step_id, missing)
     return outputs
@@ -229,8 +232,7 @@ def step_task(token: str, step_id: str, item_index: int | None = None) -> dict[s
 def rollback_task(token: str, step_id: str) -> str:
     """Undo one step; retried like the step itself when the failure is transient (a cut connection)."""
     run = _RUNS[token]
-    step = run.blueprint.step(step_id)
-    step_type = run.step_types[step.uses]()
+    step_type = run.blueprint.step_type(step_id, run.step_types)()
     contexts = run.contexts.get(step_id, [])
     while contexts:
         ctx, params = contexts[-1]
@@ -290,10 +292,11 @@ def execute(
         state = "cancelled" if run.cancelled else _final_state(run, _after_steps(run, failure))
         left = _release(run)
         summary = _summary(run, state, started)
+        run.state = state
         if run.cancelled:
             summary["error"] = run.cancelled
         else:
-            summary["outputs"] = _run_outputs(run)
+            summary["outputs"] = run.outputs = _run_outputs(run)
         summary["left_behind"] = masking.mask(left)
         run.save_journal()
         run.executor.publish(summary)
@@ -383,7 +386,7 @@ def _rollback(run: Run) -> None:
     """Undo the completed steps that can roll back, newest first; a failed undo is reported, not fatal."""
     for step_id in reversed(run.completion_order):
         record = run.records[step_id]
-        if not run.step_types[record.uses].can_rollback() or record.state != "completed":
+        if not run.blueprint.step_type(step_id, run.step_types).can_rollback() or record.state != "completed":
             continue
         run.emit("vicflow.step.rollback-started", step_id)
         undone, message = run.executor.rollback(step_id)

@@ -5,14 +5,14 @@ Importing this module has no side effects beyond defining the flow.
 
 import re
 from contextlib import contextmanager, suppress
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 from vicflow.flows import blueprint as bp
-from vicflow.flows import cli_signals, engine, expressions, shipped
+from vicflow.flows import child_runs, cli_signals, engine, expressions, fleet, shipped
 from vicflow.flows.inputs import prepare
 from vicflow.flows.prefect_adapter import PrefectSteps
 from vicflow.plugins.errors import RunCancelled
@@ -58,6 +58,8 @@ def run_blueprint(
 
     def executor(run: engine.Run) -> PrefectSteps:
         executors.append(PrefectSteps(run))
+        child_runs.made(run)  # a fleet step's child that ran here is kept for that step's rollback
+        run.resources[fleet.RUNNER] = child_runs.ChildRuns(subflow=_subflow)
         return executors[-1]
 
     try:
@@ -80,6 +82,11 @@ def run_blueprint(
     finally:  # the slot is given back first: publishing may wait for an absent server
         for each in executors:
             each.publish_kept()
+
+
+def _subflow(path: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """A fleet step's child, as a subflow of the step's task run (its own flow run, target and summary)."""
+    return cast(dict[str, Any], run_blueprint(blueprint=path, inputs=inputs))
 
 
 @contextmanager

@@ -10,7 +10,7 @@ import os
 import time
 from typing import Any
 
-from vicflow.flows import planner
+from vicflow.flows import fleet, planner
 from vicflow.flows.engine import Run, StepFailed, log, rollback_task, step_task
 from vicflow.flows.prefect_journal import PrefectJournal
 from vicflow.flows.retry import delays
@@ -250,6 +250,11 @@ def _publish(run: Run, summary: dict[str, Any]) -> None:
                 + "\n".join(
                     f"| {k} | {json.dumps(v, default=str)} |" for k, v in masking.mask(summary["outputs"]).items()
                 ),
+            )
+        children = fleet.child_rows(summary["steps"])
+        if children:  # a fleet run: one row per child run, with its state and outputs
+            create_table_artifact(
+                table=masking.mask(children), key=f"{key}-children", description="the blueprints this run ran"
             )
         if "plan" in summary:
             create_markdown_artifact(

@@ -30,4 +30,14 @@ class Secrets:
                     f"create it with: prefect block create secret (name {name!r}), or set {variable}",
                 ) from None
         masking.add_secret(value)
+        _names[value] = name
         return value
+
+
+_names: dict[str, str] = {}  # value -> the name it was read under (a child run gets the name, not the value)
+
+
+def reference_to(value: Any) -> str | None:
+    """``${{ secrets.NAME }}`` for a value that was read as secret NAME in this process; else None."""
+    name = _names.get(value) if isinstance(value, str) else None
+    return f"${{{{ secrets.{name} }}}}" if name else None

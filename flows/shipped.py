@@ -29,7 +29,8 @@ def resolve(ref: str) -> Path:
     name = path.stem if path.suffix in (".yaml", ".yml") else ref
     if name in known and len(path.parts) == 1:
         return known[name]
-    from vicflow.flows.blueprint import BlueprintError, Problem
+    from vicflow.flows.problems import Problem
+    from vicflow.plugins.errors import BlueprintError
 
     raise BlueprintError(
         [

@@ -78,6 +78,10 @@ class StepSpec(Strict):
         "rollback",
         description="rollback: undo completed steps; keep: fail without undoing; continue: tolerate",
     )
+    on: Literal["process", "pool"] = Field(
+        "process",
+        description="uses: blueprint:NAME only. process: a subflow here; pool: a child flow run on the work pool",
+    )
 
     _where: tuple = PrivateAttr(("steps", 0))  # its place in the file (section, index): problems point there
 
@@ -116,10 +120,15 @@ class Blueprint(Strict):
     )
     path: str | None = Field(None, exclude=True)
     _input_places: dict[str, tuple[int, int]] = PrivateAttr(default_factory=dict)  # name -> line, column
+    _child_types: dict[str, Any] = PrivateAttr(default_factory=dict)  # step id -> type (uses: blueprint:...)
 
     def input_place(self, name: str) -> tuple[int, int]:
         """Where input ``name`` is declared in the file (a missing value points there)."""
         return self._input_places.get(name, (1, 1))
+
+    def step_type(self, step_id: str, step_types: dict[str, Any]) -> Any:
+        """The type of step ``step_id``: a registered one, or the child blueprint a ``uses: blueprint:`` runs."""
+        return self._child_types.get(step_id) or step_types.get(self.step(step_id).uses)
 
     def step(self, step_id: str) -> StepSpec:
         return next(s for s in itertools.chain(self.steps, self.on_error, self.finally_) if s.id == step_id)
@@ -171,7 +180,11 @@ def json_schema(step_types: dict[str, Any] | None = None) -> dict[str, Any]:
     schema.get("properties", {}).pop("path", None)
     if step_types:
         step = schema["$defs"]["StepSpec"]
-        step["properties"]["uses"]["enum"] = sorted(step_types)
+        uses = step["properties"]["uses"]
+        uses["anyOf"] = [
+            {"enum": sorted(step_types)},
+            {"type": "string", "pattern": "^blueprint:.+", "description": "another blueprint (shipped name or file)"},
+        ]
         step["allOf"] = [_with_schema(name, cls.Params, schema["$defs"]) for name, cls in sorted(step_types.items())]
     return schema
 

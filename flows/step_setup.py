@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 def prepare_step(run: Run, step_id: str, item: Any, rendered: Any = None) -> tuple[StepType, Any, StepContext]:
     """Validate a step's parameters (rendered here unless the scheduler already did) and build its context."""
     step = run.blueprint.step(step_id)
-    step_type = run.step_types[step.uses]
+    step_type = run.blueprint.step_type(step_id, run.step_types)
     if rendered is None:
         rendered = expressions.render(step.with_, run.context(item))
     base_dir = str(Path(run.blueprint.path or ".").resolve().parent)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from vicflow.flows import child_runs, fleet
 from vicflow.flows.engine import MAX_PARALLEL_STEPS, Run, StepFailed, log, rollback_task, step_task
 from vicflow.flows.journal import FileJournal
 from vicflow.flows.retry import delays
@@ -23,6 +24,8 @@ class ThreadSteps:
     def __init__(self, run: Run):
         self.run = run
         self.journal = FileJournal()
+        child_runs.made(run)  # a fleet step's child run that ran here is kept for that step's rollback
+        run.resources.setdefault(fleet.RUNNER, child_runs.ChildRuns(threads=ThreadSteps))
         self.pool = ThreadPoolExecutor(MAX_PARALLEL_STEPS, thread_name_prefix="vicflow-step")
 
     def _retried(self, body: Callable[[], Any], step_id: str) -> Any:

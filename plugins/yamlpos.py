@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import yaml
@@ -35,6 +36,17 @@ class _Loader(_BaseLoader):
                 f"{tag} cannot hold {str(node.value)[:60]!r}: remove the tag or fix the value",
                 node.start_mark,
             ) from None
+
+
+# YAML 1.2's booleans: only true and false. YAML 1.1 (PyYAML's default) also reads yes/no/on/off as booleans,
+# which turns a step's `on: pool` into the key True, and `country: no` into False.
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in _BaseLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 @dataclass
