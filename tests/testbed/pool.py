@@ -56,31 +56,23 @@ class Pool:
         env.update(extra)
         return env
 
-    def create(self) -> None:
-        result = subprocess.run(
-            [str(BIN / "prefect"), "work-pool", "create", self.name, "--type", "process"],
-            env=self.env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+    def command(self, *argv: str, timeout: float = 180) -> str:
+        """A command of a user at this pool (`prefect ...`, `vicflow ...`); its output, or a TestbedError."""
+        result = subprocess.run(argv, env=self.env(), cwd=REPO, capture_output=True, text=True, timeout=timeout)
         if result.returncode:
-            raise TestbedError(f"prefect work-pool create {self.name}: {result.stdout[-2000:]}{result.stderr[-2000:]}")
+            raise TestbedError(f"{' '.join(argv[:3])}: {result.stdout[-2000:]}{result.stderr[-2000:]}")
+        return result.stdout
+
+    def create(self) -> None:
+        self.command(str(BIN / "prefect"), "work-pool", "create", self.name, "--type", "process")
 
     def deploy(self, blueprint: str, unresponsive: int = 90) -> str:
         """`vicflow deploy --pool POOL BLUEPRINT` (its run form, and the automation that marks a run whose
         heartbeats stopped Crashed); returns the deployment's id."""
-        result = subprocess.run(
-            [str(BIN / "vicflow"), "deploy", "--pool", self.name, "--unresponsive-after", str(unresponsive), blueprint],
-            env=self.env(),
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=180,
+        out = self.command(
+            str(BIN / "vicflow"), "deploy", "--pool", self.name, "--unresponsive-after", str(unresponsive), blueprint
         )
-        if result.returncode:
-            raise TestbedError(f"vicflow deploy: {result.stdout[-2000:]}{result.stderr[-2000:]}")
-        made = [line for line in result.stdout.splitlines() if line.startswith("run-blueprint/form-")]
+        made = [line for line in out.splitlines() if line.startswith("run-blueprint/form-")]
         return made[0].split(": ")[-1].strip()
 
     def start_worker(self, host: Host, name: str, limit: int | None = None, **env: str) -> None:
