@@ -64,7 +64,7 @@ def parse(text: str, file: str, registry=None) -> Blueprint:
 
         registry = default_registry()
     try:
-        located = yamlpos.load(text)
+        located = yamlpos.load(text, yaml12_booleans=True)
     except yamlpos.YAMLSyntaxError as exc:
         problem = Problem(
             file,

@@ -38,13 +38,16 @@ class _Loader(_BaseLoader):
             ) from None
 
 
-# YAML 1.2's booleans: only true and false. YAML 1.1 (PyYAML's default) also reads yes/no/on/off as booleans,
-# which turns a step's `on: pool` into the key True, and `country: no` into False.
-_Loader.yaml_implicit_resolvers = {
+class _Yaml12Loader(_Loader):
+    """Blueprints: YAML 1.2's booleans, only true and false. YAML 1.1 (PyYAML's, and docker-compose 1.x's, so
+    compose files keep it) also reads yes/no/on/off as booleans: a step's `on: pool` would be the key True."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
     for first, resolvers in _BaseLoader.yaml_implicit_resolvers.items()
 }
-_Loader.add_implicit_resolver(
+_Yaml12Loader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
 
@@ -110,13 +113,14 @@ def _position(text: str, index: int) -> tuple[int, int]:
     return line, index - (text.rfind("\n", 0, index) + 1) + 1
 
 
-def load(text: str) -> Located:
-    """Parse one YAML document; raises YAMLSyntaxError with the position of the problem.
+def load(text: str, yaml12_booleans: bool = False) -> Located:
+    """Parse one YAML document; raises YAMLSyntaxError with the position of the problem. ``yaml12_booleans``:
+    only true and false are booleans (blueprints).
 
     Recursive aliases, aliases that expand past MAX_NODES values and nesting deeper than MAX_DEPTH are refused
     before anything is built, so a 400-byte alias bomb costs milliseconds, not gigabytes.
     """
-    loader = _Loader(text)
+    loader = (_Yaml12Loader if yaml12_booleans else _Loader)(text)
     try:
         node = loader.get_single_node()
         if node is None:

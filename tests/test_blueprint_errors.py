@@ -321,12 +321,13 @@ def test_the_schema_checks_with_per_step_type_as_an_editor_would(monkeypatch):
     from pathlib import Path
 
     import jsonschema
-    import yaml
+    from vicflow.plugins import yamlpos
 
     schema = bp.json_schema(_builtin_step_types(monkeypatch))
     validator = jsonschema.Draft202012Validator(schema)
     for path in sorted((Path(__file__).parents[1] / "blueprints").glob("*.yaml")):
-        errors = [e.message for e in validator.iter_errors(yaml.safe_load(path.read_text()))]
+        document = yamlpos.load(path.read_text(), yaml12_booleans=True).data  # editors read YAML 1.2
+        errors = [e.message for e in validator.iter_errors(document)]
         assert not errors, (path.name, errors[:3])
     bad = {
         "name": "bad",
