@@ -53,45 +53,46 @@ class PrefectJournal:
         return load(ref)
 
     def _write_forever(self) -> None:
-        warned = False
-        while True:
-            with self._changed:
-                if not self._changed.wait_for(lambda: self._pending is not None, timeout=30):
-                    self._writer = None  # idle: the next save starts another
-                    return
-                assert self._pending is not None
-                (run_id, data), self._pending, self._busy = self._pending, None, True
-            try:
-                self._write(run_id, data)
-            except Exception as exc:  # noqa: BLE001 - any client or server failure; the run goes on
-                if not warned:
-                    log.warning("the run's journal could not be saved in Prefect (%s); retrying", exc)
-                    warned = True
-                with self._changed:
-                    self._pending = self._pending or (run_id, data)
-                time.sleep(2)
-            finally:
-                with self._changed:
-                    self._busy = False
-                    self._changed.notify_all()
-
-    def _write(self, run_id: str, data: dict[str, Any]) -> None:
         from prefect.client.orchestration import get_client
+
+        warned = False
+        with get_client(sync_client=True) as client:  # one client for the writer's life, not one a save
+            while True:
+                with self._changed:
+                    if not self._changed.wait_for(lambda: self._pending is not None, timeout=30):
+                        self._writer = None  # idle: the next save starts another
+                        return
+                    assert self._pending is not None
+                    (run_id, data), self._pending, self._busy = self._pending, None, True
+                try:
+                    self._write(client, run_id, data)
+                except Exception as exc:  # noqa: BLE001 - any client or server failure; the run goes on
+                    if not warned:
+                        log.warning("the run's journal could not be saved in Prefect (%s); retrying", exc)
+                        warned = True
+                    with self._changed:
+                        self._pending = self._pending or (run_id, data)
+                    time.sleep(2)
+                finally:
+                    with self._changed:
+                        self._busy = False
+                        self._changed.notify_all()
+
+    def _write(self, client: Any, run_id: str, data: dict[str, Any]) -> None:
         from prefect.client.schemas.actions import ArtifactCreate, ArtifactUpdate
 
-        with get_client(sync_client=True) as client:
-            if self.artifact_id is None:
-                made = client.create_artifact(
-                    ArtifactCreate(
-                        type=ARTIFACT_TYPE,
-                        data=data,
-                        flow_run_id=uuid.UUID(run_id),
-                        description="vicflow's resume journal: each step's state, parameters' hash, masked outputs",
-                    )
+        if self.artifact_id is None:
+            made = client.create_artifact(
+                ArtifactCreate(
+                    type=ARTIFACT_TYPE,
+                    data=data,
+                    flow_run_id=uuid.UUID(run_id),
+                    description="vicflow's resume journal: each step's state, parameters' hash, masked outputs",
                 )
-                self.artifact_id = made.id
-            else:
-                client.update_artifact(self.artifact_id, ArtifactUpdate(data=data))
+            )
+            self.artifact_id = made.id
+        else:
+            client.update_artifact(self.artifact_id, ArtifactUpdate(data=data))
 
 
 def flow_run_id(client: Any, ref: str) -> str:

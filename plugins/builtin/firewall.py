@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import Field
 from vicflow.plugins import Change, PermanentError, StepContext, StepType, TransientError, hookimpl
 from vicflow.plugins.clients import vsphere
-from vicflow.plugins.vic.firewall import RULESET, host_states, set_ruleset
+from vicflow.plugins.vic.firewall import HOST_PROPS, RULESET, host_states, set_ruleset
 
 
 class FirewallParams(vsphere.VSphereParams):
@@ -27,9 +27,10 @@ class FirewallParams(vsphere.VSphereParams):
 
 
 def hosts(params: FirewallParams, ctx, si=None):
+    """The session, and the compute resource with its hosts' names and firewall systems (read in one call)."""
     si = si or vsphere.service_instance(params, ctx.resources, ctx.logger)
     dc = vsphere.datacenter(si, params.datacenter)
-    return si, vsphere.compute_resource(si, dc, params.compute_resource).hosts
+    return si, vsphere.compute_resource(si, dc, params.compute_resource, HOST_PROPS)
 
 
 class Firewall(StepType[FirewallParams]):
@@ -45,8 +46,8 @@ class Firewall(StepType[FirewallParams]):
     }
 
     def _states(self, params, ctx, si=None) -> dict[str, tuple]:
-        si, found = hosts(params, ctx, si)
-        return host_states(si, found)
+        si, compute = hosts(params, ctx, si)
+        return host_states(si, compute.hosts, compute.host_props)
 
     def plan(self, params: FirewallParams, ctx: StepContext) -> list[Change]:
         want = params.action == "allow"

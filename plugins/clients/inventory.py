@@ -121,32 +121,33 @@ class Compute(NamedTuple):
     pool: object  # the resource pool VMs go into
     cluster: object  # the cluster or compute resource that owns it
     hosts: list  # the cluster's hosts
+    host_props: dict = {}  # noqa: RUF012 - moId -> the host_props asked for (read in the same call), read-only
 
 
-def compute_resource(si, dc, path: str) -> Compute:
+def compute_resource(si, dc, path: str, host_props: list[str] | None = None) -> Compute:
     """Resolve like vic-machine: a resource pool path first, else a cluster or compute resource.
 
     For a cluster, its root pool; for a pool, the cluster that owns it. The datacenter's host tree
-    is read in one call, and paths are built from it.
+    is read in one call, and paths are built from it; ``host_props`` of every host are read in that call too.
     """
     from pyVmomi import vim
 
-    tree = walk(
-        si,
-        dc,
-        [
-            (vim.Datacenter, "hostFolder"),
-            (vim.Folder, "childEntity"),
-            (vim.ComputeResource, "resourcePool"),
-            (vim.ResourcePool, "resourcePool"),
-        ],
-        {
-            vim.Datacenter: ["name", "hostFolder"],
-            vim.Folder: ["name", "parent"],
-            vim.ComputeResource: ["name", "parent", "host"],
-            vim.ResourcePool: ["name", "parent", "owner"],
-        },
-    )
+    hops = [
+        (vim.Datacenter, "hostFolder"),
+        (vim.Folder, "childEntity"),
+        (vim.ComputeResource, "resourcePool"),
+        (vim.ResourcePool, "resourcePool"),
+    ]
+    props = {
+        vim.Datacenter: ["name", "hostFolder"],
+        vim.Folder: ["name", "parent"],
+        vim.ComputeResource: ["name", "parent", "host"],
+        vim.ResourcePool: ["name", "parent", "owner"],
+    }
+    if host_props:
+        hops.append((vim.ComputeResource, "host"))
+        props[vim.HostSystem] = host_props
+    tree = walk(si, dc, hops, props)
     dc_name, host_folder = tree[dc._moId]["name"], tree[dc._moId]["hostFolder"]
 
     def below(moid: str) -> str:
@@ -180,7 +181,9 @@ def compute_resource(si, dc, path: str) -> Compute:
             "give the full path, e.g. CLUSTER/Resources/POOL",
         )
     owner = matches[0]["owner"]
-    return Compute(matches[0]["obj"], owner, list(tree[owner._moId]["host"]))
+    hosts = list(tree[owner._moId]["host"])
+    read = {h._moId: tree[h._moId] for h in hosts if h._moId in tree} if host_props else {}
+    return Compute(matches[0]["obj"], owner, hosts, read)
 
 
 def _named(items, name: str, kind: str, dc):

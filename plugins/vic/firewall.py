@@ -16,11 +16,15 @@ def ruleset_enabled(firewall_info) -> bool | None:
     return None
 
 
-def host_states(si, hosts: list) -> dict[str, tuple]:
-    """name -> (firewall system, vSPC enabled) for every host, in two PropertyCollector calls."""
+HOST_PROPS = ["name", "configManager.firewallSystem"]
+
+
+def host_states(si, hosts: list, props: dict | None = None) -> dict[str, tuple]:
+    """name -> (firewall system, vSPC enabled) for every host, in two PropertyCollector calls (one when
+    ``props``, the hosts' HOST_PROPS, came with the compute resource's lookup)."""
     from pyVmomi import vim
 
-    props = vsphere.collect(si, hosts, vim.HostSystem, ["name", "configManager.firewallSystem"])
+    props = props or vsphere.collect(si, hosts, vim.HostSystem, HOST_PROPS)
     systems = {h._moId: props[h._moId]["configManager.firewallSystem"] for h in hosts}
     infos = vsphere.collect_xml(si, list(systems.values()), vim.host.FirewallSystem, ["firewallInfo"])
     states = {}
