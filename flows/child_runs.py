@@ -92,6 +92,25 @@ class ChildRuns:
             "error": None if state and state.is_completed() else (state.message if state else "no state"),
         }
 
+    def plan(self, path: Path, inputs: dict[str, Any]) -> list[dict[str, Any]]:
+        """The child's own plan rows, planned here (nothing is changed, nothing is recorded)."""
+        from vicflow.flows import blueprint as bp
+        from vicflow.flows import fleet, planner
+        from vicflow.flows.inputs import prepare
+        from vicflow.plugins.manager import default_registry
+
+        registry = default_registry()
+        document = bp.load(path, registry)
+        run = engine.Run(document, prepare(document, inputs=inputs).values, registry.step_types, registry, "plan")
+        run.dry_run = True
+        run.records = {s.id: engine.StepRecord(s.id, s.uses) for s in document.all_steps}
+        run.resources[fleet.RUNNER] = self  # a child that runs blueprints of its own plans them too
+        try:
+            return planner.plan_rows(run, [*document.steps, *document.finally_], record=False)
+        finally:
+            run.resources.pop(fleet.RUNNER)
+            engine._release(run)
+
     def undo(self, run_id: str) -> list[str]:
         """Roll back the completed steps of a child that ran here (newest first); what could not be undone."""
         run = self.kept.pop(run_id, None)

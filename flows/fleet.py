@@ -47,8 +47,11 @@ class ChildBlueprint(StepType[ChildParams]):
     on: ClassVar[str] = "process"
 
     def plan(self, params: ChildParams, ctx: StepContext) -> list[Change]:
-        where = "a child flow run on the work pool" if self.on == "pool" else "a subflow in this process"
-        return [Change("update", f"blueprint {self.child_name}", f"runs it as {where}; vicflow plan shows its steps")]
+        """The child's own plan, each row named ``<child>.<step>`` (planned here, also for ``on: pool``)."""
+        rows = _runner(ctx).plan(self.child_path, self._inputs(params))
+        return [
+            Change(row["action"], f"{self.child_name}.{row['step']}: {row['target']}", row["detail"]) for row in rows
+        ]
 
     def apply(self, params: ChildParams, ctx: StepContext) -> dict[str, Any]:
         inputs = self._inputs(params)

@@ -15,6 +15,7 @@ from vicflow.flows import blueprint as bp
 from vicflow.flows import child_runs, cli_signals, engine, expressions, fleet, shipped
 from vicflow.flows.inputs import prepare
 from vicflow.flows.prefect_adapter import PrefectSteps
+from vicflow.flows.thread_executor import ThreadSteps
 from vicflow.plugins.errors import RunCancelled
 from vicflow.plugins.manager import default_registry
 
@@ -59,7 +60,7 @@ def run_blueprint(
     def executor(run: engine.Run) -> PrefectSteps:
         executors.append(PrefectSteps(run))
         child_runs.made(run)  # a fleet step's child that ran here is kept for that step's rollback
-        run.resources[fleet.RUNNER] = child_runs.ChildRuns(subflow=_subflow)
+        run.resources[fleet.RUNNER] = child_runs.ChildRuns(subflow=_subflow, threads=ThreadSteps)
         return executors[-1]
 
     try:

@@ -142,3 +142,17 @@ def test_in_prefect_a_child_is_a_subflow_of_the_step(write, run_in_prefect, pref
         "http://a.example/",
         "http://b.example/",
     ]
+
+
+def test_the_plan_of_a_fleet_step_is_its_childrens_own_plan(write, monkeypatch):  # noqa: F811
+    from vicflow.flows import engine
+    from vicflow.flows.inputs import prepare
+    from vicflow.flows.thread_executor import ThreadSteps
+    from vicflow.plugins.manager import default_registry
+
+    monkeypatch.setenv("VICFLOW_SECRET_FLEET_TOKEN", "tok-" + "9" * 8)
+    document = bp.load(parent(write, FLEET))
+    values = prepare(document, inputs={"sites": ["a", "b"]}).values
+    summary = engine.execute(document, values, default_registry(), "p", dry_run=True, executor=ThreadSteps)
+    rows = [(r["step"], r["target"]) for r in summary["plan"] if r["step"] == "sites"]
+    assert rows == [("sites", f"site.{step}: {step}") for _ in "ab" for step in ("base", "app")], summary["plan"]
