@@ -2,8 +2,8 @@
 their base64 and URL-encoded forms) in everything the run leaves behind.
 
 Places searched: every byte of the Prefect database (SQLite: logs, artifacts, events, flow- and task-run
-parameters, states, results) and everything else under PREFECT_HOME (result storage), the CLI's output (plain
-and ``--output json``), the run journal, the env file and certificates ``vch_create`` writes, the app
+parameters, states, results, and the run journal, an artifact) and everything else under PREFECT_HOME (result
+storage), the CLI's output (plain and ``--output json``), the env file and certificates ``vch_create`` writes, the app
 container's inspect data, and the test's own temporary folder.  Where a secret is meant to live (the
 database container's environment, which needs it) is checked to hold it, so the scan cannot pass by
 searching the wrong place.  docs/reliability.md lists those places.
@@ -96,7 +96,8 @@ def test_no_secret_in_clear_anywhere_a_run_leaves_traces(tmp_path, vcsim, docker
         found = [f"{place} holds {m}" for place, text in outputs.items() for m in markers
                  if any(f.decode() in text for f in forms(m))]  # fmt: skip
         found += hits(tmp_path, markers)  # PREFECT_HOME (database, storage), the journal, vch_create's files
-        assert (home / "prefect.db").exists() and list(state.rglob("*.json")), "the scan reads the real files"
+        database = b"".join(path.read_bytes() for path in home.glob("prefect.db*"))  # with its write-ahead log
+        assert b"vicflow-journal" in database, "the scan reads the real files: the journal is in the database"
         assert not found, found
     finally:
         clean_gogs()
