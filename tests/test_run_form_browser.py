@@ -98,7 +98,8 @@ def test_the_gogs_run_form_has_a_typed_field_per_input_and_starts_a_run(stack, b
         cwd=REPO,
     )
     assert deployed.returncode == 0, deployed.stderr[-2000:]
-    deployment_id = deployed.stdout.strip().split(": ")[1]
+    line = next(row for row in deployed.stdout.splitlines() if row.startswith("run-blueprint/form-gogs: "))
+    deployment_id = line.split(": ")[1]
     ui = stack.api.removesuffix("/api")
     browser.get(f"{ui}/v2/deployments/deployment/{deployment_id}/run")
 
