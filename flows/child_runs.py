@@ -116,22 +116,23 @@ class ChildRuns:
         run = self.kept.pop(run_id, None)
         if run is None:
             return [f"child run {run_id} is not known to this run; it is not undone"]
-        left: list[str] = []
+
+        def undo(step_id: str) -> tuple[bool, str]:  # in this thread: the child's executor has ended
+            try:
+                engine.rollback_task(run.token, step_id)
+                return True, ""
+            except engine.StepFailed as exc:
+                return False, str(exc)
+
         engine._RUNS[run.token] = run
         try:
-            for step_id in reversed(run.completion_order):
-                record = run.records[step_id]
-                if record.state != "completed" or not run.blueprint.step_type(step_id, run.step_types).can_rollback():
-                    continue
-                try:
-                    engine.rollback_task(run.token, step_id)
-                    record.state = "rolled_back"
-                except engine.StepFailed as exc:
-                    left.append(f"{run.blueprint.name}.{step_id}: rollback failed: {exc}")
+            engine._rollback(run, undo)
         finally:
             engine._RUNS.pop(run.token, None)
-            left += engine._release(run)  # the sessions the rollback opened
-        return left
+        failed = [
+            f"{run.blueprint.name}.{sid}: {r.note}" for sid, r in run.records.items() if r.note.startswith("rollback")
+        ]
+        return failed + engine._release(run)  # with the sessions the rollback opened
 
     def close(self) -> list[str]:
         self.kept.clear()  # the parent run is over: its children are no longer undone through it

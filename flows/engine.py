@@ -382,14 +382,16 @@ def _final_state(run: Run, failure: str | None) -> str:
     return "completed"
 
 
-def _rollback(run: Run) -> None:
-    """Undo the completed steps that can roll back, newest first; a failed undo is reported, not fatal."""
+def _rollback(run: Run, undo: Callable[[str], tuple[bool, str]] | None = None) -> None:
+    """Undo the completed steps that can roll back, newest first; a failed undo is reported, not fatal.
+    ``undo``: how one step is undone (default: the run's executor; a finished child run's: flows/child_runs.py)."""
+    undo = undo or run.executor.rollback
     for step_id in reversed(run.completion_order):
         record = run.records[step_id]
         if not run.blueprint.step_type(step_id, run.step_types).can_rollback() or record.state != "completed":
             continue
         run.emit("vicflow.step.rollback-started", step_id)
-        undone, message = run.executor.rollback(step_id)
+        undone, message = undo(step_id)
         if undone:
             record.state = "rolled_back"
             run.emit("vicflow.step.rolled-back", step_id)

@@ -49,6 +49,8 @@ class Progress:
     @hookimpl
     def on_run_event(self, event: dict[str, Any]) -> None:
         name, step = event["event"], event.get("step")
+        if self.run_id is not None and event.get("run_id") != self.run_id:
+            return  # a child run of a fleet step (flows/fleet.py) in this process: the summary shows it
         if name == "vicflow.run.started":
             self.run_id = event["run_id"]
             if self.run_id.startswith("local-plan-"):

@@ -110,7 +110,7 @@ def reference_problem(chain, blueprint, steps, registry, step, field) -> tuple[s
                 f"${{{{ {text} }}}}: a step exposes {', '.join(STEP_FIELDS)}",
                 f"use steps.{rest[0]}.outputs.<name>, steps.{rest[0]}.state or steps.{rest[0]}.changed",
             )
-        step_type = blueprint._child_types.get(rest[0]) or registry.step_types.get(steps[rest[0]].uses)
+        step_type = blueprint.step_type(rest[0], registry.step_types)
         if step_type is not None and len(rest) > 2 and rest[2] not in step_type.outputs:
             names = ", ".join(sorted(step_type.outputs)) or "none"
             return (
