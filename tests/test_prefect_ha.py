@@ -41,6 +41,7 @@ STEPS = {"where", "work"}
 class Plane:
     def __init__(self, ha: prefect_ha.PrefectHA, pool: Pool, deployment: str, folder: Path):
         self.ha, self.pool, self.deployment, self.folder = ha, pool, deployment, folder
+        self.errors: list[str] = []  # what the creating client met (each followed by the same request again)
 
     def create(self, key: str, inputs: dict, timeout: float = 90) -> str:
         """Create a run of the deployment with an idempotency key; after any error, the same request again."""
@@ -57,6 +58,7 @@ class Plane:
                 error = f"HTTP {response.status_code} {response.text[:200]}"
             except requests.RequestException as exc:
                 error = str(exc)
+            self.errors.append(error)
             time.sleep(0.3)
         raise AssertionError(f"run {key} could not be created in {timeout:g}s: {error}")
 
@@ -66,6 +68,12 @@ class Plane:
             "POST", "/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [self.deployment]}}, "limit": 200}
         )
         return [r for r in runs if (r["parameters"].get("inputs") or {}).get("folder") == str(shared)]
+
+    def taken_slots(self) -> dict[str, int]:
+        """The per-target limits of where.yaml's runs (``where/N``) that still count a slot taken."""
+        limits = self.pool.call("POST", "/v2/concurrency_limits/filter", {"limit": 200})
+        return {c["name"]: c["active_slots"] for c in limits if c["name"].startswith("vicflow-target-where-")
+                and c["active_slots"]}  # fmt: skip
 
     def task_runs(self, run_id: str, timeout: float = 60) -> dict[str, list[str]]:
         """step id -> the states of its task runs, once every step has a final one (they come as events)."""
@@ -99,7 +107,7 @@ def plane(tmp_path_factory):
 
 
 def trial(plane: Plane, part: str, kill_and_recover) -> dict[str, float]:
-    """RUNS runs; ``kill_and_recover(plane)`` is called after the first half is created and a run is in a step,
+    """RUNS runs; ``kill_and_recover(plane)`` is called once the first half is created and a run is in its second step,
     in a thread while the second half is created; it returns the seconds until the part's work is done again.
     Returns those seconds (``part``), the seconds until the API answered again (``api``) and how many probes of
     the API failed (``failed``)."""
@@ -108,18 +116,19 @@ def trial(plane: Plane, part: str, kill_and_recover) -> dict[str, float]:
     shared.mkdir()
     key = f"ha-{shared.name}"
     ids: dict[int, str] = {}
+    plane.errors.clear()
 
     def create(n: int) -> None:
-        ids[n] = plane.create(f"{key}-{n}", {"n": n, "folder": str(shared), "peer": "127.0.0.1", "seconds": 2})
+        ids[n] = plane.create(f"{key}-{n}", {"n": n, "folder": str(shared), "peer": "127.0.0.1", "seconds": 3})
 
     recovered: list[float] = []
     with prefect_ha.Watch(ha.answers) as watch:
         for n in range(RUNS // 2):
             create(n)
         deadline = time.monotonic() + 120
-        while not any(r["state_type"] == "RUNNING" for r in pool.runs(list(ids.values())).values()):
-            assert time.monotonic() < deadline, f"no run started in 120s:\n{pool.log('ha-worker')[-3000:]}"
-            time.sleep(0.3)
+        while not list(shared.glob("run-*.txt")):  # a run's first step is done: it holds its target, in `work`
+            assert time.monotonic() < deadline, f"no step ran in 120s:\n{pool.log('ha-worker')[-3000:]}"
+            time.sleep(0.1)
         killed = time.monotonic()
         killer = threading.Thread(target=lambda: recovered.append(kill_and_recover(plane)), daemon=True)
         killer.start()
@@ -139,7 +148,8 @@ def trial(plane: Plane, part: str, kill_and_recover) -> dict[str, float]:
     print(
         f"\n{part} killed: {RUNS} runs, lost {len(lost)}, duplicated {sum(c - 1 for c in twice.values())}; "
         f"the API answered again after {answered:.2f}s ({failures} probes failed), "
-        f"the part's work after {recovered[0]:.2f}s"
+        f"the part's work after {recovered[0]:.2f}s; the creating client met {len(plane.errors)} errors "
+        f"{sorted(set(e[:80] for e in plane.errors))}"
     )
     assert not lost and not twice, f"runs lost: {lost}; made more than once: {twice}"
     assert {r["id"] for r in made} == set(ids.values())
@@ -153,6 +163,8 @@ def trial(plane: Plane, part: str, kill_and_recover) -> dict[str, float]:
         assert set(summary) == STEPS and all(row["state"] == "completed" for row in summary.values()), summary
         tasks = plane.task_runs(run_id)
         assert tasks == {step: ["COMPLETED"] for step in STEPS}, f"run {n}: task runs {tasks}"
+    # every run gave its target's slot back (a forgotten lease would leave it taken, and the next run waiting)
+    assert plane.taken_slots() == {}, plane.taken_slots()
     return {"api": answered, "part": recovered[0], "failed": failures}
 
 
