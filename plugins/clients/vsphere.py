@@ -199,11 +199,10 @@ def drop_broken_connections(si, logger: Logger) -> int:
     one. After a cut link is back, the pool still holds the connections the cut reset, so the next attempt's first
     call failed with SSLEOFError. An idle HTTP connection the server has not closed has nothing to read: one
     that is readable (EOF, a reset, stray bytes) is broken, as urllib3 judges its own pooled connections."""
-    stub = getattr(si, "_stub", None)
-    pool, lock = getattr(stub, "pool", None), getattr(stub, "lock", None)
-    if pool is None or lock is None:
+    stub: Any = getattr(si, "_stub", None)
+    if getattr(stub, "pool", None) is None or getattr(stub, "lock", None) is None:
         return 0
-    with lock:
+    with stub.lock:
         broken = [(conn, at) for conn, at in stub.pool if _closed_by_peer(conn)]
         stub.pool = [entry for entry in stub.pool if entry not in broken]
     for conn, _ in broken:
