@@ -31,7 +31,7 @@ from tests.testbed import REPO, prefect_ha
 from tests.testbed.netns import Host
 from tests.testbed.pool import Pool
 
-pytestmark = pytest.mark.prefect
+pytestmark = [pytest.mark.prefect, pytest.mark.faults]
 
 RUNS = 8
 TRIALS = int(os.environ.get("VICFLOW_HA_TRIALS", "1"))

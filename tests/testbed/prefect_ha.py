@@ -9,6 +9,7 @@ laid out as Prefect's "How to scale self-hosted Prefect" guide (docs/v3/advanced
 | background services | `prefect server services start` (one process, apart from the API) | event persister, triggers, actions, task run recorder, scheduler, repossessor, ... |
 | load balancer | Debian's `haproxy`, health checks on `/api/health` | the one address clients use: PREFECT_API_URL |
 
+Clients of the plane (`vicflow listen`, workers) may be started with ``start_client``: they are stopped with it.
 The settings every Prefect process gets are ``PrefectHA.server_settings()`` (those of the guide, with
 ``prefect-redis``); the database is migrated once, before the replicas start (`prefect server database
 upgrade -y`, migrations on start off). Everything listens on 127.0.0.1 on ports found free, lives in a
@@ -139,6 +140,15 @@ class PrefectHA(PrefectOnPostgres):
         self.started[part] = time.monotonic()
         return proc
 
+    def start_client(self, name: str, argv: list[str], **env: str) -> subprocess.Popen:
+        """A client of the plane (a `vicflow listen`, a worker ...) with its PREFECT_API_URL (haproxy) and ``env``;
+        its log is ``log(name)``, ``kill(name)`` kills it, and it is stopped before the plane is."""
+        if name in PARTS:
+            raise TestbedError(f"{name!r} is a part of the plane; name the client otherwise")
+        client_env = self.env()
+        client_env.update(env)
+        return self._spawn(name, argv, client_env)
+
     def log(self, part: str, tail: int = 3000) -> str:
         path = self.folder / f"{part}.log"
         return path.read_text(errors="replace")[-tail:] if path.exists() else ""
@@ -206,9 +216,9 @@ class PrefectHA(PrefectOnPostgres):
 
     def answers(self) -> bool:
         """The plane answers a client: health and a read of the database, through haproxy."""
-        try:
-            health = requests.get(f"{self.api}/health", timeout=2)
-            read = requests.post(f"{self.api}/flow_runs/filter", json={"limit": 1}, timeout=2)
+        try:  # 5 s: a replica that is alive but slow (a loaded machine) is not a failure
+            health = requests.get(f"{self.api}/health", timeout=5)
+            read = requests.post(f"{self.api}/flow_runs/filter", json={"limit": 1}, timeout=5)
         except requests.RequestException:
             return False
         return health.status_code == 200 and read.status_code == 200
@@ -264,7 +274,9 @@ class PrefectHA(PrefectOnPostgres):
             timeout=300,
         )
         if result.returncode:
-            raise TestbedError(f"prefect server database upgrade failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+            raise TestbedError(
+                f"prefect server database upgrade failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+            )
 
     def start_server(self, timeout: float = 180) -> None:
         """Redis, the migration, both replicas, haproxy, the services."""
@@ -276,7 +288,8 @@ class PrefectHA(PrefectOnPostgres):
         self.start(SERVICES)
 
     def stop(self) -> None:
-        for part in reversed(PARTS):
+        clients = [name for name in self.processes if name not in PARTS]
+        for part in [*reversed(clients), *reversed(PARTS)]:  # the clients first, the load balancer before the rest
             proc = self.processes.get(part)
             if proc is None or proc.poll() is not None:
                 continue
