@@ -43,6 +43,8 @@ def test_a_killed_holders_target_is_freed_under_the_temporary_server(tmp_path):
     home = tmp_path / "prefect"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k != "VICFLOW_PLUGINS"}
     env.update(PYTHONPATH=str(REPO), PREFECT_HOME=str(home), VICFLOW_STATE_DIR=str(tmp_path / "state"))
+    # Prefect gives its temporary server 20 s to start; on a shared 2-core machine it may take longer
+    env.update(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120")
 
     def run(path: Path, log: str) -> subprocess.Popen:
         return subprocess.Popen(
