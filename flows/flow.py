@@ -140,10 +140,12 @@ def one_run_per_target(document: bp.Blueprint, values: dict[str, Any], event: di
             with concurrency(name, occupy=1, strict=True, lease_duration=LEASE_SECONDS):
                 if holder is not None:
                     _write(holder, str(flow_run.get_id()))
-                yield
-                finished = True
-                if holder is not None:  # cleared before the slot is given back: a death in between leaks the
-                    _write(holder, "")  # slot (as before), never frees it twice
+                try:
+                    yield
+                    finished = True
+                finally:  # however the run ends: cleared before the slot is given back (a death in between leaks
+                    if holder is not None:  # the slot, as before; it never frees one twice)
+                        _write(holder, "")
         except Exception as exc:
             if not finished:
                 raise
