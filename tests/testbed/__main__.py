@@ -1,4 +1,4 @@
-"""python -m tests.testbed [all|vcsim|dockerd|images|harbor|prefect-pg|stop]: build and start the test bed by hand."""
+"""python -m tests.testbed [all|vcsim|dockerd|images|harbor|prefect-pg|prefect-ha|stop]: build and start the test bed by hand."""
 
 import sys
 
@@ -22,6 +22,10 @@ def main(argv: list[str]) -> int:
             from tests.testbed import prefect_pg
 
             prefect_pg.serve()
+        if what == "prefect-ha":  # PostgreSQL, Redis, two API replicas, the services and haproxy, until Ctrl-C
+            from tests.testbed import prefect_ha
+
+            prefect_ha.serve()
         if what == "stop":
             try:  # Harbor's services restart by themselves (restart: always) when dockerd comes back
                 if dockerd._ping(dockerd.engine().plain_url):
