@@ -26,7 +26,7 @@ README = Path(__file__).parents[1] / "README.md"
 
 def gogs_version(stack) -> str:
     page = wait_http(f"http://{stack.site['app_host']}:{stack.site['http_port']}/", timeout=120).text
-    return re.search(r"Gogs Version: (\S+?)<", page).group(1)
+    return re.search(r"Gogs Version: (\S+)", page).group(1)
 
 
 @pytest.fixture(scope="module")
