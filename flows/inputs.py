@@ -76,9 +76,7 @@ def prepare(
         if name not in document.inputs
     ]
     site = {k: v for k, v in _from_variable(document, variable, logger or log).items() if k not in given}
-    for name, value in [*given.items(), *site.items()]:  # masked before anything may quote them
-        if name in document.inputs and document.inputs[name].type == "secret":
-            masking.add_secret(value.raw)
+    _mask_secrets(document, [*given.items(), *site.items()])
     values: dict[str, Any] = {}
     context = {"secrets": Secrets(), "event": event or {}}
     for name, spec in document.inputs.items():
@@ -109,6 +107,13 @@ def prepare(
         if spec.type == "secret" and values.get(name) is not None:
             masking.add_secret(str(values[name]))
     return Prepared(values, wrap_secrets(document, {k: v.raw for k, v in given.items()}))
+
+
+def _mask_secrets(document: Blueprint, values: list[tuple[str, _Value]]) -> None:
+    """The values given for secret inputs are masked before anything may quote them."""
+    for name, value in values:
+        if name in document.inputs and document.inputs[name].type == "secret":
+            masking.add_secret(value.raw)
 
 
 def wrap_secrets(document: Blueprint, given: dict[str, Any]) -> dict[str, Any]:

@@ -85,7 +85,9 @@ class Collector:
                 continue
             field = expressions.shorten(".".join(str(p) for p in loc), 200) or "(top level)"
             if err["type"] == "extra_forbidden":
-                self.add((*base, *loc), f"unknown key {short(loc[-1])}", extra_hint(str(loc[-1]), model), step, key=True)
+                self.add(
+                    (*base, *loc), f"unknown key {short(loc[-1])}", extra_hint(str(loc[-1]), model), step, key=True
+                )
             elif err["type"] == "missing":
                 self.add((*base, *loc[:-1]), f"missing required key {field!r}", "", step, key=True)
             else:
