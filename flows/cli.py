@@ -25,6 +25,30 @@ class _Append(argparse.Action):
         items.append(values)
 
 
+def _take_sets(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``run``/``plan``'s ``--set`` values taken out before argparse sees them: argparse looks for the next option
+    from the start of the list at every option, so 20,000 flags took 20 s."""
+    if not argv or argv[0] not in ("run", "plan"):
+        return argv, []
+    rest, sets = [argv[0]], []
+    index = 1
+    while index < len(argv):
+        token = argv[index]
+        if token == "--":
+            rest += argv[index:]
+            break
+        if token == "--set" and index + 1 < len(argv):
+            sets.append(argv[index + 1])
+            index += 2
+            continue
+        if token.startswith("--set="):
+            sets.append(token[len("--set=") :])
+        else:
+            rest.append(token)
+        index += 1
+    return rest, sets
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -130,7 +154,10 @@ def _silence_stdout() -> None:
 
 
 def _main(argv: list[str] | None) -> int:
+    argv, sets = _take_sets(list(sys.argv[1:] if argv is None else argv))
     args = _parser().parse_args(argv)
+    if sets:
+        args.sets = [*(args.sets or []), *sets]
     try:
         if _needs_api(args):
             _check_api()

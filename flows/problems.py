@@ -37,7 +37,7 @@ MAX_MESSAGE = 600  # characters of one problem's message (values are quoted, nev
 
 def capped(problems: list[Problem]) -> list[Problem]:
     """The first MAX_PROBLEMS problems and a count of the rest (20,000 wrong --set flags print 51 lines)."""
-    if len(problems) <= MAX_PROBLEMS:
+    if len(problems) <= MAX_PROBLEMS + 1:  # at most the limit, or already capped (the last one counts the rest)
         return problems
     first = problems[0]
     rest = Problem(first.file, 1, 1, f"... and {len(problems) - MAX_PROBLEMS:,} more problems")
