@@ -241,7 +241,7 @@ def _check_api() -> None:
 
     try:
         response = httpx.get(url.rstrip("/") + "/health", timeout=10)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         raise VicflowError(f"cannot reach the Prefect API at {url}: {type(exc).__name__}: {exc}", API_HINT) from None
     if response.status_code != 200:
         raise VicflowError(f"the Prefect API at {url} answered {response.status_code} to /health", API_HINT)

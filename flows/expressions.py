@@ -185,6 +185,8 @@ def _render(value: Any, context: dict[str, Any]) -> Any:
                 result = _compiled_expression(whole.group(1).strip())(**context)
                 if isinstance(result, Undefined):
                     result._fail_with_undefined_error()
+                if isinstance(result, str) and type(result) is not str:  # tojson's Markup: plain text from here
+                    result = str(result)
                 return budget.result(result, "the expression's value")
             return _compiled_template(value).render(**context)
         except BudgetError as exc:

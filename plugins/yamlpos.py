@@ -138,7 +138,7 @@ def load(text: str, yaml12_booleans: bool = False) -> Located:
     Recursive aliases, aliases that expand past MAX_NODES values and nesting deeper than MAX_DEPTH are refused
     before anything is built, so a 400-byte alias bomb costs milliseconds, not gigabytes.
     """
-    loader = (_Yaml12Loader if yaml12_booleans else _Loader)(text)
+    loader = (_Yaml12Loader if yaml12_booleans else _Loader)(str(text))  # the C reader takes no str subclass
     try:
         node = loader.get_single_node()
         if node is None:
