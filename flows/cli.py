@@ -251,7 +251,8 @@ def _api_failure(exc: BaseException) -> str | None:
     """The one-line message of a failure to talk to the Prefect API (httpx's, or Prefect's own wrapping)."""
     names = {kind.__name__ for kind in type(exc).__mro__}
     text = str(exc)
-    if names & {"HTTPError", "TransportError", "PrefectHTTPStatusError"} or text.startswith("Failed to reach API"):
+    prefect_said = isinstance(exc, RuntimeError) and ("Failed to reach API" in text or "Prefect API server" in text)
+    if names & {"HTTPError", "TransportError", "PrefectHTTPStatusError"} or prefect_said:
         url = _api_url() or "the temporary server of this command"
         return f"the Prefect API at {url} failed: {type(exc).__name__}: {text[:300]}"
     return None

@@ -7,11 +7,11 @@ import signal
 import threading
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from vicflow.flows import expressions
 from vicflow.flows.problems import Collector, Problem, short
 from vicflow.flows.secrets import Secrets
-from vicflow.plugins import masking, yamlpos
+from vicflow.plugins import SourceConfig, masking, yamlpos
 from vicflow.plugins.errors import ExpressionError, ListenConfigError, StepError
 from vicflow.plugins.hints import did_you_mean, listing
 from vicflow.plugins.manager import default_registry
@@ -54,12 +54,13 @@ def load_config(path: str, wanted: list[str]) -> dict[str, dict[str, Any]]:
         elif config[name] is not None and not isinstance(config[name], dict):
             out.add((name,), f"the settings of source {name!r} are a mapping", "e.g. docker: {url: ...}")
         else:
+            model: type[BaseModel] = getattr(sources[name], "Config", SourceConfig)
             try:  # expressions (${{ secrets.x }}) are checked once rendered
                 static = {k: v for k, v in (config[name] or {}).items() if not expressions.has_expression(v)}
-                sources[name].Config.model_validate(static)
+                model.model_validate(static)
             except ValidationError as exc:
                 dynamic = {k for k, v in (config[name] or {}).items() if expressions.has_expression(v)}
-                out.pydantic((name,), exc, sources[name].Config, skip=dynamic)
+                out.pydantic((name,), exc, model, skip=dynamic)
     if out.problems:
         out.finish()
         raise ListenConfigError(out.problems)
