@@ -21,6 +21,8 @@ from urllib.parse import quote, quote_plus
 MASK = "***"
 MIN_LENGTH = 3  # masking "a" would destroy every log line
 MIN_BASE64 = 6  # a base64 fragment of a shorter secret is too short to mask without false hits
+MIN_PIECE = 6  # a piece of a secret cut by a URL parser, masked too when at least this long
+_DELIMITERS = frozenset("/\\?#@\n\r\t \"'")
 # What each encoder leaves unquoted: urllib's quote (none, or "/"), requests (requests.utils.requote_uri, with
 # "%" when the text holds valid escapes), urllib3 (parse_url: a path's and a query's characters, RFC 3986).
 _URL_SAFE = (
@@ -41,10 +43,36 @@ _lock = threading.Lock()
 
 
 def forms(secret: str) -> set[str]:
+    """Every form of ``secret``: ``encoded``; in base64 at each of the three alignments it can have inside a longer
+    value (``user:secret`` in Basic auth); and the encoded forms of the pieces a URL parser may cut it into."""
+    found = encoded(secret)
+    found |= _base64_forms(secret.encode("utf-8", "surrogatepass"))
+    if not secret.isascii() and all(ord(c) < 256 for c in secret):  # requests encodes Basic auth as latin-1
+        found |= _base64_forms(secret.encode("latin-1"))
+    for piece in pieces(secret):
+        found |= encoded(piece)
+    return {form for form in found if len(form) >= MIN_LENGTH}
+
+
+def pieces(secret: str) -> set[str]:
+    """What a URL parser leaves of ``secret`` when it cuts it at a delimiter (urllib3 ends a host at a backslash, ``/``,
+    ``?``, ``#``, a user at ``@``; a newline or a space ends a line or a word): the parts before, between and
+    after the delimiters, of MIN_PIECE characters or more."""
+    cuts = [i for i, c in enumerate(secret) if c in _DELIMITERS]
+    if not cuts:
+        return set()
+    found = set()
+    for i in cuts:
+        found |= {secret[:i], secret[i + 1 :]}
+    for start, end in zip([-1, *cuts], [*cuts, len(secret)], strict=True):
+        found.add(secret[start + 1 : end])
+    return {piece for piece in found if len(piece) >= MIN_PIECE}
+
+
+def encoded(secret: str) -> set[str]:
     """``secret`` as it may appear in text: as is, percent-encoded (quote, quote_plus, requests' own, each
     with lower-case hex too, and encoded twice), ``repr``-escaped (either quote style, once and twice),
-    HTML-escaped, each of those JSON-escaped, and in base64 at each of the three alignments it can have inside
-    a longer value (``user:secret`` in Basic auth)."""
+    HTML-escaped, and each of those JSON-escaped."""
     found = {secret, html.escape(secret), quote_plus(secret), quote_plus(secret, safe="/")}
     for safe in _URL_SAFE:
         quoted = quote(secret, safe=safe)
@@ -53,10 +81,7 @@ def forms(secret: str) -> set[str]:
         found |= {repr(text)[1:-1], repr(text + '"')[1:-2], repr(text + "'")[1:-2]}
     for text in list(found):
         found |= {json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1]}
-    found |= _base64_forms(secret.encode("utf-8", "surrogatepass"))
-    if not secret.isascii() and all(ord(c) < 256 for c in secret):  # requests encodes Basic auth as latin-1
-        found |= _base64_forms(secret.encode("latin-1"))
-    return {form for form in found if len(form) >= MIN_LENGTH}
+    return found
 
 
 def _base64_forms(data: bytes) -> set[str]:
