@@ -222,12 +222,9 @@ def _needs_api(args) -> bool:
 
 
 def _api_url() -> str | None:
-    url = os.environ.get("PREFECT_API_URL")
-    if url is None:
-        from prefect.settings import PREFECT_API_URL  # a profile may set it
+    from vicflow.flows.links import configured_api_url
 
-        url = PREFECT_API_URL.value()
-    return url or None
+    return configured_api_url()
 
 
 def _check_api() -> None:

@@ -7,6 +7,7 @@ import re
 import sys
 from typing import Any, cast
 
+from vicflow.flows.links import configured_api_url
 from vicflow.plugins import masking
 from vicflow.plugins.step import StepError
 
@@ -47,30 +48,13 @@ class Secrets:
 def _prefect_server() -> bool:
     """Whether a Prefect server is there to ask: PREFECT_API_URL is set (in the environment or the active
     Prefect profile), or this is a flow run (whose temporary server the run started)."""
-    if os.environ.get("PREFECT_API_URL"):
+    if configured_api_url():
         return True
-    if "prefect" not in sys.modules:  # the CLI before Prefect starts: importing it costs seconds, read the profile
-        return bool(_profile_api_url())
+    if "prefect" not in sys.modules:
+        return False
     from prefect.context import FlowRunContext
-    from prefect.settings import PREFECT_API_URL
 
-    return bool(PREFECT_API_URL.value()) or FlowRunContext.get() is not None
-
-
-def _profile_api_url() -> str | None:
-    """PREFECT_API_URL of the active profile in Prefect's profiles file, as Prefect would read it."""
-    import tomllib
-    from pathlib import Path
-
-    home = Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
-    path = Path(os.environ.get("PREFECT_PROFILES_PATH", home / "profiles.toml")).expanduser()
-    try:
-        profiles = tomllib.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    name = os.environ.get("PREFECT_PROFILE") or profiles.get("active") or "ephemeral"
-    profile = profiles.get("profiles", {}).get(name, {})
-    return profile.get("PREFECT_API_URL") if isinstance(profile, dict) else None
+    return FlowRunContext.get() is not None
 
 
 def _from_block(name: str, variable: str) -> Any:
