@@ -138,3 +138,9 @@ def test_an_expression_error_never_prints_a_secret(monkeypatch):
             ex.render(source, context)
         assert "0042" not in str(caught.value), str(caught.value)
         assert "***" in str(caught.value)
+
+
+def test_a_format_width_from_an_argument_is_refused_and_escaped_braces_are_not():
+    with pytest.raises(ex.BudgetError, match="a format width taken from an argument"):
+        ex.render("${{ '{0:{1}}'.format('a', 10**9) }}", CTX)
+    assert ex.render("${{ '{{x}}-{0}'.format(1) }}", CTX) == "{x}-1"
