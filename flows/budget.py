@@ -171,8 +171,14 @@ def filter_estimate(name: str, args: tuple, kwargs: dict) -> None:
     budget = current()
     text = args[0] if args else None
     numbers = [a for a in (*args[1:], *kwargs.values()) if _integer(a)]
-    if name in ("center", "ljust", "rjust", "zfill", "wordwrap", "truncate"):
-        budget.charge(max([size(text), *numbers]) * (2 if name == "wordwrap" else 1), name)
+    if name == "wordwrap" and isinstance(text, str):  # textwrap cuts a long word in slices: quadratic in it
+        width = max([1, *numbers[:1]])
+        longest = max(map(len, text.split()), default=0)
+        budget.charge(2 * len(text) + (longest * longest) // width if longest > width else 2 * len(text), name)
+    elif name in ("center", "ljust", "rjust", "zfill", "truncate"):
+        budget.charge(max([size(text), *numbers]), name)
+    elif name == "pprint":  # pure Python, many calls per item
+        budget.charge(5 * size(text), name)
     elif name == "indent" and isinstance(text, str):
         width = args[1] if len(args) > 1 else kwargs.get("width", 4)
         pad = len(width) if isinstance(width, str) else width if _integer(width) else 4
