@@ -82,7 +82,8 @@ class LimitedSandbox(ImmutableSandboxedEnvironment):
         """``'{:>900000000}'.format(1)``: the format string is checked before it is used."""
         template = getattr(value, "__self__", None)
         if isinstance(template, str):
-            if NESTED_FIELD_RE.search(template.replace("{{", "").replace("}}", "")):  # '{0:{1}}'.format('a', 10**9): a width from an argument
+            # '{0:{1}}'.format('a', 10**9): a width taken from an argument
+            if NESTED_FIELD_RE.search(template.replace("{{", "").replace("}}", "")):
                 raise BudgetError("a format width taken from an argument is refused", budget.HINT)
             budget.percent_format(template.replace("{", "%").replace(":", ""), ())
         return super().wrap_str_format(value)
