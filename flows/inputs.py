@@ -110,10 +110,12 @@ def prepare(
 
 
 def _mask_secrets(document: Blueprint, values: list[tuple[str, _Value]]) -> None:
-    """The values given for secret inputs are masked before anything may quote them."""
+    """The values given for secret inputs are masked before anything may quote them (a reference such as
+    ``${{ secrets.db }}`` is not a secret: its value is masked when it is read)."""
     for name, value in values:
-        if name in document.inputs and document.inputs[name].type == "secret":
-            masking.add_secret(value.raw)
+        raw = value.raw.get_secret_value() if _is_secret(value.raw) else value.raw
+        if name in document.inputs and document.inputs[name].type == "secret" and not _is_reference(raw):
+            masking.add_secret(raw)
 
 
 def wrap_secrets(document: Blueprint, given: dict[str, Any]) -> dict[str, Any]:
