@@ -14,6 +14,7 @@ from typing import Any
 
 from vicflow.flows import budget, expressions
 from vicflow.flows.blueprint import if_expression
+from vicflow.flows.problems import Problem
 from vicflow.plugins import masking
 from vicflow.plugins.errors import BlueprintError, BudgetError, StepError, VicflowError
 
@@ -123,8 +124,6 @@ def located(blueprint: Any, step: Any, field: str) -> Iterator[None]:
     try:
         yield
     except BudgetError as exc:
-        from vicflow.flows.problems import Problem
-
         line, column = blueprint.place((*step._where, field))
         problem = Problem(blueprint.path or "<blueprint>", line, column, f"{field}: {exc}", exc.hint or "", step.id)
         raise BlueprintError([problem]) from None
