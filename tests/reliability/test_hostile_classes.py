@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from tests.reliability import classes
 
-CI_EXAMPLES = 150
+CI_EXAMPLES = 100
 EXAMPLES = int(
     os.environ.get("VICFLOW_FUZZ_CASES") or (10_000 if os.environ.get("VICFLOW_FUZZ") == "full" else CI_EXAMPLES)
 )
