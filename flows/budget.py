@@ -38,11 +38,14 @@ class Budget:
     """What one scope has left."""
 
     def __init__(self, seconds: float = MAX_SECONDS, work: int = MAX_WORK):
-        self.deadline = time.thread_time() + seconds
+        self.deadline: float | None = None  # set at the first check: a rendering of plain values costs nothing
         self.seconds, self.work_left = seconds, work
 
     def check_time(self) -> None:
-        if time.thread_time() > self.deadline:
+        now = time.thread_time()
+        if self.deadline is None:
+            self.deadline = now + self.seconds
+        elif now > self.deadline:
             raise BudgetError(f"the expression used more than {self.seconds:g} s of CPU", HINT)
 
     def charge(self, units: float, what: str = "the expression") -> None:
