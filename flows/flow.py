@@ -4,6 +4,7 @@ Importing this module has no side effects beyond defining the flow.
 """
 
 import fcntl
+import hashlib
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from vicflow.flows import child_runs, cli_signals, engine, expressions, fleet, s
 from vicflow.flows.inputs import prepare
 from vicflow.flows.prefect_adapter import PrefectSteps
 from vicflow.flows.thread_executor import ThreadSteps
+from vicflow.plugins import masking
 from vicflow.plugins.errors import RunCancelled
 from vicflow.plugins.manager import default_registry
 
@@ -94,6 +96,15 @@ def _subflow(path: str, inputs: dict[str, Any]) -> dict[str, Any]:
     return cast(dict[str, Any], run_blueprint(blueprint=path, inputs=inputs))
 
 
+def limit_name(target: str) -> str:
+    """The global concurrency limit of a target. A target that holds a secret is named by its digest: the
+    limit's name is stored and shown in clear (the API, the UI, Prefect's events)."""
+    if masking.is_secret(target) or len(target) > 100:
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", masking.mask(target).replace(masking.MASK, "secret"))[:60]
+        return f"vicflow-target-{slug}-{hashlib.sha256(target.encode('utf-8', 'replace')).hexdigest()[:16]}"
+    return "vicflow-target-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", target)[:100]
+
+
 @contextmanager
 def one_run_per_target(document: bp.Blueprint, values: dict[str, Any], event: dict[str, Any] | None):
     """Hold the global concurrency limit named after the run's target (limit 1): a second run waits."""
@@ -106,7 +117,8 @@ def one_run_per_target(document: bp.Blueprint, values: dict[str, Any], event: di
     target = document.name
     if document.target:
         target = str(expressions.render(document.target, {"inputs": values, "event": event or {}}))
-    name = "vicflow-target-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", target)[:100]
+    name = limit_name(target)
+    target = masking.mask(target)
     logger = get_run_logger()
 
     def waiting() -> None:
