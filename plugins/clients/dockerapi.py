@@ -87,7 +87,10 @@ def docker_client(params: DockerParams):
 
 def _unreachable(host: str, exc: Exception, has_client_cert: bool) -> Exception:
     text = str(exc)
-    if not has_client_cert and ("ALERT_BAD_CERTIFICATE" in text or "CERTIFICATE_REQUIRED" in text):
+    # a client certificate was asked for and none given: Go's TLS 1.2 (a VCH) says "bad certificate", OpenSSL's
+    # "handshake failure", TLS 1.3 "certificate required"
+    refused = ("ALERT_BAD_CERTIFICATE", "CERTIFICATE_REQUIRED", "ALERT_HANDSHAKE_FAILURE")
+    if not has_client_cert and any(alert in text for alert in refused):
         return PermanentError(
             f"the Docker API at {host} requires a client certificate (a tls_verify VCH)",
             "pass cert and key, or cert_path with the cert.pem/key.pem vch_create wrote",
@@ -201,6 +204,10 @@ class EngineWatch:
                     for _ in stream:
                         if self.stopping.is_set():
                             return
+            except PermanentError as exc:  # no engine to watch (none given, a refused certificate): the block says so
+                self.log.debug("engine watch: %s", exc)
+                self.connected.set()
+                return
             except Exception as exc:  # refused, reset, or a TLS error while it restarts
                 if self.stopping.is_set():
                     return
@@ -209,7 +216,9 @@ class EngineWatch:
                 return
             if self.went_away is None:
                 self.went_away = time.time()
-                self.log.warning("the Docker engine at %s went away (its event stream ended)", self.params.docker_host)
+                self.log.warning(
+                    "the Docker engine at %s does not answer (its event stream ended)", self.params.docker_host
+                )
             self.connected.set()
             if self.stream is not None:
                 self.restarted = True  # a stream that was open ended: the engine stopped
