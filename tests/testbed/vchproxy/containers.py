@@ -140,6 +140,7 @@ def create(upstream, query: dict[str, list[str]], body: dict[str, Any], config: 
     body["Volumes"] = {**(image_config.get("Volumes") or {}), **(body.get("Volumes") or {})} or None
     _volumes(upstream, body, name, config)
     body.pop("Healthcheck", None)  # never read by the personality: dropped
+    host_config.pop("VolumeDriver", None)  # nor is this (inspect shows the port layer's name there)
     if image_config.get("Healthcheck"):  # nor is the image's: the engine behind must not run it either
         body["Healthcheck"] = {"Test": ["NONE"]}
     asked = {
