@@ -111,6 +111,7 @@ class Handler(BaseHTTPRequestHandler):
         self._headers(status, None, 0)
 
     def _error(self, error: vic.VicError) -> None:
+        self._body()
         if not error.message:
             return self._empty(error.status)
         if vic.json_errors(self.version):
@@ -121,6 +122,12 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
     def _body(self) -> bytes | None:
+        """The request's body, read once (an answer that does not need it still drains it: keep-alive)."""
+        if not hasattr(self, "_read"):
+            self._read = self._read_body()
+        return self._read
+
+    def _read_body(self) -> bytes | None:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             chunks = []
             while True:
@@ -143,6 +150,8 @@ class Handler(BaseHTTPRequestHandler):
 
     # ---- routing
     def _handle(self) -> None:
+        if hasattr(self, "_read"):
+            del self._read  # the body of the connection's previous request
         parsed = urllib.parse.urlsplit(self.path)
         self.version: str | None = None
         path = parsed.path
@@ -156,7 +165,6 @@ class Handler(BaseHTTPRequestHandler):
             vic.check_version(self.version)
             refused = refusals.refusal(self.command, path, self.query, self.version or vic.API_VERSION)
             if refused is not None:
-                self._body()
                 return self._error(refused)
             self._route(path)
         except vic.VicError as exc:
