@@ -34,7 +34,6 @@ def gogs(docker_engine, docker_images):
         docker_host=VCH,
         files=["gogs/docker-compose.yml"],
         project=f"gogs{uuid.uuid4().hex[:6]}",
-        volume_driver="local",
         use_os_environ=False,
         environment={
             "GOGS_IMAGE": "vicflow-test/app:1.0",
@@ -361,7 +360,14 @@ def test_health_check_kinds_against_real_services(gogs):
     port = int(gogs["url"].rsplit(":", 1)[1])
     tcp, _ = stepkit.apply(HealthCheck, kind="tcp", host="127.0.0.2", port=port)
     assert tcp["detail"] == "connected"
-    box, _ = stepkit.apply(HealthCheck, kind="container", container="gogsdb", docker_host=VCH, deadline_seconds=120)
+    box, _ = stepkit.apply(
+        HealthCheck,
+        kind="container",
+        container="gogsdb",
+        command=["pg_isready", "-h", "127.0.0.1", "-U", "gogsuser", "-d", "gogsdb"],
+        docker_host=VCH,
+        deadline_seconds=120,
+    )
     assert box["detail"].startswith("running")
 
 

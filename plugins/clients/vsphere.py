@@ -334,6 +334,9 @@ class _PinnedAdapter(requests.adapters.HTTPAdapter):
 
     def init_poolmanager(self, *args, **kwargs):
         kwargs["ssl_context"] = self.context
+        # urllib3 checks the same SHA-1 itself and counts the connection as verified: no InsecureRequestWarning
+        # for this session only (the warning stays for any connection that is really unverified)
+        kwargs["assert_fingerprint"] = self.context.pinned_thumbprint
         return super().init_poolmanager(*args, **kwargs)
 
 
