@@ -286,6 +286,7 @@ class RegistrySwap(StepType[RegistrySwapParams]):
                 try:
                     status = registry.ping()
                     if status in (200, 401):
+                        registry.login()  # and its token service: Harbor's ui may come up after the registry
                         return status
                     last = f"HTTP {status}"
                 except (requests.RequestException, registry_api.RegistryError) as exc:
