@@ -157,7 +157,11 @@ class Deployer:
                 f"{LABEL}.version": VERSION_LABEL,
             }
             self.client.networks.create(
-                spec.name, driver=spec.driver or "bridge", options=spec.driver_opts or None, labels=labels
+                spec.name,
+                driver=spec.driver or "bridge",
+                options=spec.driver_opts or None,
+                labels=labels,
+                ipam=spec.ipam,
             )
             with self.lock:
                 self.state["networks"].append(spec.name)
@@ -225,7 +229,7 @@ class Deployer:
             record.update(old=old.attrs, old_running=old.status == "running")
             old.stop(timeout=int(service.stop_grace_period or 10))
             old.remove(v=False)
-        body = create_body(self.project, service, self.image_id(service.image) or "")
+        body = create_body(self.project, service, self.image_id(service.image) or "", self.client.api.api_version)
         created = self.create(name, body, service)
         record["id"] = created
         self._record(service.name, record)

@@ -19,8 +19,14 @@ def container_name(project: Project, service: Service) -> str:
     return service.container_name or f"{project.name}-{service.name}-1"
 
 
-def create_body(project: Project, service: Service, image_id: str) -> dict[str, Any]:
-    """The Engine API create body for ``service`` (API 1.25, what VIC 1.1 speaks)."""
+MOUNTS_API = (1, 30)  # HostConfig.Mounts; older engines (VIC 1.1 speaks 1.25) get every mount as a bind
+
+
+def create_body(project: Project, service: Service, image_id: str, api_version: str = "1.25") -> dict[str, Any]:
+    """The Engine API create body for ``service``, for an engine that speaks ``api_version``.
+
+    As docker-compose 1.29.2 does (``service.py`` ``_build_container_volume_options``), long-syntax volumes,
+    secrets and configs are ``HostConfig.Mounts`` from API 1.30, binds before it."""
     labels = {
         **service.labels,
         f"{LABEL}.project": project.name,
@@ -44,12 +50,17 @@ def create_body(project: Project, service: Service, image_id: str) -> dict[str, 
     for item in service.expose:
         exposed[item if "/" in item else f"{item}/tcp"] = {}
     binds: list[str] = []
+    mounts: list[dict[str, Any]] = []
     anonymous: dict[str, dict] = {}
+    long_mounts = tuple(int(n) for n in api_version.split(".")) >= MOUNTS_API
     for mount in service.mounts:
         if mount.type == "volume" and mount.source is None:
             anonymous[mount.target] = {}
             continue
         source = project.volumes[mount.source].name if mount.type == "volume" and mount.source else mount.source
+        if mount.long and long_mounts:
+            mounts.append({"Target": mount.target, "Source": source, "Type": mount.type, "ReadOnly": mount.read_only})
+            continue
         binds.append(f"{source}:{mount.target}" + (":ro" if mount.read_only else ""))
     restart, _, count = service.restart.partition(":")
     networks = [project.networks[n].name for n in service.networks]
@@ -60,6 +71,7 @@ def create_body(project: Project, service: Service, image_id: str) -> dict[str, 
         "ExtraHosts": service.extra_hosts or None,
         "Links": [_link(project, link) for link in service.links] or None,
         "NetworkMode": service.network_mode or (networks[0] if networks else "default"),
+        "Mounts": mounts or None,
         **service.host,
     }
     body: dict[str, Any] = {

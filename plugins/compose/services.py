@@ -58,7 +58,25 @@ def resource(project: str, key: str, spec: dict) -> Resource:
     name = spec.get("name") or (key if external else f"{project}_{key}")
     options = {str(k): _scalar(v) for k, v in (spec.get("driver_opts") or {}).items()}
     labels = {str(k): _scalar(v) for k, v in mapping(spec.get("labels")).items()}
-    return Resource(key, name, spec.get("driver"), options, bool(external), labels)
+    return Resource(key, name, spec.get("driver"), options, bool(external), labels, _ipam(spec.get("ipam")))
+
+
+def _ipam(spec: dict | None) -> dict[str, Any] | None:
+    """A network's ipam as the Engine API's IPAM body, built as docker-compose 1.29.2 builds it
+    (``network.py`` ``create_ipam_config_from_dict``: driver ``default`` unless given, every pool's four fields)."""
+    if not spec:
+        return None
+    pools = [
+        {
+            "Subnet": pool.get("subnet"),
+            "IPRange": pool.get("ip_range"),
+            "Gateway": pool.get("gateway"),
+            "AuxiliaryAddresses": pool.get("aux_addresses"),
+        }
+        for pool in spec.get("config") or []
+    ]
+    options = {str(k): _scalar(v) for k, v in (spec.get("options") or {}).items()} or None
+    return {"Driver": spec.get("driver") or "default", "Config": pools, "Options": options}
 
 
 MAX_PORT_RANGE = 1000  # a range that publishes tens of thousands of ports is a mistake, not a deployment
@@ -288,11 +306,12 @@ def _ulimits(value: dict) -> list[dict[str, Any]]:
     return out
 
 
-def _cpus(value: Any) -> int:
-    cpus = float(value)
-    if cpus <= 0:
+def cpus(value: Any) -> int:
+    """Compose's cpus (a float) as the Engine API's NanoCpus."""
+    count = float(value)
+    if count <= 0:
         raise ValueError("cpus must be more than 0")
-    return int(cpus * 1e9)
+    return int(count * 1e9)
 
 
 # compose key -> (Engine API HostConfig key, converter).  API 1.25 has all of them (what VIC 1.1 speaks).
@@ -304,7 +323,7 @@ HOST_CONFIG: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "dns_search": ("DnsSearch", _strings),
     "mem_limit": ("Memory", parse_bytes),
     "shm_size": ("ShmSize", parse_bytes),
-    "cpus": ("NanoCpus", _cpus),
+    "cpus": ("NanoCpus", cpus),
     "cpu_shares": ("CpuShares", int),
     "privileged": ("Privileged", _flag),
     "read_only": ("ReadonlyRootfs", _flag),
