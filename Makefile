@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-APT_PACKAGES := golang-go golang-github-vmware-govmomi-dev docker.io debootstrap docker-registry socat iptables chromium chromium-driver postgresql iproute2
+APT_PACKAGES := golang-go golang-github-vmware-govmomi-dev docker.io debootstrap docker-registry socat iptables chromium chromium-driver postgresql iproute2 docker-compose
 
 .PHONY: setup apt venv testbed test demo demo-down lint bench fuzz stop clean
 
