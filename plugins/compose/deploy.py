@@ -18,6 +18,7 @@ from vicflow.plugins.compose.engine_body import (
     VERSION_LABEL,
     container_name,
     create_body,
+    links,
     summary_labels,
     summary_state,
 )
@@ -162,6 +163,7 @@ class Deployer:
                 options=spec.driver_opts or None,
                 labels=labels,
                 ipam=spec.ipam,
+                attachable=True,  # as docker-compose 1.29.2 creates them (network.py), so `docker run` may join one
             )
             with self.lock:
                 self.state["networks"].append(spec.name)
@@ -248,7 +250,10 @@ class Deployer:
             if service is not None:
                 for key, aliases in list(service.networks.items())[1:]:
                     self.client.api.connect_container_to_network(
-                        container["Id"], self.project.networks[key].name, aliases=[service.name, *aliases]
+                        container["Id"],
+                        self.project.networks[key].name,
+                        aliases=[service.name, *aliases],
+                        links=links(self.project, service) or None,
                     )
             self._start(container["Id"], name)
         except BaseException:

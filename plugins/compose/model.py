@@ -41,8 +41,9 @@ class Mount:
     target: str
     read_only: bool = False
     long: bool = False  # long syntax, a secret or a config: HostConfig.Mounts on API 1.30+, as docker-compose does
+    mode: str = ""  # a short syntax's mode as written, when it says more than ro or rw (ro,rslave; z)
 
-    HASH_SKIP_DEFAULTS: ClassVar[dict[str, Any]] = {"long": False}
+    HASH_SKIP_DEFAULTS: ClassVar[dict[str, Any]] = {"long": False, "mode": ""}
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import posixpath
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -227,6 +228,9 @@ def _networks(service: Service, spec: dict, project: Project, src: Source) -> No
         service.networks["default"] = []
     if "default" in service.networks and "default" not in project.networks:
         project.networks["default"] = Resource("default", f"{project.name}_default", "bridge")
+    # the first is the container's primary network: the first by name, as docker-compose 1.29.2 picks it
+    # (network.py get_networks: "a consistent primary network"), not the file's order
+    service.networks = dict(sorted(service.networks.items(), key=lambda item: project.networks[item[0]].name))
 
 
 def _depends_on(service: Service, spec: dict, src: Source) -> None:
@@ -351,16 +355,19 @@ def _mount(spec: Any, project: Project, src: Source, path: tuple, workdir: Path)
         if kind not in ("volume", "bind"):
             raise src.error(path, f"unsupported volume type {kind!r}", "use volume or bind")
         source, target, read_only = spec.get("source"), spec.get("target"), bool(spec.get("read_only", False))
+        extra, long = "", True
         if not target:
             raise src.error(path, "a long-syntax volume needs target")
     else:
-        parts = str(spec).split(":")
+        parts, extra, long = str(spec).split(":"), "", False
         if len(parts) == 1:
-            source, target, mode = None, parts[0], ""
+            source, target, mode = None, posixpath.normpath(parts[0]), ""
         else:
-            source, target, mode = parts[0], parts[1], parts[2] if len(parts) > 2 else ""
+            source, target, mode = parts[0], posixpath.normpath(parts[1]), parts[2] if len(parts) > 2 else ""
         read_only = "ro" in mode.split(",")
         kind = "bind" if source and (source.startswith((".", "/", "~"))) else "volume"
+        if set(mode.split(",")) - {"ro", "rw", ""}:  # propagation, SELinux labels, nocopy: passed on as written
+            extra = mode
     if kind == "bind":
         source = source or ""
         relative = not os.path.isabs(os.path.expanduser(source))
@@ -377,7 +384,7 @@ def _mount(spec: Any, project: Project, src: Source, path: tuple, workdir: Path)
             f"named volume {source!r} is not declared",
             f"{did_you_mean(source, project.volumes)}declare it under the top-level volumes:",
         )
-    return Mount(kind, source, str(target), read_only)
+    return Mount(kind, source, str(target), read_only, long=long, mode=extra)
 
 
 def _healthcheck(spec: dict) -> dict[str, Any]:
