@@ -225,7 +225,7 @@ def test_depends_on_service_healthy_waits_for_the_healthcheck(tmp_path, docker_e
 @pytest.mark.parametrize(
     ("snippet", "message"),
     [
-        ("    deploy: {replicas: 2}\n", r"compose.yml:5:5: unsupported key 'deploy' in service 'web'"),
+        ("    deploy: {replicas: 2}\n", r"compose.yml:5:24: deploy.replicas of 'web' is 2: vicflow runs one container"),
         ("    imgae: x\n", r"compose.yml:5:5: unknown key 'imgae' in service 'web'"),
         ("    ports: ['80:80:80:80']\n", r"compose.yml:5:13: invalid port '80:80:80:80'"),
         ("    restart: sometimes\n", r"compose.yml:5:14: restart policy 'sometimes' is not one of"),
@@ -605,7 +605,7 @@ def test_on_a_vch_compose_up_refuses_what_vic_cannot_honour_before_changing_anyt
     with caplog.at_level("WARNING"):
         stepkit.apply(ComposeUp, docker_host=VCH, files=[checked], project=project, use_os_environ=False)
     assert [r.getMessage() for r in caplog.records if "healthcheck" in r.getMessage()] == [
-        f"{checked}:4:5: the healthcheck of 'db' is dropped on a VCH: VIC 1.1.1 never reads a container's "
+        f"{checked}:6:5: the healthcheck of 'db' is dropped on a VCH: VIC 1.1.1 never reads a container's "
         "Healthcheck, so it never runs and the container never reports healthy (prove readiness with a "
         "health_check step after compose_up)"
     ]
@@ -626,6 +626,6 @@ def test_on_a_vch_compose_up_refuses_what_vic_cannot_honour_before_changing_anyt
     )
     with pytest.raises(ComposeError) as info:
         stepkit.apply(ComposeUp, docker_host=VCH, files=[healthy], project=project, use_os_environ=False)
-    assert str(info.value).startswith(f"{healthy}:7:30: service 'web' waits for 'db' to be healthy")
+    assert str(info.value).startswith(f"{healthy}:7:34: service 'web' waits for 'db' to be healthy")
     assert "health_check step" in info.value.hint
     assert not docker_client.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"})

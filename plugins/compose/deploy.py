@@ -26,6 +26,7 @@ from vicflow.plugins.compose.options import UpOptions
 from vicflow.plugins.compose.project import Project, Service
 from vicflow.plugins.errors import PermanentError, TransientError
 
+VCH_VOLUME_DRIVERS = {"local", "vsphere"}
 NOT_STARTED = "created but not started"  # how a leftover container is reported (and recognised when it is not)
 
 
@@ -181,7 +182,7 @@ class Deployer:
         driver = self.options.volume_driver or spec.driver or "local"
         existing = present.get(spec.name)
         if existing is not None:
-            if not spec.external and existing.attrs.get("Driver") != driver:
+            if not spec.external and not self._same_driver(existing.attrs.get("Driver"), driver):
                 raise PermanentError(
                     f"volume {spec.name!r} exists with driver {existing.attrs.get('Driver')!r}, the project asks "
                     f"for {driver!r}",
@@ -213,6 +214,13 @@ class Deployer:
         with self.lock:
             self.state["volumes"].append(spec.name)
         self.logger.info("created volume %s (driver %s)", spec.name, driver)
+
+    def _same_driver(self, existing: str | None, wanted: str) -> bool:
+        """On a VCH "local" is "vsphere" (VIC 1.1.1 volume.go: "local ... is equivalent to vsphere"), and an
+        inspect says vsphere whichever was asked."""
+        if self.project.vch and {existing, wanted} <= VCH_VOLUME_DRIVERS:
+            return True
+        return existing == wanted
 
     def converge(self, service: Service) -> str:
         action, why = self.decide(service)

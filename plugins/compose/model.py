@@ -105,6 +105,7 @@ class Project:
     warnings: list[str] = field(default_factory=list)  # e.g. unset variables, with file:line
     secrets: dict[str, str] = field(default_factory=dict)  # top-level secrets: name -> absolute file
     configs: dict[str, str] = field(default_factory=dict)  # top-level configs: name -> absolute file
+    vch: bool = False  # read with VIC 1.1's rules: the engine is a VCH
     engine_warnings: list[str] = field(default_factory=list)  # what the engine's rules add (a VCH's): not yet logged
 
     def levels(self) -> list[list[str]]:

@@ -46,7 +46,7 @@ def load_project(
     name = re.sub(r"[^a-z0-9_-]", "", name.lower())
     if not name:
         raise ComposeError("the project name is empty after normalisation", "set project: to a-z, 0-9, _ or -")
-    project = Project(name, [str(p) for p in paths], str(workdir), {}, {}, {}, warnings)
+    project = Project(name, [str(p) for p in paths], str(workdir), {}, {}, {}, warnings, vch=vch)
     for section, into in (("networks", project.networks), ("volumes", project.volumes)):
         for key, spec in (merged.get(section) or {}).items():
             with shape_errors(sources[f"{section}.{key}"], (section, key), f"{section[:-1]} {key!r}"):
