@@ -21,10 +21,7 @@ import docker
 import pytest
 import requests
 from vicflow.flows import blueprint as bp
-from vicflow.flows import engine, expressions
-from vicflow.flows.engine import RunFailed
-from vicflow.flows.inputs import prepare
-from vicflow.flows.thread_executor import ThreadSteps
+from vicflow.flows import expressions
 from vicflow.plugins.builtin.compose import ComposeDown, ComposeUp
 from vicflow.plugins.builtin.health import HealthCheck
 from vicflow.plugins.builtin.http_request import HttpRequest
@@ -34,7 +31,7 @@ from vicflow.plugins.manager import default_registry
 from vicflow.plugins.step import PermanentError
 
 from tests import stepkit
-from tests.helpers import free_port, wait_http
+from tests.helpers import free_port, run_on_threads, wait_http
 from tests.testbed.prefect_stack import clean_gogs
 
 pytestmark = pytest.mark.docker
@@ -57,18 +54,6 @@ def render(step_id: str, inputs: dict) -> dict:
     document = bp.load(BLUEPRINT, default_registry())
     values = {**{name: spec.default for name, spec in document.inputs.items()}, **inputs}
     return expressions.render(document.step(step_id).with_, {"inputs": values})
-
-
-def run_blueprint(inputs: dict) -> dict:
-    """blueprints/gogs.yaml on the engine's thread executor (no Prefect); the summary, failed or not."""
-    registry = default_registry()
-    document = bp.load(BLUEPRINT, registry)
-    try:
-        return engine.execute(
-            document, prepare(document, inputs=inputs).values, registry, uuid.uuid4().hex, executor=ThreadSteps
-        )
-    except RunFailed as exc:
-        return exc.summary
 
 
 @pytest.fixture(scope="module", params=RELEASES)
@@ -219,7 +204,7 @@ def test_gogs_0_11_cannot_log_in_to_a_postgres_that_asks_for_scram(site, docker_
 
 
 def test_a_reserved_admin_name_fails_the_run_after_gogs_saved_its_settings(site, docker_client):
-    summary = run_blueprint({**site.inputs, "admin_name": "admin"})
+    summary = run_on_threads(BLUEPRINT, {**site.inputs, "admin_name": "admin"})
     assert summary["state"] == "failed"
     first = next(s for s in summary["steps"] if s["id"] == "first_run")
     refused = {
@@ -232,7 +217,7 @@ def test_a_reserved_admin_name_fails_the_run_after_gogs_saved_its_settings(site,
 
 
 def test_the_gogs_blueprint_installs_gogs_and_its_checks_hold(site, docker_client):
-    summary = run_blueprint(site.inputs)
+    summary = run_on_threads(BLUEPRINT, site.inputs)
     steps = {s["id"]: s for s in summary["steps"]}
     assert summary["state"] == "completed", {k: (s["state"], s["error"]) for k, s in steps.items()}
     assert steps["first_run"]["outputs"]["called"] and steps["first_run"]["outputs"]["status"] == 302
@@ -247,7 +232,7 @@ def test_the_gogs_blueprint_installs_gogs_and_its_checks_hold(site, docker_clien
     assert [u["username"] for u in users["data"]] == ["gogsadmin"], "the admin is a row in Postgres"
     assert get(site.url + "/api/v1/users/search?q=").json() == {"data": [], "ok": True}
 
-    again = {s["id"]: s for s in run_blueprint(site.inputs)["steps"]}
+    again = {s["id"]: s for s in run_on_threads(BLUEPRINT, site.inputs)["steps"]}
     assert again["first_run"]["outputs"] == {"called": False, "status": 404, "values": {}}, "installed once"
     docker_client.containers.get("gogsapp").restart(timeout=5)
     assert wait_http(site.url + "/", timeout=60).status_code == 200, "still installed after a restart"

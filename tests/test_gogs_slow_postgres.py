@@ -17,14 +17,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from vicflow.flows import blueprint as bp
-from vicflow.flows import engine
-from vicflow.flows.inputs import prepare
-from vicflow.flows.thread_executor import ThreadSteps
-from vicflow.plugins.errors import RunFailed
-from vicflow.plugins.manager import default_registry
 
-from tests.helpers import free_port
+from tests.helpers import free_port, run_on_threads
 from tests.testbed import dockerd
 from tests.testbed.prefect_stack import clean_gogs
 
@@ -59,18 +53,6 @@ def steps_log():
     yield handler
     logger.removeHandler(handler)
     logger.setLevel(old)
-
-
-def run_blueprint(path: Path, inputs: dict) -> dict:
-    """The blueprint on the engine's thread executor; the summary, failed or not."""
-    registry = default_registry()
-    document = bp.load(path, registry)
-    try:
-        return engine.execute(
-            document, prepare(document, inputs=inputs).values, registry, uuid.uuid4().hex, executor=ThreadSteps
-        )
-    except RunFailed as exc:
-        return exc.summary
 
 
 def gogs_inputs(postgres_image: str) -> dict:
@@ -114,7 +96,7 @@ def stamp(value: float) -> str:
 
 def test_gogs_is_installed_only_once_a_slow_postgres_accepts_connections(slow_postgres, steps_log, docker_engine):
     inputs = gogs_inputs(slow_postgres)
-    summary = run_blueprint(GOGS, inputs)
+    summary = run_on_threads(GOGS, inputs)
     states = {s["id"]: (s["state"], s["error"]) for s in summary["steps"]}
     assert summary["state"] == "completed", states
 
