@@ -351,6 +351,9 @@ def _run_or_plan(args, dry_run: bool) -> int:
     document = bp.load(shipped.resolve(args.file))
     prepared = inputs.prepare(document, file=args.inputs, sets=args.sets or [])  # exit 2 before Prefect starts
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect gives its temporary server 20 s to answer; on a busy 2-core host its start (database migration
+    # included) takes longer, and the run would fail before its first step. A user's own setting wins.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     if not args.verbose:  # Prefect's console lines and tracebacks (still sent to the API) would bury the progress;
         # set before Prefect configures logging, since it may configure it again when its temporary server starts
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")

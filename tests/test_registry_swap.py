@@ -22,7 +22,7 @@ import requests
 from vicflow.plugins.builtin.compose import ComposeDown, ComposeUp
 from vicflow.plugins.builtin.registry_swap import RegistrySwap
 from vicflow.plugins.clients import registry_api
-from vicflow.plugins.step import PermanentError
+from vicflow.plugins.step import PermanentError, TransientError
 
 from tests import stepkit
 from tests.testbed import harbor as harbor_bed
@@ -50,6 +50,7 @@ HARBOR_BLOBS = {
     "make/common/templates/ui/env": "1f457e2570240c007105e6fc8103e37830d659a9",
 }
 PRIVATE = "vicflow-private"  # a project created through Harbor's API, not public
+
 
 @pytest.fixture(scope="module")
 def harbor(docker_engine, docker_images):
@@ -267,6 +268,30 @@ def test_preflight_failures_touch_nothing(harbor, docker_client, tmp_path, overr
     assert after["registry"].attrs["Config"]["Image"] == OLD and after["registry"].status == "running"
 
 
+def test_a_token_service_still_starting_is_worth_another_try_and_touches_nothing(harbor, docker_client):
+    """After its engine restarts, Harbor's ui (the token service) may come back after the registry: nginx then
+    answers 502 for /service/token (nginx.https.conf proxies it to ui:80). That is a retry, not a refusal."""
+    before_text = Path(harbor.files[1]).read_text()
+    ui = containers(docker_client)["ui"]
+    ui.stop(timeout=5)
+    try:
+        with pytest.raises(TransientError, match=r"pre-flight: the token service .*/service/token answered HTTP 502"):
+            stepkit.apply(RegistrySwap, **swap_params(harbor))
+        assert Path(harbor.files[1]).read_text() == before_text
+        assert containers(docker_client)["registry"].attrs["Config"]["Image"] == OLD
+    finally:
+        ui.start()
+    registry = registry_api.Registry(harbor.url, harbor.user, harbor.password, harbor.ca, False, 5)
+    deadline = time.monotonic() + 90
+    while True:  # the next tests need the token service back
+        try:
+            registry.login()
+            break
+        except (registry_api.RegistryUnavailable, requests.RequestException):
+            assert time.monotonic() < deadline, "Harbor's ui did not come back within 90 s"
+            time.sleep(0.5)
+
+
 @pytest.fixture
 def engine_trusts_harbor(harbor):
     """The engine trusts the appliance CA for Harbor's host, as `docker login` users set it up."""
@@ -353,7 +378,10 @@ def test_swap_as_the_seed_does_it_keeps_images_logs_and_notifications(harbor, do
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         registry_log, ui_log = harbor.log("registry"), harbor.log("ui")
-        if "----target: library/nanoserver:after" in ui_log and "/v2/library/nanoserver/manifests/after" in registry_log:
+        if (
+            "----target: library/nanoserver:after" in ui_log
+            and "/v2/library/nanoserver/manifests/after" in registry_log
+        ):
             break
         time.sleep(0.5)
     assert "/v2/library/nanoserver/manifests/after" in registry_log

@@ -263,6 +263,8 @@ class RegistrySwap(StepType[RegistrySwapParams]):
         registry = self._registry(params, ctx)
         try:
             registry.check_push(params.verify_repository)
+        except registry_api.RegistryUnavailable as exc:  # Harbor's ui or registry still starting: nothing changed
+            raise TransientError(f"pre-flight: {exc}; nothing was changed", "Harbor is starting: run again") from None
         except registry_api.RegistryError as exc:
             raise PermanentError(f"pre-flight: {exc}; nothing was changed", exc.hint) from None
         except requests.RequestException as exc:  # Harbor may be starting: worth another try

@@ -30,6 +30,14 @@ class RegistryError(VicflowError):
     """The registry refused us (credentials, TLS, permissions); the message says which, ``hint`` what to do."""
 
 
+class RegistryUnavailable(RegistryError):
+    """Harbor's nginx answered 502, 503 or 504: the service behind it (registry or ui) is down or starting, as
+    after a restart of its engine (restart: always brings each back in its own time). Worth another try."""
+
+
+GATEWAY_ERRORS = (502, 503, 504)
+
+
 @dataclass
 class PushResult:
     status: int
@@ -118,7 +126,8 @@ class Registry:
                 "check registry_user and registry_password (a Harbor user of the project)",
             )
         if response.status_code != 200:
-            raise RegistryError(
+            error = RegistryUnavailable if response.status_code in GATEWAY_ERRORS else RegistryError
+            raise error(
                 f"the token service {challenge['realm']} answered HTTP {response.status_code}: {response.text[:200]}"
             )
         return response
@@ -265,7 +274,8 @@ def _expect(response: requests.Response, status: int, what: str) -> None:
             "the registry is read-only (distribution's storage.maintenance.readonly, which Harbor sets during "
             "garbage collection): it serves pulls and refuses every push"
         )
-    raise RegistryError(
+    error = RegistryUnavailable if response.status_code in GATEWAY_ERRORS else RegistryError
+    raise error(
         f"the registry refused {what}: HTTP {response.status_code} {_errors(response) or response.reason}", hint
     )
 
