@@ -136,7 +136,7 @@ def plan_down(client, name: str, volumes: bool) -> list[tuple[str, str, str, str
     """(action, name, what, kind) for each container, network and (with ``volumes``) volume ``down`` removes."""
     selector = {"label": f"{LABEL}.project={name}"}
     containers = client.containers.list(all=True, filters=selector)
-    changes = [("delete", c.name, "container", Kind.CONTAINER) for c in containers]
+    changes: list[tuple[str, str, str, str]] = [("delete", c.name, "container", Kind.CONTAINER) for c in containers]
     changes += [("delete", n.name, "network", Kind.NETWORK) for n in client.networks.list(filters=selector)]
     if volumes:
         removed = client.volumes.list(filters=selector)
