@@ -54,6 +54,11 @@ def run_blueprint(
     ),
     event: dict[str, Any] | None = Field(default=None, description="the event that triggered this run"),
     approve: bool = Field(default=False, description="approve every approval gate in advance (for scripts)"),
+    policy: str | None = Field(
+        default=None,
+        description="a directory of Rego policy files (relative: to the worker's VICFLOW_HOME) that judges the plan "
+        "before any step applies: allow, warn, require approval or deny (docs/policy.md)",
+    ),
 ) -> Any:
     """Run a vicflow blueprint: every step becomes a task run named after its step id."""
     cli_signals.reclaim_sigterm()
@@ -80,6 +85,7 @@ def run_blueprint(
                 resume=resume,
                 event=event,
                 approve=approve,
+                policy=policy,
                 executor=executor,
             )
     except RunCancelled as exc:  # an approval said no, or none came: the flow run ends Cancelled

@@ -10,8 +10,10 @@ a file (which can be made append-only with ``chattr +a`` and shipped off the hos
 from __future__ import annotations
 
 import fcntl
+import getpass
 import json
 import os
+import socket
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +32,15 @@ def default_path() -> Path:
         return Path(configured)
     state = os.environ.get("VICFLOW_STATE_DIR", Path.home() / ".local" / "state" / "vicflow")
     return Path(state) / "audit.jsonl"
+
+
+def this_process() -> str:
+    """``user@host`` of this process: who decided, when no one answered a form (--approve, a policy, a resume)."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # a container's uid with no passwd entry
+        user = f"uid {os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
 
 
 @dataclass

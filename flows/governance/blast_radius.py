@@ -54,6 +54,12 @@ class BlastRadius:
     def to_dict(self) -> dict[str, Any]:
         return {**self.counts, "not_yet_known": self.not_yet_known, "not_planned": self.not_planned}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BlastRadius:
+        """Back from ``to_dict`` (a summary's ``blast_radius``)."""
+        counts = {key: int(data.get(key, 0)) for key in COUNTS}
+        return cls(counts, list(data.get("not_yet_known", [])), list(data.get("not_planned", [])))
+
     def lines(self) -> list[tuple[str, str]]:
         """(what, how many) for a table: every count, then the steps that could not be counted."""
         rows = [(label, str(self.counts[key])) for key, label in COUNTS.items()]
