@@ -17,10 +17,11 @@ if TYPE_CHECKING:
     from vicflow.flows.engine import Run
 
 
-def plan_steps(run: Run) -> list[dict[str, Any]]:
+def plan_steps(run: Run, record: bool = True) -> list[dict[str, Any]]:
     """Call every step's plan() in dependency order, finally: steps last; nothing is changed. on_error: steps
-    are listed, not planned (they run only when the run fails)."""
-    plan = plan_rows(run, [*run.blueprint.steps, *run.blueprint.finally_], record=True)
+    are listed, not planned (they run only when the run fails). ``record``: a dry run's step records show it
+    (a run's policy plans without it)."""
+    plan = plan_rows(run, [*run.blueprint.steps, *run.blueprint.finally_], record=record)
     for step in run.blueprint.on_error:
         plan.append(
             {

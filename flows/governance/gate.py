@@ -34,8 +34,8 @@ def judge(run: Run, rows: list[dict[str, Any]]) -> tuple[dict[str, Any], blast_r
 
 
 def whole_plan(run: Run) -> list[dict[str, Any]]:
-    """The rows of every step that can change something (steps, then finally:), planned read-only."""
-    return planner.plan_rows(run, [*run.blueprint.steps, *run.blueprint.finally_], record=False)
+    """The rows `vicflow plan` shows (so the gate's plan hash is the one plan printed), planned read-only."""
+    return planner.plan_steps(run, record=False)
 
 
 def check(run: Run) -> tuple[str, str] | None:
