@@ -298,7 +298,7 @@ def execute(
             summary.update(_governed(run, plan))
             run.executor.publish(summary)
             return summary
-        stopped = gate.check(run) if run.policy else None  # the policy judges the whole plan first
+        stopped = gate.check(run, run.policy) if run.policy else None  # the policy judges the whole plan first
         if stopped:
             state, run.cancelled = stopped
             _not_run(run, blueprint.all_steps, f"not started: {state} before any step applied")
@@ -341,7 +341,7 @@ def _governed(run: Run, plan: list[dict[str, Any]]) -> dict[str, Any]:
     """A plan's blast radius, its policy's outcome (with one) and the hash an approval of it is bound to."""
     radius = blast_radius.of(plan)
     if run.policy:
-        run.outcome, radius = gate.judge(run, plan)
+        run.outcome, radius = gate.judge(run, plan, run.policy)
     found: dict[str, Any] = {"blast_radius": radius.to_dict()}
     if run.outcome is not None:
         found["policy"] = run.outcome

@@ -21,8 +21,10 @@ if TYPE_CHECKING:
 POLICY_GATE = "policy-approval"  # the gate's name in the approval form, the log and the audit trail
 
 
-def judge(run: Run, rows: list[dict[str, Any]]) -> tuple[dict[str, Any], blast_radius.BlastRadius]:
-    """The outcome of the run's policy for plan ``rows``, and their blast radius."""
+def judge(
+    run: Run, rows: list[dict[str, Any]], chosen: policy.Policy
+) -> tuple[dict[str, Any], blast_radius.BlastRadius]:
+    """The outcome of policy ``chosen`` for the run's plan ``rows``, and their blast radius."""
     radius = blast_radius.of(rows)
     target = None
     if run.blueprint.target:  # as the run's concurrency limit names it (flows/flow.py)
@@ -30,7 +32,7 @@ def judge(run: Run, rows: list[dict[str, Any]]) -> tuple[dict[str, Any], blast_r
             str(expressions.render(run.blueprint.target, {"inputs": run.inputs, "event": run.event or {}}))
         )
     document = policy.document(run.blueprint.name, target, rows, radius.to_dict())
-    return run.policy.evaluate(document).to_dict(), radius
+    return chosen.evaluate(document).to_dict(), radius
 
 
 def whole_plan(run: Run) -> list[dict[str, Any]]:
@@ -38,10 +40,10 @@ def whole_plan(run: Run) -> list[dict[str, Any]]:
     return planner.plan_steps(run, record=False)
 
 
-def check(run: Run) -> tuple[str, str] | None:
-    """Before the first step: None to go on, or (the run's final state, why) when the policy stops it."""
+def check(run: Run, chosen: policy.Policy) -> tuple[str, str] | None:
+    """Before the first step: None to go on, or (the run's final state, why) when policy ``chosen`` stops it."""
     rows = whole_plan(run)
-    outcome, radius = judge(run, rows)
+    outcome, radius = judge(run, rows, chosen)
     run.outcome = outcome
     digest = planner.digest(rows, outcome)
     said = "; ".join(f"{rule}: {message}" for rule, found in outcome["messages"].items() for message in found)
@@ -72,7 +74,7 @@ def check(run: Run) -> tuple[str, str] | None:
     if decision != "approved":
         return "cancelled", f"the approval the policy asked for was {decision}" + (f" ({comment})" if comment else "")
     again = whole_plan(run)
-    changed, _ = judge(run, again)
+    changed, _ = judge(run, again, chosen)
     if planner.digest(again, changed) != digest:
         return "cancelled", masking.mask(
             f"the plan changed since approval ({digest} -> {planner.digest(again, changed)}): "

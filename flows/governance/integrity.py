@@ -49,12 +49,13 @@ def link(previous: str, body: Any, secret: bytes | None) -> str:
 
 
 def seal_journal(document: dict[str, Any], secret: bytes | None = None) -> dict[str, Any]:
-    """``document`` (a resume journal) with its seal: one link per step, in the journal's order, then the rest."""
+    """``document`` (a resume journal) with its seal: one link per step, by step id, then the rest."""
     secret = key() if secret is None else secret
     body = {k: v for k, v in document.items() if k != "seal"}
     steps: dict[str, str] = {}
     previous = GENESIS
-    for step_id, entry in body.get("steps", {}).items():
+    # in sorted order: a store may give the keys back in another (PostgreSQL's jsonb orders them by length)
+    for step_id, entry in sorted(body.get("steps", {}).items()):
         previous = steps[step_id] = link(previous, {"step": step_id, **entry}, secret)
     rest = {k: v for k, v in body.items() if k != "steps"}
     seal = {"alg": algorithm(secret), "steps": steps, "document": link(previous, rest, secret)}

@@ -32,3 +32,9 @@ warn contains msg if {
 	input.blast_radius.volumes_removed > 0
 	msg := sprintf("%d volume(s) would be removed with their data", [input.blast_radius.volumes_removed])
 }
+
+# What a step would change is known only after an earlier step applies: the counts above are a lower bound.
+warn contains msg if {
+	count(input.blast_radius.not_yet_known) > 0
+	msg := sprintf("known only after apply, so not counted: %s", [concat(", ", input.blast_radius.not_yet_known)])
+}
