@@ -239,3 +239,24 @@ def test_a_tampered_resume_journal_refuses_to_resume_naming_the_step(site):
     assert {s["id"]: s["state"] for s in second["steps"]} == {"a": "cached", "b": "completed"}
     (resume,) = [r for r in AuditLog().records() if r["event"] == "resume"]
     assert resume["detail"] == {"resumed": first["run_id"]} and resume["run_id"] == second["run_id"]
+
+
+@pytest.mark.prefect
+def test_the_recorded_plans_artifact_shows_the_blast_radius_and_the_policy(site, cli_env):
+    from prefect import get_client
+
+    path = write(site, SITE)
+    result = run_cli(["plan", path, "--record", "--policy", str(EXAMPLE), "--output", "json"], cli_env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout)
+    with get_client(sync_client=True) as client:
+        (artifact,) = [
+            a
+            for a in client.read_artifacts()
+            if a.key == "vicflow-site-plan" and str(a.flow_run_id) == summary["run_id"]
+        ]
+    assert "| ESXi hosts whose firewall changes | 9 |" in artifact.data
+    assert "| containers replaced | 2 |" in artifact.data
+    assert "## Policy: require_approval" in artifact.data
+    assert "- approval: 9 ESXi hosts' firewalls would change (more than 8)" in artifact.data
+    assert f"plan hash `{summary['plan_hash']}`" in artifact.data
