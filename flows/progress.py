@@ -135,5 +135,7 @@ class Progress:
         from vicflow.flows.links import run_url
 
         self.console.print(text(f"{summary['blueprint']}: {summary['state']} in {summary['duration_s']:.1f}s"))
+        if summary["state"] in ("cancelled", "denied") and summary.get("error"):  # why: a gate or the policy
+            self.console.print(text(f"  {summary['error']}", 2000), highlight=False, soft_wrap=True)
         if not summary["run_id"].startswith("local-plan-"):
             self.console.print(f"see the run: {run_url(summary['run_id'])}", highlight=False, soft_wrap=True)

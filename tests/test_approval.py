@@ -300,3 +300,6 @@ def test_a_denying_policy_stops_the_run_before_any_step(tmp_path, cli_env):
     assert not (tmp_path / "deploy.txt").exists()
     (record,) = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     assert record["event"] == "policy" and record["detail"]["decision"] == "deny"
+    said = run_cli(["run", str(blueprint), "--policy", str(EXAMPLE_POLICY)], env)
+    assert said.returncode == 1 and "governed: denied in" in said.stderr
+    assert f"denied by policy {EXAMPLE_POLICY}: step firewall would delete volume store LocalDS_0/vch" in said.stderr
