@@ -72,7 +72,8 @@ class Policy:
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
         if not self.directory.is_dir():
-            raise PolicyError(f"policy {self.directory}: no such directory", "pass the directory of the .rego files")
+            what = "not a directory" if self.directory.exists() else "no such directory"
+            raise PolicyError(f"policy {self.directory}: {what}", "pass the directory of the .rego files")
         self.files = sorted(self.directory.rglob("*.rego"))
         if not self.files:
             raise PolicyError(f"policy {self.directory}: no .rego file in it (an empty policy is no policy)", HINT)
