@@ -379,7 +379,7 @@ def cmd_plugins(args) -> int:
 
 def _run_or_plan(args, dry_run: bool) -> int:
     from vicflow.flows import blueprint as bp
-    from vicflow.flows import inputs, shipped
+    from vicflow.flows import inputs, shipped, terminal
 
     document = bp.load(shipped.resolve(args.file))
     prepared = inputs.prepare(document, file=args.inputs, sets=args.sets or [])  # exit 2 before Prefect starts
@@ -393,8 +393,11 @@ def _run_or_plan(args, dry_run: bool) -> int:
 
     from vicflow.flows import engine, prefect_journal
     from vicflow.flows.governance import integrity
-    from vicflow.flows.governance.policy import Policy
+    from vicflow.flows.governance.policy import Policy, for_run
 
+    args.policy, note = for_run(args.policy)
+    if note:
+        terminal.say("warning", note)
     if args.policy:
         args.policy = str(Path(args.policy).resolve())
         Policy(args.policy)  # a policy that does not load is exit 2, located, before anything starts

@@ -65,6 +65,7 @@ def site(tmp_path, monkeypatch):
     monkeypatch.setenv("VICFLOW_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("VICFLOW_AUDIT_LOG", str(tmp_path / "audit.jsonl"))
     monkeypatch.delenv("VICFLOW_AUDIT_KEY", raising=False)
+    monkeypatch.delenv("VICFLOW_POLICY", raising=False)
     engine_steps.JOURNAL.clear()
     return tmp_path
 
@@ -260,3 +261,20 @@ def test_the_recorded_plans_artifact_shows_the_blast_radius_and_the_policy(site,
     assert "## Policy: require_approval" in artifact.data
     assert "- approval: 9 ESXi hosts' firewalls would change (more than 8)" in artifact.data
     assert f"plan hash `{summary['plan_hash']}`" in artifact.data
+
+
+def test_the_sites_policy_wins_over_the_one_a_run_is_given(site, cli_env_here):
+    """VICFLOW_POLICY, set where runs execute, applies whatever --policy (or a run form's parameter) says: a
+    parameter that could be cleared would let anyone skip the site's policy."""
+    path = write(site, SITE)
+    other = site / "lenient"
+    other.mkdir()
+    (other / "allow.rego").write_text('package vicflow.plan\n\nimport rego.v1\n\nwarn contains "lenient" if { true }\n')
+    env = {**cli_env_here, "VICFLOW_POLICY": str(EXAMPLE)}
+    plain = json.loads(run_cli(["plan", path, "--output", "json"], env).stdout)
+    assert plain["policy"]["decision"] == "require_approval" and plain["policy"]["policy"] == str(EXAMPLE)
+    given = run_cli(["plan", path, "--policy", str(other), "--output", "json"], env)
+    assert json.loads(given.stdout)["policy"]["policy"] == str(EXAMPLE)
+    assert f"warning: policy {other} is not applied: VICFLOW_POLICY sets the site's policy, {EXAMPLE}" in given.stderr
+    alone = json.loads(run_cli(["plan", path, "--policy", str(other), "--output", "json"], cli_env_here).stdout)
+    assert alone["policy"]["decision"] == "warn" and alone["policy"]["messages"] == {"warn": ["lenient"]}

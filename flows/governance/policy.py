@@ -16,6 +16,7 @@ The input document is the plan (``input.rows``: step, action, target, detail, ki
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,20 @@ HINT = "write the policy in Rego v1: package vicflow.plan, then e.g. deny contai
 # regopy's error: (error 17:/path/file.rego|44|1 (errormsg 24:Invalid boolean operator) ...): file|offset|length
 ERROR_AT = re.compile(r"\(error \d+:(?P<file>[^|\n]*)\|(?P<offset>\d+)\|\d+")
 ERROR_MSG = re.compile(r"\(errormsg \d+:(?P<msg>[^\n]*?)\)\s*$", re.MULTILINE)
+
+
+SITE_ENV = "VICFLOW_POLICY"  # the site's policy on a worker (or for `vicflow`): a run's parameter cannot replace it
+
+
+def for_run(given: str | None) -> tuple[str | None, str | None]:
+    """The policy a run applies, and a note when the one it was ``given`` is not it: the site's (``VICFLOW_POLICY``,
+    set where runs execute) wins, since a run form's parameter could otherwise be cleared to skip it."""
+    site = os.environ.get(SITE_ENV)
+    if not site:
+        return given, None
+    if given and Path(given).resolve() != Path(site).resolve():
+        return site, f"policy {given} is not applied: {SITE_ENV} sets the site's policy, {site}"
+    return site, None
 
 
 class PolicyError(ConfigError):
