@@ -154,3 +154,21 @@ def test_a_rule_with_conflicting_values_fails_evaluation(tmp_path):
 def test_a_missing_policy_directory_is_an_error(tmp_path):
     with pytest.raises(policy.PolicyError, match="no such directory"):
         policy.Policy(tmp_path / "nope")
+
+
+def test_a_result_regopy_cannot_read_back_is_a_policy_error_with_the_way_around_it(tmp_path):
+    """regopy 1.5.2 (rego-cpp) returns sprintf("%s", [concat(", ", input...)]) with its quotes unescaped, and its
+    own JSON parse fails: that is a PolicyError saying how to write the message, never an internal error. The
+    example policy's not-yet-known warning is written the way around it."""
+    (tmp_path / "site.rego").write_text(
+        "package vicflow.plan\n\nimport rego.v1\n\n"
+        'warn contains msg if { msg := sprintf("later: %s", [concat(", ", input.blast_radius.not_yet_known)]) }\n'
+    )
+    unknown = [{"step": "vch", "action": "unknown", "target": "vch", "detail": "known after firewall apply"}]
+    radius = blast_radius.of(unknown).to_dict()
+    with pytest.raises(policy.PolicyError, match="could not be read back from rego-cpp") as raised:
+        policy.Policy(tmp_path).evaluate(policy.document("site", None, unknown, radius))
+    assert 'concat("", [' in raised.value.hint
+    outcome = policy.Policy(EXAMPLE).evaluate(policy.document("site", None, unknown, radius))
+    assert outcome.decision == "warn"
+    assert outcome.messages == {"warn": ["known only after apply, so not counted: vch"]}

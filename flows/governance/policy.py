@@ -121,6 +121,13 @@ class Policy:
             output = interpreter.query(f"data.{PACKAGE}")
         except RegoError as exc:
             raise PolicyError(f"policy {self.directory} could not be evaluated: {exc}", HINT) from None
+        except ValueError as exc:  # regopy parses rego-cpp's result as JSON, and rego-cpp wrote it wrong
+            raise PolicyError(
+                f"policy {self.directory}: its result could not be read back from rego-cpp (regopy: {exc}); "
+                "regopy 1.5 writes a message made by sprintf of a string that concat() built from input values "
+                "with its quotes unescaped",
+                'build such a message with concat: msg := concat("", ["steps: ", concat(", ", input.x)])',
+            ) from None
         if not output.ok():
             raise PolicyError(
                 f"policy {self.directory} could not be evaluated (a complete rule with conflicting values, or a "

@@ -36,5 +36,6 @@ warn contains msg if {
 # What a step would change is known only after an earlier step applies: the counts above are a lower bound.
 warn contains msg if {
 	count(input.blast_radius.not_yet_known) > 0
-	msg := sprintf("known only after apply, so not counted: %s", [concat(", ", input.blast_radius.not_yet_known)])
+	# concat, not sprintf("%s", [concat(...)]): regopy 1.5 returns the latter with unescaped quotes (docs/policy.md)
+	msg := concat("", ["known only after apply, so not counted: ", concat(", ", input.blast_radius.not_yet_known)])
 }
