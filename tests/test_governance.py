@@ -278,3 +278,71 @@ def test_the_sites_policy_wins_over_the_one_a_run_is_given(site, cli_env_here):
     assert f"warning: policy {other} is not applied: VICFLOW_POLICY sets the site's policy, {EXAMPLE}" in given.stderr
     alone = json.loads(run_cli(["plan", path, "--policy", str(other), "--output", "json"], cli_env_here).stdout)
     assert alone["policy"]["decision"] == "warn" and alone["policy"]["messages"] == {"warn": ["lenient"]}
+
+
+RESUMABLE = """
+name: resumable
+inputs:
+  fail: {type: boolean, default: true}
+steps:
+  - id: a
+    uses: echo
+    with: {message: first}
+  - id: b
+    uses: undoable
+    needs: a
+    on_failure: keep
+    with: {name: b, fail: "${{ inputs.fail }}"}
+"""
+
+
+@pytest.mark.prefect
+def test_a_journal_edited_in_prefect_refuses_to_resume_naming_the_step(site, cli_env):
+    """The journal of a run in Prefect is an artifact anyone with the API can update: `vicflow run --resume` checks
+    its seal before the run starts and names what was edited."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import ArtifactUpdate
+    from vicflow.flows import prefect_journal
+
+    path = write(site, RESUMABLE)
+    first = run_cli(["run", path, "--output", "json"], cli_env)
+    assert first.returncode == 1, first.stderr[-2000:]
+    run_id = json.loads(first.stdout)["run_id"]
+    with get_client(sync_client=True) as client:
+        (artifact,) = [a for a in client.read_artifacts() if a.type == prefect_journal.ARTIFACT_TYPE
+                       and str(a.flow_run_id) == run_id]  # fmt: skip
+        data = dict(artifact.data)
+        assert data["seal"]["alg"] == "sha256"
+        data["steps"] = {**data["steps"], "a": {**data["steps"]["a"], "state": "completed", "outputs": {"x": 1}}}
+        client.update_artifact(artifact.id, ArtifactUpdate(data=data))
+    resumed = run_cli(["run", path, "--set", "fail=false", "--resume", run_id], cli_env)
+    assert resumed.returncode == 1
+    assert f"the journal of run {run_id} was edited: the entry of step 'a'" in resumed.stderr
+    assert "start the run again without --resume" in resumed.stderr and "Traceback" not in resumed.stderr
+
+
+def test_a_step_approval_under_a_policy_is_bound_to_the_policys_outcome(site):
+    """A run whose policy warns still binds its steps' approvals to the outcome: the audited hash is the plan's
+    rows hashed with the outcome, not the rows alone."""
+    from vicflow.flows import planner
+
+    path = write(site, SITE.replace("    needs: firewall\n", "    needs: firewall\n    approval: {}\n"))
+    lenient = site / "lenient"
+    lenient.mkdir()
+    (lenient / "warn.rego").write_text('package vicflow.plan\n\nimport rego.v1\n\nwarn contains "look" if { true }\n')
+    summary = execute(path, policy=str(lenient), approve=True)
+    assert summary["state"] == "completed"
+    policy_record, approval = AuditLog().records()
+    assert policy_record["detail"]["decision"] == "warn"
+    assert approval["event"] == "approval" and approval["detail"]["gate"] == "app"
+    rows = [{"step": "app", "action": "recreate", "target": name, "detail": "container recreate", "kind": "container"}
+            for name in ("gogs", "gogs-db")]  # fmt: skip
+    outcome = {"decision": "warn", "messages": {"warn": ["look"]}, "policy": str(lenient),
+               "digest": policy_digest(lenient)}  # fmt: skip
+    assert approval["plan_hash"] == planner.digest(rows, outcome) != planner.digest(rows)
+
+
+def policy_digest(folder: Path) -> str:
+    from vicflow.flows.governance.policy import Policy
+
+    return Policy(folder).digest
