@@ -62,7 +62,7 @@ def check(run: Run, chosen: policy.Policy) -> tuple[str, str] | None:
             "policy": outcome["policy"],
             "digest": outcome["digest"],
             "blast_radius": radius.counts,
-        },  # fmt: skip
+        },
     )
     if outcome["decision"] == "deny":
         return "denied", masking.mask(f"denied by policy {outcome['policy']}: {'; '.join(outcome['messages']['deny'])}")
