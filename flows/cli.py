@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -80,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--inputs", metavar="FILE", help="a YAML file of input values")
         p.add_argument("--output", choices=("text", "json"), default="text")
         p.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs on the terminal")
+        p.add_argument(
+            "--policy",
+            metavar="DIR",
+            help="a directory of Rego policy files that judges the plan and its blast radius before any step applies "
+            "(allow, warn, require approval, deny; docs/policy.md)",
+        )
         if name == "run":
             p.add_argument("--resume", metavar="RUN", help="skip steps that completed in RUN with the same inputs")
             p.add_argument("--approve", action="store_true", help="approve every approval gate in advance (scripts)")
@@ -114,6 +121,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="mark a run Crashed after this long without a heartbeat (an automation; 0: none; default: 600, "
         "more than 3 of Prefect's default 180 s heartbeats)",
+    )
+
+    p = sub.add_parser(
+        "audit", help="the audit trail of approvals, rejections, policy outcomes, resumes, cancellations"
+    )
+    audit = p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    verify = audit.add_parser("verify", help="check the trail's hash chain: names an edited or removed record")
+    verify.add_argument(
+        "--log", metavar="FILE", help="the trail (default: VICFLOW_AUDIT_LOG, or the state directory's)"
     )
 
     sub.add_parser("schema", help="print the JSON Schema of blueprints")
@@ -301,6 +317,23 @@ def cmd_deploy(args) -> int:
     return EXIT_OK
 
 
+def cmd_audit(args) -> int:
+    """``vicflow audit verify``: 0 when every record chains to the one before it, 1 naming what does not."""
+    from vicflow.flows import terminal
+    from vicflow.flows.governance.audit import AuditLog
+
+    log = AuditLog(args.log)
+    result = log.verify()
+    if result.ok:
+        print(f"{terminal.clean(str(result.path))}: {result.records} records, chain intact (head {result.head[:16]})")
+        return EXIT_OK
+    for problem in result.problems:
+        terminal.say("error", problem)
+    print(f"{terminal.clean(str(result.path))}: {len(result.problems)} problem(s) in {result.records} records",
+          file=sys.stderr)  # fmt: skip
+    return EXIT_FAILED
+
+
 def cmd_schema(args) -> int:
     from vicflow.flows.blueprint import json_schema
     from vicflow.plugins.manager import default_registry
@@ -346,7 +379,7 @@ def cmd_plugins(args) -> int:
 
 def _run_or_plan(args, dry_run: bool) -> int:
     from vicflow.flows import blueprint as bp
-    from vicflow.flows import inputs, shipped
+    from vicflow.flows import inputs, shipped, terminal
 
     document = bp.load(shipped.resolve(args.file))
     prepared = inputs.prepare(document, file=args.inputs, sets=args.sets or [])  # exit 2 before Prefect starts
@@ -359,9 +392,18 @@ def _run_or_plan(args, dry_run: bool) -> int:
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 
     from vicflow.flows import engine, prefect_journal
+    from vicflow.flows.governance import integrity
+    from vicflow.flows.governance.policy import Policy, for_run
 
+    args.policy, note = for_run(args.policy)
+    if note:
+        terminal.say("warning", note)
+    if args.policy:
+        args.policy = str(Path(args.policy).resolve())
+        Policy(args.policy)  # a policy that does not load is exit 2, located, before anything starts
     if getattr(args, "resume", None):
-        prefect_journal.load(args.resume)  # an unknown run is exit 2 before the run starts
+        # an unknown run is exit 2, a journal that was edited exit 1, before the run starts
+        integrity.check_journal(prefect_journal.load(args.resume), args.resume)
     from vicflow.flows.progress import Progress
     from vicflow.plugins.manager import default_registry
 
@@ -375,7 +417,7 @@ def _run_or_plan(args, dry_run: bool) -> int:
     try:
         with progress:
             if here:
-                summary = _plan_here(document, prepared.values)
+                summary = _plan_here(document, prepared.values, args.policy)
             else:
                 inputs.hand_over(document, prepared)
                 summary = _run_in_prefect(args, prepared.given, dry_run)
@@ -386,6 +428,8 @@ def _run_or_plan(args, dry_run: bool) -> int:
         default_registry().pm.unregister(name="vicflow.cli.progress")
     progress.report(summary, args.output)
     if dry_run and code == EXIT_OK:
+        if (summary.get("policy") or {}).get("decision") == "deny":
+            return EXIT_FAILED  # the plan is shown, with why the policy would stop the run
         return _plan_exit_code(summary["plan"], args.detailed_exitcode)
     return code
 
@@ -398,14 +442,16 @@ def _plan_exit_code(plan: list[dict[str, Any]], detailed: bool) -> int:
     return EXIT_CHANGES if detailed and changes else EXIT_OK
 
 
-def _plan_here(document, values: dict[str, Any]) -> dict[str, Any]:
+def _plan_here(document, values: dict[str, Any], policy: str | None) -> dict[str, Any]:
     """The plan in this process, on the thread executor: every step's plan(), nothing recorded."""
     from vicflow.flows import engine
     from vicflow.flows.thread_executor import ThreadSteps
     from vicflow.plugins.manager import default_registry
 
     run_id = "local-plan-" + os.urandom(4).hex()
-    return engine.execute(document, values, default_registry(), run_id, dry_run=True, executor=ThreadSteps)
+    return engine.execute(
+        document, values, default_registry(), run_id, dry_run=True, policy=policy, executor=ThreadSteps
+    )
 
 
 def _run_in_prefect(args, values: dict[str, Any], dry_run: bool) -> dict[str, Any]:
@@ -419,6 +465,7 @@ def _run_in_prefect(args, values: dict[str, Any], dry_run: bool) -> dict[str, An
         dry_run=dry_run,
         resume=getattr(args, "resume", None),
         approve=getattr(args, "approve", False),
+        policy=args.policy,
         return_state=True,
     )
     if state.is_cancelled():  # an approval gate said no (the flow's Cancelled state holds the summary)
@@ -437,6 +484,7 @@ COMMANDS = {
     "plan": lambda args: _run_or_plan(args, dry_run=True),
     "listen": lambda args: __import__("vicflow.flows.listen", fromlist=["main"]).main(args),
     "deploy": cmd_deploy,
+    "audit": cmd_audit,
     "worker": lambda args: __import__("vicflow.flows.forkserver", fromlist=["run_worker"]).run_worker(
         args.pool, args.name, args.limit
     ),

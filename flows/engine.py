@@ -18,8 +18,10 @@ from typing import Any
 
 from vicflow.flows import expressions
 from vicflow.flows.blueprint import Blueprint
+from vicflow.flows.governance import audit, blast_radius, gate, integrity
+from vicflow.flows.governance.policy import Policy
 from vicflow.flows.inputs import public
-from vicflow.flows.planner import plan_steps
+from vicflow.flows.planner import digest, plan_steps
 from vicflow.flows.rendering import (
     AttemptStillRunning,
     Unknown,
@@ -121,7 +123,9 @@ class Run:
     state: str = "running"
     outputs: dict[str, Any] = field(default_factory=dict)  # the blueprint's outputs: (masked), at the end
     pre_approved: bool = False  # vicflow run --approve: every approval gate is approved in advance
-    cancelled: str | None = None  # why an approval gate cancelled the run
+    cancelled: str | None = None  # why an approval gate (or the policy) cancelled the run
+    policy: Policy | None = None  # the run's policy (vicflow run --policy, the deployment's policy parameter)
+    outcome: dict[str, Any] | None = None  # what the policy said of the run's plan (Outcome.to_dict)
 
     def context(self, item: Any = None, planning: bool = False) -> dict[str, Any]:
         """What expressions see; ``planning``: the outputs of steps not yet run are Unknown (as in a dry run)."""
@@ -184,7 +188,7 @@ class Run:
                 for sid, r in self.records.items()
             },
         }
-        self.journal.save(self.run_id, data)
+        self.journal.save(self.run_id, integrity.seal_journal(data))  # a tampered journal is refused on resume
 
 
 _RUNS: dict[str, Run] = {}
@@ -261,16 +265,19 @@ def execute(
     resume: str | None = None,
     event: dict[str, Any] | None = None,
     approve: bool = False,
+    policy: str | None = None,
     executor: Callable[[Run], Any],
 ) -> dict[str, Any]:
     """Run (or plan) ``blueprint``; returns the summary, raises RunFailed when a step failed for good.
 
     ``inputs`` are the values ``inputs.prepare`` gives (rendered and typed). ``executor`` makes the run's
     executor: ``prefect_adapter.PrefectSteps`` (inside a flow run: each step a task run) or ``ThreadSteps``
-    (a plain thread pool, no Prefect)."""
+    (a plain thread pool, no Prefect). ``policy``: a directory of Rego files judging the plan before any step
+    applies (flows/governance/gate.py)."""
     masking.install_log_filter()
     run = Run(blueprint, inputs, registry.step_types, registry, run_id, event=event, dry_run=dry_run)
     run.pre_approved = approve
+    run.policy = Policy(policy) if policy else None  # a policy that does not load stops the run here
     run.records = {s.id: StepRecord(s.id, s.uses) for s in blueprint.all_steps}
     _RUNS[run.token] = run
     run.executor = executor(run)
@@ -279,7 +286,7 @@ def execute(
         if not dry_run:
             run.journal = run.executor.journal
             if resume:
-                run.previous = run.journal.load(resume).get("steps", {})
+                run.previous = _resumed(run, resume)
         run.emit("vicflow.run.started", payload={"inputs": public(blueprint, inputs), "event": event})
         if dry_run:
             plan = plan_steps(run)
@@ -288,11 +295,17 @@ def execute(
                 run.emit("vicflow.drift.detected", payload={"changes": changes, "count": len(changes)})
             summary = _summary(run, "planned", started)
             summary["plan"] = plan
+            summary.update(_governed(run, plan))
             run.executor.publish(summary)
             return summary
-        failure = _schedule(run, blueprint.steps)
-        # an approval said no: nothing behind its gate ran, so nothing is undone or run after
-        state = "cancelled" if run.cancelled else _final_state(run, _after_steps(run, failure))
+        stopped = gate.check(run, run.policy) if run.policy else None  # the policy judges the whole plan first
+        if stopped:
+            state, run.cancelled = stopped
+            _not_run(run, blueprint.all_steps, f"not started: {state} before any step applied")
+        else:
+            failure = _schedule(run, blueprint.steps)
+            # an approval said no: nothing behind its gate ran, so nothing is undone or run after
+            state = "cancelled" if run.cancelled else _final_state(run, _after_steps(run, failure))
         left = _release(run)
         summary = _summary(run, state, started)
         run.state = state
@@ -303,7 +316,7 @@ def execute(
         summary["left_behind"] = masking.mask(left)
         run.save_journal()
         run.executor.publish(summary)
-        if state == "cancelled":
+        if state in ("cancelled", "denied"):
             raise RunCancelled(masking.mask(summary))
         if state == "failed":
             raise RunFailed(masking.mask(summary))  # Prefect pickles it into its result storage
@@ -312,6 +325,28 @@ def execute(
         _RUNS.pop(run.token, None)
         _release(run)
         run.executor.close()
+
+
+def _resumed(run: Run, ref: str) -> dict[str, Any]:
+    """The steps of the journal of run ``ref``, once its seal shows it was not edited; the resume is audited."""
+    journal = run.journal.load(ref)
+    integrity.check_journal(journal, ref)
+    audit.AuditLog().append(
+        "resume", audit.this_process(), run_id=run.run_id, blueprint=run.blueprint.name, detail={"resumed": ref}
+    )
+    return journal.get("steps", {})
+
+
+def _governed(run: Run, plan: list[dict[str, Any]]) -> dict[str, Any]:
+    """A plan's blast radius, its policy's outcome (with one) and the hash an approval of it is bound to."""
+    radius = blast_radius.of(plan)
+    if run.policy:
+        run.outcome, radius = gate.judge(run, plan, run.policy)
+    found: dict[str, Any] = {"blast_radius": radius.to_dict()}
+    if run.outcome is not None:
+        found["policy"] = run.outcome
+    found["plan_hash"] = digest(plan, run.outcome)
+    return found
 
 
 def _release(run: Run) -> list[str]:
@@ -373,9 +408,9 @@ def _after_steps(run: Run, failure: str | None) -> str | None:
     return _schedule(run, run.blueprint.finally_) or failure  # finally: whatever happened
 
 
-def _not_run(run: Run, steps: list) -> None:
+def _not_run(run: Run, steps: list, why: str = "on_error: the run did not fail") -> None:
     for step in steps:
-        run.records[step.id].state, run.records[step.id].note = "skipped", "on_error: the run did not fail"
+        run.records[step.id].state, run.records[step.id].note = "skipped", why
 
 
 def _final_state(run: Run, failure: str | None) -> str:

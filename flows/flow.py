@@ -18,6 +18,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 from vicflow.flows import blueprint as bp
 from vicflow.flows import child_runs, cli_signals, engine, expressions, fleet, shipped
+from vicflow.flows.governance import policy as policies
 from vicflow.flows.inputs import prepare
 from vicflow.flows.prefect_adapter import PrefectSteps
 from vicflow.flows.thread_executor import ThreadSteps
@@ -54,6 +55,12 @@ def run_blueprint(
     ),
     event: dict[str, Any] | None = Field(default=None, description="the event that triggered this run"),
     approve: bool = Field(default=False, description="approve every approval gate in advance (for scripts)"),
+    policy: str | None = Field(
+        default=None,
+        description="a directory of Rego policy files (relative: to the worker's VICFLOW_HOME) that judges the plan "
+        "before any step applies: allow, warn, require approval or deny (docs/policy.md); a worker's VICFLOW_POLICY "
+        "wins over it",
+    ),
 ) -> Any:
     """Run a vicflow blueprint: every step becomes a task run named after its step id."""
     cli_signals.reclaim_sigterm()
@@ -61,6 +68,9 @@ def run_blueprint(
     document = bp.load(shipped.resolve(blueprint), registry)
     values = prepare(document, inputs=inputs, variable=inputs_from, event=event, logger=get_run_logger()).values
     run_id = str(flow_run.get_id() or "local")
+    policy, note = policies.for_run(policy)
+    if note:
+        get_run_logger().warning(note)
     executors: list[PrefectSteps] = []
 
     def executor(run: engine.Run) -> PrefectSteps:
@@ -80,6 +90,7 @@ def run_blueprint(
                 resume=resume,
                 event=event,
                 approve=approve,
+                policy=policy,
                 executor=executor,
             )
     except RunCancelled as exc:  # an approval said no, or none came: the flow run ends Cancelled

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from vicflow.flows import expressions, planner
 from vicflow.flows.blueprint import dependencies
+from vicflow.flows.governance import gate
 from vicflow.flows.rendering import call_with_deadline, for_each_items, item_label, located, params_digest, truthy
 from vicflow.plugins import dag, masking
 from vicflow.plugins.errors import StepError
@@ -40,9 +41,9 @@ class Executor(Protocol):
     def skip(self, step_id: str, reason: str) -> None:
         """Record a step that does not run (its ``if:`` is false, it was resumed, what it needs failed)."""
 
-    def approve(self, step_id: str, approval: Any, rows: list[dict[str, Any]], digest: str) -> tuple[str, str]:
+    def approve(self, step_id: str, approval: Any, rows: list[dict[str, Any]], digest: str) -> tuple[str, str, str]:
         """Show the plan ``rows`` (hash ``digest``) and wait for a human: ("approved" | "rejected" |
-        "timed out", who or why)."""
+        "timed out", the comment or why, who answered)."""
 
 
 class Scheduler:
@@ -125,17 +126,19 @@ class Scheduler:
         run = self.run_
         section = planner.behind(run, step_id, self.steps)
         rows = planner.plan_rows(run, section, record=False)
-        approved = planner.digest(rows)
-        decision, why = self.executor.approve(step_id, step.approval, rows, approved)
+        approved = planner.digest(rows, run.outcome)  # the policy's outcome, with one, is part of what is approved
+        decision, why, who = self.executor.approve(step_id, step.approval, rows, approved)
+        gate.record(run, step_id, decision, who, approved, why)
         if decision != "approved":
             run.cancelled = f"the approval of step {step_id!r} was {decision}" + (f" ({why})" if why else "")
             self.failure = step_id
             self._finish(step_id, "cancelled", run.cancelled)
             return False
         again = planner.plan_rows(run, section, record=False)
-        if planner.digest(again) != approved:
+        if planner.digest(again, run.outcome) != approved:
+            now = planner.digest(again, run.outcome)
             run.records[step_id].error = masking.mask(
-                f"the plan changed since approval ({approved} -> {planner.digest(again)}): {planner.diff(rows, again)}"
+                f"the plan changed since approval ({approved} -> {now}): {planner.diff(rows, again)}"
             )
             self._finish(step_id, "failed")
             self._failed_for_good(step_id)

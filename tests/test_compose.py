@@ -123,16 +123,24 @@ def test_rerun_recreates_nothing_and_a_changed_env_recreates_one_service(gogs):
 
 def test_plan_lists_create_recreate_and_unchanged(gogs):
     params = {k: v for k, v in gogs.items() if k != "url"}
-    assert {c.target.split("/")[1]: c.action for c in stepkit.plan(ComposeUp, **params)} == {
+    planned = stepkit.plan(ComposeUp, **params)
+    assert {c.target.split("/")[1]: c.action for c in planned if c.kind == "container"} == {
         "gogs": "create",
         "gogsdb": "create",
     }
+    project = params["project"]
+    assert sorted((c.action, c.target) for c in planned if c.kind == "volume") == [
+        ("create", f"{project}_gogsvol1"),
+        ("create", f"{project}_gogsvol2"),
+    ]
     up(gogs)
     params["environment"] = {**params["environment"], "GOGS_IMAGE": "vicflow-test/app:1.1"}
-    assert {c.target.split("/")[1]: c.action for c in stepkit.plan(ComposeUp, **params)} == {
+    planned = stepkit.plan(ComposeUp, **params)
+    assert {c.target.split("/")[1]: c.action for c in planned if c.kind == "container"} == {
         "gogs": "recreate",
         "gogsdb": "none",
     }
+    assert [c for c in planned if c.kind == "volume"] == []  # created by the first up
 
 
 def test_rollback_restores_the_replaced_container(gogs, docker_client):

@@ -17,6 +17,7 @@ from vicflow.plugins.compose.deploy import engine_is_transient
 from vicflow.plugins.compose.options import UpOptions
 from vicflow.plugins.compose.project import Project
 from vicflow.plugins.paths import BlueprintFile
+from vicflow.plugins.step import Kind
 
 
 class ComposeParams(DockerParams):
@@ -81,7 +82,9 @@ class ComposeUp(StepType[ComposeUpParams]):
         with connected(params) as client:
             project = on_engine(client, project, params)
             changes = operations.plan_up(client, project, params, ctx.logger)
-        return [Change(action, f"{project.name}/{service}", why) for action, service, why in changes]
+            volumes = operations.plan_volumes(client, project)
+        rows = [Change(action, f"{project.name}/{service}", why, Kind.CONTAINER) for action, service, why in changes]
+        return rows + [Change("create", name, "volume", Kind.VOLUME) for name in volumes]
 
     def apply(self, params: ComposeUpParams, ctx: StepContext) -> dict[str, Any]:
         project = read(params, ctx)

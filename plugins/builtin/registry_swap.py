@@ -30,6 +30,7 @@ from vicflow.plugins.compose.deploy import engine_is_transient
 from vicflow.plugins.compose.options import UpOptions
 from vicflow.plugins.compose.project import Project, load_project
 from vicflow.plugins.paths import BlueprintFile
+from vicflow.plugins.step import Kind
 
 
 class RegistrySwapParams(DockerParams):
@@ -144,7 +145,7 @@ class RegistrySwap(StepType[RegistrySwapParams]):
         if location.value == params.new_image and running == params.new_image:
             return [Change("none", params.service, f"already runs {params.new_image}")]
         return [
-            Change("update", f"{location.path}", f"image {location.value} -> {params.new_image}"),
+            Change("update", f"{location.path}", f"image {location.value} -> {params.new_image}", Kind.REGISTRY_IMAGE),
             Change("update", params.service, "compose down + up with all files, then verify (rolls back on failure)"),
         ]
 

@@ -19,6 +19,7 @@ from vicflow.plugins.compose.deploy import Deployer
 from vicflow.plugins.compose.engine_body import LABEL, aliases, restore_body
 from vicflow.plugins.compose.options import UpOptions
 from vicflow.plugins.compose.project import Project, load_project
+from vicflow.plugins.step import Kind
 
 Logger = logging.Logger | logging.LoggerAdapter
 
@@ -53,6 +54,14 @@ def plan_up(client, project: Project, options: UpOptions, logger: Logger) -> lis
         action, why = deployer.decide(service)
         changes.append(("none" if action == "unchanged" else action, service.name, why))
     return changes
+
+
+def plan_volumes(client, project: Project) -> list[str]:
+    """The named volumes ``up`` would create: used by a service, not external, not on the engine yet."""
+    used = {m.source for s in project.services.values() for m in s.mounts if m.type == "volume" and m.source}
+    present = {v.name for v in client.volumes.list()} if used else set()
+    specs = [project.volumes[key] for key in sorted(used)]
+    return [spec.name for spec in specs if not spec.external and spec.name not in present]
 
 
 def up(
@@ -123,13 +132,15 @@ def undo_up(client, project: Project, options: UpOptions, logger: Logger, state:
         logger.info("kept volumes %s (vicflow never deletes data on rollback)", ", ".join(done["volumes"]))
 
 
-def plan_down(client, name: str, volumes: bool) -> list[tuple[str, str, str]]:
-    """(action, name, what) for each container, network and (with ``volumes``) volume ``down`` removes."""
+def plan_down(client, name: str, volumes: bool) -> list[tuple[str, str, str, str]]:
+    """(action, name, what, kind) for each container, network and (with ``volumes``) volume ``down`` removes."""
     selector = {"label": f"{LABEL}.project={name}"}
-    changes = [("delete", c.name, "container") for c in client.containers.list(all=True, filters=selector)]
-    changes += [("delete", n.name, "network") for n in client.networks.list(filters=selector)]
+    containers = client.containers.list(all=True, filters=selector)
+    changes: list[tuple[str, str, str, str]] = [("delete", c.name, "container", Kind.CONTAINER) for c in containers]
+    changes += [("delete", n.name, "network", Kind.NETWORK) for n in client.networks.list(filters=selector)]
     if volumes:
-        changes += [("delete", v.name, "volume (data is lost)") for v in client.volumes.list(filters=selector)]
+        removed = client.volumes.list(filters=selector)
+        changes += [("delete", v.name, "volume (data is lost)", Kind.VOLUME) for v in removed]
     return changes
 
 
