@@ -105,6 +105,7 @@ class Run:
     run_id: str
     event: dict[str, Any] | None = None
     dry_run: bool = False
+    folded: dict[str, Any] | None = None  # the events folded into this run (flows/intake.py)
     journal: Any = None  # where the journal is kept: the executor's (FileJournal, PrefectJournal); none in a plan
     previous: dict[str, Any] = field(default_factory=dict)  # resumed run's journal
     records: dict[str, StepRecord] = field(default_factory=dict)
@@ -262,6 +263,7 @@ def execute(
     event: dict[str, Any] | None = None,
     approve: bool = False,
     executor: Callable[[Run], Any],
+    folded: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run (or plan) ``blueprint``; returns the summary, raises RunFailed when a step failed for good.
 
@@ -269,7 +271,7 @@ def execute(
     executor: ``prefect_adapter.PrefectSteps`` (inside a flow run: each step a task run) or ``ThreadSteps``
     (a plain thread pool, no Prefect)."""
     masking.install_log_filter()
-    run = Run(blueprint, inputs, registry.step_types, registry, run_id, event=event, dry_run=dry_run)
+    run = Run(blueprint, inputs, registry.step_types, registry, run_id, event=event, dry_run=dry_run, folded=folded)
     run.pre_approved = approve
     run.records = {s.id: StepRecord(s.id, s.uses) for s in blueprint.all_steps}
     _RUNS[run.token] = run
@@ -334,6 +336,7 @@ def _summary(run: Run, state: str, started: float) -> dict[str, Any]:
         "state": state,
         "duration_s": round(time.monotonic() - started, 3),
         "event": masking.mask(run.event),
+        **({"folded": run.folded} if run.folded else {}),
         "steps": [run.records[s.id].row() for s in run.blueprint.all_steps],
     }
 
