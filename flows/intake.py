@@ -74,7 +74,12 @@ def _runs(client, deployment_id: str | None, **flow_run_filter: Any) -> list[Any
     )
 
 
-def admit(run_id: str, deployment_id: str | None, event: dict[str, Any] | None, logger: logging.Logger) -> None:
+def admit(
+    run_id: str,
+    deployment_id: str | None,
+    event: dict[str, Any] | None,
+    logger: logging.LoggerAdapter[Any] | logging.Logger,
+) -> None:
     """Take this run's event, or raise Duplicate: another run of the deployment already took it."""
     from prefect.client.schemas.filters import FlowRunFilterId, FlowRunFilterTags
 
