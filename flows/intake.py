@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -63,13 +63,17 @@ def _client():
 
 def _runs(client, deployment_id: str | None, **flow_run_filter: Any) -> list[Any]:
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter
+    from prefect.client.schemas.sorting import FlowRunSort
 
     deployments = None
     if deployment_id:
         deployments = DeploymentFilter(id=DeploymentFilterId(any_=[UUID(deployment_id)]))
     return list(
         client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(**flow_run_filter), deployment_filter=deployments, limit=200
+            flow_run_filter=FlowRunFilter(**flow_run_filter),
+            deployment_filter=deployments,
+            sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+            limit=200,
         )
     )
 
@@ -137,10 +141,20 @@ class Folder:
             self.fold_all(client)
 
     def fold_all(self, client) -> None:
-        from prefect.client.schemas.filters import FlowRunFilterState, FlowRunFilterStateType
+        from prefect.client.schemas.filters import (
+            FlowRunFilterExpectedStartTime,
+            FlowRunFilterState,
+            FlowRunFilterStateType,
+        )
         from prefect.client.schemas.objects import StateType
 
-        queued = _runs(client, None, state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])))
+        # runs due now (not a schedule's future runs), oldest first
+        queued = _runs(
+            client,
+            None,
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
+            expected_start_time=FlowRunFilterExpectedStartTime(before_=datetime.now(UTC) + timedelta(minutes=1)),
+        )
         by_deployment: dict[UUID, list[Any]] = {}
         for run in queued:
             if run.deployment_id and target_of((run.parameters or {}).get("event")):
