@@ -107,6 +107,7 @@ class Run:
     run_id: str
     event: dict[str, Any] | None = None
     dry_run: bool = False
+    folded: dict[str, Any] | None = None  # the events folded into this run (flows/intake.py)
     journal: Any = None  # where the journal is kept: the executor's (FileJournal, PrefectJournal); none in a plan
     previous: dict[str, Any] = field(default_factory=dict)  # resumed run's journal
     records: dict[str, StepRecord] = field(default_factory=dict)
@@ -267,6 +268,7 @@ def execute(
     approve: bool = False,
     policy: str | None = None,
     executor: Callable[[Run], Any],
+    folded: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run (or plan) ``blueprint``; returns the summary, raises RunFailed when a step failed for good.
 
@@ -275,7 +277,7 @@ def execute(
     (a plain thread pool, no Prefect). ``policy``: a directory of Rego files judging the plan before any step
     applies (flows/governance/gate.py)."""
     masking.install_log_filter()
-    run = Run(blueprint, inputs, registry.step_types, registry, run_id, event=event, dry_run=dry_run)
+    run = Run(blueprint, inputs, registry.step_types, registry, run_id, event=event, dry_run=dry_run, folded=folded)
     run.pre_approved = approve
     run.policy = Policy(policy) if policy else None  # a policy that does not load stops the run here
     run.records = {s.id: StepRecord(s.id, s.uses) for s in blueprint.all_steps}
@@ -369,6 +371,7 @@ def _summary(run: Run, state: str, started: float) -> dict[str, Any]:
         "state": state,
         "duration_s": round(time.monotonic() - started, 3),
         "event": masking.mask(run.event),
+        **({"folded": run.folded} if run.folded else {}),
         "steps": [run.records[s.id].row() for s in run.blueprint.all_steps],
     }
 

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from prefect import flow, get_run_logger
+from prefect.runtime import deployment as this_deployment
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 from vicflow.flows import blueprint as bp
-from vicflow.flows import child_runs, cli_signals, engine, expressions, fleet, shipped
+from vicflow.flows import child_runs, cli_signals, engine, expressions, fleet, intake, shipped
 from vicflow.flows.governance import policy as policies
 from vicflow.flows.inputs import prepare
 from vicflow.flows.prefect_adapter import PrefectSteps
@@ -61,6 +62,11 @@ def run_blueprint(
         "before any step applies: allow, warn, require approval or deny (docs/policy.md); a worker's VICFLOW_POLICY "
         "wins over it",
     ),
+    folded: dict[str, Any] | None = Field(
+        default=None,
+        description="set by vicflow, not by hand: the earlier events for the same target folded into this run "
+        "(count, first_event_id, last_event_id)",
+    ),
 ) -> Any:
     """Run a vicflow blueprint: every step becomes a task run named after its step id."""
     cli_signals.reclaim_sigterm()
@@ -92,7 +98,13 @@ def run_blueprint(
                 approve=approve,
                 policy=policy,
                 executor=executor,
+                folded=folded,
             )
+    except intake.Duplicate as exc:  # the event was already taken: nothing runs twice
+        from prefect.states import Cancelled
+
+        get_run_logger().warning("%s", exc)
+        return Cancelled(name="Duplicate", message=str(exc))
     except RunCancelled as exc:  # an approval said no, or none came: the flow run ends Cancelled
         from prefect.states import Cancelled
 
@@ -164,6 +176,8 @@ def one_run_per_target(document: bp.Blueprint, values: dict[str, Any], event: di
                 if holder is not None:
                     _write(holder, str(flow_run.get_id()))
                 try:
+                    # while the target is held no other run of it decides: the event is taken once
+                    intake.admit(str(flow_run.get_id() or "local"), this_deployment.id or None, event, logger)
                     yield
                     finished = True
                 finally:  # however the run ends: cleared before the slot is given back (a death in between leaks

@@ -249,6 +249,11 @@ def _publish(run: Run, summary: dict[str, Any]) -> None:
         description = f"vicflow run of {run.blueprint.name}: {summary['state']}"
         if run.event:
             description += f" (started by event {run.event.get('event', '?')})"
+        if run.folded:
+            description += (
+                f"; {run.folded.get('count')} earlier event(s) folded into it, from {run.folded.get('first_event_id')}"
+                f" to {run.folded.get('last_event_id')}"
+            )
         create_table_artifact(table=masking.mask(rows), key=f"{key}-summary", description=description)
         if run.event:
             create_markdown_artifact(

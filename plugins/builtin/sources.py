@@ -43,6 +43,12 @@ class DockerSourceConfig(DockerParams):
         "containers every poll_seconds; auto: the stream, and polling while it is broken",
     )
     poll_seconds: float = Field(2, gt=0, description="poll: how often the compose-labelled containers are listed")
+    replay_seconds: float = Field(
+        5,
+        ge=0,
+        description="a restarted listener resumes the stream this long before its saved place: events it had "
+        "queued but not yet sent when it was killed are sent again (their ids make the repeats harmless)",
+    )
 
 
 DOCKER_EVENTS = {"die": "docker.container.died", "start": "docker.container.started"}
@@ -111,7 +117,7 @@ class DockerEvents(EventSource[DockerSourceConfig]):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.since: str | None = None
-        self.pending: dict[str, tuple[dict, float]] = {}  # container id -> (die event, emit after)
+        self.pending: dict[str, list[tuple[dict, float]]] = {}  # container id -> its held dies, (event, emit after)
         self.known: dict[str, dict[str, Any]] = {}  # the compose containers as last seen (the fallback's start)
         self.labels: dict[str, dict[str, str]] = {}  # container id -> its labels, read once
         self.client: Any = None
@@ -129,7 +135,7 @@ class DockerEvents(EventSource[DockerSourceConfig]):
                 return self.poll(stop)
             self.known = self.listing(client)
             if self.since is None:
-                self.since = f"{time.time():.9f}"
+                self.since = self.resume_from()
             while not stop.is_set():
                 try:
                     self.window(client)
@@ -149,7 +155,7 @@ class DockerEvents(EventSource[DockerSourceConfig]):
             self.take(raw)
             nano = raw.get("timeNano")
             if nano:
-                self.since = f"{nano // 10**9}.{nano % 10**9:09d}"
+                self.since = _stamp(nano)
             self.flush()
         self.flush()
 
@@ -182,6 +188,8 @@ class DockerEvents(EventSource[DockerSourceConfig]):
     def poll_once(self, client) -> None:
         now = self.listing(client)
         for raw in _changes(self.known, now):
+            if raw["Action"] in ("die", "start"):
+                raw["timeNano"] = self.state_time(client, raw["id"], raw["Action"]) or raw["timeNano"]
             self.take(raw)
         self.known = now
         self.flush()
@@ -199,17 +207,17 @@ class DockerEvents(EventSource[DockerSourceConfig]):
         action, container = raw.get("Action") or raw.get("status") or "", raw.get("id", "")
         if action == "destroy":
             self.known.pop(container, None)
-            held = self.pending.pop(container, None)
-            if held:
-                self.log.info(REMOVED, _name(held[0]))
+            for raw_die, _ in self.pending.pop(container, []):
+                self.log.info(REMOVED, _name(raw_die))
             return
         if action in ("die", "start"):
             self.remember(raw, "running" if action == "start" else "exited")
         if action == "die" and self.config.removal_grace_seconds > 0:
-            # `since` is inclusive: a new window replays the last event; keep its first deadline
-            held = self.pending.get(container)
-            if held is None or held[0].get("timeNano") != raw.get("timeNano"):
-                self.pending[container] = (raw, time.monotonic() + self.config.removal_grace_seconds)
+            # `since` is inclusive: a new window replays the last event; keep its first deadline. Every die is
+            # held on its own: a storm of dies is folded by the runs' intake, counted, never here
+            held = self.pending.setdefault(container, [])
+            if all(h.get("timeNano") != raw.get("timeNano") for h, _ in held):
+                held.append((raw, time.monotonic() + self.config.removal_grace_seconds))
             return
         self.handle(raw)
 
@@ -222,14 +230,53 @@ class DockerEvents(EventSource[DockerSourceConfig]):
 
     def flush(self) -> None:
         now = time.monotonic()
-        for container, (raw, due) in list(self.pending.items()):
-            if due <= now:
+        for container, held in list(self.pending.items()):
+            due = [raw for raw, at in held if at <= now]
+            if not due:
+                continue
+            self.pending[container] = [(raw, at) for raw, at in held if at > now]
+            if not self.pending[container]:
                 del self.pending[container]
-                if self.removed(container):
-                    self.known.pop(container, None)
+            if self.removed(container):
+                self.pending.pop(container, None)
+                self.known.pop(container, None)
+                for raw in due:
                     self.log.info(REMOVED, _name(raw))
-                    continue
+                continue
+            for raw in due:
                 self.handle(raw)
+        self.save_place()
+
+    def resume_from(self) -> str:
+        """The stream's start: the saved place less ``replay_seconds`` after a restart, else now."""
+        saved = self.load_cursor().get("since_ns")
+        if isinstance(saved, int) and saved > 0:
+            start = saved - int(self.config.replay_seconds * 1e9)
+            self.log.info("resuming the event stream of %s from %s (its saved place)", self.engine, _stamp(start))
+            return _stamp(start)
+        return f"{time.time():.9f}"
+
+    def save_place(self) -> None:
+        """The place to resume from: the oldest die still held, or the stream's position."""
+        if self.since is None:
+            return
+        places = [int(raw.get("timeNano") or 0) for held in self.pending.values() for raw, _ in held]
+        seconds, _, fraction = self.since.partition(".")
+        places.append(int(seconds) * 10**9 + int((fraction or "0").ljust(9, "0")[:9]))
+        place = min(p for p in places if p > 0)
+        if place != getattr(self, "saved_place", None):
+            self.save_cursor({"since_ns": place})
+            self.saved_place = place
+
+    def state_time(self, client, container: str, action: str) -> int | None:
+        """When the container died or started, by its own state (inspect's FinishedAt / StartedAt): a change seen
+        by polling gets the same time, and so the same id, in every listener that polls it."""
+        try:
+            state = client.api.inspect_container(container)["State"]
+        except Exception as exc:  # gone, or the engine could not say: the listing's time stands
+            self.log.debug("could not inspect %s: %s", container, exc)
+            return None
+        return _nanoseconds(state.get("FinishedAt" if action == "die" else "StartedAt") or "")
 
     def removed(self, container: str) -> bool:
         """Whether the container is gone (a VCH sends no destroy); reads its labels on the way."""
@@ -286,9 +333,23 @@ class DockerEvents(EventSource[DockerSourceConfig]):
             "docker_host": self.config.docker_host,
         }
         occurred = datetime.fromtimestamp(raw.get("timeNano", time.time_ns()) / 1e9, UTC)
-        self.publish(
-            event, f"docker/{self.engine}/{raw.get('id')}/{raw.get('timeNano')}/{action}", resource, payload, occurred
-        )
+        # Docker's own identity of the event: the container id (unique across engines), time and status; not
+        # the engine's name in this config, which another listener may spell otherwise
+        self.publish(event, f"docker/{raw.get('id')}/{raw.get('timeNano')}/{action}", resource, payload, occurred)
+
+
+def _stamp(nano: int) -> str:
+    """Docker's ``since``/``until`` form of a time in nanoseconds: seconds.nanoseconds."""
+    return f"{nano // 10**9}.{nano % 10**9:09d}"
+
+
+def _nanoseconds(value: str) -> int | None:
+    """A Docker timestamp (RFC 3339 with up to 9 fraction digits) in nanoseconds; None for the zero time."""
+    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$", value)
+    if not match or value.startswith("0001-"):
+        return None
+    whole = datetime.fromisoformat(match.group(1) + (match.group(3).replace("Z", "+00:00")))
+    return int(whole.timestamp()) * 10**9 + int((match.group(2) or "0").ljust(9, "0")[:9])
 
 
 def _name(raw: dict[str, Any]) -> str:
@@ -332,11 +393,23 @@ class VSphereEvents(EventSource[VSphereSourceConfig]):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.begin = datetime.now(UTC)
+        self.begin: datetime | None = None
+
+    def resume_from(self) -> datetime:
+        """A restarted listener resumes at its saved place (the newest event it handled), else now."""
+        saved = self.load_cursor().get("begin")
+        if isinstance(saved, str):
+            try:
+                return datetime.fromisoformat(saved)
+            except ValueError:
+                self.log.warning("ignored the saved place %r: starting from now", saved)
+        return datetime.now(UTC)
 
     def stream(self, stop: threading.Event) -> None:
         from pyVmomi import vim
 
+        if self.begin is None:
+            self.begin = self.resume_from()
         sessions = vsphere.Sessions()
         si = sessions.get(self.config, self.log)
         server = vsphere.split_server(vsphere.setting(self.config, "server") or "")[0]
@@ -364,10 +437,9 @@ class VSphereEvents(EventSource[VSphereSourceConfig]):
         if name is None:
             self.log.debug("dropped vSphere event %s: not one of %s", kind, ", ".join(VSPHERE_EVENTS))
             return
-        if ev.createdTime and ev.createdTime < self.begin:
+        begin = self.begin or datetime.now(UTC)
+        if ev.createdTime and ev.createdTime < begin:
             return  # from before this listener started (or an older page after a reconnect)
-        if ev.createdTime and ev.createdTime > self.begin:
-            self.begin = ev.createdTime  # a reconnect resumes from here; the key drops repeats
         vm = getattr(ev, "vm", None)
         host = getattr(ev, "host", None)
         if vm is not None and name.startswith("vsphere.vm"):
@@ -384,6 +456,9 @@ class VSphereEvents(EventSource[VSphereSourceConfig]):
         payload = {"key": ev.key, "message": ev.fullFormattedMessage or "", "user": ev.userName or ""}
         # the key includes the time: a restarted server (the simulator) numbers its events from 1 again
         self.publish(name, f"vsphere/{server}/{ev.key}/{ev.createdTime.isoformat()}", resource, payload, ev.createdTime)
+        if ev.createdTime and ev.createdTime > begin:
+            self.begin = ev.createdTime  # a reconnect or a restart resumes from here; the key drops repeats
+            self.save_cursor({"begin": ev.createdTime.isoformat()})
 
 
 # ---------------------------------------------------------------------------------------------- registry

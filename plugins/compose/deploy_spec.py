@@ -63,8 +63,7 @@ def _restart_policy(service: Service, policy: dict[str, Any], src: Source, warni
     if condition not in RESTART_CONDITIONS:
         raise src.error(
             (*path, "condition"),
-            f"restart_policy condition {condition!r} of {service.name!r} is not one of "
-            f"{', '.join(RESTART_CONDITIONS)}",
+            f"restart_policy condition {condition!r} of {service.name!r} is not one of {', '.join(RESTART_CONDITIONS)}",
         )
     attempts = policy.get("max_attempts")
     try:

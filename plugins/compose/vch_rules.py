@@ -56,7 +56,7 @@ def check(data: dict, src: Source, warnings: list[str]) -> None:
                 raise src.error(
                     ("services", name, section),
                     f"{PRODUCT} cannot mount the {section} of {name!r}: a {section[:-1]} from a file is a bind "
-                    "mount of a host file, and a VCH refuses host paths (\"vSphere Integrated Containers does "
+                    'mount of a host file, and a VCH refuses host paths ("vSphere Integrated Containers does '
                     'not support mounting directories as a data volume.")',
                     "put the file into the image, or pass the value as environment: from a secret input",
                     key=True,
