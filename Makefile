@@ -32,7 +32,7 @@ testbed: apt venv
 # tests/README.md. `make check`: lint and the fast tier (no test bed, no root, no apt; after `make venv` only).
 WORKERS ?= 4
 test: testbed
-	$(PY) -m pytest -n $(WORKERS) --dist loadgroup --no-loadscope-reorder
+	$(PY) -m pytest -n $(WORKERS)
 
 check: lint
 	VICFLOW_FUZZ=quick VICFLOW_TESTBED_HOSTS=0 $(PY) -m pytest -n 2 -m "not testbed"

@@ -26,6 +26,7 @@ from pathlib import Path
 import requests
 
 from tests.testbed import REPO
+from tests.testbed.prefect_db import copy_to
 
 BIN = Path(sys.executable).parent
 ENGINE = "tcp://127.0.0.2:2375"  # the VCH-shaped endpoint
@@ -273,6 +274,7 @@ def running(home: Path, docker_client, **extra_env: str):
     processes: list[subprocess.Popen] = []
     registry = None
     stack = Stack(api, env, home)
+    copy_to(home / "prefect.db")  # the server's database (in PREFECT_HOME), already migrated
     try:
         stack.start_server()
         stack.site = {
