@@ -49,7 +49,9 @@ def template() -> Path:
             timeout=600,
         )
         if result.returncode:
-            raise TestbedError(f"prefect server database upgrade failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+            raise TestbedError(
+                f"prefect server database upgrade failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+            )
         with sqlite3.connect(work) as db:  # everything in the one file: the copies are single files
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             db.execute("PRAGMA journal_mode=DELETE")
