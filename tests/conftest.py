@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.testbed.prefect_db import BUSY_MACHINE
 from tests.tiers import needs_testbed
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,6 +31,8 @@ os.environ.setdefault("VICFLOW_PLUGINS", "tests.plugins.engine_steps")
 os.environ["VICFLOW_DISABLE_PLUGIN_AUTOLOAD"] = "1"
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+for _name, _value in BUSY_MACHINE.items():  # `vicflow run`'s temporary Prefect server, on a busy machine
+    os.environ.setdefault(_name, _value)
 if WORKER:  # before Prefect is imported: a Prefect home (profiles, local storage, its SQLite) per worker
     os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix=f"vicflow-prefect-{WORKER}-")
 
@@ -109,6 +112,14 @@ def _state_dir(tmp_path_factory):
         from tests.testbed.prefect_db import copy_to
 
         copy_to(Path(os.environ["PREFECT_HOME"]) / "prefect.db")
+
+
+@pytest.fixture(autouse=True)
+def _worker_engine(request):
+    """On a worker that is a host of its own, a test-bed test finds the worker's Docker engine and images up, as
+    `make testbed` leaves the test bed's (a VCH stand-in forwards to 127.0.0.1:2375 without asking for it)."""
+    if _hosts() and request.node.get_closest_marker("testbed"):
+        request.getfixturevalue("docker_images")
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ from vicflow.plugins.step import PermanentError
 
 from tests import stepkit
 from tests.testbed import harbor as harbor_bed
+from tests.testbed.prefect_db import BUSY_MACHINE, copy_to
 
 pytestmark = pytest.mark.docker
 OLD, NEW = "vicflow-test/registry:photon-2.6.0", "vicflow-test/registry:2.6.1-photon"
@@ -255,6 +256,7 @@ def test_the_swap_through_the_cli_leaves_no_credential_in_clear(harbor, tmp_path
         **{k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "VICFLOW_"))},
         "PREFECT_HOME": str(tmp_path / "prefect-home"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        **BUSY_MACHINE,
         "VICFLOW_STATE_DIR": str(tmp_path / "state"),
         "VICFLOW_SECRET_HARBOR_ADMIN": harbor.password,
         "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
@@ -264,6 +266,7 @@ def test_the_swap_through_the_cli_leaves_no_credential_in_clear(harbor, tmp_path
     command = [sys.executable, "-m", "vicflow.flows.cli", "run", "harbor-registry-swap", "--output", "json"]
     for name, value in sets.items():
         command += ["--set", f"{name}={value}"]
+    copy_to(tmp_path / "prefect-home" / "prefect.db")  # the temporary server's database, already migrated
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout)["steps"][0]["outputs"]["verification"]["foreign_layer_push"] == 201

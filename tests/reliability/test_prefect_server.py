@@ -72,7 +72,7 @@ def leases(stack) -> list[dict]:
     """The target leases the server holds: its lease storage on disk (PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE
     filesystem, one JSON file per lease under the server's PREFECT_HOME, prefect/server/concurrency/lease_storage)."""
     found = []
-    for path in (stack.home / "concurrency_leases").glob("*.json"):
+    for path in (stack.home / "concurrency_leases").glob("*-*.json"):  # <lease id>.json, not expirations.json
         with contextlib.suppress(OSError, ValueError):  # removed or replaced while read
             found.append(json.loads(path.read_text()))
     return found

@@ -20,6 +20,10 @@ from pathlib import Path
 from tests.testbed import REPO, TestbedError
 
 CACHE = REPO / ".vicflow" / "prefect-db"
+# The suite runs many Prefect servers at once on 2 cores: Prefect's defaults (kept in what vicflow ships) for how
+# long `vicflow run` waits for its temporary server to start (20 s) and a server for a SQLite lock (10 s, else HTTP
+# 503) are too short there. tests/conftest.py sets these for the tests; the stacks pass them to their servers.
+BUSY_MACHINE = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180", "PREFECT_SERVER_DATABASE_TIMEOUT": "60"}
 
 
 def template() -> Path:
