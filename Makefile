@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-APT_PACKAGES := golang-go golang-github-vmware-govmomi-dev docker.io debootstrap docker-registry socat iptables chromium chromium-driver postgresql iproute2
+APT_PACKAGES := golang-go golang-github-vmware-govmomi-dev docker.io docker-compose debootstrap docker-registry socat iptables chromium chromium-driver postgresql iproute2 redis-server haproxy
 
 .PHONY: setup apt venv testbed test check demo demo-down lint bench fuzz stop clean
 
@@ -53,8 +53,8 @@ lint: venv  # style and bugs (ruff), the import layering and cycles (import-lint
 	@for p in flows plugins blueprints; do ln -sfn ../../../$$p $(TYPECHECK)/vicflow/$$p; done
 	cd $(TYPECHECK) && ../../$(VENV)/bin/mypy --config-file ../../pyproject.toml -p vicflow.flows -p vicflow.plugins
 
-fuzz: venv  # the generated hostile-input suite at its full count (10,000 cases per loader)
-	VICFLOW_FUZZ=full $(PY) -m pytest -q tests/reliability/test_hostile_input.py
+fuzz: venv  # the generated hostile-input suites at their full count (10,000 cases per loader and per class of issue 27)
+	VICFLOW_FUZZ=full $(PY) -m pytest -q -s tests/reliability/test_hostile_input.py tests/reliability/test_hostile_classes.py
 
 bench: testbed
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -103,9 +103,12 @@ def parse(text: str, file: str, registry=None) -> Blueprint:
         out.pydantic((), exc, Blueprint)
         blueprint = Blueprint.model_construct(name=str(data.get("name", "?")), inputs={}, steps=[])
         for name, spec in (data.get("inputs") or {}).items() if isinstance(data.get("inputs"), dict) else []:
+            if not isinstance(name, str):  # reported above; the name must be text for the checks that follow
+                continue
             with contextlib.suppress(ValidationError):
                 blueprint.inputs[name] = InputSpec.model_validate(spec)
     blueprint.path = file
+    blueprint._located = yamlpos.Located(None, located.values, located.keys)  # runs locate their errors too
     blueprint._input_places = {name: located.where(("inputs", name), key=True) for name in blueprint.inputs}
 
     _check_defaults(blueprint, out, registry)

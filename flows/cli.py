@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -10,6 +11,52 @@ from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 EXIT_CHANGES = 2  # plan --detailed-exitcode: the plan has changes
+API_COMMANDS = ("deploy", "worker")  # commands that always talk to the Prefect API (run and plan --record too)
+
+
+class _Append(argparse.Action):
+    """``--set`` repeated: argparse's own "append" copies the list at every flag (20,000 flags: 13 s)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        items = getattr(namespace, self.dest, None)
+        if items is None:
+            items = []
+            setattr(namespace, self.dest, items)
+        items.append(values)
+
+
+def _take_sets(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``run``/``plan``'s ``--set`` values taken out before argparse sees them: argparse looks for the next option
+    from the start of the list at every option, so 20,000 flags took 20 s."""
+    if not argv or argv[0] not in ("run", "plan"):
+        return argv, []
+    rest, sets = [argv[0]], []
+    index = 1
+    while index < len(argv):
+        token = argv[index]
+        if token == "--":
+            rest += argv[index:]
+            break
+        if token == "--set" and index + 1 < len(argv):
+            sets.append(argv[index + 1])
+            index += 2
+            continue
+        if token.startswith("--set="):
+            sets.append(token[len("--set=") :])
+        else:
+            rest.append(token)
+        index += 1
+    return rest, sets
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("file", metavar="FILE", help="a blueprint file or the name of a shipped blueprint")
         p.add_argument(
-            "--set", action="append", default=[], metavar="NAME=VALUE", dest="sets", help="an input value (repeatable)"
+            "--set", action=_Append, default=None, metavar="NAME=VALUE", dest="sets", help="an input value (repeatable)"
         )
         p.add_argument("--inputs", metavar="FILE", help="a YAML file of input values")
         p.add_argument("--output", choices=("text", "json"), default="text")
@@ -55,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--pool", default="vicflow", help="the process work pool (default: vicflow)")
     p.add_argument("--name", help="the worker's name in Prefect (default: Prefect's, ProcessWorker <uuid>)")
-    p.add_argument("--limit", type=int, help="at most this many runs at once on this worker (default: no limit)")
+    p.add_argument("--limit", type=_positive, help="at most this many runs at once on this worker (default: no limit)")
 
     p = sub.add_parser("deploy", help="one deployment per shipped blueprint, its run form made of its inputs")
     p.add_argument("--pool", default="vicflow", help="the work pool (default: vicflow)")
@@ -77,74 +124,170 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The error boundary: every failure ends in one located message and an exit code, never a traceback.
+    Output goes through flows/terminal.py (escaped, capped); a closed pipe ends the command quietly."""
+    from vicflow.flows import terminal
+
+    terminal.install()
+    try:
+        code = _main(argv)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:  # vicflow schema | head: the reader has what it wanted
+        _silence_stdout()
+        return EXIT_FAILED
+    except OSError as exc:
+        if exc.errno not in OUTPUT_ERRNOS:
+            raise
+        _silence_stdout()
+        terminal.say("error", f"cannot write the output: {exc.strerror}", "free some space, or write elsewhere")
+        return EXIT_FAILED
+
+
+def _silence_stdout() -> None:
+    """What is still buffered for a closed pipe or a full disk is dropped (Python would complain at exit)."""
+    import contextlib
+
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+def _main(argv: list[str] | None) -> int:
+    argv, sets = _take_sets(list(sys.argv[1:] if argv is None else argv))
     args = _parser().parse_args(argv)
+    if sets:
+        args.sets = [*(args.sets or []), *sets]
+    try:
+        if _needs_api(args):
+            _check_api()
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        return _failure(exc, args)
+
+
+def _failure(exc: Exception, args) -> int:
+    """The one message (and exit code) of each kind of failure."""
+    from vicflow.flows import terminal
+    from vicflow.plugins import masking
+    from vicflow.plugins.errors import ConfigError, PluginError, StepError, VicflowError
+
     # with plan --detailed-exitcode, 2 means "changes": every error is 1
     invalid = EXIT_FAILED if getattr(args, "detailed_exitcode", False) else EXIT_INVALID
-    from vicflow.plugins import masking
-    from vicflow.plugins.errors import ConfigError, PluginError, RunFailed, StepError, VicflowError
-
-    try:
-        return COMMANDS[args.command](args)
-    except ConfigError as exc:  # a blueprint, inputs, the listen config, an expression, a secret
+    if isinstance(exc, ConfigError):  # a blueprint, inputs, the listen config, an expression, a secret
         if exc.problems:
             _report_problems(exc.problems, getattr(args, "output", "text"))
         else:
-            _say("error", masking.mask(str(exc)), exc.hint)
+            terminal.say("error", masking.mask(str(exc)), exc.hint)
         return invalid
-    except PluginError as exc:
-        _say("plugin error", str(exc), exc.hint)
+    if isinstance(exc, PluginError | StepError):  # a plugin; or before any step ran (--resume, a secret)
+        kind = "plugin error" if isinstance(exc, PluginError) else "error"
+        terminal.say(kind, masking.mask(str(exc)), exc.hint if isinstance(exc, PluginError) else None)
         return invalid
-    except StepError as exc:  # raised before any step ran (--resume, a secret): its text ends in its hint
-        _say("error", masking.mask(str(exc)), None)
-        return invalid
-    except RunFailed as exc:
-        _say("error", masking.mask(str(exc)), exc.hint)
+    if isinstance(exc, VicflowError):  # RunFailed and the rest of ours
+        terminal.say("error", masking.mask(str(exc)), exc.hint)
         return EXIT_FAILED
-    except VicflowError as exc:
-        _say("error", masking.mask(str(exc)), exc.hint)
+    if isinstance(exc, OSError):
+        if exc.errno in OUTPUT_ERRNOS and exc.filename is None:
+            raise exc  # the output itself: main() says it
+        where = f": {exc.filename}" if exc.filename else ""
+        terminal.say("error", masking.mask(f"{exc.strerror or type(exc).__name__}{where}"), None)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # a bug of ours: one line, and the traceback only when asked for
-        if os.environ.get("VICFLOW_DEBUG"):
-            raise
-        print(f"vicflow: internal error: {type(exc).__name__}: {masking.mask(str(exc))[:500]}", file=sys.stderr)
-        print("  hint: this is a bug; run again with VICFLOW_DEBUG=1 for the traceback and report it", file=sys.stderr)
+    api = _api_failure(exc)
+    if api:
+        terminal.say("error", masking.mask(api), API_HINT)
         return EXIT_FAILED
+    if os.environ.get("VICFLOW_DEBUG"):
+        raise exc
+    # a bug of ours: one line, and the traceback only when asked for
+    terminal.say("internal error", f"{type(exc).__name__}: {masking.mask(str(exc))[:500]}")
+    print("  hint: this is a bug; run again with VICFLOW_DEBUG=1 for the traceback and report it", file=sys.stderr)
+    return EXIT_FAILED
 
 
-def _say(kind: str, message: str, hint: str | None) -> None:
-    print(f"vicflow: {kind}: {message}", file=sys.stderr)
-    if hint:
-        print(f"  hint: {hint}", file=sys.stderr)
+OUTPUT_ERRNOS = (errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+API_HINT = (
+    "check PREFECT_API_URL (it ends in /api), that the server runs there (prefect server start) and that this "
+    "machine reaches it; unset it to run on a temporary local server"
+)
+
+
+def _needs_api(args) -> bool:
+    """Whether the command talks to a Prefect server that PREFECT_API_URL names (else it starts its own)."""
+    if args.command in API_COMMANDS:
+        return True
+    return args.command == "run" or (args.command == "plan" and args.record)
+
+
+def _api_url() -> str | None:
+    from vicflow.flows.links import configured_api_url
+
+    return configured_api_url()
+
+
+def _check_api() -> None:
+    """One request to the server's health check, before anything starts: an unreachable PREFECT_API_URL is one
+    line naming it (Prefect's client would retry for a while, then fail deep inside the run)."""
+    url = _api_url()
+    if not url:
+        return
+    import httpx
+    from vicflow.plugins.errors import VicflowError
+
+    try:
+        response = httpx.get(url.rstrip("/") + "/health", timeout=10)
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        raise VicflowError(f"cannot reach the Prefect API at {url}: {type(exc).__name__}: {exc}", API_HINT) from None
+    if response.status_code != 200:
+        raise VicflowError(f"the Prefect API at {url} answered {response.status_code} to /health", API_HINT)
+
+
+def _api_failure(exc: BaseException) -> str | None:
+    """The one-line message of a failure to talk to the Prefect API (httpx's, or Prefect's own wrapping)."""
+    names = {kind.__name__ for kind in type(exc).__mro__}
+    text = str(exc)
+    prefect_said = isinstance(exc, RuntimeError) and ("Failed to reach API" in text or "Prefect API server" in text)
+    if names & {"HTTPError", "TransportError", "PrefectHTTPStatusError"} or prefect_said:
+        url = _api_url() or "the temporary server of this command"
+        return f"the Prefect API at {url} failed: {type(exc).__name__}: {text[:300]}"
+    return None
 
 
 def _report_problems(problems, output: str) -> None:
+    from vicflow.flows import terminal
+    from vicflow.flows.problems import capped
+    from vicflow.plugins import masking
+
+    problems = capped(list(problems))
     if output == "json":
-        print(json.dumps({"valid": False, "problems": [p.as_dict() for p in problems]}, indent=2))
+        rows = [masking.mask(p.as_dict()) for p in problems]
+        print(json.dumps(terminal.for_json({"valid": False, "problems": rows}), indent=2))
     else:
         for problem in problems:
-            print(f"error: {problem}", file=sys.stderr)
+            print(f"error: {terminal.clean(masking.mask(str(problem)))}", file=sys.stderr)
         print(f"{len(problems)} problem(s) found", file=sys.stderr)
 
 
 def cmd_validate(args) -> int:
     from vicflow.flows import blueprint as bp
+    from vicflow.flows import terminal
     from vicflow.flows.blueprint import BlueprintError
 
     problems = []
-    for file in args.files:
+    for file in dict.fromkeys(args.files):  # the same file given 400 times is read once
         try:
             document = bp.load(file)
             if args.output == "text":
-                print(f"{file}: ok ({len(document.steps)} steps)")
+                print(f"{terminal.clean(file)}: ok ({len(document.steps)} steps)")
         except BlueprintError as exc:
             problems.extend(exc.problems)
     if problems:
         _report_problems(problems, args.output)
         return EXIT_INVALID
     if args.output == "json":
-        print(json.dumps({"valid": True, "files": args.files}))
+        print(json.dumps(terminal.for_json({"valid": True, "files": list(dict.fromkeys(args.files))})))
     return EXIT_OK
 
 
@@ -167,6 +310,7 @@ def cmd_schema(args) -> int:
 
 
 def cmd_plugins(args) -> int:
+    from vicflow.flows import terminal
     from vicflow.plugins.manager import default_registry
 
     registry = default_registry()
@@ -174,7 +318,11 @@ def cmd_plugins(args) -> int:
         from vicflow.flows import plugin_doc
 
         doc = plugin_doc.describe(args.doc, registry)
-        print(json.dumps(doc, indent=2, default=str) if args.output == "json" else plugin_doc.as_text(doc))
+        print(
+            json.dumps(doc, indent=2, default=str)
+            if args.output == "json"
+            else terminal.clean(plugin_doc.as_text(doc), None)
+        )
         return EXIT_OK
     rows = [vars(info) for info in registry.plugins.values()]
     if args.output == "json":
@@ -186,11 +334,11 @@ def cmd_plugins(args) -> int:
     table = Table("plugin", "version", "module", "step types", "event sources")
     for row in rows:
         table.add_row(
-            row["name"],
-            row["version"],
-            row["module"],
-            ", ".join(row["step_types"]) or "-",
-            ", ".join(row["event_sources"]) or "-",
+            terminal.text(row["name"]),
+            terminal.text(row["version"]),
+            terminal.text(row["module"]),
+            terminal.text(", ".join(row["step_types"]) or "-"),
+            terminal.text(", ".join(row["event_sources"]) or "-"),
         )
     Console().print(table)
     return EXIT_OK
@@ -201,8 +349,11 @@ def _run_or_plan(args, dry_run: bool) -> int:
     from vicflow.flows import inputs, shipped
 
     document = bp.load(shipped.resolve(args.file))
-    prepared = inputs.prepare(document, file=args.inputs, sets=args.sets)  # exit 2 before Prefect starts
+    prepared = inputs.prepare(document, file=args.inputs, sets=args.sets or [])  # exit 2 before Prefect starts
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect gives its temporary server 20 s to answer; on a busy 2-core host its start (database migration
+    # included) takes longer, and the run would fail before its first step. A user's own setting wins.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     if not args.verbose:  # Prefect's console lines and tracebacks (still sent to the API) would bury the progress;
         # set before Prefect configures logging, since it may configure it again when its temporary server starts
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")

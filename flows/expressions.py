@@ -7,7 +7,6 @@ one embedded in a longer string is rendered as text.
 from __future__ import annotations
 
 import functools
-import math
 import operator
 import re
 from collections.abc import Iterator
@@ -15,73 +14,104 @@ from functools import lru_cache
 from typing import Any
 
 from jinja2 import StrictUndefined, Undefined, nodes
+from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from vicflow.plugins.errors import ExpressionError, VicflowError
+from jinja2.utils import _PassArg
+from vicflow.flows import budget
+from vicflow.plugins import masking
+from vicflow.plugins.errors import BudgetError, ExpressionError, VicflowError
 
 EXPR_RE = re.compile(r"\$\{\{(.*?)\}\}", re.S)
 ROOTS = ("inputs", "steps", "secrets", "event", "item", "run", "success", "failure", "always")
 STATUS_FUNCTIONS = ("success", "failure", "always")  # if: success() (the default), failure(), always()
 MAX_EXPRESSION = 10_000  # characters in one ${{ ... }}
-MAX_SIZE = 1_000_000  # characters of a string, items of a list, or digits of a number an expression may build
-FORMAT_WIDTH_RE = re.compile(r"\d{7,}")  # a width or precision of a million or more in a format spec
+MAX_SIZE = budget.MAX_VALUE  # characters of a string, items of a list an expression may build
+BINOPS = {
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "/": operator.truediv,
+    "//": operator.floordiv,
+    "%": operator.mod,
+    "**": operator.pow,
+}
+NESTED_FIELD_RE = re.compile(r"\{[^{}]*\{")
+AMPLIFYING_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs", "replace", "join"})
+
+
+class _BoundedCodeGenerator(CodeGenerator):
+    """``a ~ b`` goes through the budget too (Jinja joins it with str_join, which no sandbox hook sees)."""
+
+    @optimizeconst
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.concat_bounded((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
 
 
 class LimitedSandbox(ImmutableSandboxedEnvironment):
-    """Jinja's sandbox, plus bounds on what one expression may build: ``'a'*10**10``, ``9**(9**9)`` and
-    ``'%900000000d'|format(1)`` meet a clear error instead of exhausting memory or pinning the CPU."""
+    """Jinja's sandbox, with every operator, filter, call, concatenation and output checked against the
+    rendering's budget (flows/budget.py): ``'a'*10**10``, ``9**(9**9)``, ``'%0*d'|format(10**9, 0)`` or
+    ``map('indent', 999999)`` meet a clear error instead of exhausting memory or pinning the CPU."""
 
-    intercepted_binops = frozenset(["*", "**", "+"])
+    intercepted_binops = frozenset(BINOPS)
+    code_generator_class = _BoundedCodeGenerator
 
     def call_binop(self, context, operator_: str, left, right):
-        sequences = (str, list, tuple)
-        if operator_ == "**" and _number(left) and _number(right) and right > 0 and abs(left) > 1:
-            digits = right * math.log10(abs(left))
-            if digits > MAX_SIZE:
-                raise SecurityError(f"{left} ** {right} has more than {MAX_SIZE:,} digits")
         if operator_ == "*":
-            for seq, times in ((left, right), (right, left)):
-                if isinstance(seq, sequences) and _number(times) and len(seq) * times > MAX_SIZE:
-                    raise SecurityError(f"repeating {len(seq):,} items {times:,} times exceeds {MAX_SIZE:,}")
-        both = isinstance(left, sequences) and isinstance(right, sequences)
-        if operator_ == "+" and both and len(left) + len(right) > MAX_SIZE:
-            raise SecurityError(f"the result would exceed {MAX_SIZE:,} items")
-        return {"*": operator.mul, "**": operator.pow, "+": operator.add}[operator_](left, right)
+            budget.product(left, right)
+        elif operator_ == "**":
+            budget.power(left, right)
+        elif operator_ == "%":
+            budget.percent_format(left, right)
+        return budget.result(BINOPS[operator_](left, right), f"{operator_!r}")
+
+    def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 - Jinja's own signature
+        bound_to = getattr(__obj, "__self__", None)
+        name = getattr(__obj, "__name__", "")
+        if isinstance(bound_to, str) and name in AMPLIFYING_METHODS:
+            arguments = (args[0], bound_to) if name == "join" and args else (bound_to, *args)
+            budget.filter_estimate(name, arguments, kwargs)
+        budget.read(*args, *kwargs.values())
+        return budget.result(super().call(__context, __obj, *args, **kwargs), name or "a call")
 
     def wrap_str_format(self, value):
         """``'{:>900000000}'.format(1)``: the format string is checked before it is used."""
-        _check_format(getattr(value, "__self__", None))
+        template = getattr(value, "__self__", None)
+        if isinstance(template, str):
+            # '{0:{1}}'.format('a', 10**9): a width taken from an argument
+            if NESTED_FIELD_RE.search(template.replace("{{", "").replace("}}", "")):
+                raise BudgetError("a format width taken from an argument is refused", budget.HINT)
+            budget.percent_format(template.replace("{", "%").replace(":", ""), ())
         return super().wrap_str_format(value)
 
-
-def _number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _check_format(spec) -> None:
-    width = FORMAT_WIDTH_RE.search(spec) if isinstance(spec, str) else None
-    if width:
-        raise SecurityError(f"a format width of {width.group(0)} characters is refused")
+    def concat_bounded(self, parts: tuple) -> str:
+        texts = []
+        for part in parts:
+            budget.read(part)
+            texts.append(str(part))
+        return budget.result("".join(texts), "'~'")
 
 
-def _bounded(name: str, original):
-    """Filters whose size argument builds the result (center, indent, wordwrap, format, replace)."""
+def _bounded_filter(name: str, original):
+    """A filter that charges what it reads and builds (and estimates first what an amplifier would build)."""
+    skip = 1 if _PassArg.from_obj(original) is not None else 0  # a context Jinja passes first
 
-    @functools.wraps(original)  # keeps Jinja's pass-context marker (replace takes the eval context first)
+    @functools.wraps(original)  # keeps Jinja's pass-context marker
     def check(*args, **kwargs):
-        texts = [a for a in args if isinstance(a, str)]
-        if name == "format":
-            _check_format(texts[0] if texts else "")
-        elif name == "replace" and len(texts) >= 3:
-            text, old, new = texts[:3]
-            grows = text.count(old) * (len(new) - len(old)) if old else len(text) * len(new)
-            if len(text) + grows > MAX_SIZE:
-                raise SecurityError(f"replace would build more than {MAX_SIZE:,} characters")
-        elif any(_number(a) and a > MAX_SIZE for a in (*args, *kwargs.values())):
-            raise SecurityError(f"{name}: a width above {MAX_SIZE:,} is refused")
-        return original(*args, **kwargs)
+        budget.filter_estimate(name, args[skip:], kwargs)
+        budget.read(*args[skip:], *kwargs.values())
+        return budget.result(original(*args, **kwargs), name)
 
     return check
+
+
+def _finalize(value: Any) -> Any:
+    """Each ``${{ }}`` of a text, before it becomes text."""
+    return budget.result(value, "an expression's value")
 
 
 _env = LimitedSandbox(
@@ -97,10 +127,11 @@ _env = LimitedSandbox(
     comment_end_string="#}\x00",
     autoescape=False,
     keep_trailing_newline=True,
+    finalize=_finalize,
 )
 _env.globals.clear()  # no range/lipsum/cycler/...: expressions see only what the run provides
-for _name in ("center", "indent", "wordwrap", "format", "replace"):
-    _env.filters[_name] = _bounded(_name, _env.filters[_name])
+_env.filters = {name: _bounded_filter(name, fn) for name, fn in _env.filters.items()}
+_env.concat = lambda parts: budget.result("".join(parts), "the text")  # type: ignore[method-assign]
 
 
 def has_expression(value: Any) -> bool:
@@ -140,7 +171,13 @@ def expressions_in(text: str) -> Iterator[str]:
 
 
 def render(value: Any, context: dict[str, Any]) -> Any:
-    """Render every expression inside ``value`` (dicts and lists are walked)."""
+    """Render every expression inside ``value`` (dicts and lists are walked), within one budget
+    (flows/budget.py: a scope already open, such as a step's, is shared)."""
+    with budget.scope():
+        return _render(value, context)
+
+
+def _render(value: Any, context: dict[str, Any]) -> Any:
     if isinstance(value, str):
         if "${{" not in value:
             return value
@@ -148,36 +185,43 @@ def render(value: Any, context: dict[str, Any]) -> Any:
         stripped = value.strip()
         whole = EXPR_RE.fullmatch(stripped) if len(sources) == 1 and stripped.startswith("${{") else None
         try:
-            if whole and value.strip().count("${{") == 1:
+            if whole and stripped.count("${{") == 1:
                 result = _compiled_expression(whole.group(1).strip())(**context)
                 if isinstance(result, Undefined):
                     result._fail_with_undefined_error()
-                return result
+                if isinstance(result, str) and type(result) is not str:  # tojson's Markup: plain text from here
+                    result = str(result)
+                return budget.result(result, "the expression's value")
             return _compiled_template(value).render(**context)
+        except BudgetError as exc:
+            raise BudgetError(masking.mask(f"{repr(shorten(stripped))}: {exc}"), exc.hint) from None
         except ExpressionError:
             raise
         except Exception as exc:
             raise _as_expression_error(value, exc) from None
     if isinstance(value, dict):
-        return {render(k, context): render(v, context) for k, v in value.items()}
+        return {_render(k, context): _render(v, context) for k, v in value.items()}
     if isinstance(value, list):
-        return [render(v, context) for v in value]
+        return [_render(v, context) for v in value]
     return value
 
 
 def _as_expression_error(value: str, exc: Exception) -> ExpressionError:
-    """What went wrong in rendering ``value``, as one ExpressionError that quotes it."""
+    """What went wrong in rendering ``value``, as one ExpressionError that quotes it (secrets masked: a value
+    read from a secret may be what Jinja's message quotes)."""
     quoted = repr(shorten(value.strip()))
+    hint = None
     if isinstance(exc, TemplateError | SecurityError):
-        return ExpressionError(f"{quoted}: {exc}")
-    if isinstance(exc, RecursionError):
-        return ExpressionError(f"{quoted}: nested too deeply")
-    if isinstance(exc, MemoryError | OverflowError):
-        return ExpressionError(f"{quoted}: too large ({type(exc).__name__})")
-    if isinstance(exc, VicflowError):  # a lookup of ours (a secret) said what is wrong and how to fix it
-        return ExpressionError(f"{quoted}: {exc.args[0] if exc.args else type(exc).__name__}", exc.hint)
-    # 0/0, 'a' - 1, int('x'): the expression's own error, not ours
-    return ExpressionError(f"{quoted}: {type(exc).__name__}: {shorten(str(exc))}")
+        message = f"{quoted}: {shorten(str(exc), 300)}"
+    elif isinstance(exc, RecursionError):
+        message = f"{quoted}: nested too deeply"
+    elif isinstance(exc, MemoryError | OverflowError):
+        message = f"{quoted}: too large ({type(exc).__name__})"
+    elif isinstance(exc, VicflowError):  # a lookup of ours (a secret) said what is wrong and how to fix it
+        message, hint = f"{quoted}: {exc.args[0] if exc.args else type(exc).__name__}", exc.hint
+    else:  # 0/0, 'a' - 1, int('x'): the expression's own error, not ours
+        message = f"{quoted}: {type(exc).__name__}: {shorten(str(exc), 300)}"
+    return ExpressionError(masking.mask(message), hint)
 
 
 def references(value: Any) -> Iterator[tuple[str, ...]]:

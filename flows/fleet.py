@@ -28,6 +28,7 @@ from vicflow.plugins.errors import BlueprintError
 PREFIX = "blueprint:"
 
 RUNNER = "vicflow.child-runs"  # the key of the run's ChildRuns in ctx.resources
+MAX_CHILD_DEPTH = 16  # blueprints that run blueprints: a deeper chain is refused (each level is a flow run)
 
 
 class ChildParams(Params):
@@ -128,14 +129,18 @@ def child_type(step_id: str, ref: str, on: str, child: Any) -> type[ChildBluepri
 
 
 def resolve(ref: str, parent: str | None) -> Path:
-    """``gogs`` (shipped) or ``sites/a.yaml`` (beside the parent blueprint)."""
+    """``gogs`` (shipped) or ``sites/a.yaml`` (beside the parent blueprint). A path the system cannot follow (a
+    symlink loop, a name too long) is a BlueprintError, as a missing one is."""
     from vicflow.flows import shipped
 
-    if ref.endswith((".yaml", ".yml")) and parent:
-        beside = (Path(parent).resolve().parent / ref).resolve()
-        if beside.is_file():
-            return beside
-    return shipped.resolve(ref).resolve()
+    try:
+        if ref.endswith((".yaml", ".yml")) and parent:
+            beside = (Path(parent).resolve().parent / ref).resolve()
+            if beside.is_file():
+                return beside
+        return shipped.resolve(ref).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # RuntimeError: Path.resolve() in a symlink loop
+        raise BlueprintError(f"cannot follow {ref[:200]!r}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def child_rows(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -187,15 +192,24 @@ def check_children(blueprint: Any, out: Any, registry: Any, load: Callable[..., 
         ref = step.uses[len(PREFIX) :]
         try:
             path = resolve(ref, blueprint.path)
-        except BlueprintError:
+        except BlueprintError as exc:
+            why = "" if exc.problems else f" ({exc})"
             out.add(
                 (*base, "uses"),
-                f"no blueprint {ref!r}",
+                f"no blueprint {ref[:200]!r}{why}",
                 "a shipped name (vicflow plugins) or a file beside this one",
                 step.id,
             )
             continue
         chain = _loading.get()
+        if len(chain) >= MAX_CHILD_DEPTH:
+            out.add(
+                (*base, "uses"),
+                f"blueprints run blueprints more than {MAX_CHILD_DEPTH} levels deep",
+                "flatten the chain: a child may run children, but not without end",
+                step.id,
+            )
+            continue
         if str(path) in chain or str(path) == str(Path(blueprint.path or "").resolve()):
             out.add(
                 (*base, "uses"),

@@ -3,8 +3,13 @@
 Importing this module has no side effects beyond defining the flow.
 """
 
+import fcntl
+import hashlib
+import os
 import re
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext, suppress
+from pathlib import Path
 from typing import Any, Literal, cast
 
 from prefect import flow, get_run_logger
@@ -16,6 +21,7 @@ from vicflow.flows import child_runs, cli_signals, engine, expressions, fleet, s
 from vicflow.flows.inputs import prepare
 from vicflow.flows.prefect_adapter import PrefectSteps
 from vicflow.flows.thread_executor import ThreadSteps
+from vicflow.plugins import masking
 from vicflow.plugins.errors import RunCancelled
 from vicflow.plugins.manager import default_registry
 
@@ -90,6 +96,15 @@ def _subflow(path: str, inputs: dict[str, Any]) -> dict[str, Any]:
     return cast(dict[str, Any], run_blueprint(blueprint=path, inputs=inputs))
 
 
+def limit_name(target: str) -> str:
+    """The global concurrency limit of a target. A target that holds a secret is named by its digest: the
+    limit's name is stored and shown in clear (the API, the UI, Prefect's events)."""
+    if masking.is_secret(target) or len(target) > 100:
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", masking.mask(target).replace(masking.MASK, "secret"))[:60]
+        return f"vicflow-target-{slug}-{hashlib.sha256(target.encode('utf-8', 'replace')).hexdigest()[:16]}"
+    return "vicflow-target-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", target)[:100]
+
+
 @contextmanager
 def one_run_per_target(document: bp.Blueprint, values: dict[str, Any], event: dict[str, Any] | None):
     """Hold the global concurrency limit named after the run's target (limit 1): a second run waits."""
@@ -97,39 +112,93 @@ def one_run_per_target(document: bp.Blueprint, values: dict[str, Any], event: di
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.concurrency.sync import concurrency
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+    from prefect.settings import PREFECT_API_URL
 
     target = document.name
     if document.target:
         target = str(expressions.render(document.target, {"inputs": values, "event": event or {}}))
-    name = "vicflow-target-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", target)[:100]
-    with get_client(sync_client=True) as client:
-        try:
-            limit = client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            limit = None
-            with suppress(ObjectAlreadyExists):
-                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-    if limit is not None and limit.active_slots >= limit.limit:
-        get_run_logger().warning(
+    name = limit_name(target)
+    target = masking.mask(target)
+    logger = get_run_logger()
+
+    def waiting() -> None:
+        logger.warning(
             "waiting for another run on target %r to finish (concurrency limit %s); if that run was killed, "
             "its slot is freed within %ds, when its lease is no longer renewed",
             target,
             name,
             LEASE_SECONDS,
         )
-    # Prefect renews the lease while this run is alive; a killed holder stops renewing it
-    finished = False
-    try:
-        with concurrency(name, occupy=1, strict=True, lease_duration=LEASE_SECONDS):
-            yield
-            finished = True
-    except Exception as exc:
-        if not finished:
-            raise
-        # the steps are done: a slot that could not be given back (the server is away) frees itself
-        get_run_logger().warning(
-            "could not release target %r's slot (%s); it is freed within %ds, when its lease expires",
-            target,
-            exc,
-            LEASE_SECONDS,
-        )
+
+    # Prefect's temporary server (no PREFECT_API_URL) never frees a killed run's slot: see holder_file
+    with holder_file(name, waiting) if not PREFECT_API_URL.value() else nullcontext() as holder:
+        with get_client(sync_client=True) as client:
+            try:
+                limit = client.read_global_concurrency_limit_by_name(name)
+            except ObjectNotFound:
+                limit = None
+                with suppress(ObjectAlreadyExists):
+                    client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+            dead = holder.read().strip() if holder is not None else ""
+            if dead:  # a run of this machine died holding the slot: give it back
+                logger.warning("run %s was killed while it held target %r; its slot is given back", dead, target)
+                client.release_concurrency_slots(names=[name], slots=1, occupancy_seconds=1)
+                _write(holder, "")
+        if holder is None and limit is not None and limit.active_slots >= limit.limit:
+            waiting()
+        # Prefect renews the lease while this run is alive; a killed holder stops renewing it
+        finished = False
+        try:
+            with concurrency(name, occupy=1, strict=True, lease_duration=LEASE_SECONDS):
+                if holder is not None:
+                    _write(holder, str(flow_run.get_id()))
+                try:
+                    yield
+                    finished = True
+                finally:  # however the run ends: cleared before the slot is given back (a death in between leaks
+                    if holder is not None:  # the slot, as before; it never frees one twice)
+                        _write(holder, "")
+        except Exception as exc:
+            if not finished:
+                raise
+            # the steps are done: a slot that could not be given back (the server is away) frees itself
+            logger.warning(
+                "could not release target %r's slot (%s); it is freed within %ds, when its lease expires",
+                target,
+                exc,
+                LEASE_SECONDS,
+            )
+
+
+@contextmanager
+def holder_file(name: str, waiting: Callable[[], None]) -> Iterator[Any]:
+    """The target's file under PREFECT_HOME, locked (flock) for as long as this process holds or waits to hold
+    the target: only with Prefect's temporary server.
+
+    That server keeps leases in its memory and runs no repossessor (Prefect schedules `monitor_expired_leases`
+    only in a full server: prefect/server/services/perpetual_services.py, run_in_ephemeral): a `vicflow run`
+    killed holding its target took its server and lease with it, and its slot stayed taken for good. There
+    every run is a process of this machine with the same PREFECT_HOME (and SQLite database), so the kernel
+    says whether a holder lives: its flock goes with its process, SIGKILL included. The file holds the flow
+    run id of the run that holds the slot: one who gets the lock and finds an id there knows that run died
+    holding it. Calls ``waiting`` when another process holds the lock."""
+    from prefect.settings import PREFECT_HOME
+
+    folder = Path(PREFECT_HOME.value()) / "vicflow-targets"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{name}.lock", "a+") as file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            waiting()
+            fcntl.flock(file, fcntl.LOCK_EX)  # vicflow run's SIGTERM handler still ends the process meanwhile
+        file.seek(0)
+        yield file
+
+
+def _write(file: Any, text: str) -> None:
+    file.seek(0)
+    file.truncate()
+    file.write(text)
+    file.flush()
+    os.fsync(file.fileno())

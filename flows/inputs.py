@@ -20,8 +20,7 @@ from typing import Any
 
 from pydantic import SecretStr
 from vicflow.flows import expressions
-from vicflow.flows.blueprint import read_text
-from vicflow.flows.problems import Problem, short
+from vicflow.flows.problems import Problem, capped, short
 from vicflow.flows.references import VALUE_ROOTS, expression_problems
 from vicflow.flows.secrets import Secrets
 from vicflow.flows.spec import Blueprint, InputSpec, type_problem
@@ -77,6 +76,7 @@ def prepare(
         if name not in document.inputs
     ]
     site = {k: v for k, v in _from_variable(document, variable, logger or log).items() if k not in given}
+    _mask_secrets(document, [*given.items(), *site.items()])
     values: dict[str, Any] = {}
     context = {"secrets": Secrets(), "event": event or {}}
     for name, spec in document.inputs.items():
@@ -102,11 +102,20 @@ def prepare(
         else:
             values[name] = typed
     if problems:
-        raise InputsError(problems)
+        raise InputsError(capped(problems))
     for name, spec in document.inputs.items():
         if spec.type == "secret" and values.get(name) is not None:
             masking.add_secret(str(values[name]))
     return Prepared(values, wrap_secrets(document, {k: v.raw for k, v in given.items()}))
+
+
+def _mask_secrets(document: Blueprint, values: list[tuple[str, _Value]]) -> None:
+    """The values given for secret inputs are masked before anything may quote them (a reference such as
+    ``${{ secrets.db }}`` is not a secret: its value is masked when it is read)."""
+    for name, value in values:
+        raw = value.raw.get_secret_value() if _is_secret(value.raw) else value.raw
+        if name in document.inputs and document.inputs[name].type == "secret" and not _is_reference(raw):
+            masking.add_secret(raw)
 
 
 def wrap_secrets(document: Blueprint, given: dict[str, Any]) -> dict[str, Any]:
@@ -135,21 +144,34 @@ def _is_secret(value: Any) -> bool:
 def _render_and_type(name: str, spec: InputSpec, value: _Value, context: dict) -> tuple[Any, Problem | None]:
     raw = value.raw.get_secret_value() if _is_secret(value.raw) else value.raw
     file, line, col = value.where
-    if expressions.has_expression(raw):
+    secret = spec.type == "secret"
+    if expressions.has_expression(raw) and (not secret or _is_reference(raw)):  # a secret itself is never rendered
         found = expression_problems(raw, VALUE_ROOTS, {})
         if found:
-            return None, Problem(file, line, col, f"input {name!r}: {found[0][0]}", found[0][1])
+            return None, Problem(file, line, col, masking.mask(f"input {name!r}: {found[0][0]}"), found[0][1])
         try:
             raw = expressions.render(raw, context)
         except (ExpressionError, StepError) as exc:  # StepError: a secret that is not set
-            return None, Problem(file, line, col, f"input {name!r}: {exc}", exc.hint or "")
+            return None, Problem(file, line, col, masking.mask(f"input {name!r}: {exc}"), exc.hint or "")
+    if secret:
+        masking.add_secret(raw)
     typed = coerce(spec, raw)
     problem = type_problem(name, spec, typed, raw)
     if problem:
-        return None, Problem(file, line, col, problem, f"pass it as --set {name}=<{spec.type}>")
+        return None, Problem(file, line, col, masking.mask(problem), f"pass it as --set {name}=<{spec.type}>")
     if spec.enum is not None and typed not in spec.enum:
-        return None, Problem(file, line, col, f"input {name!r} must be one of {spec.enum}, got {typed!r}")
+        got = "a secret value" if secret else short(typed)
+        choices = "the values listed in the blueprint" if secret else short(spec.enum, 300)
+        return None, Problem(file, line, col, masking.mask(f"input {name!r} must be one of {choices}, got {got}"))
     return typed, None
+
+
+def _is_reference(value: Any) -> bool:
+    """A secret input given as one whole ``${{ ... }}`` (``${{ secrets.db }}``): a reference, rendered. Anything
+    else given for a secret input is the secret itself, taken as it is, even when it holds ``${{``."""
+    return isinstance(value, str) and expressions.EXPR_RE.fullmatch(value.strip()) is not None and (
+        value.count("${{") == 1
+    )
 
 
 def coerce(spec: InputSpec, value: Any) -> Any:
@@ -166,7 +188,10 @@ def coerce(spec: InputSpec, value: Any) -> Any:
 
 
 def _from_file(path: Path) -> dict[str, _Value]:
-    text = read_text(path, "inputs file")
+    try:
+        text = yamlpos.read_text(path, "inputs file")
+    except yamlpos.YAMLSyntaxError as exc:
+        raise InputsError([Problem(str(path), exc.line, exc.column, str(exc), exc.hint or "")]) from None
     try:
         located = yamlpos.load(text)
     except yamlpos.YAMLSyntaxError as exc:
@@ -179,7 +204,7 @@ def _from_file(path: Path) -> dict[str, _Value]:
         line, col = located.where((key,), key=True)
         if not isinstance(key, str):
             raise InputsError(
-                [Problem(str(path), line, col, f"input names are text; {key!r} is not", "quote the name")]
+                [Problem(str(path), line, col, f"input names are text; {short(key)} is not", "quote the name")]
             )
         values[key] = _Value(value, (str(path), *located.where((key,))))
     return values
@@ -190,9 +215,23 @@ def _from_sets(items: tuple[str, ...] | list[str]) -> dict[str, _Value]:
     for item in items:
         name, sep, value = item.partition("=")
         if not sep:
-            raise InputsError([Problem("--set", 1, 1, f"--set {item!r}: expected NAME=VALUE")])
+            raise InputsError([Problem("--set", 1, 1, f"--set {short(item)}: expected NAME=VALUE")])
+        bad = _not_utf8(item)
+        if bad is not None:
+            raise InputsError(
+                [Problem("--set", 1, bad + 1, f"--set {short(name)}: the value is not UTF-8", "pass UTF-8 text")]
+            )
         values[name.strip()] = _Value(value, ("--set", 1, 1))
     return values
+
+
+def _not_utf8(text: str) -> int | None:
+    """Where the command line held a byte that is not UTF-8 (Python keeps it as a lone surrogate), or None."""
+    try:
+        text.encode("utf-8")
+        return None
+    except UnicodeEncodeError as exc:
+        return exc.start
 
 
 def _from_variable(document: Blueprint, variable: str | None, logger) -> dict[str, _Value]:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from pathlib import Path
 from typing import Any
 
-import yaml
+from pydantic import BaseModel, ValidationError
 from vicflow.flows import expressions
-from vicflow.flows.blueprint import Problem
+from vicflow.flows.problems import Collector, Problem, short
 from vicflow.flows.secrets import Secrets
-from vicflow.plugins.errors import ListenConfigError
-from vicflow.plugins.hints import did_you_mean
+from vicflow.plugins import SourceConfig, masking, yamlpos
+from vicflow.plugins.errors import ExpressionError, ListenConfigError, StepError
+from vicflow.plugins.hints import did_you_mean, listing
 from vicflow.plugins.manager import default_registry
 
 log = logging.getLogger("vicflow.listen")
@@ -32,35 +32,47 @@ def prefect_emit(event: dict[str, Any]) -> None:
 
 
 def load_config(path: str, wanted: list[str]) -> dict[str, dict[str, Any]]:
-    """The sources' settings; values may be ${{ secrets.name }}."""
+    """The sources' settings, read by the one YAML loader (yamlpos.load_file: size, regular files only, UTF-8,
+    aliases and depth bounded) and checked against each source's model, every problem at its line and column.
+    Values may be ${{ secrets.name }}."""
     try:
-        config = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ListenConfigError([Problem(path, 1, 1, f"cannot read the listen config: {exc}")]) from None
+        located = yamlpos.load_file(path, "listen config")
+    except yamlpos.YAMLSyntaxError as exc:
+        raise ListenConfigError([Problem(path, exc.line, exc.column, str(exc), exc.hint or "")]) from None
+    config = located.data or {}
     if not isinstance(config, dict):
         raise ListenConfigError([Problem(path, 1, 1, "the listen config maps source names to their settings")])
+    out = Collector(path, located)
     sources = default_registry().event_sources
     names = wanted or list(config)
-    problems = [
-        Problem(
-            path,
-            1,
-            1,
-            f"unknown event source {name!r}",
-            f"{did_you_mean(name, sources)}installed: {', '.join(sorted(sources))}",
-        )
-        for name in names
-        if name not in sources
-    ]
-    problems += [
-        Problem(path, 1, 1, f"source {name!r} has no section in the config")
-        for name in names
-        if name in sources and name not in config
-    ]
-    if problems:
-        raise ListenConfigError(problems)
+    for name in names:
+        if not isinstance(name, str) or name not in sources:
+            hint = f"{did_you_mean(str(name), sources)}installed: {listing(sources)}"
+            out.add((name,), f"unknown event source {short(name)}", hint, key=True)
+        elif name not in config:
+            out.add((), f"source {name!r} has no section in the config", f"add a section {name}: to {path}")
+        elif config[name] is not None and not isinstance(config[name], dict):
+            out.add((name,), f"the settings of source {name!r} are a mapping", "e.g. docker: {url: ...}")
+        else:
+            model: type[BaseModel] = getattr(sources[name], "Config", SourceConfig)
+            try:  # expressions (${{ secrets.x }}) are checked once rendered
+                static = {k: v for k, v in (config[name] or {}).items() if not expressions.has_expression(v)}
+                model.model_validate(static)
+            except ValidationError as exc:
+                dynamic = {k for k, v in (config[name] or {}).items() if expressions.has_expression(v)}
+                out.pydantic((name,), exc, model, skip=dynamic)
+    if out.problems:
+        out.finish()
+        raise ListenConfigError(out.problems)
     context = {"secrets": Secrets(), "event": {}}
-    return {name: expressions.render(config[name] or {}, context) for name in names}
+    settings = {}
+    for name in names:
+        try:
+            settings[name] = expressions.render(config[name] or {}, context)
+        except (ExpressionError, StepError) as exc:
+            line, column = located.where((name,))
+            raise ListenConfigError([Problem(path, line, column, f"source {name!r}: {exc}", exc.hint or "")]) from None
+    return settings
 
 
 def main(args) -> int:
@@ -72,7 +84,13 @@ def main(args) -> int:
         signal.signal(sig, lambda *_: stop.set())
     threads = []
     for name, config in settings.items():
-        source = sources[name](config, prefect_emit, logging.getLogger(f"vicflow.sources.{name}"))
+        try:
+            source = sources[name](config, prefect_emit, logging.getLogger(f"vicflow.sources.{name}"))
+        except ValidationError as exc:  # a value that was an expression, checked once rendered
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ListenConfigError(
+                [Problem(args.config, 1, 1, masking.mask(f"source {name!r}: {problems}"))]
+            ) from None
         thread = threading.Thread(target=source.run, args=(stop,), name=f"source-{name}", daemon=True)
         thread.start()
         threads.append(thread)

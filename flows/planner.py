@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 from vicflow.flows import expressions
 from vicflow.flows.blueprint import dependencies
-from vicflow.flows.rendering import contains_unknown, for_each_items, params_digest, truthy
+from vicflow.flows.rendering import contains_unknown, for_each_items, located, params_digest, truthy
 from vicflow.flows.step_setup import prepare_step
 from vicflow.plugins import dag, masking
+from vicflow.plugins.errors import BlueprintError
 from vicflow.plugins.step import Change
 
 if TYPE_CHECKING:
@@ -62,20 +63,28 @@ def plan_rows(run: Run, steps: list, record: bool) -> list[dict[str, Any]]:
 
 
 def _plan_one(run: Run, step, needs: list[str], changing: set[str]) -> tuple[list[Change], str | None]:
-    """A step's changes, and its error when it could not be planned."""
+    """A step's changes, and its error when it could not be planned. An expression past its budget is the
+    blueprint's error (located; the plan stops), not the step's."""
     context = run.context(planning=True)
     try:
-        if step.if_ is not None and not contains_unknown(step.if_) and not truthy(step.if_, context):
-            return [Change("none", step.id, f"skipped: if {step.if_} is false")], None
+        if step.if_ is not None and not contains_unknown(step.if_):
+            with located(run.blueprint, step, "if"):
+                if not truthy(step.if_, context):
+                    return [Change("none", step.id, f"skipped: if {step.if_} is false")], None
         changes = []
-        for item in for_each_items(step, context, planning=True):
-            rendered = expressions.render(step.with_, run.context(item, planning=True))
+        with located(run.blueprint, step, "for_each"):
+            items = for_each_items(step, context, planning=True)
+        for item in items:
+            with located(run.blueprint, step, "with"):
+                rendered = expressions.render(step.with_, run.context(item, planning=True))
             if contains_unknown(rendered) or contains_unknown(item):
                 changes.append(Change("unknown", step.id, "depends on outputs known after apply"))
                 continue
             step_type, params, ctx = prepare_step(run, step.id, item, rendered)
             changes.extend(step_type.plan(params, ctx))
         return changes, None
+    except BlueprintError:
+        raise
     except Exception as exc:
         # a plan that fails while a step it needs would change something cannot be judged before that step
         # applies (vch_create checks the firewall that the firewall step opens): "unknown", not an error

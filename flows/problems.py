@@ -35,6 +35,15 @@ MAX_PROBLEMS = 50  # a file with thousands of mistakes gets the first fifty and 
 MAX_MESSAGE = 600  # characters of one problem's message (values are quoted, never whole huge ones)
 
 
+def capped(problems: list[Problem]) -> list[Problem]:
+    """The first MAX_PROBLEMS problems and a count of the rest (20,000 wrong --set flags print 51 lines)."""
+    if len(problems) <= MAX_PROBLEMS + 1:  # at most the limit, or already capped (the last one counts the rest)
+        return problems
+    first = problems[0]
+    rest = Problem(first.file, 1, 1, f"... and {len(problems) - MAX_PROBLEMS:,} more problems")
+    return [*problems[:MAX_PROBLEMS], rest]
+
+
 def short(value: Any, limit: int = 120) -> str:
     """A value quoted in a message, cut when huge."""
     return expressions.shorten(repr(value), limit)
@@ -52,7 +61,8 @@ class Collector:
             return
         line, col = self.located.where(path, key=key) if self.located else (1, 1)
         message = expressions.shorten(message, MAX_MESSAGE)
-        self.problems.append(Problem(self.file, line, col, message, hint[:400], step))
+        step = expressions.shorten(step, 120) if step else step
+        self.problems.append(Problem(self.file, line, col, message, expressions.shorten(hint, 400), step))
 
     def finish(self) -> None:
         if self.count > len(self.problems):
@@ -73,14 +83,16 @@ class Collector:
                 continue
             if not loc and skip:  # a model-level rule cannot judge values that are still expressions
                 continue
-            field = ".".join(str(p) for p in loc) or "(top level)"
+            field = expressions.shorten(".".join(str(p) for p in loc), 200) or "(top level)"
             if err["type"] == "extra_forbidden":
-                self.add((*base, *loc), f"unknown key {loc[-1]!r}", extra_hint(str(loc[-1]), model), step, key=True)
+                self.add(
+                    (*base, *loc), f"unknown key {short(loc[-1])}", extra_hint(str(loc[-1]), model), step, key=True
+                )
             elif err["type"] == "missing":
                 self.add((*base, *loc[:-1]), f"missing required key {field!r}", "", step, key=True)
             else:
                 given = err.get("input")
-                self.add((*base, *loc), f"{field}: {err['msg']} (got {given!r})", "", step)
+                self.add((*base, *loc), f"{field}: {err['msg']} (got {short(given)})", "", step)
 
 
 def extra_hint(key: str, model: type[BaseModel]) -> str:

@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.progress import Progress as RichProgress
 from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from vicflow.plugins import hookimpl
+from vicflow.flows.terminal import CleanFilter, for_json, markup, text
+from vicflow.plugins import hookimpl, masking
 
 ICONS = {
     "succeeded": "[green]✓[/]",
@@ -40,6 +41,12 @@ class Progress:
                 for handler in logging.getLogger(name).handlers:
                     if type(handler).__name__ == "PrefectConsoleHandler":
                         handler.setLevel(logging.CRITICAL)
+        for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):  # -v: log lines shown, not obeyed
+            for handler in logging.getLogger(name).handlers:
+                if isinstance(handler, logging.StreamHandler) and not any(
+                    isinstance(f, CleanFilter) for f in handler.filters
+                ):
+                    handler.addFilter(CleanFilter())
         self.bar.start()
         return self
 
@@ -54,58 +61,60 @@ class Progress:
         if name == "vicflow.run.started":
             self.run_id = event["run_id"]
             if self.run_id.startswith("local-plan-"):
-                self.console.print(f"[bold]{event['blueprint']}[/]: plan (not recorded; --record records it)")
+                self.console.print(f"[bold]{markup(event['blueprint'])}[/]: plan (not recorded; --record records it)")
             else:
-                self.console.print(f"[bold]{event['blueprint']}[/]: flow run {self.run_id}", highlight=False)
+                self.console.print(f"[bold]{markup(event['blueprint'])}[/]: flow run {self.run_id}", highlight=False)
         if not step:
             return
         kind = name.rsplit(".", 1)[1]
         if kind == "started":
-            self.tasks[step] = self.bar.add_task(f"{step} ({self.blueprint.step(step).uses})", total=1)
+            self.tasks[step] = self.bar.add_task(markup(f"{step} ({self.blueprint.step(step).uses})", 200), total=1)
         elif kind in ICONS:
             task = self.tasks.get(step)
-            text = f"{ICONS[kind]} {step}"
-            error = event["payload"].get("error")
+            line = f"{ICONS[kind]} {markup(step, 200)}"
+            error = masking.mask(event["payload"].get("error"))
             if kind == "failed" and error:
-                text += f": [red]{error.splitlines()[0][:150]}[/]"
+                line += f": [red]{markup(str(error).splitlines()[0] if str(error) else '', 150)}[/]"
             if task is None:
-                self.tasks[step] = self.bar.add_task(text, total=1, completed=1)
+                self.tasks[step] = self.bar.add_task(line, total=1, completed=1)
             else:
-                self.bar.update(task, description=text, completed=1)
+                self.bar.update(task, description=line, completed=1)
 
     def report(self, summary: dict[str, Any], output: str) -> None:
+        summary = masking.mask(summary)
         if output == "json":
-            print(json.dumps(summary, indent=2, default=str))
+            print(json.dumps(for_json(summary), indent=2, default=str))
             return
         table = Table("step", "state", "attempts", "seconds", "changed", "note / error")
         for row in summary["steps"]:
             table.add_row(
-                row["id"],
-                row["state"],
+                text(row["id"], 200),
+                text(row["state"]),
                 str(row["attempts"]),
                 f"{row['duration_s']:.1f}",
                 {True: "yes", False: "no", None: "-"}[row["changed"]],
-                (row["error"] or row["note"] or "")[:200],
+                text(row["error"] or row["note"] or "", 200),
             )
         self.console.print(table)
         if summary.get("outputs"):
             outputs = Table("output", "value", title="outputs")
             for name, value in summary["outputs"].items():
-                outputs.add_row(name, json.dumps(value, default=str))
+                outputs.add_row(text(name, 200), text(json.dumps(value, default=str), 500))
             self.console.print(outputs)
         if "plan" in summary:
             plan = Table("step", "action", "target", "detail", title="plan (nothing was changed)")
             for change in summary["plan"]:
-                plan.add_row(change["step"], change["action"], change["target"], str(change["detail"]))
+                plan.add_row(text(change["step"], 200), text(change["action"]), text(change["target"], 500),
+                             text(change["detail"], 500))  # fmt: skip
             self.console.print(plan)
         left = [f"{row['id']}: {line}" for row in summary["steps"] for line in row.get("left_behind", [])]
         left += summary.get("left_behind", [])
         if left:
             self.console.print("[red]left behind[/] (nothing else was leaked):", highlight=False)
             for line in left:
-                self.console.print(f"  - {line}", highlight=False, soft_wrap=True)
+                self.console.print(text(f"  - {line}", 1000), highlight=False, soft_wrap=True)
         from vicflow.flows.links import run_url
 
-        self.console.print(f"{summary['blueprint']}: {summary['state']} in {summary['duration_s']:.1f}s")
+        self.console.print(text(f"{summary['blueprint']}: {summary['state']} in {summary['duration_s']:.1f}s"))
         if not summary["run_id"].startswith("local-plan-"):
             self.console.print(f"see the run: {run_url(summary['run_id'])}", highlight=False, soft_wrap=True)

@@ -8,12 +8,15 @@ import contextvars
 import hashlib
 import json
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from vicflow.flows import expressions
+from vicflow.flows import budget, expressions
 from vicflow.flows.blueprint import if_expression
+from vicflow.flows.problems import Problem
 from vicflow.plugins import masking
-from vicflow.plugins.errors import StepError, VicflowError
+from vicflow.plugins.errors import BlueprintError, BudgetError, StepError, VicflowError
 
 TIMEOUT_GRACE_SECONDS = 30.0  # how long a timed-out attempt may take to stop before its retry
 
@@ -100,14 +103,30 @@ def for_each_items(step: Any, context: dict[str, Any], planning: bool = False) -
     if step.for_each is None:
         return [None]
     items = expressions.render(step.for_each, context)
+    if isinstance(items, list) and len(items) > budget.MAX_ITEMS:
+        raise BudgetError(
+            f"for_each gave {len(items):,} items; at most {budget.MAX_ITEMS:,} are allowed",
+            "split the list over several steps, or over child blueprints (uses: blueprint:)",
+        )
     if isinstance(items, list):
         return items
     if planning and contains_unknown(items):
         return [items]
     raise StepError(
-        f"for_each must produce a list, got {type(items).__name__}: {str(items)[:200]!r}",
+        f"for_each must produce a list, got {type(items).__name__}: {expressions.shorten(str(items), 200)!r}",
         "for_each takes a list or an expression that yields one",
     )
+
+
+@contextmanager
+def located(blueprint: Any, step: Any, field: str) -> Iterator[None]:
+    """A budget error in a step's ``field`` (``if``, ``for_each``, ``with``) as a problem at its place in the file."""
+    try:
+        yield
+    except BudgetError as exc:
+        line, column = blueprint.place((*step._where, field))
+        problem = Problem(blueprint.path or "<blueprint>", line, column, f"{field}: {exc}", exc.hint or "", step.id)
+        raise BlueprintError([problem]) from None
 
 
 def item_label(item: Any) -> str:

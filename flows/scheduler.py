@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from vicflow.flows import expressions, planner
 from vicflow.flows.blueprint import dependencies
-from vicflow.flows.rendering import call_with_deadline, for_each_items, item_label, params_digest, truthy
+from vicflow.flows.rendering import call_with_deadline, for_each_items, item_label, located, params_digest, truthy
 from vicflow.plugins import dag, masking
 from vicflow.plugins.errors import StepError
 
@@ -148,10 +148,13 @@ class Scheduler:
         run, context = self.run_, self.run_.context()
 
         def render() -> tuple[list[Any], list[Any]] | None:
-            if step.if_ is not None and not truthy(step.if_, context):
-                return None
-            items = for_each_items(step, context)
-            return items, [expressions.render(step.with_, run.context(item)) for item in items]
+            with located(run.blueprint, step, "if"):
+                if step.if_ is not None and not truthy(step.if_, context):
+                    return None
+            with located(run.blueprint, step, "for_each"):
+                items = for_each_items(step, context)
+            with located(run.blueprint, step, "with"):
+                return items, [expressions.render(step.with_, run.context(item)) for item in items]
 
         try:  # a slow expression meets the step's deadline like the step itself
             return call_with_deadline(render, step.timeout_seconds)

@@ -23,8 +23,11 @@ def shipped() -> dict[str, Path]:
 def resolve(ref: str) -> Path:
     """``ref`` as a file path, else as a shipped blueprint name (``gogs`` -> blueprints/gogs.yaml)."""
     path = Path(ref)
-    if path.is_file():
-        return path
+    try:
+        if path.is_file():
+            return path
+    except (OSError, ValueError):  # a name too long, a NUL: not a file, and no shipped name either
+        pass
     known = shipped()
     name = path.stem if path.suffix in (".yaml", ".yml") else ref
     if name in known and len(path.parts) == 1:
@@ -35,7 +38,7 @@ def resolve(ref: str) -> Path:
     raise BlueprintError(
         [
             Problem(
-                ref,
+                ref[:300],
                 1,
                 1,
                 "no such blueprint file or shipped blueprint",

@@ -121,6 +121,11 @@ class Blueprint(Strict):
     path: str | None = Field(None, exclude=True)
     _input_places: dict[str, tuple[int, int]] = PrivateAttr(default_factory=dict)  # name -> line, column
     _child_types: dict[str, Any] = PrivateAttr(default_factory=dict)  # step id -> type (uses: blueprint:...)
+    _located: Any = PrivateAttr(None)  # the positions of the file's values (yamlpos.Located, without its data)
+
+    def place(self, path: tuple) -> tuple[int, int]:
+        """The line and column of the value at ``path`` in the file (or of its closest parent)."""
+        return self._located.where(path) if self._located is not None else (1, 1)
 
     def input_place(self, name: str) -> tuple[int, int]:
         """Where input ``name`` is declared in the file (a missing value points there)."""

@@ -8,6 +8,7 @@
     │   ├── InputsError          --set, an inputs file, the site Variable
     │   ├── ListenConfigError    `vicflow listen --config`
     │   ├── ExpressionError      a ${{ }} expression that cannot be parsed or evaluated (a missing secret)
+    │   │   └── BudgetError      one that went past its budget: CPU time, or the size of what it builds
     │   └── YAMLSyntaxError      a YAML file that does not parse
     ├── PluginError              a plugin could not be loaded or registered something invalid; exit 2
     ├── StepError                a step failed
@@ -58,6 +59,10 @@ class ListenConfigError(ConfigError):
 
 class ExpressionError(ConfigError):
     """An expression could not be parsed or evaluated."""
+
+
+class BudgetError(ExpressionError):
+    """An expression went past its budget (CPU time, the size of what it builds or reads): flows/budget.py."""
 
 
 class YAMLSyntaxError(ConfigError):
@@ -112,6 +117,7 @@ class RunCancelled(RunFailed):
 
 __all__ = [
     "BlueprintError",
+    "BudgetError",
     "ConfigError",
     "ExpressionError",
     "InputsError",

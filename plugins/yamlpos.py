@@ -18,6 +18,8 @@ DocPath = tuple  # a path into the document: ("steps", 3, "with", "image")
 # Bounds for hostile or careless input: a blueprint never needs more.
 MAX_DEPTH = 64  # nesting of mappings and sequences
 MAX_NODES = 200_000  # values after aliases are expanded (an alias bomb expands to billions)
+MAX_INT_DIGITS = 4_300  # Python prints no longer integer (sys.get_int_max_str_digits); !!int 0b... builds one
+MAX_INT_BITS = int(MAX_INT_DIGITS * 3.3219)
 
 
 class _Loader(_BaseLoader):
@@ -25,7 +27,7 @@ class _Loader(_BaseLoader):
 
     def construct_object(self, node, deep=False):
         try:
-            return super().construct_object(node, deep)
+            value = super().construct_object(node, deep)
         except yaml.YAMLError:
             raise
         except (ValueError, TypeError, OverflowError, AttributeError, KeyError):
@@ -36,6 +38,11 @@ class _Loader(_BaseLoader):
                 f"{tag} cannot hold {str(node.value)[:60]!r}: remove the tag or fix the value",
                 node.start_mark,
             ) from None
+        if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:  # `!!int 0b1...`: binary has no limit
+            raise yaml.constructor.ConstructorError(
+                None, None, f"an integer of more than {MAX_INT_DIGITS:,} digits is refused", node.start_mark
+            )
+        return value
 
 
 class _Yaml12Loader(_Loader):
@@ -80,21 +87,26 @@ MAX_FILE_BYTES = 4 * 2**20  # blueprints, inputs and compose files are KB; the l
 def read_text(path, what: str) -> str:
     """A regular file's UTF-8 text; anything else raises YAMLSyntaxError with a position and a hint.
 
-    A FIFO would block and a device never end, so only regular files are read, and only up to MAX_FILE_BYTES.
+    A FIFO would block and a device never end, so only regular files are read, and at most MAX_FILE_BYTES of
+    them (a file under /proc says it is empty). A symlink loop, a name too long or a folder are said so.
     """
-    from pathlib import Path
+    import os
+    import stat
 
-    path = Path(path)
     try:
-        if not path.is_file():
-            kind = "a folder" if path.is_dir() else "missing" if not path.exists() else "not a regular file"
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
             raise YAMLSyntaxError(f"cannot read the {what}: it is {kind}", 1, 1, f"give the path of a YAML {what}")
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise YAMLSyntaxError(f"the {what} is {size:,} bytes; more than {MAX_FILE_BYTES:,} is refused", 1, 1)
-        data = path.read_bytes()
+        with open(path, "rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
-        raise YAMLSyntaxError(f"cannot read the {what}: {exc.strerror}", 1, 1) from None
+        why = "it is missing" if isinstance(exc, FileNotFoundError) else exc.strerror or type(exc).__name__
+        raise YAMLSyntaxError(f"cannot read the {what}: {why}", 1, 1, f"give the path of a YAML {what}") from None
+    except ValueError:  # a NUL in the path
+        raise YAMLSyntaxError(f"cannot read the {what}: its path holds a NUL", 1, 1) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise YAMLSyntaxError(f"the {what} is larger than {MAX_FILE_BYTES:,} bytes: refused", 1, 1)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -102,6 +114,12 @@ def read_text(path, what: str) -> str:
         raise YAMLSyntaxError(
             f"byte 0x{data[exc.start]:02x} is not UTF-8", line, col, f"save the {what} as UTF-8"
         ) from None
+
+
+def load_file(path, what: str, yaml12_booleans: bool = False) -> Located:
+    """The one loader of every YAML file vicflow reads (blueprints, ``--inputs``, the listen config): read_text's
+    checks, then load's; raises YAMLSyntaxError with the position of the problem."""
+    return load(read_text(path, what), yaml12_booleans)
 
 
 def _pos(mark) -> tuple[int, int]:
@@ -120,7 +138,7 @@ def load(text: str, yaml12_booleans: bool = False) -> Located:
     Recursive aliases, aliases that expand past MAX_NODES values and nesting deeper than MAX_DEPTH are refused
     before anything is built, so a 400-byte alias bomb costs milliseconds, not gigabytes.
     """
-    loader = (_Yaml12Loader if yaml12_booleans else _Loader)(text)
+    loader = (_Yaml12Loader if yaml12_booleans else _Loader)(str(text))  # the C reader takes no str subclass
     try:
         node = loader.get_single_node()
         if node is None:

@@ -101,3 +101,19 @@ def test_schema_is_json_schema(cli_env):
     result = run_cli(["schema"], cli_env)
     schema = json.loads(result.stdout)
     assert schema["title"] == "vicflow blueprint" and "steps" in schema["required"]
+
+
+def test_a_plan_bounded_by_the_budget_is_a_located_error(tmp_path, cli_env):
+    """for_each of a million items, or a bomb in with:, stops the plan at once with file:line:column (exit 2)."""
+    path = tmp_path / "big.yaml"
+    path.write_text(
+        "name: big\nsteps:\n  - id: fan\n    uses: echo\n    for_each: ${{ [1]*300000 }}\n"
+        "    with: {message: x}\n  - id: bomb\n    uses: echo\n    with: {message: \"${{ 'x'|center(10**9) }}\"}\n"
+    )
+    result = run_cli(["plan", str(path)], cli_env)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"{path}:5:15: step 'fan': for_each: for_each gave 300,000 items; at most 10,000 are allowed" in result.stderr
+    path.write_text(path.read_text().replace("${{ [1]*300000 }}", "[1, 2]"))
+    result = run_cli(["plan", str(path)], cli_env)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"{path}:9:11: step 'bomb': with: \"${{{{ 'x'|center(10**9) }}}}\": center would build" in result.stderr

@@ -71,3 +71,76 @@ def test_block_syntax_is_unreachable_even_through_a_yaml_nul_escape():
     with pytest.raises(ex.ExpressionError, match="cannot hold a NUL"):
         list(ex.references(value))
     assert ex.render("{% raw %} ${{ 1 + 1 }}", {}) == "{% raw %} 2"
+
+
+# ------------------------------------------------------------------------------- the budget (flows/budget.py)
+
+ISSUE_27_BOMBS = [
+    "('a\n'*499999)|indent(999999)",
+    "'%0*d'|format(900000000,0)",
+    "(['a']*1000)|join('x'*999999)",
+    "'%999999999d' % 1",
+    "(['%99999d']*9999)|map('format', 1)|map('format')|list",
+    "(['a\nb']*100000)|map('indent', 999)|list",
+    "9**999999 * 9**999999",
+    "([9**999999]*999999)|sum",
+    "[[1]*999999]*999999",
+    "(9**999999)|int",
+    "('1'*20000)|int(base=2)",
+    "[1]|slice(10**9)|list",
+    "'x'.center(10**9)",
+    "'a\tb'.expandtabs(10**8)",
+    "'x'.join(['a'*999]*1000000)",
+    "('ab'*100000).replace('a', 'x'*1000)",
+]
+
+
+@pytest.mark.parametrize("source", ISSUE_27_BOMBS)
+def test_memory_and_cpu_bombs_meet_the_budget_not_the_machine(source):
+    import time
+    import tracemalloc
+
+    tracemalloc.start()
+    started = time.process_time()
+    with pytest.raises(ex.BudgetError, match="more than|at most"):
+        ex.render("${{ " + source + " }}", CTX)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 100 * 2**20, f"{peak / 2**20:.0f} MiB"
+    assert time.process_time() - started < 3
+
+
+def test_the_budget_leaves_ordinary_expressions_alone():
+    assert ex.render("${{ (inputs.hosts * 500)|join(',')|length }}", CTX) == 2999
+    assert ex.render("${{ 2 ** 100 }}", CTX) == 2**100
+    assert ex.render("${{ 'x' * 900000 }}", CTX) == "x" * 900000
+    assert ex.render("${{ '%05d' % inputs.port }}", CTX) == "02376"
+    assert ex.render("${{ inputs.name ~ '-' ~ inputs.port }}", CTX) == "vch02-2376"
+    assert ex.render("${{ inputs.hosts|tojson }}", CTX) == '["h0", "h1"]'
+    assert type(ex.render("${{ inputs.hosts|tojson }}", CTX)) is str  # not Markup
+
+
+def test_integers_are_bounded_to_the_digits_python_prints():
+    assert len(str(ex.render("${{ 10 ** 4299 }}", CTX))) == 4300
+    with pytest.raises(ex.BudgetError, match="4,300"):
+        ex.render("${{ 10 ** 4299 * 100 }}", CTX)
+
+
+def test_an_expression_error_never_prints_a_secret(monkeypatch):
+    """Jinja's messages quote the key they could not find, escaped: the masker knows the escaped forms."""
+    from vicflow.flows.secrets import Secrets
+
+    secret = "pw\\with'quote\"and\nnewline-0042"
+    monkeypatch.setenv("VICFLOW_SECRET_PW", secret)
+    context = {**CTX, "secrets": Secrets()}
+    for source in ("${{ inputs[secrets.pw] }}", "${{ {}[secrets.pw] }}", "${{ steps[secrets.pw] }}"):
+        with pytest.raises(ex.ExpressionError) as caught:
+            ex.render(source, context)
+        assert "0042" not in str(caught.value), str(caught.value)
+        assert "***" in str(caught.value)
+
+
+def test_a_format_width_from_an_argument_is_refused_and_escaped_braces_are_not():
+    with pytest.raises(ex.BudgetError, match="a format width taken from an argument"):
+        ex.render("${{ '{0:{1}}'.format('a', 10**9) }}", CTX)
+    assert ex.render("${{ '{{x}}-{0}'.format(1) }}", CTX) == "{x}-1"

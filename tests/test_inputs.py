@@ -101,3 +101,55 @@ def test_a_missing_input_points_at_its_declaration(document):
     (problem,) = info.value.problems
     assert (problem.line, problem.column, problem.message) == (5, 3, "missing required input 'pw'")
     assert problem.file == document.path
+
+
+SECRET_CHECKS = """\
+name: t
+inputs:
+  pw: {type: secret}
+  choice: {type: secret, enum: [red, green], required: false}
+steps:
+  - {id: a, uses: noop}
+"""
+
+
+@pytest.fixture
+def secret_document(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(SECRET_CHECKS)
+    return bp.load(path)
+
+
+def test_a_secret_input_is_never_quoted_by_a_check(secret_document):
+    with pytest.raises(InputsError) as caught:
+        inputs.prepare(secret_document, sets=["pw=x", "choice=blue-0042-secret"])
+    message = str(caught.value)
+    assert "input 'choice' must be one of the values listed in the blueprint, got a secret value" in message
+    assert "0042" not in message
+
+
+def test_a_secret_value_is_never_rendered_as_an_expression(secret_document):
+    """A password may hold ${{: given as it is, it is the secret itself; only a whole ${{ }} is a reference."""
+    prepared = inputs.prepare(secret_document, sets=["pw=SECRET-0042${{ 1/0 }}"])
+    assert prepared.values["pw"] == "SECRET-0042${{ 1/0 }}"
+    assert masking.mask("the password SECRET-0042${{ 1/0 }}") == "the password ***"
+
+
+def test_a_secret_given_as_a_list_is_masked_element_by_element(secret_document, tmp_path):
+    (tmp_path / "in.yaml").write_text("pw: [first-0042, second-0042]\n")
+    inputs.prepare(secret_document, file=tmp_path / "in.yaml")
+    assert masking.mask("a first-0042 b second-0042") == "a *** b ***"
+
+
+def test_a_set_value_that_is_not_utf8_is_a_located_error(document):
+    with pytest.raises(InputsError) as caught:
+        inputs.prepare(document, sets=["pw=x", "port=12\udcff"])
+    assert str(caught.value) == "--set:1:8: --set 'port': the value is not UTF-8\n    hint: pass UTF-8 text"
+
+
+def test_an_input_default_bomb_is_refused_at_its_place(tmp_path):
+    path = tmp_path / "d.yaml"
+    path.write_text("name: d\ninputs:\n  x: {type: list, default: '${{ [[1]*999999]*999999 }}'}\nsteps:\n  - {id: a, uses: noop}\n")
+    with pytest.raises(InputsError) as caught:
+        inputs.prepare(bp.load(path))
+    assert str(caught.value).startswith(f"{path}:3:3: input 'x': '${{{{ [[1]*999999]*999999 }}}}': repeating a sequence")

@@ -262,6 +262,8 @@ class RegistrySwap(StepType[RegistrySwapParams]):
         registry = self._registry(params, ctx)
         try:
             registry.check_push(params.verify_repository)
+        except registry_api.RegistryUnavailable as exc:  # Harbor's ui or registry still starting: nothing changed
+            raise TransientError(f"pre-flight: {exc}; nothing was changed", "Harbor is starting: run again") from None
         except registry_api.RegistryError as exc:
             raise PermanentError(f"pre-flight: {exc}; nothing was changed", exc.hint) from None
         except requests.RequestException as exc:  # Harbor may be starting: worth another try
@@ -286,6 +288,7 @@ class RegistrySwap(StepType[RegistrySwapParams]):
                 try:
                     status = registry.ping()
                     if status in (200, 401):
+                        registry.login()  # and its token service: Harbor's ui may come up after the registry
                         return status
                     last = f"HTTP {status}"
                 except (requests.RequestException, registry_api.RegistryError) as exc:

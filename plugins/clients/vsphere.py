@@ -11,6 +11,7 @@ import hashlib
 import http.client
 import logging
 import os
+import select
 import socket
 import ssl
 import threading
@@ -176,6 +177,8 @@ class Sessions:
             key = (server, user)
             if key not in self._sessions:
                 self._sessions[key] = login(params, logger)
+            else:  # an attempt after an outage: nothing the outage broke is handed out again
+                drop_broken_connections(self._sessions[key], logger)
             return self._sessions[key]
 
     def close(self, budget: float = 10.0) -> list[str]:
@@ -186,6 +189,43 @@ class Sessions:
 
 
 _log = logging.getLogger("vicflow.vsphere")
+
+
+def drop_broken_connections(si, logger: Logger) -> int:
+    """Close the session's idle connections whose other end closed or reset them; returns how many.
+
+    pyVmomi keeps idle connections in its stub's pool and hands the newest out for the next call without looking
+    at it (pyVmomi/SoapAdapter.py, SoapStubAdapter.GetConnection); it empties the pool only when a call fails on
+    one. After a cut link is back, the pool still holds the connections the cut reset, so the next attempt's first
+    call failed with SSLEOFError. An idle HTTP connection the server has not closed has nothing to read: one
+    that is readable (EOF, a reset, stray bytes) is broken, as urllib3 judges its own pooled connections."""
+    stub: Any = getattr(si, "_stub", None)
+    if getattr(stub, "pool", None) is None or getattr(stub, "lock", None) is None:
+        return 0
+    with stub.lock:
+        broken = [(conn, at) for conn, at in stub.pool if _closed_by_peer(conn)]
+        stub.pool = [entry for entry in stub.pool if entry not in broken]
+    for conn, _ in broken:
+        with contextlib.suppress(Exception):
+            conn.close()
+    if broken:
+        logger.info("dropped %d vSphere connection(s) broken since their last use", len(broken))
+    return len(broken)
+
+
+def _closed_by_peer(conn) -> bool:
+    sock = getattr(conn, "sock", None)
+    if sock is None:
+        return True
+    try:
+        pending = getattr(sock, "pending", None)  # TLS bytes already read and not asked for
+        if pending is not None and pending():
+            return True
+        poller = select.poll()
+        poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return True
 
 
 def _credentials(params: VSphereParams) -> tuple[str, str, str]:
@@ -294,6 +334,9 @@ class _PinnedAdapter(requests.adapters.HTTPAdapter):
 
     def init_poolmanager(self, *args, **kwargs):
         kwargs["ssl_context"] = self.context
+        # urllib3 checks the same SHA-1 itself and counts the connection as verified: no InsecureRequestWarning
+        # for this session only (the warning stays for any connection that is really unverified)
+        kwargs["assert_fingerprint"] = self.context.pinned_thumbprint
         return super().init_poolmanager(*args, **kwargs)
 
 

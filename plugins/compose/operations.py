@@ -34,14 +34,19 @@ def read_project(
 
 
 def for_engine(client, project: Project, environment: dict[str, str], use_os_environ: bool) -> Project:
-    """``project`` read again with VIC 1.1's rules too when the engine is a VCH (its warnings were logged)."""
+    """``project`` read again with VIC 1.1's rules too when the engine is a VCH; the warnings those rules add
+    (what a VCH drops) are its ``engine_warnings``, which ``plan_up`` and ``up`` log."""
     if not is_vch(client):
         return project
-    return load_project(list(project.files), project.name, environment, use_os_environ, vch=True)
+    on_vch = load_project(list(project.files), project.name, environment, use_os_environ, vch=True)
+    on_vch.engine_warnings = [w for w in on_vch.warnings if w not in project.warnings]
+    return on_vch
 
 
 def plan_up(client, project: Project, options: UpOptions, logger: Logger) -> list[tuple[str, str, str]]:
     """(action, service, why) per service: create, recreate, start or none."""
+    for warning in project.engine_warnings:
+        logger.warning("%s", warning)
     deployer = Deployer(client, project, options, logger, {}, [])
     changes = []
     for service in project.services.values():
@@ -60,6 +65,8 @@ def up(
     deadline: float | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Converge ``project``: (the outputs compose_up gives, whether anything changed)."""
+    for warning in project.engine_warnings:
+        logger.warning("%s", warning)
     deployer = Deployer(client, project, options, logger, state, leftovers)
     deployer.ensure_images()
     deployer.ensure_networks()

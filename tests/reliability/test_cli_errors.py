@@ -16,6 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 def vicflow(*args: str, tmp: Path, **env: str) -> subprocess.CompletedProcess:
     environ = {**os.environ, "PYTHONPATH": f"{tmp}{os.pathsep}{REPO}", "VICFLOW_STATE_DIR": str(tmp / "state"), **env}
     environ.pop("VICFLOW_PLUGINS", None)
+    if "PREFECT_API_URL" not in env:
+        environ.pop("PREFECT_API_URL", None)
     environ.update(env)
     return subprocess.run(
         [sys.executable, "-m", "vicflow.flows.cli", *args], capture_output=True, text=True, timeout=120, env=environ
@@ -32,13 +34,22 @@ def files(tmp: Path) -> dict[str, str]:
     (tmp / "badtag.yaml").write_text("http_port: !!int 'abc'\n")
     (tmp / "wrongtype.yaml").write_text("http_port: abc\n")
     (tmp / "listen-list.yaml").write_text("- docker\n")
+    (tmp / "listen-unknown.yaml").write_text("docker:\n  bogus: 1\n")
+    (tmp / "listen-alias.yaml").write_text("a: &a [*a]\n")
+    (tmp / "mixed-names.yaml").write_text(
+        "name: mixed\ninputs:\n  1: {type: string, default: x}\n  a: {type: string, default: y}\nsteps:\n"
+        "  - {id: s, uses: http_request, with: {url: 'http://${{ inputs.a }}/'}}\n"
+    )
+    (tmp / "loop-parent.yaml").write_text("name: p\nsteps:\n  - {id: a, uses: 'blueprint:loop1.yaml'}\n")
+    for link, to in (("loop1.yaml", "loop2.yaml"), ("loop2.yaml", "loop1.yaml")):
+        if not (tmp / link).is_symlink():
+            (tmp / link).symlink_to(tmp / to)
     fifo = tmp / "fifo.yaml"
     if not fifo.exists():
         os.mkfifo(fifo)
-    return {
-        f"@{name}": str(tmp / name)
-        for name in ("intkey.yaml", "latin1.yaml", "badtag.yaml", "wrongtype.yaml", "fifo.yaml", "listen-list.yaml")
-    }
+    names = ("intkey.yaml", "latin1.yaml", "badtag.yaml", "wrongtype.yaml", "fifo.yaml", "listen-list.yaml",
+             "listen-unknown.yaml", "listen-alias.yaml", "mixed-names.yaml", "loop-parent.yaml")  # fmt: skip
+    return {f"@{name}": str(tmp / name) for name in names}
 
 
 CASES = [
@@ -98,8 +109,45 @@ CASES = [
         ["plan", "gogs-health", "--set", "docker_host=${{ secrets.nope }}"],
         {},
         "--set:1:1: input 'docker_host': '${{ secrets.nope }}': secret 'nope' is not set: no VICFLOW_SECRET_NOPE "
-        "variable, and there is no Secret block by that name\n"
-        "    hint: create it with: prefect block create secret (name 'nope'), or set VICFLOW_SECRET_NOPE",
+        "variable, and no Prefect server to hold a Secret block (PREFECT_API_URL is not set)\n"
+        "    hint: set VICFLOW_SECRET_NOPE, or set PREFECT_API_URL to the server that holds the Secret block 'nope'",
+    ),
+    (
+        "a listen config with an unknown key",
+        ["listen", "--config", "@listen-unknown.yaml"],
+        {},
+        "listen-unknown.yaml:2:3: unknown key 'bogus'",
+    ),
+    (
+        "a device as the listen config",
+        ["listen", "--config", "/dev/zero"],
+        {},
+        "/dev/zero:1:1: cannot read the listen config: it is not a regular file",
+    ),
+    (
+        "a recursive alias in the listen config",
+        ["listen", "--config", "@listen-alias.yaml"],
+        {},
+        "listen-alias.yaml:1:4: a recursive alias: this value contains itself",
+    ),
+    (
+        "a child blueprint in a symlink loop",
+        ["validate", "@loop-parent.yaml"],
+        {},
+        "no blueprint 'loop1.yaml' (cannot follow 'loop1.yaml': Symlink loop",
+    ),
+    ("worker --limit -1", ["worker", "--limit", "-1"], {}, "argument --limit: -1 is not a positive number"),
+    (
+        "invalid UTF-8 in --set for a typed input",
+        ["plan", "gogs-health", "--set", "docker_host=x", "--set", "http_port=\udcff"],
+        {},
+        "--set:1:11: --set 'http_port': the value is not UTF-8",
+    ),
+    (
+        "input names mixing integers and text",
+        ["plan", "@mixed-names.yaml"],
+        {},
+        "mixed-names.yaml:3:3: inputs.1.[key]: Input should be a valid string",
     ),
     (
         "a listen config that is not a mapping",
@@ -119,6 +167,61 @@ def test_bad_invocation_is_one_clear_message(tmp_path, args, env, expected):
     assert result.returncode == 2, (result.returncode, output[-2000:])
     assert expected in output, output[-2000:]
     assert len(output) < 64 * 1024
+
+
+def test_an_unreachable_prefect_api_is_one_line_naming_it(tmp_path):
+    """run, plan --record, run --resume and deploy: one line with the URL and what to check, at once."""
+    for args in (["run", "gogs-health", "--set", "docker_host=x"], ["plan", "gogs-health", "--record", "--set",
+                 "docker_host=x"], ["run", "gogs-health", "--set", "docker_host=x", "--resume", "abc"], ["deploy"]):  # fmt: skip
+        result = vicflow(*args, tmp=tmp_path, PREFECT_API_URL="http://127.0.0.1:9/api")
+        assert result.returncode == 1, (args, result.stderr[-2000:])
+        assert result.stderr.startswith("vicflow: error: cannot reach the Prefect API at http://127.0.0.1:9/api"), (
+            result.stderr
+        )
+        assert "check PREFECT_API_URL" in result.stderr and "Traceback" not in result.stderr
+        assert len(result.stderr.splitlines()) == 2, result.stderr
+
+
+def test_a_closed_pipe_and_a_full_disk(tmp_path):
+    """vicflow schema | head: quiet; > /dev/full: one line saying the disk is full."""
+    environ = {**os.environ, "PYTHONPATH": str(REPO)}
+    piped = subprocess.run(
+        f"{sys.executable} -m vicflow.flows.cli schema | head -c 10",
+        shell=True,
+        capture_output=True,
+        text=True,
+        env=environ,
+    )
+    assert piped.stdout == '{\n  "$defs', piped.stdout
+    assert piped.stderr == "", piped.stderr
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "vicflow.flows.cli", "schema"], stdout=full, stderr=subprocess.PIPE, text=True, env=environ)  # fmt: skip
+    assert result.returncode == 1
+    assert (
+        result.stderr
+        == "vicflow: error: cannot write the output: No space left on device\n  hint: free some space, or write elsewhere\n"
+    )
+
+
+def test_terminal_control_characters_and_markup_are_shown_not_obeyed(tmp_path):
+    (tmp_path / "t.yaml").write_text(
+        'name: t\nsteps:\n  - id: a\n    uses: http_request\n    with: {url: "http://h/[/]\\e]0;pwned\\a\\e[2J\\u202e"}\n'
+    )
+    result = vicflow("plan", str(tmp_path / "t.yaml"), tmp=tmp_path, COLUMNS="300")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not {"\x1b", "\x07", "\u202e"} & set(result.stderr), result.stderr
+    assert r"http://h/[/]\x1b]0;pwned\x07\x1b[2J\u202e" in result.stderr, result.stderr
+
+
+def test_twenty_thousand_set_flags_and_a_missing_secret_are_quick_and_quiet(tmp_path):
+    flags = [f"--set=n{i}=v" for i in range(20_000)]
+    result = vicflow("plan", "gogs-health", *flags, tmp=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.count("\nerror: ") + result.stderr.startswith("error: ") == 51  # 50 problems and a count
+    assert "... and 19,951 more problems" in result.stderr
+    result = vicflow("plan", "gogs-health", "--set", "docker_host=${{ secrets.nope }}", tmp=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 3 and "locked" not in result.stderr, result.stderr
 
 
 def test_a_normal_run_leaves_no_traceback_on_stderr(tmp_path):

@@ -12,13 +12,16 @@ searching the wrong place.  docs/reliability.md lists those places.
 from __future__ import annotations
 
 import base64
+import http.server
 import json
 import os
+import socketserver
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import pytest
 import yaml
@@ -28,7 +31,6 @@ from tests.testbed.appliance import Appliance
 from tests.testbed.prefect_db import BUSY_MACHINE, copy_to
 from tests.testbed.prefect_stack import clean_gogs
 
-pytestmark = [pytest.mark.docker, pytest.mark.vcsim]
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -52,6 +54,8 @@ def hits(root: Path, markers: list[str]) -> list[str]:
     return found
 
 
+@pytest.mark.docker
+@pytest.mark.vcsim
 def test_no_secret_in_clear_anywhere_a_run_leaves_traces(tmp_path, vcsim, docker_engine, docker_images):
     db_password, admin_password = f"dbpw-{uuid.uuid4().hex}", f"adminpw-{uuid.uuid4().hex}"
     markers = [db_password, admin_password, vcsim.password]
@@ -104,3 +108,157 @@ def test_no_secret_in_clear_anywhere_a_run_leaves_traces(tmp_path, vcsim, docker
         assert not found, found
     finally:
         clean_gogs()
+
+
+# ------------------------------------------------------------------------- secrets of every character class
+
+CLASSES = " /?%é[$\\'\"\n${{ 1/0 }}"  # the characters issue 27 found leaking when a secret held them
+
+
+def marked(tag: str, around: str = CLASSES) -> tuple[str, str]:
+    """A secret holding every character class around a unique core; the core is the marker the scan looks for
+    (percent-encoding, JSON and repr keep it), with the secret's base64 at each alignment."""
+    core = f"{tag}{uuid.uuid4().hex[:16]}"
+    return f"{around[:7]}{core}{around[7:]}", core
+
+
+def leaks(secret: str, core: str) -> list[bytes]:
+    data = secret.encode()
+    found = [core.encode()]
+    for offset in range(3):  # Basic auth: "user:" puts the secret at any alignment
+        encoded = base64.b64encode(b"\0" * offset + data + b"\0\0")
+        found.append(encoded[-(-8 * offset // 6) : (8 * (offset + len(data))) // 6])
+    for latin in (data.decode().encode("latin-1", "ignore"),):  # requests encodes Basic auth as latin-1
+        for offset in range(3):
+            encoded = base64.b64encode(b"\0" * offset + latin + b"\0\0")
+            found.append(encoded[-(-8 * offset // 6) : (8 * (offset + len(latin))) // 6])
+    return found
+
+
+class _Hooks(http.server.BaseHTTPRequestHandler):
+    """A chat hook: 200 for /hooks/..., 500 with a JSON body echoing the path for /fail/... (errors quote it)."""
+
+    seen: list[str] = []
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        self.seen.append(
+            unquote(self.path) + " " + (self.headers.get("Authorization") or "") + " " + body.decode("utf-8", "replace")
+        )
+        status = 500 if self.path.startswith("/fail/") else 200
+        payload = json.dumps({"error": f"no hook {unquote(self.path)}"} if status == 500 else {"ok": True}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args):  # the server's own log is not what is scanned
+        pass
+
+
+BLUEPRINT = """
+name: hooks
+inputs:
+  token: {type: secret}
+  pair: {type: secret}
+  env_token: {type: secret}
+target: t-${{ inputs.token }}
+steps:
+  - id: path
+    uses: http_request
+    with: {url: "http://127.0.0.1:PORT/hooks/${{ inputs.token }}", expect_status: [200]}
+  - id: query_and_basic_auth
+    uses: http_request
+    on_failure: continue
+    with: {url: "http://user:${{ inputs.env_token }}@127.0.0.1:PORT/hooks/q?t=${{ inputs.env_token }}"}
+  - id: body
+    uses: http_request
+    with:
+      method: POST
+      url: http://127.0.0.1:PORT/hooks/body
+      json: {token: "${{ inputs.token }}", pair: "${{ inputs.pair }}", first: "${{ inputs.pair[0] }}"}
+  - id: refused
+    uses: http_request
+    on_failure: continue
+    with: {url: "http://127.0.0.1:PORT/fail/${{ inputs.token }}"}
+  - id: expression_error
+    uses: http_request
+    on_failure: continue
+    with: {url: "${{ inputs.token|int + 1 }}"}
+  - id: attribute_error
+    uses: http_request
+    on_failure: continue
+    with: {url: "${{ inputs[inputs.env_token] }}"}
+outputs:
+  hook: http://127.0.0.1:PORT/hooks/${{ inputs.token }}
+"""
+
+
+@pytest.fixture
+def hook_server():
+    _Hooks.seen = []
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Hooks)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_no_secret_of_any_character_class_in_prefects_database_logs_artifacts_or_output(tmp_path, hook_server):
+    """Secrets holding space, /, ?, %, é, [, $, \\, quotes, a newline, ${{ }} and a list, through URL paths, queries,
+    Basic auth, JSON bodies, an error that quotes the URL, expression errors and target:, in runs of `vicflow run`
+    (plain, -v, --output json) and a plan: none of them in Prefect's database (logs, artifacts, events, states,
+    concurrency limits), PREFECT_HOME, or anything the CLI printed."""
+    token, token_core = marked("tok")
+    env_token, env_core = marked("env", "%41é€ +&=\\'\"\n[$]")  # userinfo: no @ : / # (they end it)
+    first, first_core = marked("one")
+    second, second_core = marked("two")
+    secrets = [(token, token_core), (env_token, env_core), (first, first_core), (second, second_core)]
+    home = tmp_path / "prefect-home"
+    (tmp_path / "hooks.yaml").write_text(BLUEPRINT.replace("PORT", str(hook_server)))
+    (tmp_path / "inputs.yaml").write_text(json.dumps({"pair": [first, second]}))
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "VICFLOW_"))},
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",  # a shared machine may be slow to start it
+        "VICFLOW_STATE_DIR": str(tmp_path / "state"),
+        "VICFLOW_DISABLE_PLUGIN_AUTOLOAD": "1",
+        "VICFLOW_SECRET_HOOK_TOKEN": env_token,
+        "PYTHONPATH": str(REPO),
+        "COLUMNS": "300",
+    }
+    base = [sys.executable, "-m", "vicflow.flows.cli"]
+    given = ["--inputs", str(tmp_path / "inputs.yaml"), "--set", f"token={token}",
+             "--set", "env_token=${{ secrets.hook_token }}"]  # fmt: skip
+    printed = ""
+    for extra in ([], ["-v"], ["--output", "json"]):
+        result = subprocess.run([*base, "run", str(tmp_path / "hooks.yaml"), *given, *extra], env=env,
+                                capture_output=True, text=True, timeout=600, cwd=tmp_path)  # fmt: skip
+        printed += result.stdout + result.stderr
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "completed with failures" in result.stdout + result.stderr
+    plan = subprocess.run([*base, "plan", str(tmp_path / "hooks.yaml"), *given, "--output", "json"], env=env,
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)  # fmt: skip
+    printed += plan.stdout + plan.stderr
+
+    # the scan looks where the secrets went: the server got each of them
+    received = "\n".join(_Hooks.seen)
+    assert token_core in received and first_core in received and second_core in received, received[:2000]
+    database = b"".join(path.read_bytes() for path in home.glob("prefect.db*"))
+    assert b"vicflow-journal" in database and b"vicflow-target-t-secret-" in database, "the scan reads the database"
+    found = []
+    for secret, core in secrets:
+        for form in leaks(secret, core):
+            if form in printed.encode():
+                found.append(f"the CLI printed {form!r}")
+            for path in [*home.rglob("*"), *(tmp_path / "state").rglob("*")]:
+                if path.is_file() and form in path.read_bytes():
+                    found.append(f"{path.relative_to(tmp_path)} holds {form!r}")
+    assert not found, found

@@ -1,4 +1,4 @@
-"""python -m tests.testbed [all|vcsim|dockerd|images|harbor|prefect-pg|stop]: build and start the test bed by hand."""
+"""python -m tests.testbed [all|vcsim|dockerd|images|harbor|prefect-pg|prefect-ha|stop]: build and start the test bed by hand."""
 
 import sys
 
@@ -22,6 +22,10 @@ def main(argv: list[str]) -> int:
             from tests.testbed import prefect_pg
 
             prefect_pg.serve()
+        if what == "prefect-ha":  # PostgreSQL, Redis, two API replicas, the services and haproxy, until Ctrl-C
+            from tests.testbed import prefect_ha
+
+            prefect_ha.serve()
         if what == "stop":
             try:  # Harbor's services restart by themselves (restart: always) when dockerd comes back
                 if dockerd._ping(dockerd.engine().plain_url):
@@ -29,7 +33,8 @@ def main(argv: list[str]) -> int:
             except Exception as exc:  # dockerd is stopped whatever happens to Harbor
                 print(f"[testbed] could not stop Harbor: {exc}", file=sys.stderr)
             dockerd.stop()
-            say("dockerd stopped")
+            vcsim.stop_persistent("demo")
+            say("dockerd and the demo's vCenter simulator stopped")
     except TestbedError as exc:
         print(f"[testbed] FAILED: {exc}", file=sys.stderr)
         return 1

@@ -34,6 +34,7 @@ PACKAGES = (
     "python3-jwt",
     "python3-cryptography",
     "python3-cffi-backend",  # provides the virtual python3-cffi-backend-api-* that debootstrap cannot resolve
+    "git",  # Gogs' install checks `git` on PATH (exec.LookPath in routers/install.go, internal/route/install.go)
 )
 OVERLAY = REPO / "tests" / "testbed" / "rootfs"
 TRIM = (
@@ -46,17 +47,45 @@ TRIM = (
     "usr/share/postgresql/15/man",
 )
 
+
+def gogs_image(version: str, app_ver: str = "", healthcheck: bool = False) -> str:
+    """The gogs/gogs image's shape: GOGS_CUSTOM, user git (uid 1000, home /data/git: docker/build.sh at 0.11.19,
+    docker/build/finalize.sh and start.sh's PUID at 0.13.4), ports 22 and 3000; the stand-in plays ``version``."""
+    env = f"GOGS_STANDIN_VERSION={version} GOGS_CUSTOM=/data/gogs" + (
+        f" GOGS_STANDIN_APP_VER={app_ver}" if app_ver else ""
+    )
+    check = (  # the Dockerfile's `curl -o /dev/null -sS http://localhost:3000/healthcheck`; Debian's busybox here
+        "HEALTHCHECK CMD busybox wget -q -O /dev/null http://localhost:3000/healthcheck || exit 1\n"
+        if healthcheck
+        else ""
+    )
+    return (
+        f"ENV {env}\n"
+        "RUN useradd --uid 1000 --user-group --home-dir /data/git --no-create-home --shell /bin/bash "
+        "--comment 'Gogs Git User' git\n"
+        f"WORKDIR /app/gogs\nEXPOSE 22 3000\n{check}"
+        'CMD ["/usr/local/bin/gogs-standin"]'
+    )
+
+
 # Like vmware/registry, the binary is the ENTRYPOINT, so Harbor's `command: ["serve", "/etc/registry/config.yml"]`
-# runs it with Harbor's own (mounted) config.  photon-2.6.0 keeps distribution's default validation, which refuses
-# a foreign-layer manifest; 2.6.1-photon carries, in the image, the allowance that made the real 2.6.1 accept it.
+# runs it with Harbor's own (mounted) config.  Both are Debian's distribution 2.8.2, whose default validation refuses
+# a foreign-layer manifest; 2.6.1-photon carries, in the image, an allowance that accepts it.  This reproduces the
+# seed's symptom, not its cause: distribution v2.6.0 and v2.6.1 validate foreign-layer URLs only when configured to,
+# and Harbor 1.1.1's config does not (docs/decisions.md, "Harbor 1.1.1 on the test bed").
 REGISTRY = 'ENTRYPOINT ["/usr/bin/docker-registry"]\nCMD ["serve", "/etc/docker/registry/{}.yml"]\nEXPOSE 5000'
 ALLOW_FOREIGN = "ENV REGISTRY_VALIDATION_MANIFESTS_URLS_ALLOW='[\"^https?://\"]'\n"
 IMAGES: dict[str, str] = {
     "vicflow-test/busybox:latest": 'CMD ["busybox", "sh"]',
     "vicflow-test/postgres:15": "ENV PGDATA=/var/lib/postgresql/data\nSTOPSIGNAL SIGINT\nEXPOSE 5432\n"
     'ENTRYPOINT ["/usr/local/bin/postgres-entrypoint"]',
-    "vicflow-test/app:1.0": 'ENV APP_VERSION=1.0 GOGS_CUSTOM=/data/gogs\nEXPOSE 3000 22\nCMD ["/usr/local/bin/gogs-standin"]',
-    "vicflow-test/app:1.1": 'ENV APP_VERSION=1.1 GOGS_CUSTOM=/data/gogs\nEXPOSE 3000 22\nCMD ["/usr/local/bin/gogs-standin"]',
+    # gogs/gogs at a release (tests/testbed/rootfs/usr/local/lib/gogs_standin); 0.13.4's Dockerfile adds a HEALTHCHECK
+    "vicflow-test/gogs:0.11.19": gogs_image("0.11.19"),
+    "vicflow-test/gogs:0.13.4": gogs_image("0.13.4", healthcheck=True),
+    # Two builds of 0.11.19 whose APP_VER (gogs.go) reads 1.0 and 1.1, as a site's own builds would be tagged:
+    # the footer tells them apart, for upgrade, rollback and redeploy tests (0.13 ignores 0.11's app.ini keys).
+    "vicflow-test/app:1.0": gogs_image("0.11.19", app_ver="1.0"),
+    "vicflow-test/app:1.1": gogs_image("0.11.19", app_ver="1.1"),
     "vicflow-test/registry:photon-2.6.0": REGISTRY.format("photon-2.6.0"),
     "vicflow-test/registry:2.6.1-photon": ALLOW_FOREIGN + REGISTRY.format("2.6.1-photon"),
     # Broken on purpose, for rollback tests: exits at once / runs but never answers on 5000 (whatever the command).
@@ -68,12 +97,15 @@ IMAGES: dict[str, str] = {
     "vicflow-test/registry:2.6.1-readonly": "ENV REGISTRY_STORAGE_MAINTENANCE_READONLY='{\"enabled\": true}'\n"
     + ALLOW_FOREIGN
     + REGISTRY.format("2.6.1-photon"),
-    # Harbor 1.1 (tests/testbed/harbor.py): log = rsyslog, ui = the token service, proxy = Debian's nginx, and
-    # the services that only need to run (mysql, adminserver, jobservice, notary) share one stand-in.
+    # Harbor 1.1.1 (tests/testbed/harbor.py): log = rsyslog, ui = the token service, adminserver = the settings,
+    # proxy = Debian's nginx (OpenSSL allowing the TLS 1.1 Harbor's nginx.conf asks for), and the services that only
+    # need to run (mysql, jobservice, notary) share one stand-in.
     "vicflow-test/harbor-log:v1.1.1": 'ENTRYPOINT ["rsyslogd", "-n", "-f", "/etc/rsyslog-harbor.conf"]\nEXPOSE 514',
-    "vicflow-test/harbor-ui:v1.1.1": 'ENTRYPOINT ["/usr/local/bin/harbor-ui-standin"]\nEXPOSE 8080',
+    "vicflow-test/harbor-ui:v1.1.1": 'ENTRYPOINT ["/usr/local/bin/harbor-ui-standin"]\nEXPOSE 80',
+    "vicflow-test/harbor-adminserver:v1.1.1": 'ENTRYPOINT ["/usr/local/bin/harbor-adminserver-standin"]\nEXPOSE 80',
     "vicflow-test/harbor-standin:v1.1.1": 'ENTRYPOINT ["/usr/local/bin/vicflow-sleep"]',
-    "vicflow-test/nginx:1.11.5": 'STOPSIGNAL SIGQUIT\nEXPOSE 80 443\nCMD ["nginx", "-g", "daemon off;"]',
+    "vicflow-test/nginx:1.11.5-patched": "ENV OPENSSL_CONF=/etc/ssl/openssl-harbor-nginx.cnf\nSTOPSIGNAL SIGQUIT\n"
+    'EXPOSE 80 443\nCMD ["nginx", "-g", "daemon off;"]',
 }
 
 

@@ -286,7 +286,6 @@ def running(home: Path, docker_client, **extra_env: str):
             "publish_ip": APP_HOST,
             "http_port": free_port(),
             "ssh_port": free_port(),
-            "volume_driver": "local",
             "gogs_image": "vicflow-test/app:1.0",
             "postgres_image": "vicflow-test/postgres:15",
         }
