@@ -13,6 +13,7 @@ import json
 import shutil
 import socket
 import ssl
+import subprocess
 import time
 from pathlib import Path
 
@@ -269,19 +270,32 @@ def test_preflight_failures_touch_nothing(harbor, docker_client, tmp_path, overr
     assert after["registry"].attrs["Config"]["Image"] == OLD and after["registry"].status == "running"
 
 
+@contextlib.contextmanager
+def not_listening(container, port: int):
+    """``container`` runs, but a connection to its ``port`` is refused, as while its server has not bound it yet:
+    an iptables rule in the container's network namespace, removed afterwards."""
+    pid = str(container.attrs["State"]["Pid"])
+    rule = ["INPUT", "-p", "tcp", "--dport", str(port), "-j", "REJECT", "--reject-with", "tcp-reset"]
+    subprocess.run(["nsenter", "-t", pid, "-n", "iptables", "-I", *rule], check=True, timeout=30)
+    try:
+        yield
+    finally:
+        subprocess.run(["nsenter", "-t", pid, "-n", "iptables", "-D", *rule], check=True, timeout=30)
+
+
 def test_a_token_service_still_starting_is_worth_another_try_and_touches_nothing(harbor, docker_client):
     """After its engine restarts, Harbor's ui (the token service) may come back after the registry: nginx then
-    answers 502 for /service/token (nginx.https.conf proxies it to ui:80). That is a retry, not a refusal."""
+    answers 502 for /service/token (nginx.https.conf proxies it to ui:80). That is a retry, not a refusal.
+
+    The ui container runs but does not take connections yet (a stopped one the step would start first, and the
+    test would then race the ui's start)."""
     before_text = Path(harbor.files[1]).read_text()
     ui = containers(docker_client)["ui"]
-    ui.stop(timeout=5)
-    try:
+    with not_listening(ui, 80):
         with pytest.raises(TransientError, match=r"pre-flight: the token service .*/service/token answered HTTP 502"):
             stepkit.apply(RegistrySwap, **swap_params(harbor))
         assert Path(harbor.files[1]).read_text() == before_text
         assert containers(docker_client)["registry"].attrs["Config"]["Image"] == OLD
-    finally:
-        ui.start()
     registry = registry_api.Registry(harbor.url, harbor.user, harbor.password, harbor.ca, False, 5)
     deadline = time.monotonic() + 90
     while True:  # the next tests need the token service back
