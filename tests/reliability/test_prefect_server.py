@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import socket
 import time
 from pathlib import Path
@@ -109,8 +110,9 @@ def gate():
         port = probe.getsockname()[1]
     servers: list[socket.socket] = []
 
-    def open_gate() -> None:
+    def open_gate() -> socket.socket:
         servers.append(socket.create_server(("127.0.0.1", port)))
+        return servers[-1]
 
     try:
         yield port, open_gate
@@ -189,7 +191,10 @@ def test_a_server_gone_longer_than_the_clients_retries_and_the_lease(stack, tmp_
         wait_step_running(stack, done, "gate")
         wait_step_running(stack, held, "gate")
         stack.stop_server()
-        open_done()  # done's steps finish while nobody can hear them
+        gate_open = open_done()  # done's steps finish while nobody can hear them
+        # the outage is counted from the moment done's gate step connects (its step then finishes): on a busy
+        # machine the step's next attempt may come late, and the client's retries would outlast the outage
+        assert select.select([gate_open], [], [], 120)[0], "done's gate step did not connect within 120 s"
         time.sleep(OUTAGE_SECONDS)
         stack.start_server()
         back = time.time()
