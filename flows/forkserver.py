@@ -173,13 +173,19 @@ def _start_child(listener: socket.socket, launchers: dict[int, socket.socket]) -
         print(f"fork server: dropped a launcher that sent no valid request: {exc}", file=sys.stderr, flush=True)
         conn.close()
         return
+    # SIGTERM is held from the fork until the child has dropped the server's handler: a launcher killed at once
+    # (its run's SIGTERM sent right after the fork) would otherwise meet that handler and leave the run orphaned
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     pid = os.fork()
     if pid == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         listener.close()
         for other in launchers.values():
             other.close()
         conn.close()
         _run_engine(fds, request)  # never returns
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     for fd in fds:
         os.close(fd)
     conn.settimeout(None)
@@ -206,7 +212,6 @@ def _run_engine(fds: list[int], request: dict) -> None:
     from prefect.context import SettingsContext, get_settings_context
     from prefect.settings import Settings
 
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)

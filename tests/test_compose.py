@@ -78,9 +78,15 @@ def version(gogs) -> str:
     return re.search(r"Gogs Version: (\S+)", page).group(1)
 
 
-def users(gogs) -> list[str]:
-    found = requests.get(f"{gogs['url']}/api/v1/users/search", params={"q": "gogs"}, timeout=10).json()  # "": none
-    return [u["username"] for u in found["data"]]
+def users(gogs, timeout: float = 60) -> list[str]:
+    """Gogs' users, read from Postgres (a 500 while Postgres is still starting after an up: asked again);
+    searched by a keyword (Gogs lists none for an empty one)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = requests.get(f"{gogs['url']}/api/v1/users/search", params={"q": "gogs"}, timeout=10)
+        if answer.status_code != 500 or time.monotonic() > deadline:
+            return [u["username"] for u in answer.json()["data"]]
+        time.sleep(0.5)
 
 
 def test_gogs_comes_up_answers_and_keeps_data_across_down_and_up(gogs, docker_client):
@@ -443,6 +449,9 @@ def test_keys_real_files_use_reach_the_engine(tmp_path, docker_engine, docker_im
     assert config["Tty"] is True and config["OpenStdin"] is True
     assert {u["Name"]: (u["Soft"], u["Hard"]) for u in host["Ulimits"]} == {"nofile": (1024, 2048), "nproc": (512, 512)}
     assert host["Sysctls"] == {"net.core.somaxconn": "1024"} and host["SecurityOpt"] == ["no-new-privileges:true"]
+    deadline = time.monotonic() + 30  # the container runs; its shell prints once it is scheduled
+    while "started" not in box.logs().decode() and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert "started" in box.logs().decode()
     again, ctx = stepkit.apply(ComposeUp, docker_host=PLAIN, files=[path], project=project, use_os_environ=False)
     assert ctx.changed is False and again["unchanged"] == ["box"], "a second run changes nothing"

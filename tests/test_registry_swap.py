@@ -13,6 +13,7 @@ import json
 import shutil
 import socket
 import ssl
+import subprocess
 import time
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from vicflow.plugins.step import PermanentError, TransientError
 
 from tests import stepkit
 from tests.testbed import harbor as harbor_bed
+from tests.testbed.prefect_db import BUSY_MACHINE, copy_to
 
 pytestmark = pytest.mark.docker
 OLD, NEW = "vicflow-test/registry:photon-2.6.0", "vicflow-test/registry:2.6.1-photon"
@@ -278,6 +280,43 @@ def test_harbors_nginx_without_its_upstream_is_unavailable_not_a_refusal(status,
     assert isinstance(raised.value, registry_api.RegistryUnavailable) is unavailable
 
 
+@contextlib.contextmanager
+def not_listening(container, port: int):
+    """``container`` runs, but a connection to its ``port`` is refused, as while its server has not bound it yet:
+    an iptables rule in the container's network namespace, removed afterwards."""
+    pid = str(container.attrs["State"]["Pid"])
+    rule = ["INPUT", "-p", "tcp", "--dport", str(port), "-j", "REJECT", "--reject-with", "tcp-reset"]
+    subprocess.run(["nsenter", "-t", pid, "-n", "iptables", "-I", *rule], check=True, timeout=30)
+    try:
+        yield
+    finally:
+        subprocess.run(["nsenter", "-t", pid, "-n", "iptables", "-D", *rule], check=True, timeout=30)
+
+
+def test_a_token_service_still_starting_is_worth_another_try_and_touches_nothing(harbor, docker_client):
+    """After its engine restarts, Harbor's ui (the token service) may come back after the registry: nginx then
+    answers 502 for /service/token (nginx.https.conf proxies it to ui:80). That is a retry, not a refusal.
+
+    The ui container runs but does not take connections yet (a stopped one the step would start first, and the
+    test would then race the ui's start)."""
+    before_text = Path(harbor.files[1]).read_text()
+    ui = containers(docker_client)["ui"]
+    with not_listening(ui, 80):
+        with pytest.raises(TransientError, match=r"pre-flight: the token service .*/service/token answered HTTP 502"):
+            stepkit.apply(RegistrySwap, **swap_params(harbor))
+        assert Path(harbor.files[1]).read_text() == before_text
+        assert containers(docker_client)["registry"].attrs["Config"]["Image"] == OLD
+    registry = registry_api.Registry(harbor.url, harbor.user, harbor.password, harbor.ca, False, 5)
+    deadline = time.monotonic() + 90
+    while True:  # the next tests need the token service back
+        try:
+            registry.login()
+            break
+        except (registry_api.RegistryUnavailable, requests.RequestException):
+            assert time.monotonic() < deadline, "Harbor's ui did not come back within 90 s"
+            time.sleep(0.5)
+
+
 @pytest.fixture
 def engine_trusts_harbor(harbor):
     """The engine trusts the appliance CA for Harbor's host, as `docker login` users set it up."""
@@ -399,6 +438,7 @@ def test_the_swap_through_the_cli_leaves_no_credential_in_clear(harbor, tmp_path
         **{k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "VICFLOW_"))},
         "PREFECT_HOME": str(tmp_path / "prefect-home"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        **BUSY_MACHINE,
         "VICFLOW_STATE_DIR": str(tmp_path / "state"),
         "VICFLOW_SECRET_HARBOR_ADMIN": harbor.password,
         "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
@@ -408,35 +448,9 @@ def test_the_swap_through_the_cli_leaves_no_credential_in_clear(harbor, tmp_path
     command = [sys.executable, "-m", "vicflow.flows.cli", "run", "harbor-registry-swap", "--output", "json"]
     for name, value in sets.items():
         command += ["--set", f"{name}={value}"]
+    copy_to(tmp_path / "prefect-home" / "prefect.db")  # the temporary server's database, already migrated
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout)["steps"][0]["outputs"]["verification"]["foreign_layer_push"] == 201
     assert not any(form.decode() in result.stdout + result.stderr for form in forms(harbor.password))
     assert not hits(tmp_path, [harbor.password])
-
-
-def test_a_token_service_still_starting_is_worth_another_try_and_touches_nothing(harbor, docker_client):
-    """After its engine restarts, Harbor's ui (the token service) may come back after the registry: nginx then
-    answers 502 for /service/token (nginx.https.conf proxies it to ui:80). The pre-flight calls that a retry, not
-    a refusal. (The step itself would first start a stopped ui as the files say; here ui stays down.) Last in the
-    module: the stand-in's ui keeps projects in memory (no MySQL), so its restart forgets the private project."""
-    ui, registry_before = containers(docker_client)["ui"], containers(docker_client)["registry"].id
-    ui.stop(timeout=5)
-    try:
-        ctx = stepkit.context()
-        # nginx answers 502 while ui refuses connections (starting); with ui's address gone it times out first
-        expected = r"pre-flight: (the token service .*/service/token answered HTTP 502|the registry at .* timed out)"
-        with pytest.raises(TransientError, match=expected):
-            RegistrySwap()._preflight(stepkit.validated(RegistrySwap, swap_params(harbor), ctx), ctx)
-        assert containers(docker_client)["registry"].id == registry_before, "the registry was not touched"
-    finally:
-        ui.start()
-    registry = registry_api.Registry(harbor.url, harbor.user, harbor.password, harbor.ca, False, 5)
-    deadline = time.monotonic() + 90
-    while True:  # the next tests need the token service back
-        try:
-            registry.login()
-            break
-        except (registry_api.RegistryUnavailable, requests.RequestException):
-            assert time.monotonic() < deadline, "Harbor's ui did not come back within 90 s"
-            time.sleep(0.5)

@@ -4,7 +4,8 @@ within 2 s, 200 MiB and 64 KB of output.
 Inputs are mutations of the shipped blueprints, the test blueprints and the compose corpus: wrong types, deep
 nesting, YAML aliases (recursive ones and alias bombs), merge keys, duplicate keys, tabs, non-UTF-8 bytes,
 control characters, bad explicit tags, huge scalars, cyclic and unknown ``needs``, and hostile expressions.
-The CI profile runs a few thousand cases per test; ``make fuzz`` runs the full count (VICFLOW_FUZZ=full).
+The CI profile runs a few thousand cases per test; ``make fuzz`` runs the full count (VICFLOW_FUZZ=full), ``make check``
+a reduced one (VICFLOW_FUZZ=quick).
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ from vicflow.plugins.compose.project import ComposeError, load_project
 from vicflow.plugins.manager import default_registry
 
 REPO = Path(__file__).resolve().parents[2]
-FULL = os.environ.get("VICFLOW_FUZZ") == "full"
-EXAMPLES = 10_000 if FULL else 1_500
+EXAMPLES = {"full": 10_000, "quick": 300}.get(os.environ.get("VICFLOW_FUZZ", ""), 1_500)
 settings.register_profile(
     "vicflow", max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None
 )

@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.testbed import STATE, dockerd
+from tests.testbed import dockerd
 from tests.testbed.vchproxy.config import VCHConfig, write
 
 STORE_KEY = "storage/volume_stores|"  # guestinfo.vice./storage/volume_stores|<label> = ds://DS/path
@@ -108,7 +108,7 @@ class Appliance:
             (folder / "client-ca.pem").write_bytes(base64.b64decode(config[vch.PREFIX + "certificate/client_ca"]))
             tls["ca"] = str(folder / "client-ca.pem")
         listen = f"{self.ip}:2376"
-        log = STATE / f"vchproxy-{self.ip}-2376.log"
+        log = dockerd.STATE / f"vchproxy-{self.ip}-2376.log"  # the engine's folder (a worker's own under make test)
         self.proxy = dockerd.serve_vch(listen, dockerd.vch_config_path(self.ip), log, tls)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

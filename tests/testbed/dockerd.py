@@ -20,7 +20,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.testbed import REPO, RUN, STATE, TestbedError, say
+# The engine's own folders: the test bed's, or under `pytest -n` the worker's (tests/testbed/hosts.py).
+from tests.testbed import ENGINE_RUN as RUN
+from tests.testbed import ENGINE_STATE as STATE
+from tests.testbed import REPO, TestbedError, say
 
 SOCKET = RUN / "docker.sock"
 PLAIN = "tcp://127.0.0.1:2375"

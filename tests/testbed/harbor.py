@@ -35,7 +35,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from vicflow.plugins.clients import certs
 from vicflow.plugins.step import StepError
 
-from tests.testbed import STATE, TestbedError, say
+# Harbor lives beside its engine: the test bed's folder, or a pytest-xdist worker's own (tests/testbed/hosts.py)
+from tests.testbed import ENGINE_STATE as STATE
+from tests.testbed import TestbedError, say
 
 UPSTREAM = Path(__file__).parent / "harbor"
 TAG, COMMIT = "v1.1.1", "7b0646760cc54c77c8394d0d8879c98310684835"  # goharbor/harbor; the files' blob ids are

@@ -26,6 +26,7 @@ from pathlib import Path
 import requests
 
 from tests.testbed import REPO
+from tests.testbed.prefect_db import BUSY_MACHINE, copy_to
 
 BIN = Path(sys.executable).parent
 ENGINE = "tcp://127.0.0.2:2375"  # the VCH-shaped endpoint
@@ -156,7 +157,7 @@ class Stack:
         ids = [d["id"] for d in self.post("/deployments/filter") if d["name"] == deployment]
         return self.post("/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": ids}}, "sort": "START_TIME_ASC"})
 
-    def wait_runs(self, deployment: str, count: int, after: float, timeout: float = 240) -> list[dict]:
+    def wait_runs(self, deployment: str, count: int, after: float, timeout: float = 480) -> list[dict]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             runs = [r for r in self.runs_of(deployment) if ts(r["created"]) >= after]
@@ -266,6 +267,7 @@ def running(home: Path, docker_client, **extra_env: str):
         DO_NOT_TRACK="1",
         VICFLOW_SECRET_GOGS_DB_PASSWORD="gogs-db-" + uuid.uuid4().hex[:8],
         VICFLOW_SECRET_GOGS_ADMIN_PASSWORD="gogs-admin-" + uuid.uuid4().hex[:8],
+        **BUSY_MACHINE,
     )
     env.pop("VICFLOW_PLUGINS", None)
     env.update(extra_env)
@@ -273,6 +275,7 @@ def running(home: Path, docker_client, **extra_env: str):
     processes: list[subprocess.Popen] = []
     registry = None
     stack = Stack(api, env, home)
+    copy_to(home / "prefect.db")  # the server's database (in PREFECT_HOME), already migrated
     try:
         stack.start_server()
         stack.site = {

@@ -31,8 +31,9 @@ def binary() -> str:
     out.parent.mkdir(parents=True, exist_ok=True)
     say(f"building the vCenter simulator into {out}")
     env = dict(os.environ, GOPATH="/usr/share/gocode", GO111MODULE="off", GOFLAGS="", GOCACHE=str(STATE / "gocache"))
+    tmp = f"{out}.{os.getpid()}.tmp"  # two workers may build it at once: each into its own file
     result = subprocess.run(
-        ["go", "build", "-o", str(out) + ".tmp", "."],
+        ["go", "build", "-o", tmp, "."],
         cwd=SOURCE.parent,
         env=env,
         capture_output=True,
@@ -41,7 +42,7 @@ def binary() -> str:
     )
     if result.returncode:
         raise TestbedError(f"go build of {SOURCE} failed:\n{result.stderr}")
-    os.replace(str(out) + ".tmp", out)
+    os.replace(tmp, out)
     return str(out)
 
 
