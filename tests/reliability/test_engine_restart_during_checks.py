@@ -13,7 +13,8 @@ import time
 import docker
 import pytest
 
-from tests.test_gogs_slow_postgres import GOGS, gogs_inputs, run_blueprint, slow_postgres, steps_log  # noqa: F401
+from tests.helpers import run_on_threads
+from tests.test_gogs_slow_postgres import GOGS, gogs_inputs, slow_postgres, steps_log  # noqa: F401
 from tests.testbed import dockerd
 
 pytestmark = [pytest.mark.docker, pytest.mark.faults]
@@ -34,7 +35,7 @@ def failed_once(log) -> bool:
 def test_an_engine_restart_during_the_checks_fails_the_run_without_a_rollback(slow_postgres, steps_log, docker_engine):  # noqa: F811
     inputs = gogs_inputs(slow_postgres)
     result: dict = {}
-    run = threading.Thread(target=lambda: result.update(run_blueprint(GOGS, inputs)), daemon=True)
+    run = threading.Thread(target=lambda: result.update(run_on_threads(GOGS, inputs)), daemon=True)
     run.start()
     client = docker_engine.client()
     deadline = time.monotonic() + 180
@@ -57,5 +58,5 @@ def test_an_engine_restart_during_the_checks_fails_the_run_without_a_rollback(sl
     }, "the app is left as it was"
     client.close()
 
-    again = run_blueprint(GOGS, inputs)
+    again = run_on_threads(GOGS, inputs)
     assert again["state"] == "completed", {s["id"]: (s["state"], s["error"]) for s in again["steps"]}
