@@ -28,6 +28,7 @@ from typing import Any
 from uuid import UUID, uuid5
 
 from vicflow.plugins import masking
+from vicflow.plugins.errors import VicflowError
 
 EVENTS = ("vicflow.events.folded",)  # docs/events.md lists them; tests/test_docs.py compares the two
 TAG = "vicflow-event:"
@@ -35,8 +36,8 @@ FOLD_SECONDS = 0.5
 NAMESPACE = UUID("0b7e3f0e-2a57-4d55-9a36-1f4c1f6f3c0d")  # of the ids of vicflow.events.folded
 
 
-class Duplicate(Exception):
-    """This run's event was already taken by another run."""
+class Duplicate(VicflowError):
+    """This run's event was already taken by another run (the run ends Cancelled "Duplicate", not failed)."""
 
     def __init__(self, event_id: str, other: Any):
         super().__init__(
