@@ -22,6 +22,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 import warnings
 
@@ -36,6 +37,7 @@ PRELOAD = (
     "pyVmomi",
 )
 REQUEST_TIMEOUT = 10  # seconds a launcher has to send its request
+ORPHAN_GRACE = 10  # seconds a run whose launcher died has to end after SIGTERM before SIGKILL
 
 
 # ------------------------------------------------------------------------------------------- launcher
@@ -143,6 +145,7 @@ def serve(path: str) -> None:
         os.umask(old_umask)
     listener.listen(16)
     launchers: dict[int, socket.socket] = {}  # child pid -> its launcher's connection
+    orphaned: dict[int, float] = {}  # child pid -> when its launcher was found dead
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     print("ready", flush=True)
@@ -154,8 +157,17 @@ def serve(path: str) -> None:
                     _start_child(listener, launchers)
                 else:  # a launcher only ever closes: it was killed, so stop its run too
                     pid = next(p for p, s in launchers.items() if s is sock)
+                    orphaned.setdefault(pid, time.monotonic())
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGTERM)
+            # Prefect's own SIGTERM handler reports the run to the API before it exits; with the API gone that
+            # waits on its timeouts, so a run still there ORPHAN_GRACE seconds after its launcher died is killed
+            for pid, since in list(orphaned.items()):
+                if pid not in launchers:
+                    del orphaned[pid]
+                elif time.monotonic() - since > ORPHAN_GRACE:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
             _reap(launchers)
     finally:
         listener.close()
