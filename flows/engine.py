@@ -400,8 +400,11 @@ def _after_steps(run: Run, failure: str | None) -> str | None:
     """After steps: the rollback and on_error: when a step failed for good, then finally:; the step that
     failed for good, if one did."""
     if failure:
-        if run.records[failure].keep_completed:
-            run.records[failure].note = "nothing rolled back: the failure is not the deployment's"
+        # every step that failed counts, not only the first: parallel checks fail together when the engine restarts
+        keeping = [record for record in run.records.values() if record.keep_completed]
+        if keeping:
+            for record in keeping:
+                record.note = "nothing rolled back: the failure is not the deployment's"
         elif run.blueprint.step(failure).on_failure == "rollback":
             _rollback(run)
         run.failed_step, run.error = failure, run.records[failure].error
