@@ -201,24 +201,24 @@ def test_audit_verify_names_an_edited_and_a_removed_record(site, cli_env_here):
     assert removed.returncode == 1 and "record 2 removed before record 3 (policy by" in removed.stderr
 
 
+RESUMABLE = """
+name: resumable
+inputs:
+  fail: {type: boolean, default: true}
+steps:
+  - id: a
+    uses: echo
+    with: {message: first}
+  - id: b
+    uses: undoable
+    needs: a
+    on_failure: keep
+    with: {name: b, fail: "${{ inputs.fail }}"}
+"""
+
+
 def test_a_tampered_resume_journal_refuses_to_resume_naming_the_step(site):
-    path = write(
-        site,
-        """
-        name: resumable
-        inputs:
-          fail: {type: boolean, default: true}
-        steps:
-          - id: a
-            uses: echo
-            with: {message: first}
-          - id: b
-            uses: undoable
-            needs: a
-            on_failure: keep
-            with: {name: b, fail: "${{ inputs.fail }}"}
-        """,
-    )
+    path = write(site, RESUMABLE)
     first = execute(path)
     assert first["state"] == "failed"
     stored = journal.path_of(first["run_id"])
@@ -278,22 +278,6 @@ def test_the_sites_policy_wins_over_the_one_a_run_is_given(site, cli_env_here):
     assert f"warning: policy {other} is not applied: VICFLOW_POLICY sets the site's policy, {EXAMPLE}" in given.stderr
     alone = json.loads(run_cli(["plan", path, "--policy", str(other), "--output", "json"], cli_env_here).stdout)
     assert alone["policy"]["decision"] == "warn" and alone["policy"]["messages"] == {"warn": ["lenient"]}
-
-
-RESUMABLE = """
-name: resumable
-inputs:
-  fail: {type: boolean, default: true}
-steps:
-  - id: a
-    uses: echo
-    with: {message: first}
-  - id: b
-    uses: undoable
-    needs: a
-    on_failure: keep
-    with: {name: b, fail: "${{ inputs.fail }}"}
-"""
 
 
 @pytest.mark.prefect
