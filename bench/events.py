@@ -33,7 +33,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -41,7 +40,7 @@ sys.path.insert(0, str(REPO))
 from vicflow.plugins.source import NAMESPACE  # noqa: E402
 
 from tests.testbed import prefect_ha  # noqa: E402
-from tests.testbed.prefect_stack import BIN, free_port, ts  # noqa: E402
+from tests.testbed.prefect_stack import BIN, deploy_on_event, free_port, ts  # noqa: E402
 
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -141,39 +140,10 @@ def deploy(plane, home: Path, env: dict) -> tuple[str, str]:
     blueprint.write_text(
         "name: bench-act\ntarget: bench\nsteps:\n  - id: act\n    uses: sleep\n    with: {seconds: 1}\n"
     )
-    spec = {
-        "name": "bench",
-        "prefect-version": "3.4.0",
-        "pull": [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}],
-        "deployments": [
-            {
-                "name": name,
-                "entrypoint": "flows/flow.py:run_blueprint",
-                "work_pool": {"name": pool, "job_variables": {"command": "vicflow-engine"}},
-                "concurrency_limit": {"limit": 1, "collision_strategy": "ENQUEUE"},
-                "parameters": {"blueprint": str(blueprint)},
-                "triggers": [
-                    {
-                        "type": "event",
-                        "enabled": True,
-                        "match": {"registry.repository": "bench-*"},
-                        "expect": ["registry.image.pushed"],
-                        "parameters": {"blueprint": str(blueprint), "event": "{{ event }}"},
-                    }
-                ],
-            }
-        ],
-    }
-    (home / "prefect.yaml").write_text(yaml.safe_dump(spec))
-    for argv in (
-        ["work-pool", "create", pool, "--type", "process"],
-        ["--no-prompt", "deploy", "--all", "--prefect-file", str(home / "prefect.yaml")],
-    ):
-        done = subprocess.run(
-            [str(BIN / "prefect"), *argv], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
-        )
-        if done.returncode:
-            raise SystemExit(f"prefect {' '.join(argv)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    try:
+        deploy_on_event(home, env, pool, name, blueprint, {"registry.repository": "bench-*"}, "registry.image.pushed")
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
     [deployment] = [d for d in post(plane.api, "/deployments/filter") if d["name"] == name]
     return pool, deployment["id"]
 

@@ -21,9 +21,8 @@ from pathlib import Path
 
 import pytest
 import requests
-import yaml
 
-from tests.testbed.prefect_stack import BIN, start, stop, ts
+from tests.testbed.prefect_stack import BIN, deploy_on_event, start, stop, ts
 
 pytestmark = [pytest.mark.docker, pytest.mark.prefect]
 REPO = Path(__file__).resolve().parents[1]
@@ -125,33 +124,6 @@ def plane(prefect_api, tmp_path_factory, docker_engine, docker_images):
     blueprint.write_text(
         f"name: {prefix}\ntarget: {prefix}\nsteps:\n  - id: act\n    uses: sleep\n    with: {{seconds: 3}}\n"
     )
-    (home / "prefect.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "name": prefix,
-                "prefect-version": "3.4.0",
-                "pull": [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}],
-                "deployments": [
-                    {
-                        "name": deployment,
-                        "entrypoint": "flows/flow.py:run_blueprint",
-                        "work_pool": {"name": pool, "job_variables": {"command": "vicflow-engine"}},
-                        "concurrency_limit": {"limit": 1, "collision_strategy": "ENQUEUE"},
-                        "parameters": {"blueprint": str(blueprint)},
-                        "triggers": [
-                            {
-                                "type": "event",
-                                "enabled": True,
-                                "match": {"docker.container": f"{prefix}-*"},
-                                "expect": ["docker.container.died"],
-                                "parameters": {"blueprint": str(blueprint), "event": "{{ event }}"},
-                            }
-                        ],
-                    }
-                ],
-            }
-        )
-    )
     env = dict(
         os.environ,
         PREFECT_API_URL=prefect_api,
@@ -159,12 +131,8 @@ def plane(prefect_api, tmp_path_factory, docker_engine, docker_images):
         PYTHONPATH=str(REPO),
         PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     )
-    for command in (
-        ["work-pool", "create", pool, "--type", "process"],
-        ["--no-prompt", "deploy", "--all", "--prefect-file", str(home / "prefect.yaml")],
-    ):
-        done = subprocess.run([str(BIN / "prefect"), *command], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
-        assert done.returncode == 0, f"prefect {' '.join(command)}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    match = {"docker.container": f"{prefix}-*"}
+    deploy_on_event(home, env, pool, deployment, blueprint, match, "docker.container.died")
     plane = Plane(prefect_api, home, env, prefix, deployment)
     worker = start([str(BIN / "vicflow"), "worker", "--pool", pool], env, home / "worker.log")
     try:

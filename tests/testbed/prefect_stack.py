@@ -24,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 
 import requests
+import yaml
 
 from tests.testbed import REPO
 from tests.testbed.prefect_db import BUSY_MACHINE, copy_to
@@ -331,3 +332,34 @@ def running(home: Path, docker_client, **extra_env: str):
             stop(stack.worker)
         stack.stop_server()
         clean_gogs()
+
+
+def deploy_on_event(home: Path, env: dict, pool: str, name: str, blueprint: Path, match: dict, expect: str) -> None:
+    """A process work pool and one deployment of ``blueprint`` (limit 1, queued) that an ``expect`` event matching
+    ``match`` triggers with the event as a parameter, as prefect.yaml's event deployments are; deployed with
+    `prefect deploy` from ``home``/prefect.yaml. A failed command raises with its output."""
+    trigger = {
+        "type": "event",
+        "enabled": True,
+        "match": match,
+        "expect": [expect],
+        "parameters": {"blueprint": str(blueprint), "event": "{{ event }}"},
+    }
+    deployment = {
+        "name": name,
+        "entrypoint": "flows/flow.py:run_blueprint",
+        "work_pool": {"name": pool, "job_variables": {"command": "vicflow-engine"}},
+        "concurrency_limit": {"limit": 1, "collision_strategy": "ENQUEUE"},
+        "parameters": {"blueprint": str(blueprint)},
+        "triggers": [trigger],
+    }
+    pull = [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
+    spec = {"name": name, "prefect-version": "3.4.0", "pull": pull, "deployments": [deployment]}
+    (home / "prefect.yaml").write_text(yaml.safe_dump(spec))
+    for argv in (
+        ["work-pool", "create", pool, "--type", "process"],
+        ["--no-prompt", "deploy", "--all", "--prefect-file", str(home / "prefect.yaml")],
+    ):
+        done = subprocess.run([str(BIN / "prefect"), *argv], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
+        if done.returncode:
+            raise RuntimeError(f"prefect {' '.join(argv)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
