@@ -9,14 +9,15 @@ catches here, against a record that lives as long as the runs: the tags of the r
 target decide at once: a run whose event id a run of the same deployment already took ends at once, Cancelled
 "Duplicate", naming that run; otherwise it tags itself ``vicflow-event:<id>`` and goes on.
 
-``Folder`` runs in `vicflow listen`, one pass every half second; two listeners fold side by side (a run that
-ended already is not cancelled again, and a fold's announcement has one id). It folds the queued runs of each
-deployment whose runs queue (a concurrency limit of 1, as prefect.yaml's event deployments have) per target,
-the event's ``prefect.resource.id``: the newest stays queued and acts on the latest event, the others end
-Cancelled "Folded" naming it, and the newest's ``folded`` parameter counts them (count, first and last event
-id). Each fold emits ``vicflow.events.folded``. While no run of the deployment holds its slot, the first run in
-line may be starting: it is left to act on its own event. So a storm gives one running run and at most one
-queued, which acts on the latest event. Runs of other targets are never touched.  See docs/decisions.md.
+``Folder`` runs in `vicflow listen`, one pass every half second. It folds the queued runs of each deployment
+whose runs queue (a concurrency limit of 1, as prefect.yaml's event deployments have) per target, the event's
+``prefect.resource.id``: the newest stays queued and acts on the latest event, the others end Cancelled
+"Folded" naming it, and the newest's ``folded`` parameter counts them (count, first and last event id). Each
+fold emits ``vicflow.events.folded``. It folds only while it holds the deployment's one slot itself, between two
+runs: then no run it cancels can be starting (cancelling a run that a worker had just made Pending released the
+slot under it, and Prefect killed it as Crashed when its lease renewal failed), and two listeners take turns.
+So a storm gives one running run and, when it ends, one run for the latest event and what queued meanwhile.
+Runs of other targets are never touched.  See docs/decisions.md.
 """
 
 from __future__ import annotations
@@ -106,6 +107,13 @@ def admit(
     logger.info("event %s: this run takes it (tagged %s)", identity, tag)
 
 
+def _by_target(runs: list[Any]) -> dict[str, list[Any]]:
+    groups: dict[str, list[Any]] = {}
+    for run in runs:
+        groups.setdefault(target_of(run.parameters["event"]), []).append(run)
+    return groups
+
+
 def _occurred(run: Any) -> str:
     return str(((run.parameters or {}).get("event") or {}).get("occurred") or "")
 
@@ -122,8 +130,8 @@ def _span(run: Any) -> dict[str, Any]:
 
 
 class Folder:
-    """`vicflow listen`'s folding thread: every FOLD_SECONDS, under the fold lock, it folds the queued runs of
-    every deployment whose runs queue (a concurrency limit of 1), per target."""
+    """`vicflow listen`'s folding thread: every FOLD_SECONDS, holding the deployment's slot, it folds the queued
+    runs of every deployment whose runs queue (a concurrency limit of 1), per target."""
 
     def __init__(self, logger: logging.Logger):
         self.log = logger
@@ -142,6 +150,27 @@ class Folder:
             self.fold_all(client)
 
     def fold_all(self, client) -> None:
+        by_deployment: dict[UUID, list[Any]] = {}
+        for run in self.queued(client):
+            by_deployment.setdefault(run.deployment_id, []).append(run)
+        for deployment_id, runs in by_deployment.items():
+            if all(len(group) < 2 for group in _by_target(runs).values()):
+                continue
+            limit = client.read_deployment(deployment_id).global_concurrency_limit
+            if limit is None or limit.limit != 1:
+                continue  # its runs do not queue: each may start at any moment, none is folded
+            lease = self.take_slot(client, limit.name)
+            if lease is None:
+                continue  # a run holds the slot: its queue is folded the moment it ends
+            try:  # holding the slot, no queued run can start: what is read now stays queued
+                for target, group in _by_target(self.queued(client, deployment_id)).items():
+                    if len(group) > 1:
+                        self.fold(client, target, group)
+            finally:
+                client.release_concurrency_slots_with_lease(lease)
+
+    def queued(self, client, deployment_id: UUID | None = None) -> list[Any]:
+        """Runs started by an event that wait due now (not a schedule's future runs), oldest first."""
         from prefect.client.schemas.filters import (
             FlowRunFilterExpectedStartTime,
             FlowRunFilterState,
@@ -149,30 +178,30 @@ class Folder:
         )
         from prefect.client.schemas.objects import StateType
 
-        # runs due now (not a schedule's future runs), oldest first
-        queued = _runs(
+        runs = _runs(
             client,
-            None,
+            str(deployment_id) if deployment_id else None,
             state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
             expected_start_time=FlowRunFilterExpectedStartTime(before_=datetime.now(UTC) + timedelta(minutes=1)),
         )
-        by_deployment: dict[UUID, list[Any]] = {}
-        for run in queued:
-            if run.deployment_id and target_of((run.parameters or {}).get("event")):
-                by_deployment.setdefault(run.deployment_id, []).append(run)
-        for deployment_id, runs in by_deployment.items():
-            limit = client.read_deployment(deployment_id).global_concurrency_limit
-            if limit is None or limit.limit != 1:
-                continue  # its runs do not queue: each may start at any moment, none is folded
-            if not limit.active_slots:
-                # nothing runs: the first in line may be starting now; it acts on its own event
-                runs = sorted(runs, key=lambda r: (r.expected_start_time or datetime.min, str(r.id)))[1:]
-            groups: dict[str, list[Any]] = {}
-            for run in runs:
-                groups.setdefault(target_of(run.parameters["event"]), []).append(run)
-            for target, group in groups.items():
-                if len(group) > 1:
-                    self.fold(client, target, group)
+        return [r for r in runs if r.deployment_id and target_of((r.parameters or {}).get("event"))]
+
+    def take_slot(self, client, limit: str) -> UUID | None:
+        """The deployment's one concurrency slot, as a run going Pending takes it (Prefect's
+        SecureFlowConcurrencySlots): while the folder holds it, a worker's Pending is sent back to the queue
+        (AwaitingConcurrencySlot), so no run it folds is starting. None: a run holds it. The lease is Prefect's
+        shortest (60 s): a listener killed while folding holds the queue that long."""
+        from prefect.exceptions import PrefectHTTPStatusError
+
+        try:
+            response = client.increment_concurrency_slots_with_lease(
+                names=[limit], slots=1, mode="concurrency", lease_duration=60
+            )
+        except PrefectHTTPStatusError as exc:
+            if exc.response.status_code == 423:  # Locked: the slot is taken
+                return None
+            raise
+        return UUID(response.json()["lease_id"])
 
     def fold(self, client, target: str, runs: list[Any]) -> None:
         taken: set[str] = set()

@@ -14,6 +14,7 @@
     ├── PluginError              a plugin could not be loaded or registered something invalid; exit 2
     ├── StepError                a step failed
     │   ├── TransientError       worth retrying (a timeout, a restarting server)
+    │   │   └── LoginCut         a vSphere login cut after it was sent (plugins/clients/vsphere.py)
     │   └── PermanentError       retrying cannot help (bad input, a refused credential)
     │       └── ComposeError     a compose file compose_up cannot use (plugins/compose/model.py)
     ├── RegistryError            the registry refused us (plugins/clients/registry_api.py)

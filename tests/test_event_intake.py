@@ -38,7 +38,19 @@ class Plane:
         self.listeners: dict[str, subprocess.Popen] = {}
 
     def post(self, path: str, body: dict | None = None):
-        response = requests.post(f"{self.api}{path}", json=body or {}, timeout=30)
+        return self._call("POST", path, body or {})
+
+    def get(self, path: str):
+        return self._call("GET", path, None)
+
+    def _call(self, method: str, path: str, body: dict | None):
+        """One API call, retried on 429/502/503 as Prefect's own client does (prefect/client/base.py
+        ``PrefectHttpxAsyncClient``): the session's server on SQLite answers 503 while its database is locked."""
+        for attempt in range(6):
+            response = requests.request(method, f"{self.api}{path}", json=body, timeout=30)
+            if response.status_code not in (429, 502, 503) or attempt == 5:
+                break
+            time.sleep(0.5 * 2**attempt)
         response.raise_for_status()
         return response.json()
 
@@ -167,7 +179,7 @@ def test_a_second_delivery_that_prefect_lets_through_does_nothing_and_names_the_
     created = plane.post(f"/deployments/{plane.deployment_id()}/create_flow_run", {"parameters": first["parameters"]})
 
     def final():
-        run = requests.get(f"{plane.api}/flow_runs/{created['id']}", timeout=10).json()
+        run = plane.get(f"/flow_runs/{created['id']}")
         return run if run["state_type"] in FINAL else None
 
     again = wait_for(final, 120, "the second delivery's run never ended")
@@ -233,7 +245,8 @@ def test_a_storm_of_dies_of_one_container_is_folded_into_the_latest_and_other_ta
         sampling.set()
     acted = [r for r in runs if r["state_type"] == "COMPLETED"]
     folded = [r for r in runs if r["state_name"] == "Folded"]
-    assert {r["state_name"] for r in runs} <= {"Completed", "Folded"}, Counter(r["state_name"] for r in runs)
+    others = [f"{r['name']}: {r['state_name']}: {r['state']['message']}" for r in runs if r not in acted + folded]
+    assert not others, f"{Counter(r['state_name'] for r in runs)}\n" + "\n".join(others)
     # every die is accounted for: acted on, or counted in the run it was folded into
     assert sum(1 + (r["parameters"].get("folded") or {}).get("count", 0) for r in acted) == len(dies)
     # each acting run takes 3 s and none overlap: while the storm lasts one acts and one waits, no more
@@ -242,12 +255,23 @@ def test_a_storm_of_dies_of_one_container_is_folded_into_the_latest_and_other_ta
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False)), f"acting runs overlapped: {spans}"
     latest = max(runs, key=lambda r: r["parameters"]["event"]["occurred"])
     assert latest["state_type"] == "COMPLETED", "the latest die is acted on, never folded away"
-    folds = latest["parameters"].get("folded")
-    assert folds and folds["last_event_id"] == latest["parameters"]["event"]["id"], folds
+    assert folded, f"a storm of {len(dies)} dies folded nothing"
+    by_id = {r["id"]: r for r in runs}
+    hosts = set()
     for run in folded:
         into = re.search(r"folded into flow run \S+ \(([0-9a-f-]{36})\)", run["state"]["message"]).group(1)
-        assert into in {r["id"] for r in runs}, "folded only into a run of the same container"
-    artifacts = plane.post("/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [latest["id"]]}}})
+        assert into in by_id, "folded only into a run of the same container"
+        hosts.add(into)
+    # a run others were folded into acted (or was folded in turn into a newer one), on the latest of them
+    acting_hosts = [by_id[i] for i in hosts if by_id[i]["state_name"] != "Folded"]
+    assert acting_hosts, "no run that others were folded into acted"
+    for host in acting_hosts:
+        assert host["state_type"] == "COMPLETED", host["state"]
+        folds = host["parameters"].get("folded")
+        assert folds and folds["last_event_id"] == host["parameters"]["event"]["id"], folds
+    host = max(acting_hosts, key=lambda r: r["parameters"]["event"]["occurred"])
+    folds = host["parameters"]["folded"]
+    artifacts = plane.post("/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [host["id"]]}}})
     assert any(f"folded into it, from {folds['first_event_id']}" in (a.get("description") or "") for a in artifacts)
     target = latest["parameters"]["event"]["resource"]["prefect.resource.id"]
     query = {"filter": {"event": {"name": ["vicflow.events.folded"]}, "resource": {"id": [f"vicflow.target.{target}"]}}}
