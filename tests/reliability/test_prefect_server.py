@@ -19,7 +19,8 @@ from tests.testbed.prefect_stack import ts
 
 pytestmark = [pytest.mark.docker, pytest.mark.prefect, pytest.mark.faults]
 FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
-OUTAGE_SECONDS = 75  # more than the client's retries (2 + 4 + 8 + 16 + 32 s) and the lease (60 s)
+CLIENT_RETRIES_SECONDS = 2 + 4 + 8 + 16 + 32  # Prefect's client retries a refused call this long (with jitter)
+OUTAGE_SECONDS = 75  # more than the client's retries and the lease (60 s)
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +122,12 @@ def gate():
             server.close()
 
 
+def drain(listener: socket.socket) -> None:
+    """Accept and close every connection waiting on ``listener``."""
+    while select.select([listener], [], [], 0)[0]:
+        listener.accept()[0].close()
+
+
 def outage_blueprint(folder: Path, gate_port: int, open_port: int, target: str = "server-outage-test") -> Path:
     """Three steps; the middle one waits on the gate, so the server can be stopped while it runs."""
     path = folder / f"{target}.yaml"
@@ -190,12 +197,20 @@ def test_a_server_gone_longer_than_the_clients_retries_and_the_lease(stack, tmp_
         done, held = start_run(stack, blueprint=str(done_path)), start_run(stack, blueprint=str(held_path))
         wait_step_running(stack, done, "gate")
         wait_step_running(stack, held, "gate")
+        drain(always_open)  # both `before` steps connected to it: what connects next is done's `after`
         stack.stop_server()
         gate_open = open_done()  # done's steps finish while nobody can hear them
         # the outage is counted from the moment done's gate step connects (its step then finishes): on a busy
         # machine the step's next attempt may come late, and the client's retries would outlast the outage
         assert select.select([gate_open], [], [], 120)[0], "done's gate step did not connect within 120 s"
-        time.sleep(OUTAGE_SECONDS)
+        gate_connected = time.monotonic()
+        # and it lasts until done's last step has run and its client has given up reporting it (about 60 s): the
+        # run then waits for the server to report. Each step's report retries for that long on its own, so on a
+        # busy machine `after` may run only when a fixed outage is nearly over, and the run found the server back
+        assert select.select([always_open], [], [], 240)[0], "done's `after` step did not run within 240 s"
+        after_ran = time.monotonic()
+        time.sleep(max(gate_connected + OUTAGE_SECONDS, after_ran + CLIENT_RETRIES_SECONDS + 10) - time.monotonic())
+        outage = time.monotonic() - gate_connected
         stack.start_server()
         back = time.time()
 
@@ -228,7 +243,7 @@ def test_a_server_gone_longer_than_the_clients_retries_and_the_lease(stack, tmp_
                 "after": "completed",
             }
             outcome = f"held {ended['state_name']}, its resume completed with 'before' cached"
-        print(f"\nafter a {OUTAGE_SECONDS}s outage: done {run['state_name']} and reported; {outcome}")
+        print(f"\nafter a {outage:.0f}s outage: done {run['state_name']} and reported; {outcome}")
 
 
 PAIRS = int(os.environ.get("VICFLOW_PAIR_TRIALS", "10"))
