@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from vicflow.flows import expressions
+from vicflow.flows import expressions, metrics
 from vicflow.flows.blueprint import Blueprint
 from vicflow.flows.governance import audit, blast_radius, gate, integrity
 from vicflow.flows.governance.policy import Policy
@@ -124,6 +124,7 @@ class Run:
     state: str = "running"
     outputs: dict[str, Any] = field(default_factory=dict)  # the blueprint's outputs: (masked), at the end
     pre_approved: bool = False  # vicflow run --approve: every approval gate is approved in advance
+    tried: set[tuple[str, int | None]] = field(default_factory=set)  # (step, item) attempted: another is a retry
     cancelled: str | None = None  # why an approval gate (or the policy) cancelled the run
     policy: Policy | None = None  # the run's policy (vicflow run --policy, the deployment's policy parameter)
     outcome: dict[str, Any] | None = None  # what the policy said of the run's plan (Outcome.to_dict)
@@ -206,6 +207,10 @@ def step_task(token: str, step_id: str, item_index: int | None = None) -> dict[s
     with run.lock:
         record.attempts += 1
         attempt = record.attempts
+        retry = (step_id, item_index) in run.tried
+        run.tried.add((step_id, item_index))
+    if retry:
+        metrics.retried(record.uses)
     item = run.items[step_id][item_index] if item_index is not None else None
     try:
         step_type, params, ctx = prepare_step(run, step_id, item, run.rendered[step_id][item_index or 0])
@@ -300,6 +305,7 @@ def execute(
             summary.update(_governed(run, plan))
             run.executor.publish(summary)
             return summary
+        metrics.run_started(event)
         stopped = gate.check(run, run.policy) if run.policy else None  # the policy judges the whole plan first
         if stopped:
             state, run.cancelled = stopped
@@ -311,6 +317,7 @@ def execute(
         left = _release(run)
         summary = _summary(run, state, started)
         run.state = state
+        metrics.run_ended(blueprint.name, state)
         if run.cancelled:
             summary["error"] = run.cancelled
         else:
@@ -438,6 +445,7 @@ def _rollback(run: Run, undo: Callable[[str], tuple[bool, str]] | None = None) -
             continue
         run.emit("vicflow.step.rollback-started", step_id)
         undone, message = undo(step_id)
+        metrics.rolled_back(record.uses, undone)
         if undone:
             record.state = "rolled_back"
             run.emit("vicflow.step.rolled-back", step_id)

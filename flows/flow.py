@@ -18,7 +18,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 from vicflow.flows import blueprint as bp
-from vicflow.flows import child_runs, cli_signals, engine, expressions, fleet, intake, shipped
+from vicflow.flows import child_runs, cli_signals, engine, expressions, fleet, intake, metrics, shipped
 from vicflow.flows.governance import policy as policies
 from vicflow.flows.inputs import prepare
 from vicflow.flows.prefect_adapter import PrefectSteps
@@ -104,6 +104,7 @@ def run_blueprint(
         from prefect.states import Cancelled
 
         get_run_logger().warning("%s", exc)
+        metrics.dropped("taken")
         return Cancelled(name="Duplicate", message=str(exc))
     except RunCancelled as exc:  # an approval said no, or none came: the flow run ends Cancelled
         from prefect.states import Cancelled

@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid5
 
+from vicflow.flows import metrics
 from vicflow.plugins import masking
 from vicflow.plugins.errors import VicflowError
 
@@ -229,6 +230,7 @@ class Folder:
             if identity in taken:
                 if self.end(client, run, "Duplicate", f"event {identity} is already queued in another run"):
                     self.duplicates += 1
+                    metrics.dropped("queued")
             else:
                 taken.add(identity)
                 distinct.append(run)
@@ -253,6 +255,7 @@ class Folder:
             message = f"folded into flow run {newest.name} ({newest.id}): a newer event for {target} is queued"
             if self.end(client, run, "Folded", message, tag=TAG + identity):
                 self.folded += 1
+                metrics.folded()
                 self.emit(target, run, newest, folded)
         self.log.info(
             "folded %d queued run(s) for %s into flow run %s, which acts on the latest event (%d folded in all)",

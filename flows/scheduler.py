@@ -12,7 +12,7 @@ import re
 import time
 from typing import Any, Protocol
 
-from vicflow.flows import expressions, planner
+from vicflow.flows import expressions, metrics, planner
 from vicflow.flows.blueprint import dependencies
 from vicflow.flows.governance import gate
 from vicflow.flows.rendering import call_with_deadline, for_each_items, item_label, located, params_digest, truthy
@@ -127,7 +127,8 @@ class Scheduler:
         section = planner.behind(run, step_id, self.steps)
         rows = planner.plan_rows(run, section, record=False)
         approved = planner.digest(rows, run.outcome)  # the policy's outcome, with one, is part of what is approved
-        decision, why, who = self.executor.approve(step_id, step.approval, rows, approved)
+        with metrics.approval_waiting(run.blueprint.name):
+            decision, why, who = self.executor.approve(step_id, step.approval, rows, approved)
         gate.record(run, step_id, decision, who, approved, why)
         if decision != "approved":
             run.cancelled = f"the approval of step {step_id!r} was {decision}" + (f" ({why})" if why else "")
@@ -221,6 +222,8 @@ class Scheduler:
             record.note = note
         if state in ("completed", "cached"):
             run.completion_order.append(step_id)
+        if record.attempts and state in ("completed", "failed", "timed_out"):  # it ran (not skipped nor resumed)
+            metrics.step_ended(record.uses, state, record.duration)
         event = {"completed": "succeeded", "cached": "succeeded", "skipped": "skipped", "cancelled": "skipped"}.get(
             state, "failed"
         )
