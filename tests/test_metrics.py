@@ -24,8 +24,9 @@ import requests
 import yaml
 from vicflow.flows import metrics
 
+from tests import helpers
 from tests.testbed import REPO
-from tests.testbed.prefect_stack import BIN, deploy_on_event, free_port, start, stop
+from tests.testbed.prefect_stack import BIN, client_env, deploy_on_event, free_port, start, stop
 
 RULES = REPO / "docs" / "prometheus" / "alerts.yml"
 PROMETHEUS, PROMTOOL = Path("/usr/bin/prometheus"), Path("/usr/bin/promtool")  # Debian's prometheus package
@@ -34,14 +35,13 @@ pytestmark = pytest.mark.testbed  # Debian's prometheus package (apt): `make tes
 
 
 def wait_for(check, timeout: float, what: str, log: Path | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.5)
-    tail = f"\n{log.name}:\n{log.read_text()[-4000:]}" if log and log.exists() else ""
-    raise AssertionError(f"{what}: not within {timeout:g}s{tail}")
+    """``helpers.wait_for``, its failure ending with the tail of ``log``."""
+
+    def message():
+        tail = f"\n{log.name}:\n{log.read_text()[-4000:]}" if log and log.exists() else ""
+        return f"{what}: not within {timeout:g}s{tail}"
+
+    return helpers.wait_for(check, timeout, message)
 
 
 class Prometheus:
@@ -148,13 +148,7 @@ def plane(prefect_api, tmp_path):
     for kind, text in BLUEPRINTS.items():
         paths[kind] = tmp_path / f"{kind}.yaml"
         paths[kind].write_text(text.format(prefix=prefix))
-    env = dict(
-        os.environ,
-        PREFECT_API_URL=prefect_api,
-        PREFECT_WORKER_QUERY_SECONDS="1",
-        PYTHONPATH=str(REPO),
-        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    )
+    env = client_env(prefect_api)
     env.pop(metrics.ADDR_ENV, None)
     env.pop(metrics.MULTIPROC_ENV, None)
     pool, deployment = f"{prefix}-pool", f"{prefix}-on-push"
