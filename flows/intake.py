@@ -146,8 +146,8 @@ def _span(run: Any) -> dict[str, Any]:
 
 
 class Folder:
-    """`vicflow listen`'s folding thread: every FOLD_SECONDS, holding the deployment's slot, it folds the queued
-    runs of every deployment whose runs queue (a concurrency limit of 1), per target."""
+    """`vicflow listen`'s folding thread: every FOLD_SECONDS it folds the queued runs of every deployment whose
+    runs queue (a concurrency limit of 1), per target, never one that may be starting (the module's docstring)."""
 
     def __init__(self, logger: logging.Logger):
         self.log = logger
@@ -170,14 +170,15 @@ class Folder:
         for run in self.queued(client):
             by_deployment.setdefault(run.deployment_id, []).append(run)
         for deployment_id, runs in by_deployment.items():
-            if all(len(group) < 2 for group in _by_target(runs).values()):
+            groups = _by_target(runs)
+            if all(len(group) < 2 for group in groups.values()):
                 continue
             limit = client.read_deployment(deployment_id).global_concurrency_limit
             if limit is None or limit.limit != 1:
                 continue  # its runs do not queue: each may start at any moment, none is folded
             lease = self.take_slot(client, limit.name)
             if lease is None:  # a run holds the slot: fold what no worker can make Pending when it ends
-                for target, group in _by_target(runs).items():
+                for target, group in groups.items():
                     self.fold(client, target, _not_due_soon(group))
                 continue
             try:  # holding the slot, no queued run can start: what is read now stays queued
