@@ -19,6 +19,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 from vicflow.flows import blueprint as bp
 from vicflow.flows import child_runs, cli_signals, engine, expressions, fleet, intake, metrics, shipped
+from vicflow.flows.governance import audit
 from vicflow.flows.governance import policy as policies
 from vicflow.flows.inputs import prepare
 from vicflow.flows.prefect_adapter import PrefectSteps
@@ -29,6 +30,23 @@ from vicflow.plugins.manager import default_registry
 
 LEASE_SECONDS = 60  # how long a killed run can keep its target's slot
 
+CANCELLED_BY = "prefect (the UI or an API client)"  # Prefect's open-source server records no user
+
+
+def audit_cancellation(flow: Any, flow_run: Any, state: Any) -> None:
+    """A run cancelled from the Prefect UI or API, in the audit trail. Prefect calls this ``on_cancellation``
+    hook (by keyword: flow, flow_run, state) where the cancellation is handled: in the worker that stopped the run
+    (prefect/runner/_hook_runner.py), or in the run's own process when no runner owns it."""
+    audit.AuditLog().append(
+        "cancellation",
+        CANCELLED_BY,
+        run_id=str(flow_run.id),
+        blueprint=str((flow_run.parameters or {}).get("blueprint") or ""),
+        comment=state.message or "",
+        detail={"state": state.name, "flow_run": flow_run.name},
+    )
+
+
 ShippedBlueprint = Literal["gogs", "gogs-health", "vch", "full-stack", "harbor-registry-swap"]
 
 
@@ -38,6 +56,7 @@ ShippedBlueprint = Literal["gogs", "gogs-health", "vch", "full-stack", "harbor-r
     task_runner=ThreadPoolTaskRunner(max_workers=engine.MAX_PARALLEL_STEPS),  # type: ignore[arg-type]
     persist_result=False,
     validate_parameters=True,
+    on_cancellation=[audit_cancellation],
 )
 def run_blueprint(
     blueprint: ShippedBlueprint | str = Field(

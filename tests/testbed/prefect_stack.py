@@ -348,8 +348,7 @@ def client_env(api: str) -> dict[str, str]:
 
 def deploy_on_event(home: Path, env: dict, pool: str, name: str, blueprint: Path, match: dict, expect: str) -> None:
     """A process work pool and one deployment of ``blueprint`` (limit 1, queued) that an ``expect`` event matching
-    ``match`` triggers with the event as a parameter, as prefect.yaml's event deployments are; deployed with
-    `prefect deploy` from ``home``/prefect.yaml. A failed command raises with its output."""
+    ``match`` triggers with the event as a parameter, as prefect.yaml's event deployments are."""
     trigger = {
         "type": "event",
         "enabled": True,
@@ -357,13 +356,19 @@ def deploy_on_event(home: Path, env: dict, pool: str, name: str, blueprint: Path
         "expect": [expect],
         "parameters": {"blueprint": str(blueprint), "event": "{{ event }}"},
     }
+    deploy(home, env, pool, name, blueprint, [trigger])
+
+
+def deploy(home: Path, env: dict, pool: str, name: str, blueprint: Path, triggers: list[dict] | None = None) -> None:
+    """A process work pool and one deployment of ``blueprint`` (limit 1, queued), deployed with `prefect deploy`
+    from ``home``/prefect.yaml as the shipped prefect.yaml's are. A failed command raises with its output."""
     deployment = {
         "name": name,
         "entrypoint": "flows/flow.py:run_blueprint",
         "work_pool": {"name": pool, "job_variables": {"command": "vicflow-engine"}},
         "concurrency_limit": {"limit": 1, "collision_strategy": "ENQUEUE"},
         "parameters": {"blueprint": str(blueprint)},
-        "triggers": [trigger],
+        "triggers": triggers or [],
     }
     pull = [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
     spec = {"name": name, "prefect-version": "3.4.0", "pull": pull, "deployments": [deployment]}
