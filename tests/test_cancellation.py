@@ -52,7 +52,11 @@ def test_a_run_cancelled_in_its_step_ends_cancelled_and_the_trail_says_so(prefec
 
         wait_for(lambda: step("RUNNING"), 180, said("the step never ran", tmp_path / "worker.log"))
         cancel = subprocess.run(
-            [str(BIN / "prefect"), "flow-run", "cancel", run["id"]], env=env, capture_output=True, text=True, timeout=120
+            [str(BIN / "prefect"), "flow-run", "cancel", run["id"]],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert cancel.returncode == 0, cancel.stdout + cancel.stderr
 
