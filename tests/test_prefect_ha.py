@@ -52,6 +52,7 @@ class Plane:
                     f"{self.ha.api}/deployments/{self.deployment}/create_flow_run",
                     json={"parameters": {"inputs": inputs}, "idempotency_key": key},
                     timeout=10,
+                    **self.ha.http(),
                 )
                 if response.status_code < 300:
                     return response.json()["id"]
