@@ -45,7 +45,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
-
 from vicflow.plugins.clients import certs
 
 from tests.testbed import TestbedError, say
