@@ -192,6 +192,7 @@ def _main(argv: list[str] | None) -> int:
     if sets:
         args.sets = [*(args.sets or []), *sets]
     try:
+        _mask_api_credential()
         if _needs_api(args):
             _check_api()
         return COMMANDS[args.command](args)
@@ -262,6 +263,18 @@ def _api_url() -> str | None:
     from vicflow.flows.links import configured_api_url
 
     return configured_api_url()
+
+
+def _mask_api_credential() -> None:
+    """Prefect's auth string is a secret of this process (and of the runs a worker forks): masked wherever it
+    would be logged or shown, as typed and in the base64 of its Authorization header."""
+    from vicflow.flows.links import configured
+
+    auth = configured("PREFECT_API_AUTH_STRING")
+    if auth:
+        from vicflow.plugins import masking
+
+        masking.add_secret(auth)
 
 
 def _check_api() -> None:

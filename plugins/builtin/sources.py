@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
-from vicflow.plugins import hookimpl
+from vicflow.plugins import hookimpl, masking
 from vicflow.plugins.clients import vsphere
 from vicflow.plugins.clients.dockerapi import COMPOSE_LABEL, DockerParams, connected, network_errors
 from vicflow.plugins.source import EventSource, SourceConfig
@@ -547,6 +547,10 @@ class RegistryNotifications(EventSource[RegistrySourceConfig]):
 
     Config = RegistrySourceConfig
     events = ("registry.image.pushed",)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        masking.add_secret(self.config.token)  # however it was written in the config: masked in every log
 
     def stream(self, stop: threading.Event) -> None:
         host, _, port = self.config.listen.rpartition(":")

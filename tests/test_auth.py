@@ -1,13 +1,20 @@
-"""The registry notification receiver of `vicflow listen` closed to strangers: HTTPS with the operator's certificate
-(tls_cert / tls_key), and the bearer token the registry's notification endpoint sends in its ``headers``
-(docker/distribution v2.6.1 docs/configuration.md, notifications). A real receiver on loopback, real TLS, a CA
-made with cryptography (vicflow.plugins.clients.certs); what a registry sends is the envelope of distribution's
-notifications/event.go. The same receiver notified by a real registry over TLS, and the run it starts, is
-tests/test_events.py."""
+"""Closed to strangers, the parts that need no server of Prefect's (issue 30, item 6; the HA plane's API behind
+haproxy with its auth string and TLS is tests/test_prefect_ha.py).
+
+The registry notification receiver of `vicflow listen`: HTTPS with the operator's certificate (tls_cert / tls_key)
+and the bearer token the registry's notification endpoint sends in its ``headers`` (docker/distribution v2.6.1
+docs/configuration.md, notifications). A real receiver on loopback, real TLS, a CA made with cryptography
+(vicflow.plugins.clients.certs); what a registry sends is the envelope of distribution's notifications/event.go.
+The same receiver notified by a real registry over TLS, and the run it starts, is tests/test_events.py.
+
+The CLI's API credential and trust, read from the active Prefect profile as Prefect's client reads them."""
 
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -116,3 +123,25 @@ def test_tls_settings_that_cannot_serve_are_config_errors(tmp_path):
     with pytest.raises(ValidationError, match="at least 8 characters") as short:
         RegistryNotifications({**base, "token": "abc"}, print)
     assert "'abc'" not in str(short.value.errors(include_input=False))
+
+
+def test_the_cli_reads_the_api_credential_and_trust_from_the_active_profile(tmp_path):
+    """`prefect config set` writes PREFECT_API_AUTH_STRING and PREFECT_API_SSL_CERT_FILE to the active profile;
+    vicflow's API check reads them there as Prefect's client does (before Prefect is imported, with tomllib)."""
+    (tmp_path / "profiles.toml").write_text(
+        'active = "prod"\n[profiles.prod]\nPREFECT_API_URL = "https://lb:4200/api"\n'
+        'PREFECT_API_AUTH_STRING = "vicflow:from-the-profile"\nPREFECT_API_TLS_INSECURE_SKIP_VERIFY = true\n'
+        '[profiles.other]\nPREFECT_API_AUTH_STRING = "not-this-one"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PREFECT_HOME"] = str(tmp_path)
+    probe = (
+        "import sys; from vicflow.flows.links import configured; "
+        "print([configured(s) for s in ('PREFECT_API_URL', 'PREFECT_API_AUTH_STRING', "
+        "'PREFECT_API_TLS_INSECURE_SKIP_VERIFY', 'PREFECT_API_SSL_CERT_FILE')], 'prefect' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "['https://lb:4200/api', 'vicflow:from-the-profile', 'true', None] False", out.stderr
+    env["PREFECT_API_AUTH_STRING"] = "vicflow:from-the-environment"  # the environment wins, as in Prefect
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
+    assert "'vicflow:from-the-environment'" in out.stdout, out.stderr
