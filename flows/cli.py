@@ -278,8 +278,9 @@ def _mask_api_credential() -> None:
 
 
 def _check_api() -> None:
-    """One request to the server's health check, before anything starts: an unreachable PREFECT_API_URL is one
-    line naming it (Prefect's client would retry for a while, then fail deep inside the run)."""
+    """The server's health check and one closed read, before anything starts: an unreachable PREFECT_API_URL, a
+    certificate this machine does not trust or a refused auth string is one line naming it (Prefect's client would
+    retry for a while, then fail deep inside the run)."""
     url = _api_url()
     if not url:
         return
