@@ -185,60 +185,12 @@ def report(part: str, results: list[dict[str, float]], measure: str) -> None:
     )
 
 
-def test_an_api_replica_killed_while_runs_are_created_and_steps_report(plane):
-    """SIGKILL one replica: haproxy sends its traffic to the other one; runs, steps, summaries all complete."""
-
-    def kill_replica(p: Plane) -> float:
-        killed = p.ha.kill("api-1")
-        deadline = time.monotonic() + 30
-        while "api-1" in p.ha.backends_up():  # haproxy's checks take it out (2 failures, 1 s apart)
-            assert time.monotonic() < deadline, "haproxy still sends traffic to the dead replica"
-            time.sleep(0.1)
-        return time.monotonic() - killed
-
-    results = []
-    for _ in range(TRIALS):
-        results.append(trial(plane, "api replica", kill_replica))
-        plane.ha.start("api-1")  # back for the next trial (haproxy takes it in after 2 good checks)
-        deadline = time.monotonic() + 30
-        while plane.ha.backends_up() != set(prefect_ha.REPLICAS):
-            assert time.monotonic() < deadline, "haproxy did not take the restarted replica back"
-            time.sleep(0.2)
-    report("API replica", results, "api")
-
-
-def test_the_background_services_killed_while_runs_report(plane):
-    """SIGKILL the services process (event persister, task run recorder, triggers, scheduler ...) and start it
-    again: what the API received meanwhile waits in Redis, and every task run is recorded."""
-
-    def kill_services(p: Plane) -> float:
-        killed = p.ha.kill(prefect_ha.SERVICES)
-        p.ha.start(prefect_ha.SERVICES)  # returns once an event posted to the API is stored again
-        return time.monotonic() - killed
-
-    report("background services", [trial(plane, "services", kill_services) for _ in range(TRIALS)], "part")
-
-
-def test_redis_killed_and_restarted_while_runs_report(plane):
-    """SIGKILL Redis (messages, leases, Docket's queue) and start it again on its append-only file: no lease is
-    forgotten, no run lost, every event the API took is recorded."""
-
-    def kill_redis(p: Plane) -> float:
-        killed = p.ha.kill(prefect_ha.REDIS)
-        p.ha.start(prefect_ha.REDIS)
-        deadline = time.monotonic() + 120
-        while not p.ha.events_flow(timeout=5):  # the consumers reconnect with a backoff (1, 2, 4 ... s)
-            assert time.monotonic() < deadline, f"events do not flow again:\n{p.ha.log(prefect_ha.SERVICES)}"
-        return time.monotonic() - killed
-
-    report("Redis (restarted)", [trial(plane, "redis", kill_redis) for _ in range(TRIALS)], "part")
-
-
 def test_the_plane_is_closed_to_strangers_and_listen_reaches_it_over_tls(plane, tmp_path):
     """The API behind haproxy: 401 without the auth string or with a wrong one, plain HTTP refused at the TLS
     bind, a client that does not trust the plane's CA refused; the CLI names the setting, never its value.
     `vicflow listen` with its registry receiver on HTTPS: a notification without the token is refused (401), an
-    authorised one becomes an event in the plane whose automation starts a run, which the worker completes."""
+    authorised one becomes an event in the plane whose automation starts a run, which the worker completes.
+    First in the module: on the plane before any part was killed."""
     ha, ca = plane.ha, str(plane.ha.ca)
     url, query = f"{ha.api}/flow_runs/filter", {"limit": 1}
     assert requests.post(url, json=query, verify=ca, timeout=10).status_code == 401
@@ -307,7 +259,14 @@ def test_the_plane_is_closed_to_strangers_and_listen_reaches_it_over_tls(plane, 
     assert sent.status_code == 200
     deadline = time.monotonic() + 180
     while not (runs := plane.runs_in(shared)):
-        assert time.monotonic() < deadline, f"no run from the notification in 180s:\n{ha.log('auth-listen')}"
+        if time.monotonic() > deadline:
+            stored = plane.pool.call(
+                "POST", "/events/filter", {"filter": {"event": {"name": ["registry.image.pushed"]}}}
+            )
+            raise AssertionError(
+                f"no run from the notification in 180s; registry.image.pushed events stored: {len(stored['events'])}\n"
+                f"--- listen\n{ha.log('auth-listen')}\n--- services\n{ha.log(prefect_ha.SERVICES)}"
+            )
         time.sleep(1)
     [run] = runs
     final = plane.pool.wait_final([run["id"]], timeout=180)[run["id"]]
@@ -317,3 +276,52 @@ def test_the_plane_is_closed_to_strangers_and_listen_reaches_it_over_tls(plane, 
     assert "receiving registry notifications on https://" in log and "missing bearer token" in log
     assert token not in log and ha.secret not in log
     ha.kill("auth-listen", signal.SIGTERM)
+
+
+def test_an_api_replica_killed_while_runs_are_created_and_steps_report(plane):
+    """SIGKILL one replica: haproxy sends its traffic to the other one; runs, steps, summaries all complete."""
+
+    def kill_replica(p: Plane) -> float:
+        killed = p.ha.kill("api-1")
+        deadline = time.monotonic() + 30
+        while "api-1" in p.ha.backends_up():  # haproxy's checks take it out (2 failures, 1 s apart)
+            assert time.monotonic() < deadline, "haproxy still sends traffic to the dead replica"
+            time.sleep(0.1)
+        return time.monotonic() - killed
+
+    results = []
+    for _ in range(TRIALS):
+        results.append(trial(plane, "api replica", kill_replica))
+        plane.ha.start("api-1")  # back for the next trial (haproxy takes it in after 2 good checks)
+        deadline = time.monotonic() + 30
+        while plane.ha.backends_up() != set(prefect_ha.REPLICAS):
+            assert time.monotonic() < deadline, "haproxy did not take the restarted replica back"
+            time.sleep(0.2)
+    report("API replica", results, "api")
+
+
+def test_the_background_services_killed_while_runs_report(plane):
+    """SIGKILL the services process (event persister, task run recorder, triggers, scheduler ...) and start it
+    again: what the API received meanwhile waits in Redis, and every task run is recorded."""
+
+    def kill_services(p: Plane) -> float:
+        killed = p.ha.kill(prefect_ha.SERVICES)
+        p.ha.start(prefect_ha.SERVICES)  # returns once an event posted to the API is stored again
+        return time.monotonic() - killed
+
+    report("background services", [trial(plane, "services", kill_services) for _ in range(TRIALS)], "part")
+
+
+def test_redis_killed_and_restarted_while_runs_report(plane):
+    """SIGKILL Redis (messages, leases, Docket's queue) and start it again on its append-only file: no lease is
+    forgotten, no run lost, every event the API took is recorded."""
+
+    def kill_redis(p: Plane) -> float:
+        killed = p.ha.kill(prefect_ha.REDIS)
+        p.ha.start(prefect_ha.REDIS)
+        deadline = time.monotonic() + 120
+        while not p.ha.events_flow(timeout=5):  # the consumers reconnect with a backoff (1, 2, 4 ... s)
+            assert time.monotonic() < deadline, f"events do not flow again:\n{p.ha.log(prefect_ha.SERVICES)}"
+        return time.monotonic() - killed
+
+    report("Redis (restarted)", [trial(plane, "redis", kill_redis) for _ in range(TRIALS)], "part")
