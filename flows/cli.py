@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import errno
 import json
 import os
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -190,6 +192,7 @@ def _main(argv: list[str] | None) -> int:
     if sets:
         args.sets = [*(args.sets or []), *sets]
     try:
+        _mask_api_credential()
         if _needs_api(args):
             _check_api()
         return COMMANDS[args.command](args)
@@ -241,7 +244,11 @@ def _failure(exc: Exception, args) -> int:
 OUTPUT_ERRNOS = (errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
 API_HINT = (
     "check PREFECT_API_URL (it ends in /api), that the server runs there (prefect server start) and that this "
-    "machine reaches it; unset it to run on a temporary local server"
+    "machine reaches it (over https: PREFECT_API_SSL_CERT_FILE names the CA that signed its certificate); unset it "
+    "to run on a temporary local server"
+)
+AUTH_HINT = (
+    "set PREFECT_API_AUTH_STRING (environment or `prefect config set`) to the server's PREFECT_SERVER_API_AUTH_STRING"
 )
 
 
@@ -258,21 +265,72 @@ def _api_url() -> str | None:
     return configured_api_url()
 
 
+def _mask_api_credential() -> None:
+    """Prefect's auth string is a secret of this process (and of the runs a worker forks): masked wherever it
+    would be logged or shown, as typed and in the base64 of its Authorization header."""
+    from vicflow.flows.links import configured
+
+    auth = configured("PREFECT_API_AUTH_STRING")
+    if auth:
+        from vicflow.plugins import masking
+
+        masking.add_secret(auth)
+
+
 def _check_api() -> None:
-    """One request to the server's health check, before anything starts: an unreachable PREFECT_API_URL is one
-    line naming it (Prefect's client would retry for a while, then fail deep inside the run)."""
+    """The server's health check and one closed read, before anything starts: an unreachable PREFECT_API_URL, a
+    certificate this machine does not trust or a refused auth string is one line naming it (Prefect's client would
+    retry for a while, then fail deep inside the run)."""
     url = _api_url()
     if not url:
         return
     import httpx
+    from vicflow.flows.links import configured
     from vicflow.plugins.errors import VicflowError
 
+    # what Prefect's client sends and trusts (prefect/client/orchestration/__init__.py, PrefectClient.__init__):
+    # Authorization: Basic base64(PREFECT_API_AUTH_STRING); PREFECT_API_SSL_CERT_FILE (default SSL_CERT_FILE)
+    headers = {}
+    auth = configured("PREFECT_API_AUTH_STRING")
+    if auth:
+        headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
     try:
-        response = httpx.get(url.rstrip("/") + "/health", timeout=10)
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        with httpx.Client(verify=_api_trust(), headers=headers, timeout=10) as client:
+            response = client.get(url.rstrip("/") + "/health")  # open to anyone, as a load balancer's probe
+            if response.status_code == 200:
+                response = client.get(url.rstrip("/") + "/admin/version")  # closed when the server has an auth string
+    except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
         raise VicflowError(f"cannot reach the Prefect API at {url}: {type(exc).__name__}: {exc}", API_HINT) from None
+    if response.status_code == 401:
+        given = "a wrong PREFECT_API_AUTH_STRING" if auth else "no PREFECT_API_AUTH_STRING"
+        raise VicflowError(
+            f"the Prefect API at {url} refused this client (401 Unauthorized): it sent {given}", AUTH_HINT
+        )
     if response.status_code != 200:
-        raise VicflowError(f"the Prefect API at {url} answered {response.status_code} to /health", API_HINT)
+        path = response.request.url.path.removeprefix(httpx.URL(url).path)
+        raise VicflowError(f"the Prefect API at {url} answered {response.status_code} to {path}", API_HINT)
+
+
+def _api_trust() -> ssl.SSLContext | bool:
+    """The TLS verification of Prefect's client: none with PREFECT_API_TLS_INSECURE_SKIP_VERIFY, else the CAs of
+    PREFECT_API_SSL_CERT_FILE (or SSL_CERT_FILE), else certifi's (httpx's default)."""
+    from vicflow.flows.links import configured
+
+    if (configured("PREFECT_API_TLS_INSECURE_SKIP_VERIFY") or "").lower() in ("1", "true", "yes", "on"):
+        return False
+    cafile = configured("PREFECT_API_SSL_CERT_FILE") or os.environ.get("SSL_CERT_FILE")
+    if not cafile:
+        return True
+    try:
+        return ssl.create_default_context(cafile=cafile)
+    except (OSError, ssl.SSLError) as exc:
+        from vicflow.plugins.errors import VicflowError
+
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise VicflowError(
+            f"cannot read the CA file {cafile} (PREFECT_API_SSL_CERT_FILE): {reason}",
+            "name a PEM file of the CA that signed the Prefect API's certificate",
+        ) from None
 
 
 def _api_failure(exc: BaseException) -> str | None:
