@@ -2,7 +2,8 @@
 
 An executor runs the step bodies (Prefect adapter: a task run each; thread executor: no Prefect). The
 scheduler submits every step whose dependencies are done, fans ``for_each`` items out under a bound, and,
-when a step fails for good, rolls back the completed steps, newest first (unless ``on_failure`` says not).
+when a step fails for good, rolls back the completed steps, newest first (unless ``on_failure`` says not, or
+the error does: one whose ``undo_completed`` is False, such as the Docker engine restarting under a check).
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class StepRecord:
     items: int = 0
     note: str = ""
     leftovers: list[str] = field(default_factory=list)  # shared by every attempt and the rollback
+    keep_completed: bool = False  # its error says not to undo the completed steps (undo_completed = False)
 
     @property
     def duration(self) -> float:
@@ -216,6 +218,7 @@ def step_task(token: str, step_id: str, item_index: int | None = None) -> dict[s
             record.error = message
             if isinstance(exc, TimeoutError):
                 record.note = "timed out"
+            record.keep_completed = getattr(exc, "undo_completed", True) is False  # e.g. the engine restarted
         raise StepFailed(message, transient) from None
     with run.lock:
         run.contexts.setdefault(step_id, []).append((ctx, params))
@@ -359,7 +362,9 @@ def _after_steps(run: Run, failure: str | None) -> str | None:
     """After steps: the rollback and on_error: when a step failed for good, then finally:; the step that
     failed for good, if one did."""
     if failure:
-        if run.blueprint.step(failure).on_failure == "rollback":
+        if run.records[failure].keep_completed:
+            run.records[failure].note = "nothing rolled back: the failure is not the deployment's"
+        elif run.blueprint.step(failure).on_failure == "rollback":
             _rollback(run)
         run.failed_step, run.error = failure, run.records[failure].error
         failure = _schedule(run, run.blueprint.on_error) or failure
