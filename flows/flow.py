@@ -17,10 +17,11 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 from vicflow.flows import blueprint as bp
-from vicflow.flows import child_runs, cli_signals, engine, expressions, fleet, shipped
+from vicflow.flows import cli_signals, engine, expressions, shipped
 from vicflow.flows.inputs import prepare
 from vicflow.flows.prefect_adapter import PrefectSteps
-from vicflow.flows.thread_executor import ThreadSteps
+from vicflow.flows.run import Run
+from vicflow.flows.spec import Blueprint
 from vicflow.plugins import masking
 from vicflow.plugins.errors import RunCancelled
 from vicflow.plugins.manager import default_registry
@@ -63,10 +64,8 @@ def run_blueprint(
     run_id = str(flow_run.get_id() or "local")
     executors: list[PrefectSteps] = []
 
-    def executor(run: engine.Run) -> PrefectSteps:
-        executors.append(PrefectSteps(run))
-        child_runs.made(run)  # a fleet step's child that ran here is kept for that step's rollback
-        run.resources[fleet.RUNNER] = child_runs.ChildRuns(subflow=_subflow, threads=ThreadSteps)
+    def executor(run: Run) -> PrefectSteps:
+        executors.append(PrefectSteps(run, _subflow))
         return executors[-1]
 
     try:
@@ -91,9 +90,9 @@ def run_blueprint(
             each.publish_kept()
 
 
-def _subflow(path: str, inputs: dict[str, Any]) -> dict[str, Any]:
+def _subflow(child: Blueprint, inputs: dict[str, Any]) -> dict[str, Any]:
     """A fleet step's child, as a subflow of the step's task run (its own flow run, target and summary)."""
-    return cast(dict[str, Any], run_blueprint(blueprint=path, inputs=inputs))
+    return cast(dict[str, Any], run_blueprint(blueprint=str(child.path), inputs=inputs))
 
 
 def limit_name(target: str) -> str:

@@ -94,6 +94,22 @@ class PermanentError(StepError):
     """Retrying cannot help: bad input, a missing object, a refused credential."""
 
 
+class AttemptFailed(VicflowError):
+    """One attempt of a step ended in error (raised by the engine around the step's own error, its message
+    masked); ``transient`` says whether another attempt may help. The executor retries it or reports it."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+    def __reduce__(self):  # rebuilt with its flag wherever it is unpickled
+        return (type(self), (str(self), self.transient))
+
+
+class AttemptStillRunning(PermanentError, TimeoutError):
+    """An attempt passed its deadline and its thread is still running: another attempt would run beside it."""
+
+
 class RunFailed(VicflowError):
     """The run failed; ``summary`` (masked by whoever raises it) is the dict a successful run returns."""
 
@@ -116,6 +132,8 @@ class RunCancelled(RunFailed):
 
 
 __all__ = [
+    "AttemptFailed",
+    "AttemptStillRunning",
     "BlueprintError",
     "BudgetError",
     "ConfigError",
