@@ -97,13 +97,13 @@ class PrefectSteps:
     target's slot, so a run whose steps are done never holds the slot while it waits for an absent server
     (a lease that expires meanwhile would have Prefect cancel the finished run)."""
 
-    def __init__(self, run: Run, subflow: Callable[[Blueprint, dict[str, Any]], dict[str, Any]]):
+    def __init__(self, run: Run, subflow: Callable[[Blueprint, dict[str, Any], Any], dict[str, Any]]):
         from prefect import task
         from prefect.cache_policies import NONE
 
         self.run = run
         self.journal = PrefectJournal()
-        self.children = PrefectChildRuns(run.registry, None, subflow)
+        self.children = PrefectChildRuns(run.registry, subflow)
         self.kept: dict[str, Any] | None = None
         # the task bodies are this executor's methods: a task run gets the step's id, never the run itself
         self.step_task = task(cache_policy=NONE, persist_result=False, log_prints=False)(self._apply)

@@ -24,14 +24,14 @@ DEFAULT_DEPLOYMENT = "run-blueprint/run-blueprint"
 
 
 class PrefectChildRuns(ChildRuns):
-    """``subflow(child, inputs)`` runs a child as a Prefect subflow and returns its summary."""
+    """``subflow(child, inputs, registry)`` runs a child as a Prefect subflow and returns its summary."""
 
-    def __init__(self, registry: Any, threads: Any, subflow: Callable[[Blueprint, dict[str, Any]], dict[str, Any]]):
-        super().__init__(registry, threads)
+    def __init__(self, registry: Any, subflow: Callable[[Blueprint, dict[str, Any], Any], dict[str, Any]]):
+        super().__init__(registry, threads=None)
         self.subflow = subflow
 
     def run(self, child: Blueprint, inputs: dict[str, Any]) -> dict[str, Any]:
-        return self.subflow(child, inputs)
+        return self.subflow(child, inputs, self.registry)
 
     def on_pool(self, ref: str, inputs: dict[str, Any], logger: Logger | LoggerAdapter) -> ChildRun:
         """A child flow run through the deployment, on whichever worker takes it; waits for its end."""
