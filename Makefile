@@ -4,9 +4,9 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-APT_PACKAGES := golang-go golang-github-vmware-govmomi-dev docker.io debootstrap docker-registry socat iptables chromium chromium-driver postgresql iproute2 redis-server haproxy
+APT_PACKAGES := golang-go golang-github-vmware-govmomi-dev docker.io docker-compose debootstrap docker-registry socat iptables chromium chromium-driver postgresql iproute2 redis-server haproxy
 
-.PHONY: setup apt venv testbed test demo demo-down lint bench fuzz stop clean
+.PHONY: setup apt venv testbed test check demo demo-down lint bench fuzz stop clean
 
 setup: testbed
 
@@ -28,8 +28,14 @@ $(VENV)/.installed: pyproject.toml
 testbed: apt venv
 	@$(PY) -m tests.testbed all
 
+# `make test`: every test, on WORKERS pytest-xdist workers, each a host of its own (network namespace, dockerd):
+# tests/README.md. `make check`: lint and the fast tier (no test bed, no root, no apt; after `make venv` only).
+WORKERS ?= 4
 test: testbed
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(WORKERS)
+
+check: lint
+	VICFLOW_FUZZ=quick VICFLOW_TESTBED_HOSTS=0 $(PY) -m pytest -n 2 -m "not testbed"
 
 demo: testbed
 	@$(PY) -m tests.demo

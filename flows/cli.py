@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from vicflow.plugins.errors import RunCancelled, RunFailed
@@ -82,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--inputs", metavar="FILE", help="a YAML file of input values")
         p.add_argument("--output", choices=("text", "json"), default="text")
         p.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs on the terminal")
+        p.add_argument(
+            "--policy",
+            metavar="DIR",
+            help="a directory of Rego policy files that judges the plan and its blast radius before any step applies "
+            "(allow, warn, require approval, deny; docs/policy.md)",
+        )
         if name == "run":
             p.add_argument("--resume", metavar="RUN", help="skip steps that completed in RUN with the same inputs")
             p.add_argument("--approve", action="store_true", help="approve every approval gate in advance (scripts)")
@@ -116,6 +123,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="mark a run Crashed after this long without a heartbeat (an automation; 0: none; default: 600, "
         "more than 3 of Prefect's default 180 s heartbeats)",
+    )
+
+    p = sub.add_parser(
+        "audit", help="the audit trail of approvals, rejections, policy outcomes, resumes, cancellations"
+    )
+    audit = p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    verify = audit.add_parser("verify", help="check the trail's hash chain: names an edited or removed record")
+    verify.add_argument(
+        "--log", metavar="FILE", help="the trail (default: VICFLOW_AUDIT_LOG, or the state directory's)"
     )
 
     sub.add_parser("schema", help="print the JSON Schema of blueprints")
@@ -303,6 +319,23 @@ def cmd_deploy(args) -> int:
     return EXIT_OK
 
 
+def cmd_audit(args) -> int:
+    """``vicflow audit verify``: 0 when every record chains to the one before it, 1 naming what does not."""
+    from vicflow.flows import terminal
+    from vicflow.flows.governance.audit import AuditLog
+
+    log = AuditLog(args.log)
+    result = log.verify()
+    if result.ok:
+        print(f"{terminal.clean(str(result.path))}: {result.records} records, chain intact (head {result.head[:16]})")
+        return EXIT_OK
+    for problem in result.problems:
+        terminal.say("error", problem)
+    print(f"{terminal.clean(str(result.path))}: {len(result.problems)} problem(s) in {result.records} records",
+          file=sys.stderr)  # fmt: skip
+    return EXIT_FAILED
+
+
 def cmd_schema(args) -> int:
     from vicflow.flows.blueprint import json_schema
     from vicflow.plugins.manager import default_registry
@@ -350,7 +383,7 @@ def _run_or_plan(args, dry_run: bool) -> int:
     """``vicflow run`` and ``vicflow plan``: the blueprint loaded once and its inputs prepared once, here (a
     mistake is exit 2 before Prefect starts); the flow run is handed both."""
     from vicflow.flows import blueprint as bp
-    from vicflow.flows import inputs, shipped
+    from vicflow.flows import inputs, shipped, terminal
     from vicflow.plugins.manager import default_registry
 
     registry = default_registry()
@@ -358,14 +391,26 @@ def _run_or_plan(args, dry_run: bool) -> int:
     document = bp.load(path, registry)
     prepared = inputs.prepare(document, file=args.inputs, sets=args.sets or [])
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect gives its temporary server 20 s to answer; on a busy 2-core host its start (database migration
+    # included) takes longer, and the run would fail before its first step. A user's own setting wins.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     if not args.verbose:  # Prefect's console lines and tracebacks (still sent to the API) would bury the progress;
         # set before Prefect configures logging, since it may configure it again when its temporary server starts
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 
     from vicflow.flows import prefect_journal
+    from vicflow.flows.governance import integrity
+    from vicflow.flows.governance.policy import Policy, for_run
 
+    args.policy, note = for_run(args.policy)
+    if note:
+        terminal.say("warning", note)
+    if args.policy:
+        args.policy = str(Path(args.policy).resolve())
+        Policy(args.policy)  # a policy that does not load is exit 2, located, before anything starts
     if getattr(args, "resume", None):
-        prefect_journal.load(args.resume)  # an unknown run is exit 2 before the run starts
+        # an unknown run is exit 2, a journal that was edited exit 1, before the run starts
+        integrity.check_journal(prefect_journal.load(args.resume), args.resume)
     from vicflow.flows.progress import Progress
 
     here = dry_run and not args.record  # a plan changes nothing: no Prefect server to start
@@ -378,7 +423,7 @@ def _run_or_plan(args, dry_run: bool) -> int:
     try:
         with progress:
             if here:
-                summary = _plan_here(document, prepared.values, registry)
+                summary = _plan_here(document, prepared.values, registry, args.policy)
             else:
                 summary = _run_in_prefect(args, str(path), document, prepared, registry, dry_run)
         code = EXIT_OK
@@ -388,6 +433,8 @@ def _run_or_plan(args, dry_run: bool) -> int:
         registry.pm.unregister(name="vicflow.cli.progress")
     progress.report(summary, args.output)
     if dry_run and code == EXIT_OK:
+        if (summary.get("policy") or {}).get("decision") == "deny":
+            return EXIT_FAILED  # the plan is shown, with why the policy would stop the run
         return _plan_exit_code(summary["plan"], args.detailed_exitcode)
     return code
 
@@ -400,13 +447,13 @@ def _plan_exit_code(plan: list[dict[str, Any]], detailed: bool) -> int:
     return EXIT_CHANGES if detailed and changes else EXIT_OK
 
 
-def _plan_here(document, values: dict[str, Any], registry) -> dict[str, Any]:
+def _plan_here(document, values: dict[str, Any], registry, policy: str | None) -> dict[str, Any]:
     """The plan in this process, on the thread executor: every step's plan(), nothing recorded."""
     from vicflow.flows import engine
     from vicflow.flows.thread_executor import ThreadSteps
 
     run_id = "local-plan-" + os.urandom(4).hex()
-    return engine.execute(document, values, registry, run_id, dry_run=True, executor=ThreadSteps)
+    return engine.execute(document, values, registry, run_id, dry_run=True, policy=policy, executor=ThreadSteps)
 
 
 def _run_in_prefect(args, path: str, document, prepared, registry, dry_run: bool) -> dict[str, Any]:
@@ -422,6 +469,7 @@ def _run_in_prefect(args, path: str, document, prepared, registry, dry_run: bool
         dry_run=dry_run,
         resume=getattr(args, "resume", None),
         approve=getattr(args, "approve", False),
+        policy=args.policy,
         return_state=True,
     )
     if state.is_cancelled():  # an approval gate said no (the flow's Cancelled state holds the summary)
@@ -440,6 +488,7 @@ COMMANDS = {
     "plan": lambda args: _run_or_plan(args, dry_run=True),
     "listen": lambda args: __import__("vicflow.flows.listen", fromlist=["main"]).main(args),
     "deploy": cmd_deploy,
+    "audit": cmd_audit,
     "worker": lambda args: __import__("vicflow.flows.forkserver", fromlist=["run_worker"]).run_worker(
         args.pool, args.name, args.limit
     ),

@@ -1,10 +1,13 @@
-"""A run of a validated blueprint from start to end: its sections, the rollback, the outputs and the summary.
+"""A run of a validated blueprint from start to end: its governance, its sections, the rollback, the outputs and
+the summary.
 
-``execute`` makes the run (run.py) and its executor, then schedules the ``steps:`` (scheduler.py). When a step
-fails for good, the completed steps are rolled back, newest first, unless ``on_failure`` says not, or the error
-does (one whose ``undo_completed`` is False, such as the Docker engine restarting under a check); then the
-``on_error:`` steps run, and the ``finally:`` steps at the end of every run. A dry run plans instead
-(planner.py).
+``execute`` makes the run (run.py) and its executor. A run with a policy has its whole plan judged first
+(governance/gate.py): deny stops it before any step, require approval pauses it. Then the ``steps:`` are
+scheduled (scheduler.py). When a step fails for good, the completed steps are rolled back, newest first, unless
+``on_failure`` says not, or an error does (any step that failed for good with ``undo_completed`` False, such as
+the Docker engine restarting under a check); then the ``on_error:`` steps run, and the ``finally:`` steps at the
+end of every run. A dry run plans instead (planner.py), with the plan's blast radius, the policy's outcome and
+the plan hash an approval is bound to.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from typing import Any
 
 from vicflow.flows.executor import Executor
 from vicflow.flows.fleet import RUNNER
-from vicflow.flows.planner import plan_steps
+from vicflow.flows.governance import audit, blast_radius, gate, integrity
+from vicflow.flows.governance.policy import Policy
+from vicflow.flows.planner import digest, plan_steps
 from vicflow.flows.run import Run, RunState
 from vicflow.flows.scheduler import Scheduler
 from vicflow.flows.spec import Blueprint
@@ -36,31 +41,40 @@ def execute(
     resume: str | None = None,
     event: dict[str, Any] | None = None,
     approve: bool = False,
+    policy: str | None = None,
+    folded: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run (or plan) ``blueprint``; returns the summary, raises RunFailed when a step failed for good and
-    RunCancelled when an approval said no.
+    RunCancelled when an approval said no or the policy denied the run.
 
     ``inputs`` are the values ``inputs.prepare`` gives (rendered and typed). ``executor`` makes the run's
-    executor: ``PrefectSteps`` (inside a flow run: each step a task run) or ``ThreadSteps`` (no Prefect)."""
+    executor: ``PrefectSteps`` (inside a flow run: each step a task run) or ``ThreadSteps`` (no Prefect).
+    ``policy``: a directory of Rego files judging the plan before any step applies (governance/gate.py);
+    ``folded``: the earlier events for the same target folded into this run (intake.py)."""
     masking.install_log_filter()
-    run = Run(blueprint, inputs, registry, run_id, event=event, dry_run=dry_run, pre_approved=approve)
+    run = Run(blueprint, inputs, registry, run_id, event=event, dry_run=dry_run, pre_approved=approve, folded=folded)
+    run.policy = Policy(policy) if policy else None  # a policy that does not load stops the run here
     run.executor = executor(run)
     run.resources[RUNNER] = run.executor.children
     started = time.monotonic()
     try:
         if not dry_run:
-            run.journal = run.executor.journal
+            run.journal = integrity.SealedJournal(run.executor.journal)  # a tampered journal is refused on resume
         if resume and not dry_run:
-            run.previous = run.journal.load(resume).get("steps", {})
+            run.previous = _resumed(run, resume)
         run.emit("vicflow.run.started", payload={"inputs": _public(blueprint, inputs), "event": event})
         if dry_run:
             return _plan(run, started)
-        failure = _schedule(run, blueprint.steps)
-        if run.cancelled:  # an approval said no: nothing behind its gate ran, so nothing is undone or run after
-            run.state = RunState.CANCELLED
+        stopped = gate.check(run, run.policy) if run.policy else None  # the policy judges the whole plan first
+        if stopped:
+            run.stop(*stopped)
         else:
-            run.state = _final_state(run, _after_steps(run, failure))
-            run.outputs = run.render_outputs()
+            failure = _schedule(run, blueprint.steps)
+            if run.cancelled:  # an approval said no: nothing behind its gate ran, so nothing is undone or run after
+                run.state = RunState.CANCELLED
+            else:
+                run.state = _final_state(run, _after_steps(run, failure))
+                run.outputs = run.render_outputs()
         left = run.release()
         summary = run.summary(started)
         if run.cancelled:
@@ -70,7 +84,7 @@ def execute(
         summary["left_behind"] = masking.mask(left)
         run.save_journal()
         run.executor.publish(summary)
-        if run.state == RunState.CANCELLED:
+        if run.state in (RunState.CANCELLED, RunState.DENIED):
             raise RunCancelled(masking.mask(summary))
         if run.state == RunState.FAILED:
             raise RunFailed(masking.mask(summary))  # Prefect pickles it into its result storage
@@ -88,8 +102,30 @@ def _plan(run: Run, started: float) -> dict[str, Any]:
     run.state = RunState.PLANNED
     summary = run.summary(started)
     summary["plan"] = plan
+    summary.update(_governed(run, plan))
     run.executor.publish(summary)
     return summary
+
+
+def _resumed(run: Run, ref: str) -> dict[str, Any]:
+    """The steps of the journal of run ``ref``, once its seal shows it was not edited; the resume is audited."""
+    journal = run.journal.load(ref)  # a SealedJournal: checked against its seal
+    audit.AuditLog().append(
+        "resume", audit.this_process(), run_id=run.run_id, blueprint=run.blueprint.name, detail={"resumed": ref}
+    )
+    return journal.get("steps", {})
+
+
+def _governed(run: Run, plan: list[dict[str, Any]]) -> dict[str, Any]:
+    """A plan's blast radius, its policy's outcome (with one) and the hash an approval of it is bound to."""
+    radius = blast_radius.of(plan)
+    if run.policy:
+        run.outcome, radius = gate.judge(run, plan, run.policy)
+    found: dict[str, Any] = {"blast_radius": radius.to_dict()}
+    if run.outcome is not None:
+        found["policy"] = run.outcome
+    found["plan_hash"] = digest(plan, run.outcome)
+    return found
 
 
 def _public(document: Blueprint, values: dict[str, Any]) -> dict[str, Any]:
@@ -117,12 +153,10 @@ def _after_steps(run: Run, failure: str | None) -> str | None:
     """After steps: the rollback and on_error: when a step failed for good, then finally:; the step that
     failed for good, if one did."""
     if failure:
-        record = run.records[failure]
-        if record.keep_completed:
-            record.note = "nothing rolled back: the failure is not the deployment's"
-        elif run.blueprint.step(failure).on_failure == "rollback":
+        # every step that failed counts, not only the first: parallel checks fail together when the engine restarts
+        if not run.keep_completed() and run.blueprint.step(failure).on_failure == "rollback":
             run.roll_back()
-        run.failed_step, run.error = failure, record.error
+        run.failed_step, run.error = failure, run.records[failure].error
         failure = _schedule(run, run.blueprint.on_error) or failure
     else:
         for step in run.blueprint.on_error:

@@ -24,9 +24,9 @@ class Executor(Protocol):
     def rollback(self, step_id: str) -> tuple[bool, str]:
         """Undo a completed step, with its retries: (undone, message when it was not)."""
 
-    def approve(self, step_id: str, approval: Any, rows: list[dict[str, Any]], digest: str) -> tuple[str, str]:
+    def approve(self, step_id: str, approval: Any, rows: list[dict[str, Any]], digest: str) -> tuple[str, str, str]:
         """Show the plan ``rows`` (hash ``digest``) and wait for a human: ("approved" | "rejected" |
-        "timed out", who or why)."""
+        "timed out", the comment or why, who answered)."""
 
     def event(self, name: str, resource: dict[str, str], payload: dict[str, Any]) -> None:
         """Send one of the run's events (Prefect's events; nothing without Prefect)."""

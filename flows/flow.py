@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from prefect import flow, get_run_logger
+from prefect.runtime import deployment as this_deployment
 from prefect.runtime import flow_run
 from prefect.states import Cancelled
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 from vicflow.flows import blueprint as bp
-from vicflow.flows import engine, expressions, shipped
+from vicflow.flows import engine, expressions, intake, shipped
+from vicflow.flows.governance import policy as policies
 from vicflow.flows.inputs import prepare
 from vicflow.flows.prefect_adapter import PrefectSteps
 from vicflow.flows.run import Run
@@ -56,13 +58,27 @@ def run_blueprint(
     ),
     event: dict[str, Any] | None = Field(default=None, description="the event that triggered this run"),
     approve: bool = Field(default=False, description="approve every approval gate in advance (for scripts)"),
+    policy: str | None = Field(
+        default=None,
+        description="a directory of Rego policy files (relative: to the worker's VICFLOW_HOME) that judges the plan "
+        "before any step applies: allow, warn, require approval or deny (docs/policy.md); a worker's VICFLOW_POLICY "
+        "wins over it",
+    ),
+    folded: dict[str, Any] | None = Field(
+        default=None,
+        description="set by vicflow, not by hand: the earlier events for the same target folded into this run "
+        "(count, first_event_id, last_event_id)",
+    ),
 ) -> Any:
     """Run a vicflow blueprint: every step becomes a task run named after its step id. The entry point of
     deployments, triggers and the UI form; ``vicflow run`` runs ``for_prepared``'s flow instead."""
     registry = default_registry()
     document = bp.load(shipped.resolve(blueprint), registry)
     values = prepare(document, inputs=inputs, variable=inputs_from, event=event, logger=get_run_logger()).values
-    return _run(document, values, registry, dry_run=dry_run, resume=resume, event=event, approve=approve)
+    return _run(
+        document, values, registry, dry_run=dry_run, resume=resume, event=event, approve=approve, policy=policy,
+        folded=folded,
+    )  # fmt: skip
 
 
 def for_prepared(
@@ -74,11 +90,13 @@ def for_prepared(
 
     def run_blueprint(
         blueprint: str, inputs: dict[str, Any] | None = None, dry_run: bool = False, resume: str | None = None,
-        approve: bool = False,
+        approve: bool = False, policy: str | None = None,
     ) -> Any:  # fmt: skip
         if before is not None:
             before()
-        return _run(document, values, registry, dry_run=dry_run, resume=resume, event=None, approve=approve)
+        return _run(
+            document, values, registry, dry_run=dry_run, resume=resume, event=None, approve=approve, policy=policy
+        )
 
     run_blueprint.__doc__ = f"Run the vicflow blueprint {document.name} (loaded, its inputs prepared)."
     return flow(
@@ -88,9 +106,13 @@ def for_prepared(
     )(run_blueprint)
 
 
-def _run(document: Blueprint, values: dict[str, Any], registry: Any, **options: Any) -> Any:
-    """The one path of a run inside a flow run: its target's slot held, the engine on Prefect's executor."""
+def _run(document: Blueprint, values: dict[str, Any], registry: Any, policy: str | None, **options: Any) -> Any:
+    """The one path of a run inside a flow run: the site's policy chosen, its target's slot held, the engine on
+    Prefect's executor."""
     run_id = str(flow_run.get_id() or "local")
+    policy, note = policies.for_run(policy)
+    if note:
+        get_run_logger().warning(note)
     executors: list[PrefectSteps] = []
 
     def executor(run: Run) -> PrefectSteps:
@@ -99,7 +121,10 @@ def _run(document: Blueprint, values: dict[str, Any], registry: Any, **options: 
 
     try:
         with one_run_per_target(document, values, options["event"]):
-            return engine.execute(document, values, registry, run_id, executor=executor, **options)
+            return engine.execute(document, values, registry, run_id, executor=executor, policy=policy, **options)
+    except intake.Duplicate as exc:  # the event was already taken: nothing runs twice
+        get_run_logger().warning("%s", exc)
+        return Cancelled(name="Duplicate", message=str(exc))
     except RunCancelled as exc:  # an approval said no, or none came: the flow run ends Cancelled
         return Cancelled(message=str(exc), data=exc.summary)
     finally:  # the slot is given back first: publishing may wait for an absent server
@@ -171,6 +196,8 @@ def one_run_per_target(document: bp.Blueprint, values: dict[str, Any], event: di
                 if holder is not None:
                     _write(holder, str(flow_run.get_id()))
                 try:
+                    # while the target is held no other run of it decides: the event is taken once
+                    intake.admit(str(flow_run.get_id() or "local"), this_deployment.id or None, event, logger)
                     yield
                     finished = True
                 finally:  # however the run ends: cleared before the slot is given back (a death in between leaks

@@ -22,6 +22,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 import warnings
 
@@ -36,6 +37,7 @@ PRELOAD = (
     "pyVmomi",
 )
 REQUEST_TIMEOUT = 10  # seconds a launcher has to send its request
+ORPHAN_GRACE = 10  # seconds a run whose launcher died has to end after SIGTERM before SIGKILL
 
 
 # ------------------------------------------------------------------------------------------- launcher
@@ -143,6 +145,7 @@ def serve(path: str) -> None:
         os.umask(old_umask)
     listener.listen(16)
     launchers: dict[int, socket.socket] = {}  # child pid -> its launcher's connection
+    orphaned: dict[int, float] = {}  # child pid -> when its launcher was found dead
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     print("ready", flush=True)
@@ -154,8 +157,17 @@ def serve(path: str) -> None:
                     _start_child(listener, launchers)
                 else:  # a launcher only ever closes: it was killed, so stop its run too
                     pid = next(p for p, s in launchers.items() if s is sock)
+                    orphaned.setdefault(pid, time.monotonic())
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGTERM)
+            # Prefect's own SIGTERM handler reports the run to the API before it exits; with the API gone that
+            # waits on its timeouts, so a run still there ORPHAN_GRACE seconds after its launcher died is killed
+            for pid, since in list(orphaned.items()):
+                if pid not in launchers:
+                    del orphaned[pid]
+                elif time.monotonic() - since > ORPHAN_GRACE:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
             _reap(launchers)
     finally:
         listener.close()
@@ -173,13 +185,19 @@ def _start_child(listener: socket.socket, launchers: dict[int, socket.socket]) -
         print(f"fork server: dropped a launcher that sent no valid request: {exc}", file=sys.stderr, flush=True)
         conn.close()
         return
+    # SIGTERM is held from the fork until the child has dropped the server's handler: a launcher killed at once
+    # (its run's SIGTERM sent right after the fork) would otherwise meet that handler and leave the run orphaned
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     pid = os.fork()
     if pid == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         listener.close()
         for other in launchers.values():
             other.close()
         conn.close()
         _run_engine(fds, request)  # never returns
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     for fd in fds:
         os.close(fd)
     conn.settimeout(None)
@@ -206,7 +224,6 @@ def _run_engine(fds: list[int], request: dict) -> None:
     from prefect.context import SettingsContext, get_settings_context
     from prefect.settings import Settings
 
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)

@@ -157,8 +157,10 @@ def _render_and_type(name: str, spec: InputSpec, value: _Value, context: dict) -
 def _is_reference(value: Any) -> bool:
     """A secret input given as one whole ``${{ ... }}`` (``${{ secrets.db }}``): a reference, rendered. Anything
     else given for a secret input is the secret itself, taken as it is, even when it holds ``${{``."""
-    return isinstance(value, str) and expressions.EXPR_RE.fullmatch(value.strip()) is not None and (
-        value.count("${{") == 1
+    return (
+        isinstance(value, str)
+        and expressions.EXPR_RE.fullmatch(value.strip()) is not None
+        and (value.count("${{") == 1)
     )
 
 

@@ -8,7 +8,7 @@ import threading
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from vicflow.flows import expressions
+from vicflow.flows import expressions, intake, journal
 from vicflow.flows.problems import Collector, Problem, short
 from vicflow.flows.secrets import Secrets
 from vicflow.plugins import SourceConfig, masking, yamlpos
@@ -91,10 +91,16 @@ def main(args) -> int:
             raise ListenConfigError(
                 [Problem(args.config, 1, 1, masking.mask(f"source {name!r}: {problems}"))]
             ) from None
+        source.cursor_file = journal.state_dir() / "listen" / f"{name}.json"
         thread = threading.Thread(target=source.run, args=(stop,), name=f"source-{name}", daemon=True)
         thread.start()
         threads.append(thread)
         log.info("source %s started", name)
+    # the runs that events queue are folded per target (flows/intake.py); two listeners take turns
+    folder = intake.Folder(logging.getLogger("vicflow.intake"))
+    thread = threading.Thread(target=folder.run, args=(stop,), name="intake-folder", daemon=True)
+    thread.start()
+    threads.append(thread)
     print(f"vicflow listen: {', '.join(settings)} running; SIGTERM or Ctrl-C stops", flush=True)
     while not stop.wait(0.5):
         pass

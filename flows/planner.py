@@ -15,12 +15,21 @@ from vicflow.plugins.errors import BlueprintError
 from vicflow.plugins.step import Change
 
 
-def plan_steps(run: Run) -> list[dict[str, Any]]:
+def plan_steps(run: Run, record: bool = True) -> list[dict[str, Any]]:
     """Call every step's plan() in dependency order, finally: steps last; nothing is changed. on_error: steps
-    are listed, not planned (they run only when the run fails)."""
-    plan = plan_rows(run, [*run.blueprint.steps, *run.blueprint.finally_], record=True)
+    are listed, not planned (they run only when the run fails). ``record``: a dry run's step records show it
+    (a run's policy plans without it)."""
+    plan = plan_rows(run, [*run.blueprint.steps, *run.blueprint.finally_], record=record)
     for step in run.blueprint.on_error:
-        plan.append({"step": step.id, "action": "none", "target": step.id, "detail": "on_error: runs if the run fails"})
+        plan.append(
+            {
+                "step": step.id,
+                "action": "none",
+                "target": step.id,
+                "detail": "on_error: runs if the run fails",
+                "kind": "",
+            }
+        )
     return plan
 
 
@@ -52,6 +61,7 @@ def plan_rows(run: Run, steps: list, record: bool) -> list[dict[str, Any]]:
                 "action": change.action,
                 "target": masking.mask(change.target),
                 "detail": masking.mask(change.detail),
+                "kind": change.kind,  # what it touches (plugins/step.py Kind): the blast radius counts it
             }
             for change in changes
         ]
@@ -92,9 +102,13 @@ def _plan_one(run: Run, step, needs: list[str], changing: set[str]) -> tuple[lis
         return [Change("error", step.id, message)], message
 
 
-def digest(rows: list[dict[str, Any]]) -> str:
-    """The hash an approval is bound to: the same rows give the same hash (the resume digest's, shortened)."""
-    return params_digest(rows)[:16]
+def digest(rows: list[dict[str, Any]], outcome: dict[str, Any] | None = None) -> str:
+    """The hash an approval is bound to: the same rows give the same hash (the resume digest's, shortened).
+    With a policy, its ``outcome`` (decision, messages, the policy's digest) is part of it: a plan approved under
+    one policy decision is not the plan of another."""
+    if outcome is None:
+        return params_digest(rows)[:16]
+    return params_digest({"rows": rows, "policy": outcome})[:16]
 
 
 def markdown(title: str, rows: list[dict[str, Any]]) -> str:

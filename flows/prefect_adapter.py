@@ -13,6 +13,7 @@ from typing import Any
 
 from vicflow.flows import fleet, planner
 from vicflow.flows.attempt import apply_step, undo_step
+from vicflow.flows.governance import audit, blast_radius
 from vicflow.flows.prefect_child_runs import PrefectChildRuns
 from vicflow.flows.prefect_journal import PrefectJournal
 from vicflow.flows.retry import RetryPolicy
@@ -36,7 +37,9 @@ def _approval_form():
 
     class ApprovalForm(RunInput):
         approve: bool = Field(description="apply the plan above (true), or cancel the run (false)")
-        comment: str = Field("", description="why (kept in the run's log)")
+        comment: str = Field("", description="why (kept in the run's log and the audit trail)")
+        # Prefect's open-source server has no users: who answered is what the approver says (the audit trail keeps it)
+        approver: str = Field("", description="your name, for the audit trail")
 
     return ApprovalForm
 
@@ -146,7 +149,7 @@ class PrefectSteps:
         future.wait()
         return future.state.is_completed(), future.state.message or ""
 
-    def approve(self, step_id: str, approval: Any, rows: list[dict[str, Any]], digest: str) -> tuple[str, str]:
+    def approve(self, step_id: str, approval: Any, rows: list[dict[str, Any]], digest: str) -> tuple[str, str, str]:
         """Publish the plan behind the gate (artifact, and the form's description), then pause the flow run
         for an approve/reject form in the Prefect UI (or ``resume_flow_run`` with ``{"approve": ...}``)."""
         from prefect import get_run_logger
@@ -154,6 +157,9 @@ class PrefectSteps:
 
         name = self.run.blueprint.name
         text = planner.markdown(f"Approve `{step_id}` of `{name}`: plan {digest}", rows)
+        text += "\n\n" + blast_radius.of(rows).markdown()
+        if self.run.outcome is not None:
+            text += "\n\n" + policy_markdown(self.run.outcome)
         text += f"\n\n**{approval.message}** (plan hash `{digest}`; the run applies only this plan)"
         create_markdown_artifact(
             key=f"vicflow-{name}-approval"[:100], markdown=masking.mask(text), description=f"plan to approve: {step_id}"
@@ -161,13 +167,14 @@ class PrefectSteps:
         logger = get_run_logger()
         if self.run.pre_approved:
             logger.info("step %s: plan %s approved in advance (--approve)", step_id, digest)
-            return "approved", "--approve"
+            return "approved", "--approve", audit.this_process()
         logger.info("step %s: waiting for approval of plan %s (up to %gs)", step_id, digest, approval.timeout_seconds)
         form = _approval_form().with_initial_data(description=masking.mask(text))
         answer, timed_out = _wait_for_approval(form, step_id, approval.timeout_seconds)
         if timed_out:
-            return "timed out", f"no answer within {approval.timeout_seconds:g}s"
-        return ("approved" if answer.approve else "rejected"), answer.comment
+            return "timed out", f"no answer within {approval.timeout_seconds:g}s", "vicflow (timeout)"
+        who = answer.approver.strip() or "unnamed (the Prefect UI or API: the form's approver was empty)"
+        return ("approved" if answer.approve else "rejected"), answer.comment, who
 
     def publish(self, summary: dict[str, Any]) -> None:
         self.kept = summary
@@ -185,6 +192,13 @@ class PrefectSteps:
 
     def close(self) -> None:
         pass
+
+
+def policy_markdown(outcome: dict[str, Any]) -> str:
+    """The policy's outcome as the plan artifact and the approval form show it."""
+    lines = [f"## Policy: {outcome['decision']}", "", f"policy `{outcome['policy']}` (digest `{outcome['digest']}`)"]
+    lines += [f"- {rule}: {message}" for rule, found in outcome["messages"].items() for message in found]
+    return "\n".join(lines)
 
 
 def skipped_task(reason: str):
@@ -246,6 +260,11 @@ def _publish(run: Run, summary: dict[str, Any]) -> None:
         description = f"vicflow run of {run.blueprint.name}: {summary['state']}"
         if run.event:
             description += f" (started by event {run.event.get('event', '?')})"
+        if run.folded:
+            description += (
+                f"; {run.folded.get('count')} earlier event(s) folded into it, from {run.folded.get('first_event_id')}"
+                f" to {run.folded.get('last_event_id')}"
+            )
         create_table_artifact(table=masking.mask(rows), key=f"{key}-summary", description=description)
         if run.event:
             create_markdown_artifact(
@@ -268,10 +287,13 @@ def _publish(run: Run, summary: dict[str, Any]) -> None:
                 table=masking.mask(children), key=f"{key}-children", description="the blueprints this run ran"
             )
         if "plan" in summary:
+            text = planner.markdown(f"Plan for `{run.blueprint.name}`", summary["plan"])
+            text += "\n\n" + blast_radius.of(summary["plan"]).markdown()
+            if summary.get("policy"):
+                text += "\n\n" + policy_markdown(summary["policy"])
+            text += f"\n\nplan hash `{summary['plan_hash']}`"
             create_markdown_artifact(
-                key=f"{key}-plan",
-                markdown=planner.markdown(f"Plan for `{run.blueprint.name}`", summary["plan"]),
-                description=f"dry run of {run.blueprint.name}",
+                key=f"{key}-plan", markdown=masking.mask(text), description=f"dry run of {run.blueprint.name}"
             )
     except Exception as exc:
         log.warning("could not publish the run's artifacts: %s", exc)

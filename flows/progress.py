@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import Progress as RichProgress
 from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from vicflow.flows.governance.blast_radius import BlastRadius
 from vicflow.flows.terminal import CleanFilter, for_json, markup, text
 from vicflow.plugins import hookimpl, masking
 
@@ -80,6 +81,23 @@ class Progress:
             else:
                 self.bar.update(task, description=line, completed=1)
 
+    def _governance(self, summary: dict[str, Any]) -> None:
+        """A plan's blast radius, what its policy said, and the hash an approval of it is bound to."""
+        radius = summary.get("blast_radius")
+        if radius is not None:
+            table = Table("what", "how many", title="blast radius")
+            for what, count in BlastRadius.from_dict(radius).lines():
+                table.add_row(text(what), text(count, 1000))
+            self.console.print(table)
+        outcome = summary.get("policy")
+        if outcome:
+            self.console.print(text(f"policy {outcome['policy']}: {outcome['decision']}", 500), highlight=False)
+            for rule, found in outcome["messages"].items():
+                for message in found:
+                    self.console.print(text(f"  {rule}: {message}", 1000), highlight=False, soft_wrap=True)
+        if summary.get("plan_hash"):
+            self.console.print(text(f"plan hash {summary['plan_hash']}"), highlight=False)
+
     def report(self, summary: dict[str, Any], output: str) -> None:
         summary = masking.mask(summary)
         if output == "json":
@@ -107,6 +125,7 @@ class Progress:
                 plan.add_row(text(change["step"], 200), text(change["action"]), text(change["target"], 500),
                              text(change["detail"], 500))  # fmt: skip
             self.console.print(plan)
+            self._governance(summary)
         left = [f"{row['id']}: {line}" for row in summary["steps"] for line in row.get("left_behind", [])]
         left += summary.get("left_behind", [])
         if left:
@@ -116,5 +135,7 @@ class Progress:
         from vicflow.flows.links import run_url
 
         self.console.print(text(f"{summary['blueprint']}: {summary['state']} in {summary['duration_s']:.1f}s"))
+        if summary["state"] in ("cancelled", "denied") and summary.get("error"):  # why: a gate or the policy
+            self.console.print(text(f"  {summary['error']}", 2000), highlight=False, soft_wrap=True)
         if not summary["run_id"].startswith("local-plan-"):
             self.console.print(f"see the run: {run_url(summary['run_id'])}", highlight=False, soft_wrap=True)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vicflow.flows import expressions
 from vicflow.flows.rendering import Unknown
@@ -26,6 +26,9 @@ from vicflow.flows.secrets import Secrets
 from vicflow.flows.spec import Blueprint
 from vicflow.plugins import masking
 from vicflow.plugins.step import StepContext, StepType
+
+if TYPE_CHECKING:
+    from vicflow.flows.governance.policy import Policy
 
 # Every event the engine emits (docs/events.md lists them; tests/test_docs.py compares the two).
 EVENTS = (
@@ -82,7 +85,8 @@ class RunState(StrEnum):
     COMPLETED = "completed"
     COMPLETED_WITH_FAILURES = "completed with failures"  # a step with on_failure: continue failed
     FAILED = "failed"
-    CANCELLED = "cancelled"
+    CANCELLED = "cancelled"  # an approval said no, or none came
+    DENIED = "denied"  # the run's policy denied its plan: no step started
 
     @property
     def succeeded(self) -> bool:
@@ -170,7 +174,10 @@ class Run:
     failed_step: str | None = None
     state: RunState = RunState.RUNNING
     outputs: dict[str, Any] = field(default_factory=dict)  # the blueprint's outputs: (masked), at the end
-    cancelled: str | None = None  # why an approval gate cancelled the run
+    cancelled: str | None = None  # why an approval gate (or the policy) cancelled the run
+    folded: dict[str, Any] | None = None  # the events folded into this run (flows/intake.py)
+    policy: Policy | None = None  # the run's policy (vicflow run --policy, the deployment's policy parameter)
+    outcome: dict[str, Any] | None = None  # what the policy said of the run's plan (Outcome.to_dict)
 
     def __post_init__(self) -> None:
         self.records = {s.id: StepRecord(s.id, s.uses) for s in self.blueprint.all_steps}
@@ -260,6 +267,21 @@ class Run:
         """pending -> skipped, quietly: a step of a section that does not run (on_error when nothing failed)."""
         record = self._moving(step_id, StepState.PENDING)
         record.state, record.note = StepState.SKIPPED, reason
+
+    def stop(self, state: RunState, reason: str) -> None:
+        """Before any step: the run ends ``state`` (denied, or cancelled when the approval the policy asked for
+        was not given), and every step is skipped, saying why."""
+        self.state, self.cancelled = state, reason
+        for step in self.blueprint.all_steps:
+            self.leave_out(step.id, f"not started: {state.value} before any step applied")
+
+    def keep_completed(self) -> bool:
+        """Whether the completed steps stay: any step that failed for good said not to undo them
+        (``undo_completed`` False); each such step's note says so."""
+        keeping = [record for record in self.records.values() if record.keep_completed]
+        for record in keeping:
+            record.note = "nothing rolled back: the failure is not the deployment's"
+        return bool(keeping)
 
     def planned(self, step_id: str, since: float, error: str | None) -> None:
         """pending -> planned (a dry run called its plan()), or failed when it could not be planned."""
@@ -387,6 +409,7 @@ class Run:
             "state": self.state.value,
             "duration_s": round(time.monotonic() - started, 3),
             "event": masking.mask(self.event),
+            **({"folded": self.folded} if self.folded else {}),
             "steps": [self.records[s.id].row() for s in self.blueprint.all_steps],
         }
 

@@ -15,6 +15,7 @@ from typing import Any
 from vicflow.flows import expressions, planner
 from vicflow.flows.attempt import call_with_deadline
 from vicflow.flows.executor import Executor
+from vicflow.flows.governance import gate
 from vicflow.flows.rendering import for_each_items, item_label, located, params_digest, truthy
 from vicflow.flows.run import Run
 from vicflow.flows.spec import dependencies
@@ -111,8 +112,9 @@ class Scheduler:
         run = self.run_
         section = planner.behind(run, step_id, self.steps)
         rows = planner.plan_rows(run, section, record=False)
-        approved = planner.digest(rows)
-        decision, why = self.executor.approve(step_id, step.approval, rows, approved)
+        approved = planner.digest(rows, run.outcome)  # the policy's outcome, with one, is part of what is approved
+        decision, why, who = self.executor.approve(step_id, step.approval, rows, approved)
+        gate.record(run, step_id, decision, who, approved, why)
         if decision != "approved":
             reason = f"the approval of step {step_id!r} was {decision}"
             if why:
@@ -122,8 +124,9 @@ class Scheduler:
             self._ended(step_id)
             return False
         again = planner.plan_rows(run, section, record=False)
-        if planner.digest(again) != approved:
-            change = f"{approved} -> {planner.digest(again)}): {planner.diff(rows, again)}"
+        now = planner.digest(again, run.outcome)
+        if now != approved:
+            change = f"{approved} -> {now}): {planner.diff(rows, again)}"
             run.fail(step_id, masking.mask(f"the plan changed since approval ({change}"), since=picked)
             self._ended(step_id, failed=True)
             return False

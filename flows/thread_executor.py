@@ -15,6 +15,7 @@ from typing import Any
 from vicflow.flows.attempt import apply_step, undo_step
 from vicflow.flows.child_runs import ChildRuns
 from vicflow.flows.engine import MAX_PARALLEL_STEPS
+from vicflow.flows.governance import audit
 from vicflow.flows.journal import FileJournal
 from vicflow.flows.retry import RetryPolicy
 from vicflow.flows.run import Run
@@ -64,12 +65,12 @@ class ThreadSteps:
             return False, str(exc)
         return True, ""
 
-    def approve(self, step_id: str, approval: Any, rows: list[dict[str, Any]], digest: str) -> tuple[str, str]:
+    def approve(self, step_id: str, approval: Any, rows: list[dict[str, Any]], digest: str) -> tuple[str, str, str]:
         """No Prefect, so no one to ask: approved only in advance (``--approve``)."""
         if self.run.pre_approved:
             log.info("step %s: plan %s approved in advance (--approve)", step_id, digest)
-            return "approved", "--approve"
-        return "rejected", "approval needs a Prefect run to pause, or --approve"
+            return "approved", "--approve", audit.this_process()
+        return "rejected", "approval needs a Prefect run to pause, or --approve", "vicflow"
 
     def publish(self, summary: dict[str, Any]) -> None:
         pass  # no Prefect: the summary is the return value

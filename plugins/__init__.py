@@ -23,7 +23,7 @@ from vicflow.plugins.errors import (  # noqa: E402
 )
 from vicflow.plugins.paths import BlueprintFile  # noqa: E402
 from vicflow.plugins.source import EventSource, SourceConfig  # noqa: E402
-from vicflow.plugins.step import Change, Params, StepContext, StepType  # noqa: E402
+from vicflow.plugins.step import Change, Kind, Params, StepContext, StepType  # noqa: E402
 
 __all__ = [
     "PROJECT_NAME",
@@ -31,6 +31,7 @@ __all__ = [
     "Change",
     "ConfigError",
     "EventSource",
+    "Kind",
     "Params",
     "PermanentError",
     "PluginError",

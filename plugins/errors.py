@@ -9,12 +9,22 @@
     │   ├── ListenConfigError    `vicflow listen --config`
     │   ├── ExpressionError      a ${{ }} expression that cannot be parsed or evaluated (a missing secret)
     │   │   └── BudgetError      one that went past its budget: CPU time, or the size of what it builds
-    │   └── YAMLSyntaxError      a YAML file that does not parse
+    │   ├── YAMLSyntaxError      a YAML file that does not parse
+    │   └── PolicyError          a policy that does not load or evaluate (flows/governance/policy.py)
     ├── PluginError              a plugin could not be loaded or registered something invalid; exit 2
     ├── StepError                a step failed
     │   ├── TransientError       worth retrying (a timeout, a restarting server)
+    │   │   └── LoginCut         a vSphere login cut after it was sent (plugins/clients/vsphere.py)
     │   └── PermanentError       retrying cannot help (bad input, a refused credential)
+    │       └── ComposeError     a compose file compose_up cannot use (plugins/compose/model.py)
+    ├── RegistryError            the registry refused us (plugins/clients/registry_api.py)
+    │   └── RegistryUnavailable  Harbor's nginx without its upstream (502/503/504): worth another try
+    ├── ProbeFailed              one health probe's answer (plugins/builtin/health.py)
+    ├── StepFailed               a step's attempts are spent (flows/engine.py)
+    ├── TamperedError            an audit record or a sealed journal was edited (flows/governance/integrity.py)
+    ├── Duplicate                this run's event was taken by another run; it ends Cancelled (flows/intake.py)
     └── RunFailed                a run ended with a step that failed for good; exit 1
+        └── RunCancelled         an approval said no, or none came
 
 It lives in ``plugins`` because plugins raise these and may not import the engine (``flows``).
 """

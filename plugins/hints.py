@@ -7,7 +7,7 @@ from collections.abc import Collection
 
 
 def did_you_mean(word: str, choices: Collection[str]) -> str:
-    """"did you mean 'x'? " for the closest choice, or "" (cheap: never quadratic on huge input)."""
+    """ "did you mean 'x'? " for the closest choice, or "" (cheap: never quadratic on huge input)."""
     if len(choices) > 500 or len(str(word)) > 100:  # difflib is quadratic; a hint must stay cheap
         return ""
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)

@@ -34,8 +34,11 @@ _URL_SAFE = (
     "!$&'()*+,;=:@/%",
     "!$&'()*+,;=:@/?",
     "!$&'()*+,;=:@/?%",
+    "/?=&",  # a path and query string quoted by hand (quote(url, safe="/?=&")), as in a retry error's url
 )
 _HEX_ESCAPE = re.compile(r"%[0-9A-F]{2}")
+_ANY_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")  # RFC 3986
 
 _secrets: dict[str, set[str]] = {}  # secret -> its forms
 _pattern: re.Pattern[str] | None = None
@@ -74,14 +77,24 @@ def encoded(secret: str) -> set[str]:
     with lower-case hex too, and encoded twice), ``repr``-escaped (either quote style, once and twice),
     HTML-escaped, and each of those JSON-escaped."""
     found = {secret, html.escape(secret), quote_plus(secret), quote_plus(secret, safe="/")}
-    for safe in _URL_SAFE:
-        quoted = quote(secret, safe=safe)
-        found |= {quoted, quote(quoted, safe=safe), _HEX_ESCAPE.sub(lambda m: m.group(0).lower(), quoted)}
+    # requests first decodes the escapes of unreserved characters the text already holds ("%41" -> "A";
+    # requests.utils.unquote_unreserved), then quotes the rest
+    for text in {secret, _ANY_ESCAPE.sub(_unreserved, secret)}:
+        for safe in _URL_SAFE:
+            quoted = quote(text, safe=safe)
+            found |= {quoted, quote(quoted, safe=safe), _HEX_ESCAPE.sub(lambda m: m.group(0).lower(), quoted)}
     for text in (secret, repr(secret)[1:-1]):
         found |= {repr(text)[1:-1], repr(text + '"')[1:-2], repr(text + "'")[1:-2]}
-    for text in list(found):
-        found |= {json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1]}
+    for _ in range(2):  # a JSON document inside a JSON string (a logged request body) escapes twice
+        for text in list(found):
+            found |= {json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1]}
     return found
+
+
+def _unreserved(escape: re.Match[str]) -> str:
+    """An escape of an unreserved character decoded, as requests does; any other escape kept."""
+    char = chr(int(escape.group(1), 16))
+    return char if char in _UNRESERVED else escape.group(0)
 
 
 def _base64_forms(data: bytes) -> set[str]:

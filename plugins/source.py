@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict
@@ -44,6 +47,28 @@ class EventSource(Generic[C]):
         self.log = logger or logging.getLogger(f"vicflow.sources.{type(self).__name__}")
         self.seen: OrderedDict[uuid.UUID, None] = OrderedDict()
         self.emitted = 0
+        self.cursor_file: Path | None = None  # set by `vicflow listen`: where the source keeps its place
+
+    def load_cursor(self) -> dict[str, Any]:
+        """Where the source was when it last saved its place (``{}`` the first time, or without a file): a
+        restarted listener resumes there and replays what followed, so nothing that happened while it was down
+        is lost; the replayed events keep their ids and are not run twice (docs/decisions.md)."""
+        if self.cursor_file is None or not self.cursor_file.exists():
+            return {}
+        try:
+            return dict(json.loads(self.cursor_file.read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            self.log.warning("ignored the saved place in %s (%s): starting from now", self.cursor_file, exc)
+            return {}
+
+    def save_cursor(self, cursor: dict[str, Any]) -> None:
+        """Save the source's place atomically (a SIGKILL leaves the old or the new file, never half of one)."""
+        if self.cursor_file is None:
+            return
+        self.cursor_file.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.cursor_file.with_suffix(".tmp")
+        partial.write_text(json.dumps(cursor))
+        os.replace(partial, self.cursor_file)
 
     def run(self, stop: threading.Event) -> None:
         backoff = 1.0
@@ -71,7 +96,11 @@ class EventSource(Generic[C]):
     def publish(
         self, name: str, key: str, resource: dict[str, str], payload: dict[str, Any], occurred: datetime | None = None
     ) -> bool:
-        """Emit once per ``key``; a key seen before (a replay after reconnecting) is dropped."""
+        """Emit once per ``key``; a key seen before (a replay after reconnecting) is dropped.
+
+        ``key`` is the event's identity at its source (a registry notification's id, Docker's container id, time
+        and status, vCenter's event key): the event id is a UUIDv5 of it, the same in every listener and after a
+        restart, so Prefect and the run's intake (flows/intake.py) recognise a second delivery."""
         if name not in self.events:
             raise ValueError(f"{type(self).__name__} emits {name!r} without declaring it in events")
         event_id = uuid.uuid5(NAMESPACE, key)
@@ -91,5 +120,5 @@ class EventSource(Generic[C]):
             }
         )
         self.emitted += 1
-        self.log.info("emitted %s for %s", name, resource.get("prefect.resource.id"))
+        self.log.info("emitted %s %s for %s", name, event_id, resource.get("prefect.resource.id"))
         return True

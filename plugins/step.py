@@ -6,6 +6,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -18,6 +19,20 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Kind(StrEnum):
+    """What a plan row touches: the one vocabulary step types, the blast radius and policies share.
+
+    A third-party step type may give a kind of its own (any string); the blast radius counts these."""
+
+    HOST_FIREWALL = "host_firewall"  # an ESXi host's firewall (the vSPC ruleset)
+    VCH = "vch"  # a Virtual Container Host (its endpoint VM)
+    CONTAINER = "container"  # a container, or a container VM of a VCH
+    VOLUME = "volume"  # a Docker volume (on a VCH, a VMDK in a volume store)
+    VOLUME_STORE = "volume_store"  # a VCH's volume store (a datastore folder)
+    NETWORK = "network"  # a Docker network
+    REGISTRY_IMAGE = "registry_image"  # the image a registry service runs
+
+
 @dataclass
 class Change:
     """One thing ``plan()`` says ``apply()`` would do."""
@@ -25,6 +40,7 @@ class Change:
     action: str  # create | update | delete | none
     target: str
     detail: str = ""
+    kind: str = ""  # what is touched (a ``Kind``); empty when a step type does not say
 
 
 @dataclass

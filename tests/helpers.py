@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import socket
 import time
+import uuid
+from pathlib import Path
 
 import requests
+from vicflow.flows import blueprint as bp
+from vicflow.flows import engine
+from vicflow.flows.inputs import prepare
+from vicflow.flows.thread_executor import ThreadSteps
+from vicflow.plugins.errors import RunFailed
+from vicflow.plugins.manager import default_registry
 
 
 def free_port() -> int:
@@ -62,3 +70,16 @@ def gogs_first_run(base_url: str, db_password: str, admin_password: str = "admin
         "admin_password": admin_password,
     }
     return expressions.render(document.step("first_run").with_, {"inputs": inputs})
+
+
+def run_on_threads(path: Path, inputs: dict) -> dict:
+    """A blueprint run by the engine on its thread executor, in this process (no Prefect); its summary, failed or
+    not."""
+    registry = default_registry()
+    document = bp.load(path, registry)
+    try:
+        return engine.execute(
+            document, prepare(document, inputs=inputs).values, registry, uuid.uuid4().hex, executor=ThreadSteps
+        )
+    except RunFailed as exc:
+        return exc.summary

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.prefect
 
@@ -210,3 +210,96 @@ def test_the_simulator_changed_between_pause_and_approval_so_the_plan_is_refused
         assert step["attempts"] == 0, "the step never ran: nothing was applied on the plan nobody approved"
     finally:
         Disconnect(si)
+
+
+GOVERNED = """
+name: governed
+steps:
+  - id: firewall
+    uses: touch
+    with:
+      kind: host_firewall
+      targets: [esx01, esx02, esx03, esx04, esx05, esx06, esx07, esx08, esx09]
+  - id: deploy
+    uses: write_file
+    needs: firewall
+    with: {file: deploy.txt, text: "version 2"}
+"""
+EXAMPLE_POLICY = REPO / "policies" / "example"
+
+
+def test_a_policy_asking_for_approval_gates_the_run_and_the_trail_keeps_who_approved_which_plan(tmp_path, cli_env):
+    """The example policy asks for approval of more than 8 hosts' firewalls: the run pauses before its first step
+    with the plan, its blast radius and the policy's message; the approver's name, comment and the plan hash
+    `vicflow plan --policy` printed are in the audit trail, which verifies."""
+    from prefect import get_client
+    from prefect.flow_runs import resume_flow_run
+
+    blueprint = tmp_path / "governed.yaml"
+    blueprint.write_text(GOVERNED)
+    env = {**cli_env, "VICFLOW_AUDIT_LOG": str(tmp_path / "audit.jsonl"), "VICFLOW_APPROVAL_POLL_SECONDS": "1"}
+    plan = run_cli(["plan", str(blueprint), "--policy", str(EXAMPLE_POLICY), "--output", "json"], env)
+    planned = json.loads(plan.stdout)
+    assert planned["policy"]["decision"] == "require_approval", plan.stderr[-2000:]
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vicflow.flows.cli",
+            "run",
+            str(blueprint),
+            "--output",
+            "json",
+            "--policy",
+            str(EXAMPLE_POLICY),
+        ],  # fmt: skip
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    run = paused_run(blueprint)
+    assert not (tmp_path / "deploy.txt").exists(), "no step before the policy's gate"
+    with get_client(sync_client=True) as client:
+        artifact = next(
+            a for a in client.read_artifacts() if a.key == "vicflow-governed-approval" and a.flow_run_id == run.id
+        )
+    assert f"plan {planned['plan_hash']}" in artifact.data
+    assert "| ESXi hosts whose firewall changes | 9 |" in artifact.data
+    assert "## Policy: require_approval" in artifact.data
+    assert "approval: 9 ESXi hosts' firewalls would change (more than 8)" in artifact.data
+    resume_flow_run(run.id, run_input={"approve": True, "comment": "CHG-42", "approver": "alice"})
+    code, summary, err = finish(process)
+    assert code == 0, err[-2000:]
+    assert (tmp_path / "deploy.txt").read_text() == "version 2"
+
+    trail = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert [(r["event"], r["who"]) for r in trail][-1] == ("approval", "alice")
+    policy, approval = trail[-2:]
+    assert policy["event"] == "policy" and policy["detail"]["decision"] == "require_approval"
+    assert approval["plan_hash"] == policy["plan_hash"] == planned["plan_hash"]
+    assert approval["comment"] == "CHG-42" and approval["run_id"] == str(run.id)
+    verified = run_cli(["audit", "verify"], env)
+    assert verified.returncode == 0 and "2 records, chain intact" in verified.stdout, verified.stderr
+
+
+def test_a_denying_policy_stops_the_run_before_any_step(tmp_path, cli_env):
+    blueprint = tmp_path / "shrink.yaml"
+    blueprint.write_text(
+        GOVERNED.replace("kind: host_firewall", "kind: volume_store\n      action: delete").replace(
+            "targets: [esx01, esx02, esx03, esx04, esx05, esx06, esx07, esx08, esx09]", "targets: [LocalDS_0/vch]"
+        )
+    )
+    env = {**cli_env, "VICFLOW_AUDIT_LOG": str(tmp_path / "audit.jsonl")}
+    result = run_cli(["run", str(blueprint), "--policy", str(EXAMPLE_POLICY), "--output", "json"], env)
+    assert result.returncode == 1, result.stderr[-2000:]
+    summary = json.loads(result.stdout)
+    assert summary["state"] == "denied"
+    assert "would delete volume store LocalDS_0/vch: never delete a volume store" in summary["error"]
+    assert not (tmp_path / "deploy.txt").exists()
+    (record,) = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert record["event"] == "policy" and record["detail"]["decision"] == "deny"
+    said = run_cli(["run", str(blueprint), "--policy", str(EXAMPLE_POLICY)], env)
+    assert said.returncode == 1 and "governed: denied in" in said.stderr
+    assert f"denied by policy {EXAMPLE_POLICY}: step firewall would delete volume store LocalDS_0/vch" in said.stderr

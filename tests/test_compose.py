@@ -34,7 +34,6 @@ def gogs(docker_engine, docker_images):
         docker_host=VCH,
         files=["gogs/docker-compose.yml"],
         project=f"gogs{uuid.uuid4().hex[:6]}",
-        volume_driver="local",
         use_os_environ=False,
         environment={
             "GOGS_IMAGE": "vicflow-test/app:1.0",
@@ -79,9 +78,15 @@ def version(gogs) -> str:
     return re.search(r"Gogs Version: (\S+)", page).group(1)
 
 
-def users(gogs) -> list[str]:
-    found = requests.get(f"{gogs['url']}/api/v1/users/search", params={"q": "gogs"}, timeout=10).json()  # "": none
-    return [u["username"] for u in found["data"]]
+def users(gogs, timeout: float = 60) -> list[str]:
+    """Gogs' users, read from Postgres (a 500 while Postgres is still starting after an up: asked again);
+    searched by a keyword (Gogs lists none for an empty one)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = requests.get(f"{gogs['url']}/api/v1/users/search", params={"q": "gogs"}, timeout=10)
+        if answer.status_code != 500 or time.monotonic() > deadline:
+            return [u["username"] for u in answer.json()["data"]]
+        time.sleep(0.5)
 
 
 def test_gogs_comes_up_answers_and_keeps_data_across_down_and_up(gogs, docker_client):
@@ -124,16 +129,24 @@ def test_rerun_recreates_nothing_and_a_changed_env_recreates_one_service(gogs):
 
 def test_plan_lists_create_recreate_and_unchanged(gogs):
     params = {k: v for k, v in gogs.items() if k != "url"}
-    assert {c.target.split("/")[1]: c.action for c in stepkit.plan(ComposeUp, **params)} == {
+    planned = stepkit.plan(ComposeUp, **params)
+    assert {c.target.split("/")[1]: c.action for c in planned if c.kind == "container"} == {
         "gogs": "create",
         "gogsdb": "create",
     }
+    project = params["project"]
+    assert sorted((c.action, c.target) for c in planned if c.kind == "volume") == [
+        ("create", f"{project}_gogsvol1"),
+        ("create", f"{project}_gogsvol2"),
+    ]
     up(gogs)
     params["environment"] = {**params["environment"], "GOGS_IMAGE": "vicflow-test/app:1.1"}
-    assert {c.target.split("/")[1]: c.action for c in stepkit.plan(ComposeUp, **params)} == {
+    planned = stepkit.plan(ComposeUp, **params)
+    assert {c.target.split("/")[1]: c.action for c in planned if c.kind == "container"} == {
         "gogs": "recreate",
         "gogsdb": "none",
     }
+    assert [c for c in planned if c.kind == "volume"] == []  # created by the first up
 
 
 def test_rollback_restores_the_replaced_container(gogs, docker_client):
@@ -224,7 +237,7 @@ def test_depends_on_service_healthy_waits_for_the_healthcheck(tmp_path, docker_e
 @pytest.mark.parametrize(
     ("snippet", "message"),
     [
-        ("    deploy: {replicas: 2}\n", r"compose.yml:5:5: unsupported key 'deploy' in service 'web'"),
+        ("    deploy: {replicas: 2}\n", r"compose.yml:5:24: deploy.replicas of 'web' is 2: vicflow runs one container"),
         ("    imgae: x\n", r"compose.yml:5:5: unknown key 'imgae' in service 'web'"),
         ("    ports: ['80:80:80:80']\n", r"compose.yml:5:13: invalid port '80:80:80:80'"),
         ("    restart: sometimes\n", r"compose.yml:5:14: restart policy 'sometimes' is not one of"),
@@ -361,7 +374,14 @@ def test_health_check_kinds_against_real_services(gogs):
     port = int(gogs["url"].rsplit(":", 1)[1])
     tcp, _ = stepkit.apply(HealthCheck, kind="tcp", host="127.0.0.2", port=port)
     assert tcp["detail"] == "connected"
-    box, _ = stepkit.apply(HealthCheck, kind="container", container="gogsdb", docker_host=VCH, deadline_seconds=120)
+    box, _ = stepkit.apply(
+        HealthCheck,
+        kind="container",
+        container="gogsdb",
+        command=["pg_isready", "-h", "127.0.0.1", "-U", "gogsuser", "-d", "gogsdb"],
+        docker_host=VCH,
+        deadline_seconds=120,
+    )
     assert box["detail"].startswith("running")
 
 
@@ -429,6 +449,9 @@ def test_keys_real_files_use_reach_the_engine(tmp_path, docker_engine, docker_im
     assert config["Tty"] is True and config["OpenStdin"] is True
     assert {u["Name"]: (u["Soft"], u["Hard"]) for u in host["Ulimits"]} == {"nofile": (1024, 2048), "nproc": (512, 512)}
     assert host["Sysctls"] == {"net.core.somaxconn": "1024"} and host["SecurityOpt"] == ["no-new-privileges:true"]
+    deadline = time.monotonic() + 30  # the container runs; its shell prints once it is scheduled
+    while "started" not in box.logs().decode() and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert "started" in box.logs().decode()
     again, ctx = stepkit.apply(ComposeUp, docker_host=PLAIN, files=[path], project=project, use_os_environ=False)
     assert ctx.changed is False and again["unchanged"] == ["box"], "a second run changes nothing"
@@ -499,3 +522,132 @@ def test_a_reported_container_that_the_next_attempt_started_is_no_longer_left_be
         assert ctx.leftovers == ["volume x: kept, remove it with docker volume rm x"], ctx.leftovers
     finally:
         stepkit.apply(ComposeDown, docker_host=PLAIN, project=project)
+
+
+def test_compose_spec_keys_reach_the_engine(tmp_path, docker_engine, docker_images, docker_client):
+    """secrets and configs from files, a network's ipam, deploy's resources and restart policy: what docker
+    compose honours outside swarm, read back from docker inspect (and the secret from inside the container)."""
+    project = f"spec{uuid.uuid4().hex[:6]}"
+    (tmp_path / "db_password.txt").write_text("not-a-real-password\n")
+    (tmp_path / "site.conf").write_text("server { listen 80; }\n")
+    path = _write(
+        tmp_path,
+        "compose.yml",
+        """
+        services:
+          app:
+            image: vicflow-test/busybox:latest
+            command: ["sh", "-c", "cat /run/secrets/db_password /etc/app/site.conf; exec sleep 600"]
+            stop_signal: SIGKILL
+            restart: always
+            deploy:
+              resources:
+                limits: {cpus: '0.5', memory: 96M, pids: 64}
+                reservations: {memory: 32M}
+              restart_policy: {condition: on-failure, max_attempts: 4}
+            secrets: [db_password, {source: db_password, target: copy}]
+            configs: [{source: site, target: /etc/app/site.conf}]
+            networks: [back]
+        secrets:
+          db_password: {file: ./db_password.txt}
+        configs:
+          site: {file: ./site.conf}
+        networks:
+          back:
+            ipam:
+              config: [{subnet: 10.231.0.0/24, ip_range: 10.231.0.128/25, gateway: 10.231.0.1}]
+        """,
+    )
+    stepkit.apply(ComposeUp, docker_host=PLAIN, files=[path], project=project, use_os_environ=False)
+    try:
+        app = docker_client.containers.get(f"{project}-app-1")
+        host = app.attrs["HostConfig"]
+        assert (host["NanoCpus"], host["Memory"], host["PidsLimit"], host["MemoryReservation"]) == (
+            500_000_000, 96 * 2**20, 64, 32 * 2**20,
+        )  # fmt: skip
+        assert host["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 4}
+        mounts = {m["Destination"]: (m["Type"], m["Source"], m["RW"]) for m in app.attrs["Mounts"]}
+        assert mounts == {
+            "/run/secrets/db_password": ("bind", str(tmp_path / "db_password.txt"), False),
+            "/run/secrets/copy": ("bind", str(tmp_path / "db_password.txt"), False),
+            "/etc/app/site.conf": ("bind", str(tmp_path / "site.conf"), False),
+        }
+        deadline = time.monotonic() + 30
+        while "listen 80" not in app.logs().decode() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert app.logs().decode() == "not-a-real-password\nserver { listen 80; }\n"
+        ipam = docker_client.networks.get(f"{project}_back").attrs["IPAM"]
+        assert ipam["Config"] == [{"Subnet": "10.231.0.0/24", "IPRange": "10.231.0.128/25", "Gateway": "10.231.0.1"}]
+        again, ctx = stepkit.apply(ComposeUp, docker_host=PLAIN, files=[path], project=project, use_os_environ=False)
+        assert ctx.changed is False and again["unchanged"] == ["app"], "a second run changes nothing"
+    finally:
+        stepkit.apply(ComposeDown, docker_host=PLAIN, project=project)
+
+
+def test_on_a_vch_compose_up_refuses_what_vic_cannot_honour_before_changing_anything(
+    tmp_path, docker_engine, docker_client, caplog
+):
+    """The VCH endpoint says it is VIC 1.1.1 (docker info): a secret from a file is a located error, every
+    healthcheck a warning with file:line, and service_healthy an error that says what to use instead."""
+    project = f"vchspec{uuid.uuid4().hex[:6]}"
+    (tmp_path / "db_password.txt").write_text("not-a-real-password\n")
+    path = _write(
+        tmp_path,
+        "compose.yml",
+        """
+        services:
+          db:
+            image: vicflow-test/busybox:latest
+            command: ["sleep", "600"]
+            stop_signal: SIGKILL
+            secrets: [db_password]
+        secrets:
+          db_password: {file: ./db_password.txt}
+        """,
+    )
+    with pytest.raises(ComposeError) as info:
+        stepkit.apply(ComposeUp, docker_host=VCH, files=[path], project=project, use_os_environ=False)
+    assert str(info.value).startswith(f"{path}:6:5: VIC 1.1 cannot mount the secrets of 'db'")
+    assert not docker_client.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"})
+    stepkit.apply(ComposeUp, docker_host=PLAIN, files=[path], project=project, use_os_environ=False)
+    stepkit.apply(ComposeDown, docker_host=PLAIN, project=project)
+
+    checked = _write(
+        tmp_path,
+        "checked.yml",
+        """
+        services:
+          db:
+            image: vicflow-test/busybox:latest
+            command: ["sleep", "600"]
+            stop_signal: SIGKILL
+            healthcheck: {test: [CMD, "true"], interval: 2s}
+        """,
+    )
+    with caplog.at_level("WARNING"):
+        stepkit.apply(ComposeUp, docker_host=VCH, files=[checked], project=project, use_os_environ=False)
+    assert [r.getMessage() for r in caplog.records if "healthcheck" in r.getMessage()] == [
+        f"{checked}:6:5: the healthcheck of 'db' is dropped on a VCH: VIC 1.1.1 never reads a container's "
+        "Healthcheck, so it never runs and the container never reports healthy (prove readiness with a "
+        "health_check step after compose_up)"
+    ]
+    stepkit.apply(ComposeDown, docker_host=VCH, project=project)
+
+    healthy = _write(
+        tmp_path,
+        "healthy.yml",
+        """
+        services:
+          db:
+            image: vicflow-test/busybox:latest
+            healthcheck: {test: [CMD, "true"]}
+          web:
+            image: vicflow-test/busybox:latest
+            depends_on: {db: {condition: service_healthy}}
+        """,
+    )
+    with pytest.raises(ComposeError) as info:
+        stepkit.apply(ComposeUp, docker_host=VCH, files=[healthy], project=project, use_os_environ=False)
+    assert str(info.value).startswith(f"{healthy}:7:34: service 'web' waits for 'db' to be healthy")
+    assert "health_check step" in info.value.hint
+    assert not docker_client.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"})

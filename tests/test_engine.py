@@ -365,7 +365,7 @@ def test_dry_run_plans_without_applying(write, run):
     )
     assert summary["state"] == "planned"
     assert not engine_steps.JOURNAL
-    assert summary["plan"][0] == {"step": "a", "action": "create", "target": "a", "detail": "create it"}
+    assert summary["plan"][0] == {"step": "a", "action": "create", "target": "a", "detail": "create it", "kind": ""}
     assert summary["plan"][1]["action"] == "unknown"
 
 
@@ -383,7 +383,7 @@ def test_a_for_each_that_is_not_a_list_fails_the_plan_as_it_fails_the_run(write,
         """)
     planned, applied = run(path, dry_run=True), run(path)
     assert planned["plan"] == [
-        {"step": "each", "action": "error", "target": "each", "detail": planned["plan"][0]["detail"]}
+        {"step": "each", "action": "error", "target": "each", "detail": planned["plan"][0]["detail"], "kind": ""}
     ]
     assert "for_each must produce a list, got str" in planned["plan"][0]["detail"]
     assert applied["state"] == "failed" and "for_each must produce a list, got str" in applied["steps"][0]["error"]
@@ -759,6 +759,6 @@ def test_a_plan_with_changes_emits_drift_detected_with_them(run, write):
     drift = [e for e in seen if e["event"] == "vicflow.drift.detected"]
     assert [e["blueprint"] for e in drift] == ["drift"], "only a plan with changes"
     assert drift[0]["payload"]["changes"] == [
-        {"step": "a", "action": "create", "target": "a", "detail": "would create"}
+        {"step": "a", "action": "create", "target": "a", "detail": "would create", "kind": ""}
     ]
     assert engine_steps.JOURNAL == [], "planning applied nothing"

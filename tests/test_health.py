@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 from vicflow.plugins.builtin.health import HealthCheck
-from vicflow.plugins.step import TransientError
+from vicflow.plugins.step import PermanentError, TransientError
 
 from tests import stepkit
 from tests.helpers import free_port
@@ -65,3 +65,43 @@ def test_a_wrong_password_fails_with_the_servers_reason(postgres):
             HealthCheck, kind="postgres", host="127.0.0.1", port=postgres["port"], password="wrong",
             deadline_seconds=2, interval_seconds=0.5,
         )  # fmt: skip
+
+
+@pytest.fixture
+def box_on_vch(docker_engine, docker_images):
+    """A running container made through the test bed's VCH endpoint."""
+    from vicflow.plugins.clients.dockerapi import DockerParams, connected
+
+    from tests.testbed import dockerd
+
+    with connected(DockerParams(docker_host=dockerd.VCH)) as vch:
+        box = vch.containers.run(
+            "vicflow-test/busybox:latest", ["sleep", "600"], name=f"health-vch-{uuid.uuid4().hex[:6]}", detach=True
+        )
+        try:
+            yield vch, box
+        finally:
+            box.remove(force=True)
+
+
+def test_on_a_vch_running_is_not_ready_without_a_command(box_on_vch):
+    from tests.testbed import dockerd
+
+    _, box = box_on_vch
+    with pytest.raises(PermanentError, match="drops a container's Healthcheck") as refused:
+        stepkit.apply(HealthCheck, kind="container", container=box.name, docker_host=dockerd.VCH, deadline_seconds=60)
+    assert "command: [pg_isready" in str(refused.value), "the hint says what to use instead"
+
+
+def test_on_a_vch_a_command_in_the_container_decides(box_on_vch):
+    from vicflow.plugins.clients.dockerapi import exec_detached
+
+    from tests.testbed import dockerd
+
+    vch, box = box_on_vch
+    check = dict(kind="container", container=box.name, docker_host=dockerd.VCH, command="test -f /tmp/ready")
+    with pytest.raises(TransientError, match=r"test -f /tmp/ready exited with 1 in container"):
+        stepkit.apply(HealthCheck, **check, deadline_seconds=2, interval_seconds=0.5)
+    assert exec_detached(vch, box.id, ["touch", "/tmp/ready"], timeout=30) == 0
+    outputs, _ = stepkit.apply(HealthCheck, **check, deadline_seconds=30, interval_seconds=0.5)
+    assert outputs["detail"] == "running, test -f /tmp/ready exited 0"

@@ -132,10 +132,14 @@ def test_the_gogs_run_form_has_a_typed_field_per_input_and_starts_a_run(stack, b
     from selenium.webdriver.common.by import By
 
     browser.find_element(By.XPATH, "//button[@type='submit' and normalize-space()='Submit']").click()
-    deadline, runs = time.monotonic() + 60, []
+    # the UI validates the form against the deployment's schema in the browser, then creates the run: on a busy
+    # machine (a loaded `make test`) that took more than a minute once
+    deadline, runs = time.monotonic() + 180, []
     while not runs and time.monotonic() < deadline:  # the UI goes to the deployment's runs once it made one
         runs = stack.post("/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [deployment_id]}}})
         time.sleep(0.5)
+    if not runs:
+        shot(browser, tmp_path, "1-gogs-run-form-no-run.png")
     assert len(runs) == 1, f"the form's submit made {len(runs)} flow runs ({browser.current_url})"
     run_id = runs[0]["id"]
 

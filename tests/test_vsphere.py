@@ -56,6 +56,7 @@ def test_firewall_allow_deny_and_idempotency_on_three_hosts(vcsim, inventory):
     assert len(hosts) == 3 and not any(ruleset(h) for h in hosts)
     planned = stepkit.plan(Firewall, **creds(vcsim), compute_resource="DC0_C0")
     assert sorted(c.target for c in planned if c.action == "update") == ["DC0_C0_H0", "DC0_C0_H1", "DC0_C0_H2"]
+    assert {c.kind for c in planned} == {"host_firewall"}  # what the blast radius counts
 
     out, _ = firewall(vcsim)
     assert [r["result"] for r in out["hosts"]] == ["changed"] * 3 and out["changed"] == 3
@@ -307,6 +308,12 @@ def test_delete_refuses_a_powered_on_container_vm_without_force(vcsim, isos, inv
     task.info.result.PowerOnVM_Task()
     with pytest.raises(PermanentError, match="still has powered-on container VMs: gogsapp-cvm"):
         stepkit.apply(VCHDelete, **creds(vcsim), name="vch02")
+    planned = stepkit.plan(VCHDelete, **creds(vcsim), name="vch02", force=True)
+    assert {(c.target, c.kind) for c in planned if c.action == "delete"} >= {
+        ("vch02", "vch"),
+        ("gogsapp-cvm", "container"),
+        ("LocalDS_1/shared:fast", "volume_store"),
+    }
     removed, _ = stepkit.apply(VCHDelete, **creds(vcsim), name="vch02", force=True)
     assert "gogsapp-cvm" in removed["removed"] and "volume store LocalDS_1/shared:fast" in removed["removed"]
 

@@ -1,7 +1,8 @@
 """``compose_up`` and ``compose_down``: Compose projects through the Docker SDK (no compose binary).
 
 The work is the compose library's (``vicflow.plugins.compose.operations``); this module holds the
-parameters, the step types and their registration.
+parameters, the step types and their registration. compose_up watches the engine while it converges: an
+engine that restarted meanwhile may have stopped what it started, so the step converges again (a retry).
 """
 
 from __future__ import annotations
@@ -9,13 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import Field, field_validator
-from vicflow.plugins import Change, PermanentError, StepContext, StepType, hookimpl
-from vicflow.plugins.clients.dockerapi import DockerParams, connected, network_errors
+from vicflow.plugins import Change, PermanentError, StepContext, StepType, TransientError, hookimpl
+from vicflow.plugins.clients.dockerapi import DockerParams, EngineWatch, connected, network_errors
 from vicflow.plugins.compose import operations
 from vicflow.plugins.compose.deploy import engine_is_transient
 from vicflow.plugins.compose.options import UpOptions
 from vicflow.plugins.compose.project import Project
 from vicflow.plugins.paths import BlueprintFile
+from vicflow.plugins.step import Kind
 
 
 class ComposeParams(DockerParams):
@@ -80,14 +82,22 @@ class ComposeUp(StepType[ComposeUpParams]):
         with connected(params) as client:
             project = on_engine(client, project, params)
             changes = operations.plan_up(client, project, params, ctx.logger)
-        return [Change(action, f"{project.name}/{service}", why) for action, service, why in changes]
+            volumes = operations.plan_volumes(client, project)
+        rows = [Change(action, f"{project.name}/{service}", why, Kind.CONTAINER) for action, service, why in changes]
+        return rows + [Change("create", name, "volume", Kind.VOLUME) for name in volumes]
 
     def apply(self, params: ComposeUpParams, ctx: StepContext) -> dict[str, Any]:
         project = read(params, ctx)
-        with connected(params) as client:
+        with EngineWatch(params, ctx.logger) as watch, connected(params) as client:
             project = on_engine(client, project, params)
             outputs, ctx.changed = operations.up(
                 client, project, params, ctx.logger, ctx.state, ctx.leftovers, ctx.deadline
+            )
+        if watch.restarted:
+            raise TransientError(
+                f"the Docker engine at {params.docker_host} restarted while compose_up ran: what it started may "
+                "have stopped with it",
+                "compose_up converges again on its next attempt (give the step retries)",
             )
         return outputs
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import Field
 from vicflow.plugins import Change, PermanentError, StepContext, StepType, TransientError, hookimpl
 from vicflow.plugins.clients import vsphere
+from vicflow.plugins.step import Kind
 from vicflow.plugins.vic.firewall import HOST_PROPS, RULESET, host_states, set_ruleset
 
 
@@ -56,6 +57,7 @@ class Firewall(StepType[FirewallParams]):
                 "update" if state != want else "none",
                 name,
                 f"{RULESET}: {'enabled' if state else 'disabled'} -> {'enabled' if want else 'disabled'}",
+                Kind.HOST_FIREWALL,
             )
             for name, (_, state) in self._states(params, ctx).items()
         ]

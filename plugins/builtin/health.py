@@ -1,16 +1,34 @@
-"""``health_check``: HTTP(S), TCP, container state/health and Postgres, retried until a deadline."""
+"""``health_check``: HTTP(S), TCP, container state/health (or a command run in it) and Postgres, retried until
+a deadline.
+
+On a VCH a container's Healthcheck is dropped (VIC 1.1.1 never reads it), so "running" says nothing about
+readiness there: ``kind: container`` needs a ``command`` (run as a detached exec, which a VCH allows) and
+refuses to pass on "running" alone. A check that watches a container holds the engine's event stream open: when
+the engine restarts under it and the container stays stopped, it fails with EngineRestarted, which the engine
+never answers with a rollback.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import re
+import shlex
 import socket
 import time
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import requests
 from pydantic import Field, model_validator
 from vicflow.plugins import Change, PermanentError, StepContext, StepType, TransientError, hookimpl
-from vicflow.plugins.clients.dockerapi import DockerParams, connected
+from vicflow.plugins.clients.dockerapi import (
+    DockerParams,
+    EngineRestarted,
+    EngineWatch,
+    connected,
+    exec_detached,
+    is_vch,
+)
 from vicflow.plugins.errors import VicflowError
 from vicflow.plugins.paths import BlueprintFile
 
@@ -32,6 +50,11 @@ class HealthParams(DockerParams):
     host: str | None = Field(None, description="tcp/postgres: host")
     port: int | None = Field(None, description="tcp/postgres: port (postgres default 5432)")
     container: str | None = Field(None, description="container: name or id")
+    command: list[str] | str | None = Field(
+        None,
+        description="container: a command run in it as a detached exec (what a VCH allows); ready when it exits 0, "
+        "e.g. [pg_isready, -h, 127.0.0.1]. Required on a VCH, which drops the container's Healthcheck",
+    )
     watch_container: str | None = Field(
         None,
         description="http/tcp/postgres: the container behind the service (on docker_host); "
@@ -75,6 +98,11 @@ class HealthCheck(StepType[HealthParams]):
             and not params.ca
         ):
             ctx.logger.warning("verify_tls: false - the certificate of %s is not verified", params.url)
+        watched = params.container if params.kind == "container" else params.watch_container
+        with EngineWatch(params, ctx.logger) if watched else contextlib.nullcontext() as watch:
+            return self._probe(params, ctx, watch)
+
+    def _probe(self, params: HealthParams, ctx: StepContext, watch: EngineWatch | None) -> dict[str, Any]:
         deadline = min(time.monotonic() + params.deadline_seconds, ctx.deadline or float("inf"))
         attempt, last = 0, ""
         while True:
@@ -85,11 +113,13 @@ class HealthCheck(StepType[HealthParams]):
                 latency = (time.monotonic() - started) * 1000
                 ctx.logger.info("%s attempt %d passed in %.0f ms: %s", _target(params), attempt, latency, detail)
                 return {"latency_ms": round(latency, 1), "attempts": attempt, "detail": detail}
-            except Exception as exc:  # every failure is a reason to try again until the deadline
+            except PermanentError:
+                raise
+            except Exception as exc:  # every other failure is a reason to try again until the deadline
                 last = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ProbeFailed) else str(exc)
                 latency = (time.monotonic() - started) * 1000
                 ctx.logger.info("%s attempt %d failed after %.0f ms: %s", _target(params), attempt, latency, last)
-                _fail_if_exited(params, last)
+                _fail_if_exited(params, last, watch)
             if time.monotonic() + params.interval_seconds >= deadline:
                 raise TransientError(
                     f"{_target(params)} did not pass within {params.deadline_seconds:g}s "
@@ -138,13 +168,27 @@ def _container(params: HealthParams, timeout: float) -> str:
         health = (state.get("Health") or {}).get("Status")
         if not state.get("Running"):
             raise ProbeFailed(f"container {params.container} is {state.get('Status')}")
+        if params.command:
+            command = shlex.split(params.command) if isinstance(params.command, str) else list(params.command)
+            code = exec_detached(client, container.id, command, timeout)
+            if code != 0:
+                raise ProbeFailed(f"{shlex.join(command)} exited with {code} in container {params.container}")
+            return f"running, {shlex.join(command)} exited 0"
+        if health is None and is_vch(client):
+            raise PermanentError(
+                f"container {params.container} runs on a VCH, which drops a container's Healthcheck (VIC 1.1.1 "
+                "never reads it): that it runs does not say it is ready",
+                "give the check a command that exits 0 once the service is ready, run in the container as a "
+                "detached exec (e.g. command: [pg_isready, -h, 127.0.0.1] for Postgres)",
+            )
         if health not in (None, "healthy"):
             raise ProbeFailed(f"container {params.container} is running but {health}")
         return f"running{', ' + health if health else ''}"
 
 
-def _fail_if_exited(params: HealthParams, last: str) -> None:
-    """The container behind the check has exited and will not be restarted: no deadline would help."""
+def _fail_if_exited(params: HealthParams, last: str, watch: EngineWatch | None = None) -> None:
+    """The container behind the check has exited and will not be restarted: no deadline would help. When the
+    engine restarted meanwhile, that is what stopped it: EngineRestarted (the run keeps the app as it is)."""
     name = params.container if params.kind == "container" else params.watch_container
     if not name:
         return
@@ -155,11 +199,21 @@ def _fail_if_exited(params: HealthParams, last: str) -> None:
             if state.get("Running") or state.get("Restarting") or state.get("Status") not in ("exited", "dead"):
                 return
             tail = container.logs(tail=5).decode(errors="replace").strip()
+            policy = ((container.attrs.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or "none"
     except Exception:  # the engine could not say: keep probing until the deadline
         return
+    stopped = f"exit code {state.get('ExitCode')}, at {state.get('FinishedAt')}"
+    if watch is not None and watch.restarted:
+        went = datetime.fromtimestamp(watch.went_away or time.time(), UTC).isoformat(timespec="seconds")
+        raise EngineRestarted(
+            f"{_target(params)}: the Docker engine at {params.docker_host} restarted while the check ran (it went "
+            f"away at {went}); container {name} stopped ({stopped}) and its restart policy ({policy}) did not start "
+            "it again. Nothing was rolled back: the app is left as it was",
+            "run the blueprint again: compose_up starts what is stopped (so does the heal-on-die deployment)",
+        )
     raise PermanentError(
-        f"{_target(params)}: container {name} has {state.get('Status')} (exit code {state.get('ExitCode')}, "
-        f"at {state.get('FinishedAt')}); last error: {last}" + (f"; its last log lines:\n{tail}" if tail else ""),
+        f"{_target(params)}: container {name} has {state.get('Status')} ({stopped}); last error: {last}"
+        + (f"; its last log lines:\n{tail}" if tail else ""),
         f"read its logs (docker logs {name}) and fix the cause; a restart policy would restart it",
     )
 

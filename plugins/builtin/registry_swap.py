@@ -30,6 +30,7 @@ from vicflow.plugins.compose.deploy import engine_is_transient
 from vicflow.plugins.compose.options import UpOptions
 from vicflow.plugins.compose.project import Project, load_project
 from vicflow.plugins.paths import BlueprintFile
+from vicflow.plugins.step import Kind
 
 
 class RegistrySwapParams(DockerParams):
@@ -144,7 +145,7 @@ class RegistrySwap(StepType[RegistrySwapParams]):
         if location.value == params.new_image and running == params.new_image:
             return [Change("none", params.service, f"already runs {params.new_image}")]
         return [
-            Change("update", f"{location.path}", f"image {location.value} -> {params.new_image}"),
+            Change("update", f"{location.path}", f"image {location.value} -> {params.new_image}", Kind.REGISTRY_IMAGE),
             Change("update", params.service, "compose down + up with all files, then verify (rolls back on failure)"),
         ]
 
@@ -262,6 +263,8 @@ class RegistrySwap(StepType[RegistrySwapParams]):
         registry = self._registry(params, ctx)
         try:
             registry.check_push(params.verify_repository)
+        except registry_api.RegistryUnavailable as exc:  # Harbor's ui or registry still starting: nothing changed
+            raise TransientError(f"pre-flight: {exc}; nothing was changed", "Harbor is starting: run again") from None
         except registry_api.RegistryError as exc:
             raise PermanentError(f"pre-flight: {exc}; nothing was changed", exc.hint) from None
         except requests.RequestException as exc:  # Harbor may be starting: worth another try
@@ -286,6 +289,7 @@ class RegistrySwap(StepType[RegistrySwapParams]):
                 try:
                     status = registry.ping()
                     if status in (200, 401):
+                        registry.login()  # and its token service: Harbor's ui may come up after the registry
                         return status
                     last = f"HTTP {status}"
                 except (requests.RequestException, registry_api.RegistryError) as exc:

@@ -19,12 +19,13 @@ from typing import Any, Literal
 from pydantic import Field
 from vicflow.plugins import hookimpl
 from vicflow.plugins.clients import vsphere
-from vicflow.plugins.clients.dockerapi import COMPOSE_LABEL, DockerParams, connected, is_vch
+from vicflow.plugins.clients.dockerapi import COMPOSE_LABEL, DockerParams, connected, network_errors
 from vicflow.plugins.source import EventSource, SourceConfig
 
 # ---------------------------------------------------------------------------------------------- docker
 
 EXIT_RE = re.compile(r"Exited \((-?\d+)\)")
+COMPOSE_PROJECT = f"{COMPOSE_LABEL}.project"
 
 
 class DockerSourceConfig(DockerParams):
@@ -33,18 +34,25 @@ class DockerSourceConfig(DockerParams):
     removal_grace_seconds: float = Field(
         1.5,
         ge=0,
-        description="a die followed by destroy within this long was a deliberate removal (a replace, "
-        "compose_down): it is dropped, not taken for a crash",
+        description="a die followed by the container's removal within this long was a deliberate removal (a "
+        "replace, compose_down): it is dropped, not taken for a crash",
     )
     mode: Literal["auto", "events", "poll"] = Field(
         "auto",
-        description="events: the /events stream; poll: list containers every poll_seconds; auto: poll on a VCH "
-        "(VIC 1.1 has no events: its /events stays silent), events elsewhere",
+        description="events: the /events stream (a VCH streams them too), reconnecting when it breaks; poll: list "
+        "containers every poll_seconds; auto: the stream, and polling while it is broken",
     )
     poll_seconds: float = Field(2, gt=0, description="poll: how often the compose-labelled containers are listed")
+    replay_seconds: float = Field(
+        5,
+        ge=0,
+        description="a restarted listener resumes the stream this long before its saved place: events it had "
+        "queued but not yet sent when it was killed are sent again (their ids make the repeats harmless)",
+    )
 
 
 DOCKER_EVENTS = {"die": "docker.container.died", "start": "docker.container.started"}
+REMOVED = "dropped die of %s: it was removed right after (a replace or compose_down)"
 
 
 def _changes(before: dict[str, dict], after: dict[str, dict]) -> list[dict[str, Any]]:
@@ -81,8 +89,27 @@ def _raw(action: str, summary: dict[str, Any], nano: int) -> dict[str, Any]:
     return {"Action": action, "id": summary["Id"], "timeNano": nano, "Actor": {"Attributes": attributes}}
 
 
+def _summary(raw: dict[str, Any], state: str) -> dict[str, Any]:
+    """A listing entry for a container known from an event (the fallback's starting point)."""
+    attributes = (raw.get("Actor") or {}).get("Attributes") or {}
+    return {
+        "Id": raw.get("id", ""),
+        "State": state,
+        "Status": "Up" if state == "running" else f"Exited ({attributes.get('exitCode', '')})",
+        "Labels": {k: v for k, v in attributes.items() if k not in ("name", "image", "exitCode", "signal")},
+        "Names": ["/" + attributes.get("name", raw.get("id", "")[:12])],
+        "Image": attributes.get("image", ""),
+    }
+
+
 class DockerEvents(EventSource[DockerSourceConfig]):
-    """Container die / start / health_status from the Docker engine's event stream."""
+    """Container die / start / health_status from the Docker engine's event stream (a VCH's too).
+
+    VIC 1.1.1 streams die (with the exit code), start, stop, kill ... but never destroy or health_status, and
+    its event attributes carry the labels of the container's image, not the container's: the compose labels
+    are read from the container (inspect) when an event lacks them, and a die is dropped when the container is
+    gone by the end of the grace (a removal), whether or not a destroy came. When the stream breaks (the engine
+    restarts) the source lists containers until it is back, so a container stopped meanwhile still dies."""
 
     Config = DockerSourceConfig
     events = (*DOCKER_EVENTS.values(), "docker.container.health-changed")
@@ -90,7 +117,10 @@ class DockerEvents(EventSource[DockerSourceConfig]):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.since: str | None = None
-        self.pending: dict[str, tuple[dict, float]] = {}  # container id -> (die event, emit after)
+        self.pending: dict[str, list[tuple[dict, float]]] = {}  # container id -> its held dies, (event, emit after)
+        self.known: dict[str, dict[str, Any]] = {}  # the compose containers as last seen (the fallback's start)
+        self.labels: dict[str, dict[str, str]] = {}  # container id -> its labels, read once
+        self.client: Any = None
 
     @property
     def engine(self) -> str:
@@ -99,73 +129,180 @@ class DockerEvents(EventSource[DockerSourceConfig]):
 
     def stream(self, stop: threading.Event) -> None:
         with connected(self.config) as client:
+            self.client = client
             client.ping()
-            if self.config.mode == "poll" or (self.config.mode == "auto" and is_vch(client)):
-                if self.config.mode == "auto":
-                    self.log.info(
-                        "%s is a VCH, which has no event stream: polling containers every %gs",
-                        self.engine,
-                        self.config.poll_seconds,
-                    )
-                return self.poll(client, stop)
+            if self.config.mode == "poll":
+                return self.poll(stop)
+            self.known = self.listing(client)
             if self.since is None:
-                self.since = f"{time.time():.9f}"
+                self.since = self.resume_from()
             while not stop.is_set():
-                until = f"{time.time() + self.config.window_seconds:.9f}"
-                for raw in client.events(
-                    decode=True,
-                    since=self.since,
-                    until=until,
-                    filters={"type": "container", "event": ["die", "start", "health_status", "destroy"]},
-                ):
-                    self.take(raw)
-                    nano = raw.get("timeNano")
-                    if nano:
-                        self.since = f"{nano // 10**9}.{nano % 10**9:09d}"
-                    self.flush()
-                self.flush()
+                try:
+                    self.window(client)
+                except stream_errors() as exc:
+                    if self.config.mode == "events":
+                        raise
+                    self.fall_back(stop, exc)
 
-    def poll(self, client, stop: threading.Event) -> None:
+    def window(self, client) -> None:
+        until = f"{time.time() + self.config.window_seconds:.9f}"
+        for raw in client.events(
+            decode=True,
+            since=self.since,
+            until=until,
+            filters={"type": "container", "event": ["die", "start", "health_status", "destroy"]},
+        ):
+            self.take(raw)
+            nano = raw.get("timeNano")
+            if nano:
+                self.since = _stamp(nano)
+            self.flush()
+        self.flush()
+
+    def fall_back(self, stop: threading.Event, exc: BaseException) -> None:
+        """The stream broke: list the containers every poll_seconds until the engine streams again."""
+        self.log.warning(
+            "the event stream of %s broke (%s): polling its containers every %gs until it is back",
+            self.engine,
+            str(exc)[:200],
+            self.config.poll_seconds,
+        )
+        while not stop.is_set():
+            stop.wait(self.config.poll_seconds)
+            try:
+                with connected(self.config) as client:
+                    self.client = client
+                    self.poll_once(client)
+                    now = f"{time.time():.9f}"
+                    list(client.events(decode=True, since=now, until=now))  # answers: the stream is back
+                    self.since = now  # what happened while it was broken came from the listings
+                    self.log.info("the event stream of %s is back: polling stopped", self.engine)
+                    return
+            except Exception as again:  # still away: keep polling
+                self.log.debug("%s still away: %s", self.engine, again)
+
+    def listing(self, client) -> dict[str, dict[str, Any]]:
+        summaries = client.api.containers(all=True, filters={"label": COMPOSE_PROJECT})
+        return {c["Id"]: c for c in summaries}
+
+    def poll_once(self, client) -> None:
+        now = self.listing(client)
+        for raw in _changes(self.known, now):
+            if raw["Action"] in ("die", "start"):
+                raw["timeNano"] = self.state_time(client, raw["id"], raw["Action"]) or raw["timeNano"]
+            self.take(raw)
+        self.known = now
+        self.flush()
+
+    def poll(self, stop: threading.Event) -> None:
         """List the compose-labelled containers; a running one that stopped is a die, a new one or a stopped one
         running again a start, a vanished one a destroy (so a deliberate removal is dropped as with the stream)."""
-        known: dict[str, dict[str, Any]] | None = None
+        self.known = self.listing(self.client)
         while not stop.is_set():
-            now = {c["Id"]: c for c in client.api.containers(all=True, filters={"label": f"{COMPOSE_LABEL}.project"})}
-            if known is not None:
-                for raw in _changes(known, now):
-                    self.take(raw)
-            known = now
-            self.flush()
             stop.wait(self.config.poll_seconds)
+            self.poll_once(self.client)
 
     def take(self, raw: dict[str, Any]) -> None:
         """Hold a die until it is clear the container was not removed on purpose; handle the rest now."""
         action, container = raw.get("Action") or raw.get("status") or "", raw.get("id", "")
         if action == "destroy":
-            held = self.pending.pop(container, None)
-            if held:
-                name = ((held[0].get("Actor") or {}).get("Attributes") or {}).get("name", container[:12])
-                self.log.info("dropped die of %s: it was removed right after (a replace or compose_down)", name)
+            self.known.pop(container, None)
+            for raw_die, _ in self.pending.pop(container, []):
+                self.log.info(REMOVED, _name(raw_die))
             return
+        if action in ("die", "start"):
+            self.remember(raw, "running" if action == "start" else "exited")
         if action == "die" and self.config.removal_grace_seconds > 0:
-            # `since` is inclusive: a new window replays the last event; keep its first deadline
-            held = self.pending.get(container)
-            if held is None or held[0].get("timeNano") != raw.get("timeNano"):
-                self.pending[container] = (raw, time.monotonic() + self.config.removal_grace_seconds)
+            # `since` is inclusive: a new window replays the last event; keep its first deadline. Every die is
+            # held on its own: a storm of dies is folded by the runs' intake, counted, never here
+            held = self.pending.setdefault(container, [])
+            if all(h.get("timeNano") != raw.get("timeNano") for h, _ in held):
+                held.append((raw, time.monotonic() + self.config.removal_grace_seconds))
             return
         self.handle(raw)
 
+    def remember(self, raw: dict[str, Any], state: str) -> None:
+        container = raw.get("id", "")
+        if container in self.known:
+            self.known[container] = {**self.known[container], "State": state}
+        elif COMPOSE_PROJECT in ((raw.get("Actor") or {}).get("Attributes") or {}):
+            self.known[container] = _summary(raw, state)
+
     def flush(self) -> None:
         now = time.monotonic()
-        for container, (raw, due) in list(self.pending.items()):
-            if due <= now:
+        for container, held in list(self.pending.items()):
+            due = [raw for raw, at in held if at <= now]
+            if not due:
+                continue
+            self.pending[container] = [(raw, at) for raw, at in held if at > now]
+            if not self.pending[container]:
                 del self.pending[container]
+            if self.removed(container):
+                self.pending.pop(container, None)
+                self.known.pop(container, None)
+                for raw in due:
+                    self.log.info(REMOVED, _name(raw))
+                continue
+            for raw in due:
                 self.handle(raw)
+        self.save_place()
+
+    def resume_from(self) -> str:
+        """The stream's start: the saved place less ``replay_seconds`` after a restart, else now."""
+        saved = self.load_cursor().get("since_ns")
+        if isinstance(saved, int) and saved > 0:
+            start = saved - int(self.config.replay_seconds * 1e9)
+            self.log.info("resuming the event stream of %s from %s (its saved place)", self.engine, _stamp(start))
+            return _stamp(start)
+        return f"{time.time():.9f}"
+
+    def save_place(self) -> None:
+        """The place to resume from: the oldest die still held, or the stream's position."""
+        if self.since is None:
+            return
+        places = [int(raw.get("timeNano") or 0) for held in self.pending.values() for raw, _ in held]
+        seconds, _, fraction = self.since.partition(".")
+        places.append(int(seconds) * 10**9 + int((fraction or "0").ljust(9, "0")[:9]))
+        place = min(p for p in places if p > 0)
+        if place != getattr(self, "saved_place", None):
+            self.save_cursor({"since_ns": place})
+            self.saved_place = place
+
+    def state_time(self, client, container: str, action: str) -> int | None:
+        """When the container died or started, by its own state (inspect's FinishedAt / StartedAt): a change seen
+        by polling gets the same time, and so the same id, in every listener that polls it."""
+        try:
+            state = client.api.inspect_container(container)["State"]
+        except Exception as exc:  # gone, or the engine could not say: the listing's time stands
+            self.log.debug("could not inspect %s: %s", container, exc)
+            return None
+        return _nanoseconds(state.get("FinishedAt" if action == "die" else "StartedAt") or "")
+
+    def removed(self, container: str) -> bool:
+        """Whether the container is gone (a VCH sends no destroy); reads its labels on the way."""
+        try:
+            self.labels[container] = self.client.api.inspect_container(container)["Config"].get("Labels") or {}
+        except docker_not_found():
+            return True
+        except Exception as exc:  # the engine could not say: the die stands
+            self.log.debug("could not inspect %s: %s", container, exc)
+        return False
+
+    def attributes(self, raw: dict[str, Any]) -> dict[str, str]:
+        """The event's attributes, with the container's own labels when the event lacks them (VIC's events carry
+        the image's labels)."""
+        attributes = dict((raw.get("Actor") or {}).get("Attributes") or {})
+        if COMPOSE_PROJECT in attributes:
+            return attributes
+        container = raw.get("id", "")
+        if container not in self.labels:
+            self.removed(container)
+        while len(self.labels) > 1000:
+            self.labels.pop(next(iter(self.labels)))
+        return {**attributes, **self.labels.get(container, {})}
 
     def handle(self, raw: dict[str, Any]) -> None:
         action = raw.get("Action") or raw.get("status") or ""
-        attributes = (raw.get("Actor") or {}).get("Attributes") or {}
-        name = attributes.get("name", raw.get("id", "")[:12])
         if action.startswith("health_status"):
             event, status = "docker.container.health-changed", action.split(":", 1)[-1].strip()
         elif action in DOCKER_EVENTS:
@@ -173,6 +310,8 @@ class DockerEvents(EventSource[DockerSourceConfig]):
         else:
             self.log.debug("dropped docker event %s: not a die/start/health_status", action)
             return
+        attributes = self.attributes(raw)
+        name = attributes.get("name", raw.get("id", "")[:12])
         project = attributes.get("com.docker.compose.project")
         service = attributes.get("com.docker.compose.service")
         rid = f"docker.{self.engine}." + (
@@ -194,9 +333,41 @@ class DockerEvents(EventSource[DockerSourceConfig]):
             "docker_host": self.config.docker_host,
         }
         occurred = datetime.fromtimestamp(raw.get("timeNano", time.time_ns()) / 1e9, UTC)
-        self.publish(
-            event, f"docker/{self.engine}/{raw.get('id')}/{raw.get('timeNano')}/{action}", resource, payload, occurred
-        )
+        # Docker's own identity of the event: the container id (unique across engines), time and status; not
+        # the engine's name in this config, which another listener may spell otherwise
+        self.publish(event, f"docker/{raw.get('id')}/{raw.get('timeNano')}/{action}", resource, payload, occurred)
+
+
+def _stamp(nano: int) -> str:
+    """Docker's ``since``/``until`` form of a time in nanoseconds: seconds.nanoseconds."""
+    return f"{nano // 10**9}.{nano % 10**9:09d}"
+
+
+def _nanoseconds(value: str) -> int | None:
+    """A Docker timestamp (RFC 3339 with up to 9 fraction digits) in nanoseconds; None for the zero time."""
+    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$", value)
+    if not match or value.startswith("0001-"):
+        return None
+    whole = datetime.fromisoformat(match.group(1) + (match.group(3).replace("Z", "+00:00")))
+    return int(whole.timestamp()) * 10**9 + int((match.group(2) or "0").ljust(9, "0")[:9])
+
+
+def _name(raw: dict[str, Any]) -> str:
+    return ((raw.get("Actor") or {}).get("Attributes") or {}).get("name", raw.get("id", "")[:12])
+
+
+def docker_not_found() -> type[BaseException]:
+    import docker
+
+    return docker.errors.NotFound
+
+
+def stream_errors() -> tuple[type[BaseException], ...]:
+    """What a broken event stream raises: the connection refused, reset or cut mid-chunk, or a 5xx."""
+    import docker
+    import requests
+
+    return (requests.RequestException, docker.errors.DockerException, *network_errors())
 
 
 # ---------------------------------------------------------------------------------------------- vsphere
@@ -222,10 +393,23 @@ class VSphereEvents(EventSource[VSphereSourceConfig]):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.begin = datetime.now(UTC)
+        self.begin: datetime | None = None
+
+    def resume_from(self) -> datetime:
+        """A restarted listener resumes at its saved place (the newest event it handled), else now."""
+        saved = self.load_cursor().get("begin")
+        if isinstance(saved, str):
+            try:
+                return datetime.fromisoformat(saved)
+            except ValueError:
+                self.log.warning("ignored the saved place %r: starting from now", saved)
+        return datetime.now(UTC)
 
     def stream(self, stop: threading.Event) -> None:
         from pyVmomi import vim
+
+        if self.begin is None:
+            self.begin = self.resume_from()
         sessions = vsphere.Sessions()
         si = sessions.get(self.config, self.log)
         server = vsphere.split_server(vsphere.setting(self.config, "server") or "")[0]
@@ -253,10 +437,9 @@ class VSphereEvents(EventSource[VSphereSourceConfig]):
         if name is None:
             self.log.debug("dropped vSphere event %s: not one of %s", kind, ", ".join(VSPHERE_EVENTS))
             return
-        if ev.createdTime and ev.createdTime < self.begin:
+        begin = self.begin or datetime.now(UTC)
+        if ev.createdTime and ev.createdTime < begin:
             return  # from before this listener started (or an older page after a reconnect)
-        if ev.createdTime and ev.createdTime > self.begin:
-            self.begin = ev.createdTime  # a reconnect resumes from here; the key drops repeats
         vm = getattr(ev, "vm", None)
         host = getattr(ev, "host", None)
         if vm is not None and name.startswith("vsphere.vm"):
@@ -273,13 +456,15 @@ class VSphereEvents(EventSource[VSphereSourceConfig]):
         payload = {"key": ev.key, "message": ev.fullFormattedMessage or "", "user": ev.userName or ""}
         # the key includes the time: a restarted server (the simulator) numbers its events from 1 again
         self.publish(name, f"vsphere/{server}/{ev.key}/{ev.createdTime.isoformat()}", resource, payload, ev.createdTime)
+        if ev.createdTime and ev.createdTime > begin:
+            self.begin = ev.createdTime  # a reconnect or a restart resumes from here; the key drops repeats
+            self.save_cursor({"begin": ev.createdTime.isoformat()})
 
 
 # ---------------------------------------------------------------------------------------------- registry
 
 
 class RegistrySourceConfig(SourceConfig):
-
     listen: str = Field("127.0.0.1:5080", description="HOST:PORT for the registry's notification endpoint")
     path: str = "/events"
     token: str = Field(description="shared secret: the registry sends Authorization: Bearer <token>")

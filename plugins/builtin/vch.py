@@ -15,6 +15,7 @@ from pydantic import Field
 from vicflow.plugins import Change, PermanentError, StepContext, StepType, TransientError, hookimpl
 from vicflow.plugins.clients import vsphere
 from vicflow.plugins.paths import BlueprintFile
+from vicflow.plugins.step import Kind
 from vicflow.plugins.vic.build import Builder
 from vicflow.plugins.vic.target import (
     CONFIG_KEY,
@@ -106,6 +107,7 @@ class VCHCreate(StepType[VCHCreateParams]):
                     params.name,
                     f"{kind}, endpoint VM ({params.cpu} vCPU, {params.memory_mb} MB), "
                     f"ISOs, volume stores, power on ({params.tls})",
+                    Kind.VCH,
                 )
             ]
         return [
@@ -113,6 +115,7 @@ class VCHCreate(StepType[VCHCreateParams]):
                 "none" if not differences(vm, params, ctx) else "error",
                 params.name,
                 "; ".join(differences(vm, params, ctx)) or "exists with the same configuration",
+                Kind.VCH,
             )
         ]
 
@@ -203,8 +206,8 @@ class VCHDelete(StepType[VCHDeleteParams]):
 
     def plan(self, params: VCHDeleteParams, ctx: StepContext) -> list[Change]:
         _, _, vm, settings, container, siblings = self._parts(params, ctx)
-        changes = [Change("delete", vm.name, "endpoint VM and its image files")]
-        changes += [Change("delete", c.name, "container VM") for c in siblings]
+        changes = [Change("delete", vm.name, "endpoint VM and its image files", Kind.VCH)]
+        changes += [Change("delete", c.name, "container VM", Kind.CONTAINER) for c in siblings]
         if container is not None:
             changes.append(Change("delete", container.name, "vApp / resource pool"))
         for store in settings.get("volume_stores", []):
@@ -213,6 +216,7 @@ class VCHDelete(StepType[VCHDeleteParams]):
                     "delete" if params.force else "none",
                     store,
                     "volume store" + ("" if params.force else " kept (force: true deletes it)"),
+                    Kind.VOLUME_STORE,
                 )
             )
         return changes

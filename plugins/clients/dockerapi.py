@@ -1,15 +1,19 @@
-"""Docker SDK clients for a VCH (or any engine): DOCKER_HOST-style settings, TLS, timeouts."""
+"""Docker SDK clients for a VCH (or any engine): DOCKER_HOST-style settings, TLS, timeouts; a detached exec's
+exit code (what a VCH lets a check run in a container), and a watch that notices an engine restart."""
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from typing import Any
 
 from pydantic import Field
 from vicflow.plugins.paths import BlueprintFile
-from vicflow.plugins.step import Params, PermanentError
+from vicflow.plugins.step import Params, PermanentError, TransientError
 
 log = logging.getLogger("vicflow.docker")
 
@@ -82,10 +86,11 @@ def docker_client(params: DockerParams):
 
 
 def _unreachable(host: str, exc: Exception, has_client_cert: bool) -> Exception:
-    from vicflow.plugins.step import TransientError
-
     text = str(exc)
-    if not has_client_cert and ("ALERT_BAD_CERTIFICATE" in text or "CERTIFICATE_REQUIRED" in text):
+    # a client certificate was asked for and none given: Go's TLS 1.2 (a VCH) says "bad certificate", OpenSSL's
+    # "handshake failure", TLS 1.3 "certificate required"
+    refused = ("ALERT_BAD_CERTIFICATE", "CERTIFICATE_REQUIRED", "ALERT_HANDSHAKE_FAILURE")
+    if not has_client_cert and any(alert in text for alert in refused):
         return PermanentError(
             f"the Docker API at {host} requires a client certificate (a tls_verify VCH)",
             "pass cert and key, or cert_path with the cert.pem/key.pem vch_create wrote",
@@ -129,3 +134,93 @@ def connected(params: DockerParams) -> Iterator:
         yield client
     finally:
         client.close()
+
+
+def exec_detached(client, container: str, command: list[str], timeout: float, interval: float = 0.2) -> int:
+    """Run ``command`` in ``container`` as a detached exec and return its exit code, read back through exec
+    inspect. A VCH runs only detached execs (VIC 1.1.1 container.go ContainerExecCreate refuses the others) and
+    reports ExitCode 0 while the task runs: ``Running`` says when it is final."""
+    api = client.api
+    body = {"Cmd": command, "Detach": True, "AttachStdin": False, "AttachStdout": False, "AttachStderr": False}
+    made = api._result(api._post_json(api._url("/containers/{0}/exec", container), data=body), True)
+    api.exec_start(made["Id"], detach=True)
+    deadline = time.monotonic() + timeout
+    while True:
+        found = api.exec_inspect(made["Id"])
+        if not found.get("Running") and found.get("ExitCode") is not None:
+            return int(found["ExitCode"])
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{' '.join(command)} still runs in {container} after {timeout:g}s")
+        time.sleep(interval)
+
+
+class EngineRestarted(PermanentError):
+    """The Docker engine went away and came back while a step ran: what stopped is no failure of the
+    deployment. The completed steps are left as they are (``undo_completed``): the engine never rolls back a
+    deployment because the engine bounced."""
+
+    undo_completed = False
+
+
+class EngineWatch:
+    """Notices an engine restart while a block runs: it holds the engine's ``/events`` stream open, which
+    dockerd and a VCH (its appliance) both end when they stop. ``restarted`` is set once the stream broke, or
+    the engine could not be reached and then could; ``went_away`` is when that was first seen.
+
+    ``with EngineWatch(params) as watch: ...`` then ``watch.restarted``."""
+
+    def __init__(self, params: DockerParams, logger: logging.Logger | logging.LoggerAdapter | None = None):
+        self.params = params.model_copy(update={"api_timeout_seconds": 10})
+        self.log = logger or log
+        self.went_away: float | None = None
+        self.restarted = False
+        self.stopping = threading.Event()
+        self.connected = threading.Event()
+        self.stream: Any = None
+        self.thread = threading.Thread(target=self._watch, daemon=True, name="engine-watch")
+
+    def __enter__(self) -> EngineWatch:
+        self.thread.start()
+        self.connected.wait(5)  # the stream is open before the block's first call (or the engine is down)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopping.set()
+        stream = self.stream
+        if stream is not None:
+            with suppress(Exception):
+                stream.close()
+        self.thread.join(timeout=5)
+
+    def _watch(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                with connected(self.params) as client:
+                    stream = client.api.events(since=int(time.time()), filters={"type": "container"})
+                    self.stream = stream
+                    if self.went_away is not None:
+                        self.restarted = True  # it was away and answers again
+                    self.connected.set()
+                    for _ in stream:
+                        if self.stopping.is_set():
+                            return
+            except PermanentError as exc:  # no engine to watch (none given, a refused certificate): the block says so
+                self.log.debug("engine watch: %s", exc)
+                self.connected.set()
+                return
+            except Exception as exc:  # refused, reset, or a TLS error while it restarts
+                if self.stopping.is_set():
+                    return
+                self.log.debug("engine watch: %s", exc)
+            if self.stopping.is_set():
+                return
+            if self.went_away is None:
+                self.went_away = time.time()
+                self.log.warning(
+                    "the Docker engine at %s does not answer (its event stream ended)", self.params.docker_host
+                )
+            self.connected.set()
+            if self.stream is not None:
+                self.restarted = True  # a stream that was open ended: the engine stopped
+            self.stream = None
+            self.stopping.wait(0.5)

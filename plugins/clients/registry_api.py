@@ -30,6 +30,14 @@ class RegistryError(VicflowError):
     """The registry refused us (credentials, TLS, permissions); the message says which, ``hint`` what to do."""
 
 
+class RegistryUnavailable(RegistryError):
+    """Harbor's nginx answered 502, 503 or 504: the service behind it (registry or ui) is down or starting, as
+    after a restart of its engine (restart: always brings each back in its own time). Worth another try."""
+
+
+GATEWAY_ERRORS = (502, 503, 504)
+
+
 @dataclass
 class PushResult:
     status: int
@@ -94,23 +102,35 @@ class Registry:
         if challenge.get("scheme") != "bearer":
             return None
         if scope not in self._tokens:
-            auth = (self.user, self.password or "") if self.user else None
-            params = {"service": challenge.get("service", ""), "scope": scope}
-            response = self._send("GET", challenge["realm"], params=params, auth=auth)
-            if response.status_code == 401:
-                raise RegistryError(
-                    f"the token service {challenge['realm']} refused the credentials of user "
-                    f"{self.user or '(anonymous)'} (HTTP 401)",
-                    "check registry_user and registry_password (a Harbor user of the project)",
-                )
-            if response.status_code != 200:
-                raise RegistryError(
-                    f"the token service {challenge['realm']} answered HTTP {response.status_code}: "
-                    f"{response.text[:200]}"
-                )
-            body = response.json()
+            body = self._ask_realm(challenge, {"service": challenge.get("service", ""), "scope": scope}).json()
             self._tokens[scope] = body.get("token") or body.get("access_token") or ""
         return self._tokens[scope]
+
+    def login(self) -> None:
+        """Check the credentials as ``docker login`` does: ask the realm for a token without a scope.
+
+        A token asked with a scope tells nothing: Harbor 1.1's token service gives wrong credentials an anonymous
+        token then (src/ui/service/token/creator.go), and refuses only a request with neither a user nor a scope.
+        """
+        challenge = self.challenge()
+        if challenge.get("scheme") == "bearer" and self.user:
+            self._ask_realm(challenge, {"service": challenge.get("service", "")})
+
+    def _ask_realm(self, challenge: dict[str, str], params: dict[str, str]) -> requests.Response:
+        auth = (self.user, self.password or "") if self.user else None
+        response = self._send("GET", challenge["realm"], params=params, auth=auth)
+        if response.status_code == 401:
+            raise RegistryError(
+                f"the token service {challenge['realm']} refused the credentials of user "
+                f"{self.user or '(anonymous)'} (HTTP 401)",
+                "check registry_user and registry_password (a Harbor user of the project)",
+            )
+        if response.status_code != 200:
+            error = RegistryUnavailable if response.status_code in GATEWAY_ERRORS else RegistryError
+            raise error(
+                f"the token service {challenge['realm']} answered HTTP {response.status_code}: {response.text[:200]}"
+            )
+        return response
 
     def request(self, method: str, path: str, scope: str, **kwargs) -> requests.Response:
         """``method`` on ``/v2/...`` with the right credentials for ``scope``."""
@@ -134,6 +154,7 @@ class Registry:
     # ---- operations
     def check_push(self, repo: str) -> None:
         """Prove the credentials may push to ``repo``: open a blob upload and cancel it (nothing is stored)."""
+        self.login()
         scope = f"repository:{repo}:pull,push"
         start = self.request("POST", f"/v2/{repo}/blobs/uploads/", scope)
         _expect(start, 202, f"an upload to {repo}")
@@ -253,7 +274,8 @@ def _expect(response: requests.Response, status: int, what: str) -> None:
             "the registry is read-only (distribution's storage.maintenance.readonly, which Harbor sets during "
             "garbage collection): it serves pulls and refuses every push"
         )
-    raise RegistryError(
+    error = RegistryUnavailable if response.status_code in GATEWAY_ERRORS else RegistryError
+    raise error(
         f"the registry refused {what}: HTTP {response.status_code} {_errors(response) or response.reason}", hint
     )
 

@@ -164,19 +164,34 @@ def seen_thumbprint(host: str, port: int, timeout: float) -> str:
     return thumbprint_of(der)
 
 
+class LoginCut(TransientError):
+    """The connection broke after the login was sent: a session may exist on the server that nothing can log out.
+    ``line`` is the run's report line for it."""
+
+    def __init__(self, message: str, line: str):
+        super().__init__(message)
+        self.line = line
+
+
 class Sessions:
     """One logged-in ServiceInstance per (server, user) for a run; ``close()`` logs them out."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._sessions: dict[tuple[str, str], object] = {}
+        self._unknown: list[str] = []  # logins cut after they were sent: a session may exist that we cannot name
 
     def get(self, params: VSphereParams, logger: Logger):
         server, user, _ = _credentials(params)
         with self._lock:
             key = (server, user)
             if key not in self._sessions:
-                self._sessions[key] = login(params, logger)
+                try:
+                    self._sessions[key] = login(params, logger)
+                except LoginCut as exc:
+                    if exc.line not in self._unknown:
+                        self._unknown.append(exc.line)
+                    raise
             else:  # an attempt after an outage: nothing the outage broke is handed out again
                 drop_broken_connections(self._sessions[key], logger)
             return self._sessions[key]
@@ -185,7 +200,9 @@ class Sessions:
         """Log every session out (retrying a cut connection for ``budget`` s); returns what stays logged in."""
         with self._lock:
             sessions, self._sessions = dict(self._sessions), {}
-        return [left for (server, user), si in sessions.items() if (left := logout(si, server, user, _log, budget))]
+            unknown, self._unknown = self._unknown, []
+        left = [line for (server, user), si in sessions.items() if (line := logout(si, server, user, _log, budget))]
+        return left + unknown
 
 
 _log = logging.getLogger("vicflow.vsphere")
@@ -267,7 +284,11 @@ def logout(si, server: str, user: str, logger: Logger, budget: float = 10.0) -> 
 def fresh_session(params: VSphereParams, logger: Logger, leftovers: list[str]):
     """A session of its own, logged out afterwards: cleanup after a cut must not depend on the run's session."""
     server, user, _ = _credentials(params)
-    si = login(params, logger)
+    try:
+        si = login(params, logger)
+    except LoginCut as exc:
+        leftovers.append(exc.line)
+        raise
     try:
         yield si
     finally:
@@ -334,6 +355,9 @@ class _PinnedAdapter(requests.adapters.HTTPAdapter):
 
     def init_poolmanager(self, *args, **kwargs):
         kwargs["ssl_context"] = self.context
+        # urllib3 checks the same SHA-1 itself and counts the connection as verified: no InsecureRequestWarning
+        # for this session only (the warning stays for any connection that is really unverified)
+        kwargs["assert_fingerprint"] = self.context.pinned_thumbprint
         return super().init_poolmanager(*args, **kwargs)
 
 
@@ -367,15 +391,24 @@ def _login(
             poolSize=POOL_SIZE,  # pyVmomi's default 5 closes the other connections of a fan-out after each call
         )
         si = vim.ServiceInstance("ServiceInstance", stub)
-        content(si).sessionManager.Login(user, password, None)  # content() keeps the ServiceContent it read
+        manager = content(si).sessionManager  # content() keeps the ServiceContent it read
+    except (OSError, ssl.SSLError) as exc:
+        raise TransientError(f"cannot connect to vSphere at {host}:{port}: {exc}") from None
+    try:
+        manager.Login(user, password, None)
         return si
     except vim.fault.InvalidLogin:
         raise PermanentError(
             f"vSphere refused the login of user {user!r} at {host}",
             "check the user and password (secrets are masked in logs)",
         ) from None
-    except (OSError, ssl.SSLError) as exc:
-        raise TransientError(f"cannot connect to vSphere at {host}:{port}: {exc}") from None
+    except (OSError, ssl.SSLError) as exc:  # the server may have logged us in and the answer was lost
+        raise LoginCut(
+            f"cannot connect to vSphere at {host}:{port}: {exc}",
+            f"vSphere session of {user} on {server} (the login was cut after it was sent; vCenter may have opened "
+            "it) - it ends at vCenter's idle-session timeout (30 min by default), or: govc session.ls, then "
+            "govc session.rm KEY",
+        ) from None
 
 
 def service_instance(params: VSphereParams, resources: dict[str, Any], logger: Logger):

@@ -18,6 +18,7 @@ from vicflow.plugins.compose.engine_body import (
     VERSION_LABEL,
     container_name,
     create_body,
+    links,
     summary_labels,
     summary_state,
 )
@@ -25,6 +26,7 @@ from vicflow.plugins.compose.options import UpOptions
 from vicflow.plugins.compose.project import Project, Service
 from vicflow.plugins.errors import PermanentError, TransientError
 
+VCH_VOLUME_DRIVERS = {"local", "vsphere"}
 NOT_STARTED = "created but not started"  # how a leftover container is reported (and recognised when it is not)
 
 
@@ -157,7 +159,12 @@ class Deployer:
                 f"{LABEL}.version": VERSION_LABEL,
             }
             self.client.networks.create(
-                spec.name, driver=spec.driver or "bridge", options=spec.driver_opts or None, labels=labels
+                spec.name,
+                driver=spec.driver or "bridge",
+                options=spec.driver_opts or None,
+                labels=labels,
+                ipam=spec.ipam,
+                attachable=True,  # as docker-compose 1.29.2 creates them (network.py), so `docker run` may join one
             )
             with self.lock:
                 self.state["networks"].append(spec.name)
@@ -175,7 +182,7 @@ class Deployer:
         driver = self.options.volume_driver or spec.driver or "local"
         existing = present.get(spec.name)
         if existing is not None:
-            if not spec.external and existing.attrs.get("Driver") != driver:
+            if not spec.external and not self._same_driver(existing.attrs.get("Driver"), driver):
                 raise PermanentError(
                     f"volume {spec.name!r} exists with driver {existing.attrs.get('Driver')!r}, the project asks "
                     f"for {driver!r}",
@@ -208,6 +215,13 @@ class Deployer:
             self.state["volumes"].append(spec.name)
         self.logger.info("created volume %s (driver %s)", spec.name, driver)
 
+    def _same_driver(self, existing: str | None, wanted: str) -> bool:
+        """On a VCH "local" is "vsphere" (VIC 1.1.1 volume.go: "local ... is equivalent to vsphere"), and an
+        inspect says vsphere whichever was asked."""
+        if self.project.vch and {existing, wanted} <= VCH_VOLUME_DRIVERS:
+            return True
+        return existing == wanted
+
     def converge(self, service: Service) -> str:
         action, why = self.decide(service)
         name = container_name(self.project, service)
@@ -225,7 +239,7 @@ class Deployer:
             record.update(old=old.attrs, old_running=old.status == "running")
             old.stop(timeout=int(service.stop_grace_period or 10))
             old.remove(v=False)
-        body = create_body(self.project, service, self.image_id(service.image) or "")
+        body = create_body(self.project, service, self.image_id(service.image) or "", self.client.api.api_version)
         created = self.create(name, body, service)
         record["id"] = created
         self._record(service.name, record)
@@ -244,7 +258,10 @@ class Deployer:
             if service is not None:
                 for key, aliases in list(service.networks.items())[1:]:
                     self.client.api.connect_container_to_network(
-                        container["Id"], self.project.networks[key].name, aliases=[service.name, *aliases]
+                        container["Id"],
+                        self.project.networks[key].name,
+                        aliases=[service.name, *aliases],
+                        links=links(self.project, service) or None,
                     )
             self._start(container["Id"], name)
         except BaseException:

@@ -19,8 +19,14 @@ def container_name(project: Project, service: Service) -> str:
     return service.container_name or f"{project.name}-{service.name}-1"
 
 
-def create_body(project: Project, service: Service, image_id: str) -> dict[str, Any]:
-    """The Engine API create body for ``service`` (API 1.25, what VIC 1.1 speaks)."""
+MOUNTS_API = (1, 30)  # HostConfig.Mounts; older engines (VIC 1.1 speaks 1.25) get every mount as a bind
+
+
+def create_body(project: Project, service: Service, image_id: str, api_version: str = "1.25") -> dict[str, Any]:
+    """The Engine API create body for ``service``, for an engine that speaks ``api_version``.
+
+    As docker-compose 1.29.2 does (``service.py`` ``_build_container_volume_options``), long-syntax volumes,
+    secrets and configs are ``HostConfig.Mounts`` from API 1.30, binds before it."""
     labels = {
         **service.labels,
         f"{LABEL}.project": project.name,
@@ -43,14 +49,7 @@ def create_body(project: Project, service: Service, image_id: str) -> dict[str, 
         )
     for item in service.expose:
         exposed[item if "/" in item else f"{item}/tcp"] = {}
-    binds: list[str] = []
-    anonymous: dict[str, dict] = {}
-    for mount in service.mounts:
-        if mount.type == "volume" and mount.source is None:
-            anonymous[mount.target] = {}
-            continue
-        source = project.volumes[mount.source].name if mount.type == "volume" and mount.source else mount.source
-        binds.append(f"{source}:{mount.target}" + (":ro" if mount.read_only else ""))
+    binds, mounts, volumes = _mounts(project, service, tuple(int(n) for n in api_version.split(".")) >= MOUNTS_API)
     restart, _, count = service.restart.partition(":")
     networks = [project.networks[n].name for n in service.networks]
     host_config: dict[str, Any] = {
@@ -58,15 +57,17 @@ def create_body(project: Project, service: Service, image_id: str) -> dict[str, 
         "Binds": binds,
         "RestartPolicy": {"Name": "" if restart == "no" else restart, "MaximumRetryCount": int(count or 0)},
         "ExtraHosts": service.extra_hosts or None,
-        "Links": [_link(project, link) for link in service.links] or None,
+        "Links": [f"{name}:{alias}" for name, alias in links(project, service)] or None,
         "NetworkMode": service.network_mode or (networks[0] if networks else "default"),
+        "Mounts": mounts or None,
+        "VolumesFrom": [],
         **service.host,
     }
     body: dict[str, Any] = {
         "Image": service.image,
         "Labels": labels,
         "ExposedPorts": exposed,
-        "Volumes": anonymous or None,
+        "Volumes": volumes or None,
         "Env": [f"{k}={v}" for k, v in service.environment.items() if v is not None],
         "Cmd": _argv(service.command),
         "Entrypoint": _argv(service.entrypoint),
@@ -82,17 +83,46 @@ def create_body(project: Project, service: Service, image_id: str) -> dict[str, 
     }
     if networks and not service.network_mode:
         first = next(iter(service.networks))
-        body["NetworkingConfig"] = {
-            "EndpointsConfig": {networks[0]: {"Aliases": [service.name, *service.networks[first]]}}
-        }
+        endpoint: dict[str, Any] = {"Aliases": [service.name, *service.networks[first]]}
+        if service.links:
+            endpoint["Links"] = [f"{name}:{alias}" for name, alias in links(project, service)]
+        body["NetworkingConfig"] = {"EndpointsConfig": {networks[0]: endpoint}}
     return {k: v for k, v in body.items() if v is not None}
 
 
-def _link(project: Project, link: str) -> str:
-    target, _, alias = link.partition(":")
-    if target in project.services:
-        return f"{container_name(project, project.services[target])}:{alias or target}"
-    return f"{target}:{alias or target}"
+def _mounts(project: Project, service: Service, long_mounts: bool) -> tuple[list[str], list[dict], dict[str, dict]]:
+    """(Binds, Mounts, Volumes) as docker-compose 1.29.2 makes them (``service.py``
+    ``_build_container_volume_options``): a short-syntax volume is a bind ``source:target:mode`` (mode ``rw``
+    unless given) and a ``Volumes`` entry, an anonymous one only the entry; a long-syntax one (secrets and
+    configs too) is a ``Mounts`` entry from API 1.30, before it a bind and an entry."""
+    binds: list[str] = []
+    mounts: list[dict[str, Any]] = []
+    volumes: dict[str, dict] = {}
+    for mount in service.mounts:
+        source = project.volumes[mount.source].name if mount.type == "volume" and mount.source else mount.source
+        if mount.long and long_mounts:
+            mounts.append({"Target": mount.target, "Source": source, "Type": mount.type, "ReadOnly": mount.read_only})
+            continue
+        volumes[mount.target] = {}
+        if source is not None:
+            binds.append(f"{source}:{mount.target}:{mount.mode or ('ro' if mount.read_only else 'rw')}")
+    return binds, mounts, volumes
+
+
+def links(project: Project, service: Service) -> list[tuple[str, str]]:
+    """(container, alias) for each link, as docker-compose 1.29.2 gives them (``service.py`` ``_get_links``): a
+    linked service's container under the link's alias, its own name and its name without the project; the same
+    on every network the container joins (a user-defined network reads only its endpoint's links)."""
+    out: list[tuple[str, str]] = []
+    for link in service.links:
+        target, _, alias = link.partition(":")
+        if target not in project.services:  # an external container
+            out.append((target, alias or target))
+            continue
+        name = container_name(project, project.services[target])
+        short = f"{target}-1" if name == f"{project.name}-{target}-1" else name
+        out += [(name, alias or target), (name, name), (name, short)]
+    return list(dict.fromkeys(out))
 
 
 def _argv(value: list[str] | str | None) -> list[str] | None:

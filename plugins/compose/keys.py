@@ -44,13 +44,13 @@ SERVICE_KEYS = {
     "ulimits",
     "sysctls",
     "security_opt",
+    "deploy",  # resources and restart_policy, as docker compose honours them outside swarm (deploy_spec.py)
+    "secrets",  # from files, mounted read-only (file_objects.py)
+    "configs",
 }
 # Valid Compose keys this implementation does not support: an error says so instead of ignoring them.
 UNSUPPORTED_SERVICE_KEYS = {
     "build",
-    "deploy",
-    "configs",
-    "secrets",
     "cgroup_parent",
     "devices",
     "domainname",
@@ -94,9 +94,33 @@ VIC_UNSUPPORTED = {
     "privileged": "docker run --privileged (a container is a VM)",
     "volumes_from": "sharing volumes between containers (docker run --volumes-from)",
 }
-TOP_KEYS = {"version", "name", "services", "networks", "volumes"}
-UNSUPPORTED_TOP_KEYS = {"configs", "secrets", "include"}
-NETWORK_KEYS = {"driver", "external", "name", "labels", "driver_opts"}
+TOP_KEYS = {"version", "name", "services", "networks", "volumes", "secrets", "configs"}
+UNSUPPORTED_TOP_KEYS = {"include"}
+NETWORK_KEYS = {"driver", "external", "name", "labels", "driver_opts", "ipam"}
+IPAM_KEYS = {"driver", "config", "options"}
+IPAM_POOL_KEYS = {"subnet", "ip_range", "gateway", "aux_addresses"}
+# Top-level secrets: and configs: - from files only; the rest is swarm's (external), or copied into the
+# container by docker compose v2 (environment, content), which vicflow does not do.
+FILE_OBJECT_KEYS = {"file", "name"}
+UNSUPPORTED_FILE_OBJECT_KEYS = {
+    "external",
+    "environment",
+    "content",
+    "labels",
+    "driver",
+    "driver_opts",
+    "template_driver",
+}
+FILE_OBJECT_HINT = "give the secret or config a file: (a path relative to the compose file)"
+FILE_REFERENCE_KEYS = {"source", "target", "uid", "gid", "mode"}  # a service's long syntax
+# deploy: what docker compose v2 honours outside swarm, and what it ignores there (warned about, not refused)
+DEPLOY_KEYS = {"resources", "restart_policy", "replicas", "mode"}
+DEPLOY_SWARM_ONLY = {"labels", "placement", "update_config", "rollback_config", "endpoint_mode"}
+RESOURCES_KEYS = {"limits", "reservations"}
+LIMITS_KEYS = {"cpus", "memory", "pids"}
+RESERVATIONS_KEYS = {"cpus", "memory"}
+RESTART_POLICY_KEYS = {"condition", "max_attempts", "delay", "window"}
+RESTART_CONDITIONS = {"none": "no", "on-failure": "on-failure", "any": "always"}  # compose -> Engine API
 VOLUME_KEYS = {"driver", "driver_opts", "external", "name", "labels"}
 HEALTHCHECK_KEYS = {"test", "interval", "timeout", "retries", "start_period", "disable"}
 LOGGING_KEYS = {"driver", "options"}

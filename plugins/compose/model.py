@@ -6,7 +6,7 @@ import graphlib
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from vicflow.plugins import dag
 from vicflow.plugins.step import PermanentError
@@ -24,12 +24,26 @@ class Port:
     protocol: str = "tcp"
 
 
+def _hashed(obj: Any) -> dict[str, Any]:
+    """What a config hash reads of a model object: its fields, less the newer ones still at their default
+    (so a file that uses none of them keeps the hash it had before they existed, and nothing is recreated)."""
+    data = dict(obj.__dict__)
+    for name, default in getattr(obj, "HASH_SKIP_DEFAULTS", {}).items():
+        if data.get(name) == default:
+            del data[name]
+    return data
+
+
 @dataclass
 class Mount:
     type: str  # volume | bind
     source: str | None
     target: str
     read_only: bool = False
+    long: bool = False  # long syntax, a secret or a config: HostConfig.Mounts on API 1.30+, as docker-compose does
+    mode: str = ""  # a short syntax's mode as written, when it says more than ro or rw (ro,rslave; z)
+
+    HASH_SKIP_DEFAULTS: ClassVar[dict[str, Any]] = {"long": False, "mode": ""}
 
 
 @dataclass
@@ -63,7 +77,7 @@ class Service:
 
     def config_hash(self) -> str:
         """Compose-style hash of everything that, when changed, requires a new container."""
-        data = json.dumps(self.__dict__, default=lambda o: o.__dict__, sort_keys=True)
+        data = json.dumps(_hashed(self), default=_hashed, sort_keys=True)
         return hashlib.sha256(data.encode()).hexdigest()
 
 
@@ -77,6 +91,7 @@ class Resource:
     driver_opts: dict[str, str] = field(default_factory=dict)
     external: bool = False
     labels: dict[str, str] = field(default_factory=dict)
+    ipam: dict[str, Any] | None = None  # the Engine API's IPAM body (networks only)
 
 
 @dataclass
@@ -88,6 +103,10 @@ class Project:
     networks: dict[str, Resource]
     volumes: dict[str, Resource]
     warnings: list[str] = field(default_factory=list)  # e.g. unset variables, with file:line
+    secrets: dict[str, str] = field(default_factory=dict)  # top-level secrets: name -> absolute file
+    configs: dict[str, str] = field(default_factory=dict)  # top-level configs: name -> absolute file
+    vch: bool = False  # read with VIC 1.1's rules: the engine is a VCH
+    engine_warnings: list[str] = field(default_factory=list)  # what the engine's rules add (a VCH's): not yet logged
 
     def levels(self) -> list[list[str]]:
         """Services grouped so that each group depends only on earlier groups."""

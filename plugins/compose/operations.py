@@ -19,6 +19,7 @@ from vicflow.plugins.compose.deploy import Deployer
 from vicflow.plugins.compose.engine_body import LABEL, aliases, restore_body
 from vicflow.plugins.compose.options import UpOptions
 from vicflow.plugins.compose.project import Project, load_project
+from vicflow.plugins.step import Kind
 
 Logger = logging.Logger | logging.LoggerAdapter
 
@@ -34,20 +35,33 @@ def read_project(
 
 
 def for_engine(client, project: Project, environment: dict[str, str], use_os_environ: bool) -> Project:
-    """``project`` read again with VIC 1.1's rules too when the engine is a VCH (its warnings were logged)."""
+    """``project`` read again with VIC 1.1's rules too when the engine is a VCH; the warnings those rules add
+    (what a VCH drops) are its ``engine_warnings``, which ``plan_up`` and ``up`` log."""
     if not is_vch(client):
         return project
-    return load_project(list(project.files), project.name, environment, use_os_environ, vch=True)
+    on_vch = load_project(list(project.files), project.name, environment, use_os_environ, vch=True)
+    on_vch.engine_warnings = [w for w in on_vch.warnings if w not in project.warnings]
+    return on_vch
 
 
 def plan_up(client, project: Project, options: UpOptions, logger: Logger) -> list[tuple[str, str, str]]:
     """(action, service, why) per service: create, recreate, start or none."""
+    for warning in project.engine_warnings:
+        logger.warning("%s", warning)
     deployer = Deployer(client, project, options, logger, {}, [])
     changes = []
     for service in project.services.values():
         action, why = deployer.decide(service)
         changes.append(("none" if action == "unchanged" else action, service.name, why))
     return changes
+
+
+def plan_volumes(client, project: Project) -> list[str]:
+    """The named volumes ``up`` would create: used by a service, not external, not on the engine yet."""
+    used = {m.source for s in project.services.values() for m in s.mounts if m.type == "volume" and m.source}
+    present = {v.name for v in client.volumes.list()} if used else set()
+    specs = [project.volumes[key] for key in sorted(used)]
+    return [spec.name for spec in specs if not spec.external and spec.name not in present]
 
 
 def up(
@@ -60,6 +74,8 @@ def up(
     deadline: float | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Converge ``project``: (the outputs compose_up gives, whether anything changed)."""
+    for warning in project.engine_warnings:
+        logger.warning("%s", warning)
     deployer = Deployer(client, project, options, logger, state, leftovers)
     deployer.ensure_images()
     deployer.ensure_networks()
@@ -116,13 +132,15 @@ def undo_up(client, project: Project, options: UpOptions, logger: Logger, state:
         logger.info("kept volumes %s (vicflow never deletes data on rollback)", ", ".join(done["volumes"]))
 
 
-def plan_down(client, name: str, volumes: bool) -> list[tuple[str, str, str]]:
-    """(action, name, what) for each container, network and (with ``volumes``) volume ``down`` removes."""
+def plan_down(client, name: str, volumes: bool) -> list[tuple[str, str, str, str]]:
+    """(action, name, what, kind) for each container, network and (with ``volumes``) volume ``down`` removes."""
     selector = {"label": f"{LABEL}.project={name}"}
-    changes = [("delete", c.name, "container") for c in client.containers.list(all=True, filters=selector)]
-    changes += [("delete", n.name, "network") for n in client.networks.list(filters=selector)]
+    containers = client.containers.list(all=True, filters=selector)
+    changes: list[tuple[str, str, str, str]] = [("delete", c.name, "container", Kind.CONTAINER) for c in containers]
+    changes += [("delete", n.name, "network", Kind.NETWORK) for n in client.networks.list(filters=selector)]
     if volumes:
-        changes += [("delete", v.name, "volume (data is lost)") for v in client.volumes.list(filters=selector)]
+        removed = client.volumes.list(filters=selector)
+        changes += [("delete", v.name, "volume (data is lost)", Kind.VOLUME) for v in removed]
     return changes
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from vicflow.plugins import dag, yamlpos
+from vicflow.plugins.compose import deploy_spec, file_objects
 from vicflow.plugins.compose.checks import check_file
 from vicflow.plugins.compose.interpolation import Source, interpolate, read_dotenv, shape_errors
 from vicflow.plugins.compose.keys import LIST_KEYS
@@ -45,15 +46,19 @@ def load_project(
     name = re.sub(r"[^a-z0-9_-]", "", name.lower())
     if not name:
         raise ComposeError("the project name is empty after normalisation", "set project: to a-z, 0-9, _ or -")
-    project = Project(name, [str(p) for p in paths], str(workdir), {}, {}, {}, warnings)
+    project = Project(name, [str(p) for p in paths], str(workdir), {}, {}, {}, warnings, vch=vch)
     for section, into in (("networks", project.networks), ("volumes", project.volumes)):
         for key, spec in (merged.get(section) or {}).items():
             with shape_errors(sources[f"{section}.{key}"], (section, key), f"{section[:-1]} {key!r}"):
                 into[key] = resource(name, key, spec or {})
+    for section, defined in (("secrets", project.secrets), ("configs", project.configs)):
+        for key, spec in (merged.get(section) or {}).items():
+            defined[key] = file_objects.definition(section, key, spec, sources[f"{section}.{key}"], workdir)
     for key, spec in (merged.get("services") or {}).items():
         src = sources[f"services.{key}"]
         with shape_errors(src, ("services", key), f"service {key!r}"):
-            project.services[key] = build_service(key, spec or {}, project, src, workdir, env)
+            project.services[key] = service = build_service(key, spec or {}, project, src, workdir, env)
+            _swarm_keys(service, spec or {}, project, src)
     if not project.services:
         raise ComposeError(f"{paths[0]}: no services defined", "add services: with at least one service")
     _check_dependencies(project, sources)
@@ -78,12 +83,21 @@ def _read_and_merge(
             raise src.error((), "a compose file is a mapping with services:")
         data = interpolate(data, env, src, (), warnings)
         with shape_errors(src, (), "compose file"):
-            check_file(data, src, vch)
-            for section in ("services", "networks", "volumes"):
+            check_file(data, src, vch, warnings)
+            for section in ("services", "networks", "volumes", "secrets", "configs"):
                 for key in data.get(section) or {}:
                     sources[f"{section}.{key}"] = src
             merged = _merge_file(merged, data)
     return merged, sources
+
+
+def _swarm_keys(service: Service, spec: dict, project: Project, src: Source) -> None:
+    """The compose-spec keys docker compose honours outside swarm: deploy, secrets and configs from files."""
+    if spec.get("deploy"):
+        deploy_spec.apply(service, spec["deploy"], src, project.warnings)
+    for section in ("secrets", "configs"):
+        refs = spec.get(section) or []
+        service.mounts.extend(file_objects.mounts(service.name, section, refs, project, src, project.warnings))
 
 
 def _check_dependencies(project: Project, sources: dict[str, Source]) -> None:
@@ -113,7 +127,7 @@ def _merge_file(base: dict, override: dict) -> dict:
             for name, spec in (value or {}).items():
                 services[name] = _merge_service(services.get(name) or {}, spec or {})
             out["services"] = services
-        elif key in ("networks", "volumes"):
+        elif key in ("networks", "volumes", "secrets", "configs"):
             section = dict(out.get(key) or {})
             for name, spec in (value or {}).items():
                 section[name] = {**(section.get(name) or {}), **(spec or {})}
@@ -148,6 +162,23 @@ def _merge_service(base: dict, override: dict) -> dict:
             out[key] = {**dictify(base.get(key)), **dictify(value)}
         elif key == "healthcheck" and isinstance(value, dict):
             out[key] = {**(base.get(key) or {}), **value}
+        elif key == "deploy" and isinstance(value, dict) and isinstance(base.get(key), dict):
+            out[key] = _deep_merge(base[key], value)
+        elif key in ("secrets", "configs") and isinstance(value, list):
+            replaced = {_reference(v) for v in value}  # a later file's entry replaces the same secret's
+            out[key] = [v for v in listify(base.get(key)) if _reference(v) not in replaced] + value
         else:
             out[key] = value
     return out
+
+
+def _deep_merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _reference(ref: Any) -> str:
+    """The secret or config a service's entry names (short or long syntax)."""
+    return str(ref.get("source")) if isinstance(ref, dict) else str(ref)

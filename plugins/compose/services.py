@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import posixpath
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -58,7 +59,25 @@ def resource(project: str, key: str, spec: dict) -> Resource:
     name = spec.get("name") or (key if external else f"{project}_{key}")
     options = {str(k): _scalar(v) for k, v in (spec.get("driver_opts") or {}).items()}
     labels = {str(k): _scalar(v) for k, v in mapping(spec.get("labels")).items()}
-    return Resource(key, name, spec.get("driver"), options, bool(external), labels)
+    return Resource(key, name, spec.get("driver"), options, bool(external), labels, _ipam(spec.get("ipam")))
+
+
+def _ipam(spec: dict | None) -> dict[str, Any] | None:
+    """A network's ipam as the Engine API's IPAM body, built as docker-compose 1.29.2 builds it
+    (``network.py`` ``create_ipam_config_from_dict``: driver ``default`` unless given, every pool's four fields)."""
+    if not spec:
+        return None
+    pools = [
+        {
+            "Subnet": pool.get("subnet"),
+            "IPRange": pool.get("ip_range"),
+            "Gateway": pool.get("gateway"),
+            "AuxiliaryAddresses": pool.get("aux_addresses"),
+        }
+        for pool in spec.get("config") or []
+    ]
+    options = {str(k): _scalar(v) for k, v in (spec.get("options") or {}).items()} or None
+    return {"Driver": spec.get("driver") or "default", "Config": pools, "Options": options}
 
 
 MAX_PORT_RANGE = 1000  # a range that publishes tens of thousands of ports is a mistake, not a deployment
@@ -209,6 +228,9 @@ def _networks(service: Service, spec: dict, project: Project, src: Source) -> No
         service.networks["default"] = []
     if "default" in service.networks and "default" not in project.networks:
         project.networks["default"] = Resource("default", f"{project.name}_default", "bridge")
+    # the first is the container's primary network: the first by name, as docker-compose 1.29.2 picks it
+    # (network.py get_networks: "a consistent primary network"), not the file's order
+    service.networks = dict(sorted(service.networks.items(), key=lambda item: project.networks[item[0]].name))
 
 
 def _depends_on(service: Service, spec: dict, src: Source) -> None:
@@ -288,11 +310,12 @@ def _ulimits(value: dict) -> list[dict[str, Any]]:
     return out
 
 
-def _cpus(value: Any) -> int:
-    cpus = float(value)
-    if cpus <= 0:
+def cpus(value: Any) -> int:
+    """Compose's cpus (a float) as the Engine API's NanoCpus."""
+    count = float(value)
+    if count <= 0:
         raise ValueError("cpus must be more than 0")
-    return int(cpus * 1e9)
+    return int(count * 1e9)
 
 
 # compose key -> (Engine API HostConfig key, converter).  API 1.25 has all of them (what VIC 1.1 speaks).
@@ -304,7 +327,7 @@ HOST_CONFIG: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "dns_search": ("DnsSearch", _strings),
     "mem_limit": ("Memory", parse_bytes),
     "shm_size": ("ShmSize", parse_bytes),
-    "cpus": ("NanoCpus", _cpus),
+    "cpus": ("NanoCpus", cpus),
     "cpu_shares": ("CpuShares", int),
     "privileged": ("Privileged", _flag),
     "read_only": ("ReadonlyRootfs", _flag),
@@ -332,16 +355,19 @@ def _mount(spec: Any, project: Project, src: Source, path: tuple, workdir: Path)
         if kind not in ("volume", "bind"):
             raise src.error(path, f"unsupported volume type {kind!r}", "use volume or bind")
         source, target, read_only = spec.get("source"), spec.get("target"), bool(spec.get("read_only", False))
+        extra, long = "", True
         if not target:
             raise src.error(path, "a long-syntax volume needs target")
     else:
-        parts = str(spec).split(":")
+        parts, extra, long = str(spec).split(":"), "", False
         if len(parts) == 1:
-            source, target, mode = None, parts[0], ""
+            source, target, mode = None, posixpath.normpath(parts[0]), ""
         else:
-            source, target, mode = parts[0], parts[1], parts[2] if len(parts) > 2 else ""
+            source, target, mode = parts[0], posixpath.normpath(parts[1]), parts[2] if len(parts) > 2 else ""
         read_only = "ro" in mode.split(",")
         kind = "bind" if source and (source.startswith((".", "/", "~"))) else "volume"
+        if set(mode.split(",")) - {"ro", "rw", ""}:  # propagation, SELinux labels, nocopy: passed on as written
+            extra = mode
     if kind == "bind":
         source = source or ""
         relative = not os.path.isabs(os.path.expanduser(source))
@@ -358,7 +384,7 @@ def _mount(spec: Any, project: Project, src: Source, path: tuple, workdir: Path)
             f"named volume {source!r} is not declared",
             f"{did_you_mean(source, project.volumes)}declare it under the top-level volumes:",
         )
-    return Mount(kind, source, str(target), read_only)
+    return Mount(kind, source, str(target), read_only, long=long, mode=extra)
 
 
 def _healthcheck(spec: dict) -> dict[str, Any]:

@@ -207,6 +207,25 @@ class Where(StepType[WhereParams]):
         return {"address": address}
 
 
+class TouchParams(Params):
+    targets: list[str]
+    kind: str  # a plugins.step.Kind value
+    action: str = "update"
+
+
+class Touch(StepType[TouchParams]):
+    """Plans one change of ``kind`` per target (the blast radius and policies count them); apply records it."""
+
+    Params = TouchParams
+
+    def plan(self, params: TouchParams, ctx: StepContext):
+        return [Change(params.action, name, f"{params.kind} {params.action}", params.kind) for name in params.targets]
+
+    def apply(self, params: TouchParams, ctx: StepContext):
+        note("apply", ctx.step_id)
+        return {}
+
+
 @hookimpl
 def register_step_types(register):
     register("echo", Echo)
@@ -219,3 +238,4 @@ def register_step_types(register):
     register("picky", Picky)
     register("write_file", WriteFile)
     register("where", Where)
+    register("touch", Touch)

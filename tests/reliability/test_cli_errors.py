@@ -44,11 +44,19 @@ def files(tmp: Path) -> dict[str, str]:
     for link, to in (("loop1.yaml", "loop2.yaml"), ("loop2.yaml", "loop1.yaml")):
         if not (tmp / link).is_symlink():
             (tmp / link).symlink_to(tmp / to)
+    policy = tmp / "policy"
+    policy.mkdir(exist_ok=True)
+    (policy / "site.rego").write_text(
+        "package vicflow.plan\n\nimport rego.v1\n\ndeny contains msg if {\n  msg := \n}\n"
+    )
+    (tmp / "other-package").mkdir(exist_ok=True)
+    (tmp / "other-package" / "site.rego").write_text("package site\n\nimport rego.v1\n\ndeny contains 1 if { true }\n")
     fifo = tmp / "fifo.yaml"
     if not fifo.exists():
         os.mkfifo(fifo)
     names = ("intkey.yaml", "latin1.yaml", "badtag.yaml", "wrongtype.yaml", "fifo.yaml", "listen-list.yaml",
-             "listen-unknown.yaml", "listen-alias.yaml", "mixed-names.yaml", "loop-parent.yaml")  # fmt: skip
+             "listen-unknown.yaml", "listen-alias.yaml", "mixed-names.yaml", "loop-parent.yaml", "policy",
+             "other-package")  # fmt: skip
     return {f"@{name}": str(tmp / name) for name in names}
 
 
@@ -137,6 +145,24 @@ CASES = [
         "no blueprint 'loop1.yaml' (cannot follow 'loop1.yaml': Symlink loop",
     ),
     ("worker --limit -1", ["worker", "--limit", "-1"], {}, "argument --limit: -1 is not a positive number"),
+    (
+        "a policy with a syntax error",
+        ["plan", "gogs-health", "--set", "docker_host=x", "--policy", "@policy"],
+        {},
+        "policy/site.rego:6:",
+    ),
+    (
+        "a policy of another package",
+        ["run", "gogs-health", "--set", "docker_host=x", "--policy", "@other-package"],
+        {},
+        "no file declares package vicflow.plan",
+    ),
+    (
+        "a policy that is no folder",
+        ["plan", "gogs-health", "--set", "docker_host=x", "--policy", "/dev/null"],
+        {},
+        "policy /dev/null: not a directory",
+    ),
     (
         "invalid UTF-8 in --set for a typed input",
         ["plan", "gogs-health", "--set", "docker_host=x", "--set", "http_port=\udcff"],

@@ -165,7 +165,7 @@ def test_dockerd_restarts_during_registry_swap_the_file_is_whole_and_a_rerun_com
         whole = text == original or (text.count(NEW) == 1 and text.replace(NEW, OLD) == original)
         table.append(f"trial {trial}: restart at {delay:.2f}s -> {'swapped' if out else errors}; file whole: {whole}")
         assert whole, "\n".join(table)
-        out, errors = swap(swap_params(harbor, verify_timeout_seconds=90))  # the re-run converges
+        out, errors = swap(swap_params(harbor, verify_timeout_seconds=90), retries=12)  # the re-run converges
         table.append(f"  re-run: {'swapped' if out else errors}")
         assert out is not None, "\n".join(table)
         assert out["verification"]["foreign_layer_push"] in (201, 202), out

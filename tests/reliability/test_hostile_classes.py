@@ -3,7 +3,8 @@ cleanly (our own located error or success, within the time, memory and output bo
 printed raw, no secret in clear).
 
 Each case runs in a forked child (a hang or a memory bomb is counted, not fatal). ``make test`` draws
-CI_EXAMPLES per class; ``make fuzz`` (VICFLOW_FUZZ=full) 10,000 per class; VICFLOW_FUZZ_CASES sets any count.
+CI_EXAMPLES per class; ``make fuzz`` (VICFLOW_FUZZ=full) 10,000 per class; ``make check``
+(VICFLOW_FUZZ=quick) 30; VICFLOW_FUZZ_CASES sets any count.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from tests.reliability import classes
 
 CI_EXAMPLES = 100
 EXAMPLES = int(
-    os.environ.get("VICFLOW_FUZZ_CASES") or (10_000 if os.environ.get("VICFLOW_FUZZ") == "full" else CI_EXAMPLES)
+    os.environ.get("VICFLOW_FUZZ_CASES")
+    or {"full": 10_000, "quick": 30}.get(os.environ.get("VICFLOW_FUZZ", ""), CI_EXAMPLES)
 )
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -12,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import free_port
+from tests.testbed.prefect_db import copy_to
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,6 +52,15 @@ def alive(pid: int) -> bool:
     return " Z " not in state + " "
 
 
+def step_running(database: Path) -> bool:
+    """Whether the temporary server has recorded a running task run (read from its SQLite database)."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5)) as db:
+            return bool(db.execute("SELECT count(*) FROM task_run WHERE state_type = 'RUNNING'").fetchone()[0])
+    except sqlite3.Error:  # being written, or not migrated yet
+        return False
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_a_killed_vicflow_run_takes_its_temporary_prefect_server_with_it(tmp_path, sig):
     blueprint = tmp_path / "wait.yaml"
@@ -58,6 +70,7 @@ def test_a_killed_vicflow_run_takes_its_temporary_prefect_server_with_it(tmp_pat
     )
     env = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_HOME": str(tmp_path / "prefect")}
     env["VICFLOW_STATE_DIR"] = str(tmp_path / "state")
+    copy_to(tmp_path / "prefect" / "prefect.db")  # the temporary server's database, already migrated
     for name in ("PREFECT_API_URL", "VICFLOW_PLUGINS"):
         env.pop(name, None)
     stderr_file = open(tmp_path / "stderr.txt", "wb")  # noqa: SIM115 - read while the run goes on
@@ -77,10 +90,13 @@ def test_a_killed_vicflow_run_takes_its_temporary_prefect_server_with_it(tmp_pat
         assert servers, (
             f"no temporary Prefect server was started: {Path(stderr_file.name).read_text()[-2000:] if run.poll() is not None else ''}"
         )
-        started = time.monotonic() + 90  # the first start of a fresh PREFECT_HOME migrates its database
+        started = time.monotonic() + 90
         while b"flow run " not in Path(stderr_file.name).read_bytes() and time.monotonic() < started:
             time.sleep(0.2)
-        time.sleep(2)  # the flow run is under way (its step waits for a port nobody opens)
+        # the flow run is under way: its step (waiting for a port nobody opens) is a running task run in the database
+        while not step_running(tmp_path / "prefect" / "prefect.db") and time.monotonic() < started:
+            time.sleep(0.2)
+        assert step_running(tmp_path / "prefect" / "prefect.db"), Path(stderr_file.name).read_text()[-2000:]
         assert run.poll() is None, Path(stderr_file.name).read_text()[-2000:]
         run.send_signal(sig)
         code = run.wait(30)

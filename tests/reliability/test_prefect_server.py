@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import socket
 import time
 from pathlib import Path
@@ -68,6 +69,30 @@ def logs_of(stack, run_id: str) -> str:
     return "\n".join(stack.logs(run_id))[-4000:]
 
 
+def leases(stack) -> list[dict]:
+    """The target leases the server holds: its lease storage on disk (PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE
+    filesystem, one JSON file per lease under the server's PREFECT_HOME, prefect/server/concurrency/lease_storage)."""
+    found = []
+    for path in (stack.home / "concurrency_leases").glob("*-*.json"):  # <lease id>.json, not expirations.json
+        with contextlib.suppress(OSError, ValueError):  # removed or replaced while read
+            found.append(json.loads(path.read_text()))
+    return found
+
+
+def renewed_since(lease: dict, since: float) -> bool:
+    """Whether the lease was renewed after ``since`` (a renewal sets its expiration to now + the lease's length)."""
+    from vicflow.flows.flow import LEASE_SECONDS
+
+    return ts(lease["expiration"]) >= since + LEASE_SECONDS - 1
+
+
+def wait_leases(stack, condition, what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition(leases(stack)):
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:g}s; leases {leases(stack)}"
+        time.sleep(0.5)
+
+
 def wait_step_running(stack, run_id: str, step: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -85,8 +110,9 @@ def gate():
         port = probe.getsockname()[1]
     servers: list[socket.socket] = []
 
-    def open_gate() -> None:
+    def open_gate() -> socket.socket:
         servers.append(socket.create_server(("127.0.0.1", port)))
+        return servers[-1]
 
     try:
         yield port, open_gate
@@ -121,9 +147,15 @@ def test_a_server_restart_during_a_run(stack, tmp_path):
         down = time.monotonic()
         time.sleep(5)
         stack.start_server()
+        back = time.time()
         print(f"\nserver down for {time.monotonic() - down:.0f}s")
         # the run outlives a renewal of its target's lease, which the restarted server must still know
-        time.sleep(LEASE_SECONDS)
+        wait_leases(
+            stack,
+            lambda found: any(renewed_since(lease, back) for lease in found),
+            "the run's lease renewed by the restarted server",
+            timeout=LEASE_SECONDS + 60,
+        )
         open_gate()
         run = wait_final(stack, run_id)
         assert run["state_type"] == "COMPLETED", f"{run['state_name']}\n{logs_of(stack, run_id)}"
@@ -159,9 +191,13 @@ def test_a_server_gone_longer_than_the_clients_retries_and_the_lease(stack, tmp_
         wait_step_running(stack, done, "gate")
         wait_step_running(stack, held, "gate")
         stack.stop_server()
-        open_done()  # done's steps finish while nobody can hear them
+        gate_open = open_done()  # done's steps finish while nobody can hear them
+        # the outage is counted from the moment done's gate step connects (its step then finishes): on a busy
+        # machine the step's next attempt may come late, and the client's retries would outlast the outage
+        assert select.select([gate_open], [], [], 120)[0], "done's gate step did not connect within 120 s"
         time.sleep(OUTAGE_SECONDS)
         stack.start_server()
+        back = time.time()
 
         run = wait_final(stack, done, timeout=180)
         assert run["state_type"] == "COMPLETED", f"{run['state_name']}\n{logs_of(stack, done)}"
@@ -169,7 +205,13 @@ def test_a_server_gone_longer_than_the_clients_retries_and_the_lease(stack, tmp_
         assert {k: r["state"] for k, r in rows.items()} == dict.fromkeys(["before", "gate", "after"], "completed")
         stack.wait_log(done, "the Prefect server did not answer for", timeout=60)
 
-        time.sleep(20)  # the run's next renewal (every 45 s) meets the revoked or the surviving lease
+        # held's next renewal (every 45 s) meets its lease, expired meanwhile: revoked (gone) or renewed
+        wait_leases(
+            stack,
+            lambda found: all(renewed_since(lease, back) for lease in found),
+            "held's lease renewed or revoked",
+            timeout=120,
+        )
         open_held()
         ended = wait_final(stack, held, timeout=240)
         if ended["state_type"] == "COMPLETED":

@@ -28,6 +28,7 @@ import yaml
 
 from tests.demo import VCH_IP, full_stack_inputs
 from tests.testbed.appliance import Appliance
+from tests.testbed.prefect_db import BUSY_MACHINE, copy_to
 from tests.testbed.prefect_stack import clean_gogs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,6 +68,7 @@ def test_no_secret_in_clear_anywhere_a_run_leaves_traces(tmp_path, vcsim, docker
         **{k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "VICFLOW_"))},
         "PREFECT_HOME": str(home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        **BUSY_MACHINE,
         "VICFLOW_STATE_DIR": str(state),
         "VICFLOW_SECRET_GOGS_ADMIN": admin_password,
         "PYTHONPATH": str(REPO),
@@ -76,6 +78,7 @@ def test_no_secret_in_clear_anywhere_a_run_leaves_traces(tmp_path, vcsim, docker
         "--set", f"password={vcsim.password}", "--set", f"db_password={db_password}",
         "--set", "admin_password=${{ secrets.gogs_admin }}",
     ]  # fmt: skip
+    copy_to(home / "prefect.db")  # the temporary server's database, already migrated (tests/testbed/prefect_db.py)
     clean_gogs()
     try:
         # tls_verify: the VCH endpoint is plain here, so the harness serves the generated certificate with socat

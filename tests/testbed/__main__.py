@@ -33,7 +33,8 @@ def main(argv: list[str]) -> int:
             except Exception as exc:  # dockerd is stopped whatever happens to Harbor
                 print(f"[testbed] could not stop Harbor: {exc}", file=sys.stderr)
             dockerd.stop()
-            say("dockerd stopped")
+            vcsim.stop_persistent("demo")
+            say("dockerd and the demo's vCenter simulator stopped")
     except TestbedError as exc:
         print(f"[testbed] FAILED: {exc}", file=sys.stderr)
         return 1

@@ -1,15 +1,18 @@
 """Plays the VCH appliance for the simulator, where no guest boots.
 
-Once the endpoint VM is powered on it writes the client IP into extraConfig (as the real appliance
-does; VMware Tools is not used).  With TLS it first serves the Docker API the way a VCH does: with
-the server certificate and client CA that vch_create put into the VM's guestinfo, forwarding to the
-test bed's dockerd.
+Once the endpoint VM is powered on it does what the appliance does at boot: it reads the VCH's configuration
+from the VM's guestinfo (the name, the volume stores, a static public IP) and what vSphere says about itself,
+hands them to the VCH's Docker endpoint (tests/testbed/vchproxy/, as the personality reads them), and writes
+the client IP into extraConfig (as the real appliance does; VMware Tools is not used). With TLS it serves the
+Docker API on <ip>:2376 through the same personality, with the server certificate and client CA that vch_create
+put into the guestinfo.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import socket
 import subprocess
 import tempfile
 import threading
@@ -17,6 +20,10 @@ import time
 from pathlib import Path
 
 from tests.testbed import dockerd
+from tests.testbed.vchproxy.config import VCHConfig, write
+
+STORE_KEY = "storage/volume_stores|"  # guestinfo.vice./storage/volume_stores|<label> = ds://DS/path
+PUBLIC_IP_KEY = "init/networks|public/ip"
 
 
 class Appliance:
@@ -66,34 +73,50 @@ class Appliance:
         if vm is None or vm._moId in served or vm.runtime.powerState != "poweredOn":
             return
         time.sleep(self.delay)
+        guestinfo = vch.extra_config(vm)
+        config = self.configuration(guestinfo, si.content.about, vch.PREFIX)
+        write(dockerd.vch_config_path(self.ip), config)
         if self.serve_tls and self.proxy is None:
-            self._serve_tls(vch.extra_config(vm), vch)
+            self._serve_tls(guestinfo, vch)
         served.add(vm._moId)
         vm.ReconfigVM_Task(
             spec=vim.vm.ConfigSpec(extraConfig=[vim.option.OptionValue(key=vch.CLIENT_IP_KEY, value=self.ip)])
+        )
+
+    def configuration(self, guestinfo: dict[str, str], about, prefix: str) -> VCHConfig:
+        """The VCH's configuration as the appliance decodes it from guestinfo (and the port layer from vSphere)."""
+        stores = {
+            key.removeprefix(prefix + STORE_KEY): value
+            for key, value in guestinfo.items()
+            if key.startswith(prefix + STORE_KEY)
+        }
+        return VCHConfig(
+            name=guestinfo.get(prefix + "common/name", self.vm_name),
+            public_ip=(guestinfo.get(prefix + PUBLIC_IP_KEY) or self.ip).split("/")[0],
+            volume_stores=stores,
+            host_product=about.name,
+            host_os=about.osType,
+            host_os_version=about.version,
         )
 
     def _serve_tls(self, config: dict[str, str], vch) -> None:
         folder = Path(tempfile.mkdtemp(prefix="appliance-"))
         (folder / "server.pem").write_bytes(base64.b64decode(config[vch.SERVER_CERT_KEY]))
         (folder / "server-key.pem").write_bytes(base64.b64decode(config[vch.SERVER_KEY_KEY]))
-        verify = "verify=0"
+        tls = {"cert": str(folder / "server.pem"), "key": str(folder / "server-key.pem")}
         if vch.PREFIX + "certificate/client_ca" in config:
             (folder / "client-ca.pem").write_bytes(base64.b64decode(config[vch.PREFIX + "certificate/client_ca"]))
-            verify = f"cafile={folder / 'client-ca.pem'},verify=1"
-        self.proxy = subprocess.Popen(
-            [
-                "socat",
-                "-d",
-                "-d",
-                "-lf",
-                str(folder / "socat.log"),
-                f"OPENSSL-LISTEN:2376,bind={self.ip},reuseaddr,fork,cert={folder / 'server.pem'},"
-                f"key={folder / 'server-key.pem'},{verify},openssl-min-proto-version=TLS1.2",
-                f"UNIX-CONNECT:{dockerd.SOCKET}",
-            ],
-            stderr=subprocess.PIPE,
-        )
-        time.sleep(0.5)
-        if self.proxy.poll() is not None:
-            raise RuntimeError(f"socat TLS proxy failed: {self.proxy.stderr.read().decode()}")
+            tls["ca"] = str(folder / "client-ca.pem")
+        listen = f"{self.ip}:2376"
+        log = dockerd.STATE / f"vchproxy-{self.ip}-2376.log"  # the engine's folder (a worker's own under make test)
+        self.proxy = dockerd.serve_vch(listen, dockerd.vch_config_path(self.ip), log, tls)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proxy.poll() is not None:
+                raise RuntimeError(f"the VCH's TLS endpoint on {listen} exited: {log.read_text()[-2000:]}")
+            try:
+                socket.create_connection((self.ip, 2376), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"the VCH's TLS endpoint on {listen} did not listen within 30 s: {log.read_text()[-2000:]}")

@@ -2,12 +2,15 @@
 
 It listens on a unix socket, on tcp://127.0.0.1:2376 with TLS verification (dockerd's own TLS,
 certificates generated for the test bed) and, through socat, on tcp://127.0.0.1:2375 without TLS.
-tcp://127.0.0.2:2375 answers like a VCH 1.1 (tests/testbed/vchproxy.py), in front of the same engine.
+tcp://127.0.0.2:2375 answers as a VCH 1.1.1 does (tests/testbed/vchproxy/), in front of the same engine;
+``VICFLOW_TESTBED_VCH_IP`` moves it (an engineer's own endpoint beside the shared one). A VCH with TLS gets its
+own endpoint on 2376 from the appliance harness (``serve_vch``), through the same personality.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import signal
@@ -17,13 +20,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.testbed import RUN, STATE, TestbedError, say
+# The engine's own folders: the test bed's, or under `pytest -n` the worker's (tests/testbed/hosts.py).
+from tests.testbed import ENGINE_RUN as RUN
+from tests.testbed import ENGINE_STATE as STATE
+from tests.testbed import REPO, TestbedError, say
 
 SOCKET = RUN / "docker.sock"
 PLAIN = "tcp://127.0.0.1:2375"
 TLS = "tcp://127.0.0.1:2376"
-VCH = "tcp://127.0.0.2:2375"  # a VCH's address and no-TLS port (loopback range)
+VCH_IP = os.environ.get("VICFLOW_TESTBED_VCH_IP", "127.0.0.2")  # a VCH's address (loopback range)
+VCH = f"tcp://{VCH_IP}:2375"  # and its no-TLS port
 CERTS = STATE / "docker-certs"
+ENDPOINT = REPO / "tests" / "testbed" / "vchproxy"
 
 
 @dataclass
@@ -68,6 +76,66 @@ def _ping_vch() -> bool:
         return False
 
 
+def vch_config_path(ip: str) -> Path:
+    """Where the appliance harness leaves the configuration of the VCH at ``ip`` for its endpoint."""
+    return RUN / f"vch-{ip}.json"
+
+
+def endpoint_digest() -> str:
+    """The endpoint's code: an endpoint started from other code is started again (it answers differently)."""
+    digest = hashlib.sha256()
+    for source in sorted(ENDPOINT.glob("*.py")):
+        digest.update(source.name.encode() + source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def endpoint_command(listen: str, config: Path, tls: dict[str, str] | None = None) -> list[str]:
+    """The endpoint's command line: on ``listen``, the VCH's ``config``, and with ``tls`` (cert, key, optional
+    ca) a TLS one."""
+    command = [sys.executable, "-m", "tests.testbed.vchproxy", "--listen", listen, "--socket", str(SOCKET)]
+    command += ["--config", str(config)]
+    for option, path in (tls or {}).items():
+        command += [f"--tls-{option}", path]
+    return command
+
+
+def serve_vch(listen: str, config: Path, log: Path, tls: dict[str, str] | None = None) -> subprocess.Popen:
+    """An endpoint of one's own (the appliance harness's TLS VCH): a child of this process, stopped by its caller."""
+    out = open(log, "ab")  # noqa: SIM115 - the child keeps the descriptor
+    return subprocess.Popen(
+        endpoint_command(listen, config, tls), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        cwd=REPO, start_new_session=True,
+    )  # fmt: skip
+
+
+def _endpoint_files() -> tuple[Path, Path, Path]:
+    """pid file, digest file and log of the test bed's VCH endpoint at VCH_IP."""
+    return RUN / f"vchproxy-{VCH_IP}.pid", RUN / f"vchproxy-{VCH_IP}.digest", STATE / f"vchproxy-{VCH_IP}.log"
+
+
+def _outdated_endpoint() -> bool:
+    """The endpoint answers but was started from other code (or by a test bed that did not record it)."""
+    _, digest_file, _ = _endpoint_files()
+    return not digest_file.exists() or digest_file.read_text().strip() != endpoint_digest()
+
+
+def _stop_endpoint() -> None:
+    pidfile, digest_file, _ = _endpoint_files()
+    legacy = RUN / "vchproxy.pid"  # the single endpoint of test beds before the VCH_IP files
+    for path in (pidfile, legacy if VCH_IP == "127.0.0.2" else None):
+        if path is not None and path.exists():
+            _terminate(int(path.read_text().strip() or 0))
+            path.unlink(missing_ok=True)
+    digest_file.unlink(missing_ok=True)
+
+
+def _start_endpoint() -> None:
+    pidfile, digest_file, log = _endpoint_files()
+    say(f"a VCH 1.1.1's Docker API on {VCH} (tests/testbed/vchproxy/); log {log}")
+    _spawn(endpoint_command(VCH.removeprefix("tcp://"), vch_config_path(VCH_IP)), log, pidfile)
+    digest_file.write_text(endpoint_digest())
+
+
 def engine() -> Engine:
     return Engine(f"unix://{SOCKET}", PLAIN, TLS, str(CERTS))
 
@@ -84,7 +152,7 @@ def _certs() -> None:
 def _spawn(cmd: list[str], log: Path, pidfile: Path) -> None:
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=REPO
         )
     pidfile.write_text(str(proc.pid))
 
@@ -118,7 +186,7 @@ def _dockerd_command() -> list[str]:
 def start(timeout: float = 90) -> Engine:
     """Start dockerd (and the plain-TCP forwarder) unless they already answer."""
     eng = engine()
-    if _ping(eng.socket_url) and _ping(eng.plain_url) and _ping_vch():
+    if _ping(eng.socket_url) and _ping(eng.plain_url) and _ping_vch() and not _outdated_endpoint():
         return eng
     for tool, package in (("dockerd", "docker.io"), ("socat", "socat")):
         if not shutil.which(tool):
@@ -136,21 +204,11 @@ def start(timeout: float = 90) -> Engine:
             RUN / "dockerd.launcher.pid",
         )
         eng.started_here = True
+    if _ping_vch() and _outdated_endpoint():
+        say(f"the VCH endpoint on {VCH} runs other code than tests/testbed/vchproxy/: starting it again")
+        _stop_endpoint()
     if not _ping_vch():
-        say(f"a VCH 1.1's Docker API on {VCH} (tests/testbed/vchproxy.py)")
-        _spawn(
-            [
-                sys.executable,
-                "-m",
-                "tests.testbed.vchproxy",
-                "--listen",
-                VCH.removeprefix("tcp://"),
-                "--socket",
-                str(SOCKET),
-            ],
-            STATE / "vchproxy.log",
-            RUN / "vchproxy.pid",
-        )
+        _start_endpoint()
     if not _ping(eng.plain_url):
         say(f"forwarding {PLAIN} (no TLS) to the socket with socat")
         _spawn(
@@ -168,19 +226,25 @@ def start(timeout: float = 90) -> Engine:
 
 
 def stop() -> None:
-    """Stop what start() launched (dockerd and socat)."""
-    for name in ("vchproxy.pid", "socat.pid", "dockerd.pid"):
+    """Stop what start() launched (the VCH endpoint, socat and dockerd)."""
+    _stop_endpoint()
+    for name in ("socat.pid", "dockerd.pid"):
         pidfile = RUN / name
-        if not pidfile.exists():
-            continue
-        pid = int(pidfile.read_text().strip() or 0)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-            for _ in range(100):
-                if _gone(pid):
-                    break
-                time.sleep(0.2)
-        pidfile.unlink(missing_ok=True)
+        if pidfile.exists():
+            _terminate(int(pidfile.read_text().strip() or 0))
+            pidfile.unlink(missing_ok=True)
+
+
+def _terminate(pid: int) -> None:
+    """SIGTERM ``pid`` (a process the test bed started, named in its pid file) and wait up to 20 s for it."""
+    if pid <= 0:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):
+            if _gone(pid):
+                break
+            time.sleep(0.2)
 
 
 def _gone(pid: int) -> bool:

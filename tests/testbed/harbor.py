@@ -1,15 +1,19 @@
-"""Harbor 1.1 as the VIC 1.1 appliance runs it, on the test bed's dockerd.
+"""Harbor 1.1.1 as the VIC 1.1 appliance runs it, on the test bed's dockerd.
 
-Harbor's own compose files (``harbor/docker-compose.tpl`` and ``harbor/docker-compose.notary.yml``, byte for
-byte as goharbor/harbor has them) are written to ``<state>/harbor/`` with only these changes:
+``harbor/`` holds goharbor/harbor v1.1.1's own files, unchanged (a test checks their git blob ids against those
+of v1.1.1's tree): ``make/docker-compose.tpl``, ``make/docker-compose.notary.yml`` and the
+``make/common/templates/`` that ``make/prepare`` renders.  ``prepare()`` does what a release install does:
 
-- image names point at the stand-in images (tests/testbed/images.py);
-- host paths (``/data``, ``/var/log/harbor/``) point into the state directory;
-- published ports are bound to 127.0.0.1 (this machine's rule), 80/443 on HTTP_PORT/HTTPS_PORT.
+- the Makefile's ``modify_composefile``: ``docker-compose.tpl`` becomes ``docker-compose.yml`` with
+  ``__version__`` replaced by ``VERSIONTAG`` (``git describe --tags`` = ``v1.1.1`` for a release build);
+- ``make/prepare --with-notary`` with ``HARBOR_CFG``: ``common/config/`` rendered from the templates with
+  Python's ``string.Template``, as prepare does; the token key pair and the notary alias generated
+  (``customize_crt = on``); nginx's certificate is signed by a CA generated here (the appliance CA).
 
-Beside them, what Harbor's ``prepare`` script generates: ``common/config/`` with the registry's config (token
-auth, notifications to ui, delete enabled), the token key pair (``ui/private_key.pem``, ``registry/root.crt``),
-nginx's config and certificate (signed by a CA generated here: the appliance CA), and the env files.
+Then the test bed changes the two compose files in these ways only (a test checks that nothing else differs):
+image names point at the stand-in images (tests/testbed/images.py), the host paths ``/data`` and
+``/var/log/harbor/`` point into the state directory, and the published ports 80, 443 and 4443 are bound to
+127.0.0.1 on HTTP_PORT, HTTPS_PORT and NOTARY_PORT (this machine's rule; 1514 already is).
 ``python -m tests.testbed harbor`` starts it; the project is ``harbor`` (the folder's name), as on the appliance.
 """
 
@@ -17,7 +21,9 @@ from __future__ import annotations
 
 import datetime
 import os
+import secrets
 import shutil
+import string
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,28 +32,63 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from vicflow.plugins.clients import certs
 from vicflow.plugins.step import StepError
 
-from tests.testbed import STATE, TestbedError, say
+# Harbor lives beside its engine: the test bed's folder, or a pytest-xdist worker's own (tests/testbed/hosts.py)
+from tests.testbed import ENGINE_STATE as STATE
+from tests.testbed import TestbedError, say
 
 UPSTREAM = Path(__file__).parent / "harbor"
+TAG, COMMIT = "v1.1.1", "7b0646760cc54c77c8394d0d8879c98310684835"  # goharbor/harbor; the files' blob ids are
+# recorded in tests/test_registry_swap.py, which checks them
+VERSIONTAG = "v1.1.1"
 HTTPS_PORT = int(os.environ.get("VICFLOW_HARBOR_HTTPS_PORT", "18443"))
 HTTP_PORT = int(os.environ.get("VICFLOW_HARBOR_HTTP_PORT", "18080"))
+NOTARY_PORT = int(os.environ.get("VICFLOW_HARBOR_NOTARY_PORT", "14443"))
 ADMIN_PASSWORD = "Harbor12345"  # harbor.cfg's default harbor_admin_password
 STANDIN = "vicflow-test/harbor-standin:v1.1.1"
 IMAGES = {
-    "vmware/harbor-log:__version__": "vicflow-test/harbor-log:v1.1.1",
+    "vmware/harbor-log:v1.1.1": "vicflow-test/harbor-log:v1.1.1",
     "vmware/registry:photon-2.6.0": "vicflow-test/registry:photon-2.6.0",
-    "vmware/harbor-db:__version__": STANDIN,
-    "vmware/harbor-adminserver:__version__": STANDIN,
-    "vmware/harbor-ui:__version__": "vicflow-test/harbor-ui:v1.1.1",
-    "vmware/harbor-jobservice:__version__": STANDIN,
-    "nginx:1.11.5": "vicflow-test/nginx:1.11.5",
+    "vmware/harbor-db:v1.1.1": STANDIN,
+    "vmware/harbor-adminserver:v1.1.1": "vicflow-test/harbor-adminserver:v1.1.1",
+    "vmware/harbor-ui:v1.1.1": "vicflow-test/harbor-ui:v1.1.1",
+    "vmware/harbor-jobservice:v1.1.1": STANDIN,
+    "vmware/nginx:1.11.5-patched": "vicflow-test/nginx:1.11.5-patched",
     "vmware/notary-photon:server-0.5.0": STANDIN,
     "vmware/notary-photon:signer-0.5.0": STANDIN,
-    "vmware/mariadb-photon:10.2.8": STANDIN,
+    "vmware/harbor-notary-db:mariadb-10.1.10": STANDIN,
+}
+# make/harbor.cfg at v1.1.1 (its defaults), as the appliance sets it: https on this host with its certificate
+HARBOR_CFG = {
+    "hostname": f"127.0.0.1:{HTTPS_PORT}",
+    "ui_url_protocol": "https",
+    "db_password": "root123",
+    "max_job_workers": "3",
+    "customize_crt": "on",
+    "ssl_cert": "/data/cert/server.crt",
+    "ssl_cert_key": "/data/cert/server.key",
+    "secretkey_path": "/data",
+    "admiral_url": "NA",
+    "email_identity": "",
+    "email_server": "smtp.mydomain.com",
+    "email_server_port": "25",
+    "email_username": "sample_admin@mydomain.com",
+    "email_password": "abc",
+    "email_from": "admin <sample_admin@mydomain.com>",
+    "email_ssl": "false",
+    "harbor_admin_password": ADMIN_PASSWORD,
+    "auth_mode": "db_auth",
+    "ldap_url": "ldaps://ldap.mydomain.com",
+    "ldap_basedn": "ou=people,dc=mydomain,dc=com",
+    "ldap_uid": "uid",
+    "ldap_scope": "3",
+    "ldap_timeout": "5",
+    "self_registration": "on",
+    "token_expiration": "30",
+    "project_creation_restriction": "everyone",
+    "verify_remote_cert": "on",
 }
 
 
@@ -63,18 +104,33 @@ class Harbor:
 
     @property
     def log_dir(self) -> Path:
+        """The host's /var/log/harbor/: harbor-log writes ``<date>/<service>.log`` there."""
         return self.root / "log"
+
+    def log(self, service: str) -> str:
+        """What ``service`` logged, all days together."""
+        return "".join(path.read_text(errors="replace") for path in sorted(self.log_dir.glob(f"*/{service}.log")))
+
+
+def upstream_text(path: str) -> str:
+    """A file of goharbor/harbor v1.1.1 by its path there (``make/...``)."""
+    return (UPSTREAM / path.removeprefix("make/")).read_text()
+
+
+def compose_yml() -> str:
+    """The Makefile's modify_composefile: docker-compose.tpl with ``__version__`` replaced by VERSIONTAG."""
+    return upstream_text("make/docker-compose.tpl").replace("__version__", VERSIONTAG)
 
 
 def substitutions(root: Path) -> list[tuple[str, str]]:
-    """The only changes made to Harbor's files (a test checks nothing else differs)."""
+    """The test bed's changes to Harbor's compose files (a test checks that nothing else differs)."""
     return [
         *((f"image: {old}\n", f"image: {new}\n") for old, new in IMAGES.items()),
         (" /data", f" {root}/data"),
         (" /var/log/harbor/", f" {root}/log/"),
-        ("- 1514:514\n", "- 127.0.0.1:1514:514\n"),
         ("- 80:80\n", f"- 127.0.0.1:{HTTP_PORT}:80\n"),
         ("- 443:443\n", f"- 127.0.0.1:{HTTPS_PORT}:443\n"),
+        ("- 4443:4443\n", f"- 127.0.0.1:{NOTARY_PORT}:4443\n"),
     ]
 
 
@@ -84,74 +140,134 @@ def render(text: str, root: Path) -> str:
     return text
 
 
+def _random(length: int) -> str:
+    """prepare's secrets: letters and digits."""
+    return "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(length))
+
+
+def _kept_secret(path: Path, length: int) -> str:
+    """prepare's _get_secret: read the file, or create it (mode 0600)."""
+    if not path.is_file():
+        path.write_text(_random(length))
+        path.chmod(0o600)
+    return path.read_text()
+
+
+def _template(name: str, dest: Path, **values: object) -> None:
+    """prepare's render: string.Template(...).substitute(**kw)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(string.Template(upstream_text(f"make/common/templates/{name}")).substitute(**values))
+
+
+def _copy(name: str, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(upstream_text(f"make/common/templates/{name}"))
+
+
 def prepare(root: Path = STATE / "harbor") -> Harbor:
     """Lay out Harbor's files and generated config afresh (data under ``root/data`` is kept)."""
-    config = root / "common" / "config"
-    shutil.rmtree(config, ignore_errors=True)
-    for sub in (
-        "registry",
-        "ui",
-        "db",
-        "adminserver",
-        "jobservice",
-        "nginx/cert",
-        "nginx/conf.d",
-        "notary/mysql-initdb.d",
-    ):
-        (config / sub).mkdir(parents=True, exist_ok=True)
-    for sub in ("data/registry", "data/database", "data/config", "data/job_logs", "data/notary-db", "log"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    secretkey = root / "data" / "secretkey"
-    if not secretkey.is_file():
-        secretkey.write_bytes(os.urandom(16).hex().encode())
-    (root / "docker-compose.yml").write_text(render((UPSTREAM / "docker-compose.tpl").read_text(), root))
-    (root / "docker-compose.notary.yml").write_text(render((UPSTREAM / "docker-compose.notary.yml").read_text(), root))
-    url = f"https://127.0.0.1:{HTTPS_PORT}"
-    _token_keys(config)
-    (config / "registry" / "config.yml").write_text(REGISTRY_CONFIG.format(ui_url=url))
+    cfg, config = HARBOR_CFG, root / "common" / "config"
+    shutil.rmtree(config, ignore_errors=True)  # prepare's delfile(config_dir)
+    for sub in ("registry", "database", "config", "job_logs", "notary-db", "ca_download"):
+        (root / "data" / sub).mkdir(parents=True, exist_ok=True)
+    (root / "log").mkdir(parents=True, exist_ok=True)
+    data = root / "data"  # secretkey_path /data, moved into the state directory
+    if (data / "secretkey").is_file() and len((data / "secretkey").read_text()) != 16:
+        # prepare refuses it ("secret key's length has to be 16 chars"); an older test bed wrote 32
+        say(f"{data / 'secretkey'} is not 16 characters long (an older test bed's): a new one replaces it")
+        (data / "secretkey").unlink()
+    _kept_secret(data / "secretkey", 16)
+    ui_url = f"{cfg['ui_url_protocol']}://{cfg['hostname']}"
+    ui_secret, jobservice_secret = _random(16), _random(16)
+    (root / "docker-compose.yml").write_text(render(compose_yml(), root))
+    notary = upstream_text("make/docker-compose.notary.yml")
+    (root / "docker-compose.notary.yml").write_text(render(notary, root))
+
     tls = certs.generate(root / "ca", "harbor", ["127.0.0.1", "localhost"], client=False)
-    shutil.copy(tls["server_cert"], config / "nginx" / "cert" / "server.crt")
-    shutil.copy(tls["server_key"], config / "nginx" / "cert" / "server.key")
-    (config / "nginx" / "nginx.conf").write_text(NGINX_CONF)
-    secret = os.urandom(8).hex()
-    (config / "ui" / "env").write_text(
-        f"LOG_LEVEL=debug\nCONFIG_PATH=/etc/ui/app.conf\nUI_SECRET={secret}\nJOBSERVICE_SECRET={secret}\n"
-        f"GODEBUG=netdns=cgo\nADMIN_SERVER_URL=http://adminserver\nHARBOR_ADMIN_PASSWORD={ADMIN_PASSWORD}\n"
-    )
-    (config / "ui" / "app.conf").write_text("appname = registry\nrunmode = dev\n\n[dev]\nhttpport = 8080\n")
-    (config / "db" / "env").write_text("MYSQL_ROOT_PASSWORD=root123\n")
-    (config / "adminserver" / "env").write_text(
-        f"PORT=80\nLOG_LEVEL=warning\nEXT_ENDPOINT={url}\nAUTH_MODE=db_auth\nSELF_REGISTRATION=off\n"
-        f"HARBOR_ADMIN_PASSWORD={ADMIN_PASSWORD}\nUI_SECRET={secret}\nJOBSERVICE_SECRET={secret}\n"
-    )
-    (config / "jobservice" / "env").write_text(f"LOG_LEVEL=debug\nUI_SECRET={secret}\nJOBSERVICE_SECRET={secret}\n")
-    (config / "jobservice" / "app.conf").write_text("appname = jobservice\nrunmode = dev\n\n[dev]\nhttpport = 80\n")
-    (config / "notary" / "signer_env").write_text("NOTARY_SIGNER_DEFAULTALIAS=defaultalias\n")
-    for name in ("server-config.json", "signer-config.json"):
-        (config / "notary" / name).write_text('{"logging": {"level": "debug"}}\n')
+    cert_dir = config / "nginx" / "cert"
+    cert_dir.mkdir(parents=True)
+    shutil.copy(tls["server_cert"], cert_dir / Path(cfg["ssl_cert"]).name)
+    shutil.copy(tls["server_key"], cert_dir / Path(cfg["ssl_cert_key"]).name)
+    ssl = {
+        "ssl_cert": f"/etc/nginx/cert/{Path(cfg['ssl_cert']).name}",
+        "ssl_cert_key": f"/etc/nginx/cert/{Path(cfg['ssl_cert_key']).name}",
+    }
+    _template("nginx/nginx.https.conf", config / "nginx" / "nginx.conf", **ssl)
+    shared = {"ui_secret": ui_secret, "jobservice_secret": jobservice_secret}
+    _template("adminserver/env", config / "adminserver" / "env", **_adminserver_values(cfg, ui_url), **shared)
+    _template("ui/env", config / "ui" / "env", **shared)
+    _template("registry/config.yml", config / "registry" / "config.yml", ui_url=ui_url)
+    _template("db/env", config / "db" / "env", db_password=cfg["db_password"])
+    _template("jobservice/env", config / "jobservice" / "env", **shared)
+    _copy("jobservice/app.conf", config / "jobservice" / "app.conf")
+    _copy("ui/app.conf", config / "ui" / "app.conf")
+    _token_keys(config)  # customize_crt = on
+    # --with-notary (the notary services are stand-ins: the signer's certificates and the SQL are not needed)
+    (config / "notary" / "mysql-initdb.d").mkdir(parents=True)
+    shutil.copy(config / "registry" / "root.crt", config / "notary" / "root.crt")
+    _copy("notary/signer-config.json", config / "notary" / "signer-config.json")
+    _template("notary/server-config.json", config / "notary" / "server-config.json", token_endpoint=ui_url)
+    _copy("nginx/notary.upstream.conf", config / "nginx" / "conf.d" / "notary.upstream.conf")
+    _template("nginx/notary.server.conf", config / "nginx" / "conf.d" / "notary.server.conf", **ssl)
+    _template("notary/signer_env", config / "notary" / "signer_env", alias=_kept_secret(data / "defaultalias", 8))
     files = [str(root / "docker-compose.notary.yml"), str(root / "docker-compose.yml")]
-    return Harbor(root, url, tls["ca"], files)
+    return Harbor(root, f"https://127.0.0.1:{HTTPS_PORT}", tls["ca"], files)
+
+
+def _adminserver_values(cfg: dict, ui_url: str) -> dict:
+    """The values prepare gives adminserver/env (the LDAP search DN and filter are commented out in harbor.cfg)."""
+    return {
+        "ui_url": ui_url,
+        "auth_mode": cfg["auth_mode"],
+        "self_registration": cfg["self_registration"],
+        "ldap_url": cfg["ldap_url"],
+        "ldap_searchdn": "",
+        "ldap_search_pwd": "",
+        "ldap_basedn": cfg["ldap_basedn"],
+        "ldap_filter": "",
+        "ldap_uid": cfg["ldap_uid"],
+        "ldap_scope": cfg["ldap_scope"],
+        "ldap_timeout": cfg["ldap_timeout"],
+        "db_password": cfg["db_password"],
+        "email_host": cfg["email_server"],
+        "email_port": cfg["email_server_port"],
+        "email_usr": cfg["email_username"],
+        "email_pwd": cfg["email_password"],
+        "email_ssl": cfg["email_ssl"],
+        "email_from": cfg["email_from"],
+        "email_identity": cfg["email_identity"],
+        "harbor_admin_password": cfg["harbor_admin_password"],
+        "project_creation_restriction": cfg["project_creation_restriction"],
+        "verify_remote_cert": cfg["verify_remote_cert"],
+        "max_job_workers": cfg["max_job_workers"],
+        "token_expiration": cfg["token_expiration"],
+        "admiral_url": cfg["admiral_url"],
+        "with_notary": True,  # prepare passes args.notary_mode: the file says WITH_NOTARY=True
+    }
 
 
 def _token_keys(config: Path) -> None:
-    """The ui signs tokens with private_key.pem; the registry trusts root.crt (prepare's openssl req -x509)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "harbor-token-issuer")])
+    """prepare's create_root_cert: ``openssl genrsa 4096`` as ui/private_key.pem, and ``openssl req -new -x509
+    -days 3650 -subj /C=/ST=/L=/O=/CN=/`` (an empty subject) as registry/root.crt, the registry's rootcertbundle."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=4096)
     now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
+        .subject_name(x509.Name([]))
+        .issuer_name(x509.Name([]))
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_before(now)
         .not_valid_after(now + datetime.timedelta(days=3650))
         .sign(key, hashes.SHA256())
     )
-    (config / "ui" / "private_key.pem").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
     )
-    (config / "registry" / "root.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    root_crt = cert.public_bytes(serialization.Encoding.PEM)
+    for path, content in ((config / "ui" / "private_key.pem", pem), (config / "registry" / "root.crt", root_crt)):
+        path.write_bytes(content)
+        path.chmod(0o600)
 
 
 def start(engine, root: Path = STATE / "harbor", timeout: float = 90) -> Harbor:
@@ -162,25 +278,26 @@ def start(engine, root: Path = STATE / "harbor", timeout: float = 90) -> Harbor:
 
     stop(engine)
     harbor = prepare(root)
-    say(f"starting Harbor 1.1 from {', '.join(harbor.files)}")
+    say(f"starting Harbor {TAG} from {', '.join(harbor.files)}")
     try:
         stepkit.apply(ComposeUp, docker_host=engine.plain_url, files=harbor.files, project=harbor.project)
     except StepError as exc:
         raise TestbedError(f"Harbor's compose up failed: {exc}; see the logs under {harbor.log_dir}") from None
     deadline, last = time.monotonic() + timeout, ""
     while time.monotonic() < deadline:
-        try:
-            response = requests.get(f"{harbor.url}/v2/", verify=harbor.ca, timeout=3)
-            if response.status_code == 401 and "Bearer" in response.headers.get("WWW-Authenticate", ""):
+        try:  # the registry asks for a token, and the ui (it starts after the adminserver answers) serves its page
+            registry = requests.get(f"{harbor.url}/v2/", verify=harbor.ca, timeout=3)
+            ui = requests.get(f"{harbor.url}/", verify=harbor.ca, timeout=3)
+            challenge = registry.headers.get("WWW-Authenticate", "")
+            if registry.status_code == 401 and "Bearer" in challenge and ui.status_code == 200:
                 say(f"Harbor answers at {harbor.url} (CA {harbor.ca}, user admin / {ADMIN_PASSWORD})")
                 return harbor
-            last = f"HTTP {response.status_code}"
+            last = f"/v2/: HTTP {registry.status_code}, /: HTTP {ui.status_code}"
         except requests.RequestException as exc:
             last = str(exc)
         time.sleep(0.5)
     raise TestbedError(
-        f"Harbor did not answer at {harbor.url}/v2/ within {timeout:g}s (last: {last}); "
-        f"see the logs under {harbor.log_dir}"
+        f"Harbor did not answer at {harbor.url} within {timeout:g}s (last: {last}); see the logs under {harbor.log_dir}"
     )
 
 
@@ -191,137 +308,3 @@ def stop(engine) -> None:
     from tests import stepkit
 
     stepkit.apply(ComposeDown, docker_host=engine.plain_url, project="harbor")
-
-
-REGISTRY_CONFIG = """\
-version: 0.1
-log:
-  level: info
-  fields:
-    service: registry
-storage:
-  cache:
-    layerinfo: inmemory
-  filesystem:
-    rootdirectory: /storage
-  maintenance:
-    uploadpurging:
-      enabled: false
-  delete:
-    enabled: true
-http:
-  addr: :5000
-  secret: placeholder
-  debug:
-    addr: localhost:5001
-auth:
-  token:
-    issuer: harbor-token-issuer
-    realm: {ui_url}/service/token
-    rootcertbundle: /etc/registry/root.crt
-    service: harbor-registry
-notifications:
-  endpoints:
-  - name: harbor
-    disabled: false
-    url: http://ui:8080/service/notifications
-    timeout: 3000ms
-    threshold: 5
-    backoff: 1s
-"""
-
-# Harbor 1.1's nginx.https.conf: /v2/ to the registry, /service/ and / to the ui, port 80 redirected to https.
-NGINX_CONF = """\
-worker_processes auto;
-
-events {
-  worker_connections 1024;
-  use epoll;
-  multi_accept on;
-}
-
-http {
-  tcp_nodelay on;
-  include /etc/nginx/conf.d/*.upstream.conf;
-
-  # this is necessary for us to be able to disable request buffering in all cases
-  proxy_http_version 1.1;
-
-  upstream registry {
-    server registry:5000;
-  }
-
-  upstream ui {
-    server ui:8080;
-  }
-
-  log_format timed_combined '$remote_addr - '
-    '"$request" $status $body_bytes_sent '
-    '"$http_referer" "$http_user_agent" '
-    '$request_time $upstream_response_time $pipe';
-
-  access_log /dev/stdout timed_combined;
-
-  include /etc/nginx/conf.d/*.server.conf;
-
-  server {
-    listen 443 ssl;
-    server_tokens off;
-    ssl_certificate /etc/nginx/cert/server.crt;
-    ssl_certificate_key /etc/nginx/cert/server.key;
-    ssl_protocols TLSv1.2;
-    ssl_ciphers '!aNULL:kECDH+AESGCM:ECDH+AESGCM:RSA+AESGCM:kECDH+AES:ECDH+AES:RSA+AES:';
-    ssl_prefer_server_ciphers on;
-    ssl_session_cache shared:SSL:10m;
-
-    # disable any limits to avoid HTTP 413 for large image uploads
-    client_max_body_size 0;
-
-    # required to avoid HTTP 411: see Issue #1486 (https://github.com/docker/docker/issues/1486)
-    chunked_transfer_encoding on;
-
-    location / {
-      proxy_pass http://ui/;
-      proxy_set_header Host $http_host;
-      proxy_set_header X-Real-IP $remote_addr;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto $scheme;
-      proxy_cookie_path / "/; secure";
-      proxy_buffering off;
-      proxy_request_buffering off;
-    }
-
-    location /v1/ {
-      return 404;
-    }
-
-    location /v2/ {
-      proxy_pass http://registry/v2/;
-      proxy_set_header Host $http_host;
-      proxy_set_header X-Real-IP $remote_addr;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto $scheme;
-      proxy_buffering off;
-      proxy_request_buffering off;
-    }
-
-    location /service/ {
-      proxy_pass http://ui/service/;
-      proxy_set_header Host $http_host;
-      proxy_set_header X-Real-IP $remote_addr;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto $scheme;
-      proxy_buffering off;
-      proxy_request_buffering off;
-    }
-
-    location /service/notifications {
-      return 404;
-    }
-  }
-  server {
-    listen 80;
-    return 301 https://$host$request_uri;
-  }
-}
-"""

@@ -69,8 +69,10 @@ def gogs_image(version: str, app_ver: str = "", healthcheck: bool = False) -> st
 
 
 # Like vmware/registry, the binary is the ENTRYPOINT, so Harbor's `command: ["serve", "/etc/registry/config.yml"]`
-# runs it with Harbor's own (mounted) config.  photon-2.6.0 keeps distribution's default validation, which refuses
-# a foreign-layer manifest; 2.6.1-photon carries, in the image, the allowance that made the real 2.6.1 accept it.
+# runs it with Harbor's own (mounted) config.  Both are Debian's distribution 2.8.2, whose default validation refuses
+# a foreign-layer manifest; 2.6.1-photon carries, in the image, an allowance that accepts it.  This reproduces the
+# seed's symptom, not its cause: distribution v2.6.0 and v2.6.1 validate foreign-layer URLs only when configured to,
+# and Harbor 1.1.1's config does not (docs/decisions.md, "Harbor 1.1.1 on the test bed").
 REGISTRY = 'ENTRYPOINT ["/usr/bin/docker-registry"]\nCMD ["serve", "/etc/docker/registry/{}.yml"]\nEXPOSE 5000'
 ALLOW_FOREIGN = "ENV REGISTRY_VALIDATION_MANIFESTS_URLS_ALLOW='[\"^https?://\"]'\n"
 IMAGES: dict[str, str] = {
@@ -95,12 +97,15 @@ IMAGES: dict[str, str] = {
     "vicflow-test/registry:2.6.1-readonly": "ENV REGISTRY_STORAGE_MAINTENANCE_READONLY='{\"enabled\": true}'\n"
     + ALLOW_FOREIGN
     + REGISTRY.format("2.6.1-photon"),
-    # Harbor 1.1 (tests/testbed/harbor.py): log = rsyslog, ui = the token service, proxy = Debian's nginx, and
-    # the services that only need to run (mysql, adminserver, jobservice, notary) share one stand-in.
+    # Harbor 1.1.1 (tests/testbed/harbor.py): log = rsyslog, ui = the token service, adminserver = the settings,
+    # proxy = Debian's nginx (OpenSSL allowing the TLS 1.1 Harbor's nginx.conf asks for), and the services that only
+    # need to run (mysql, jobservice, notary) share one stand-in.
     "vicflow-test/harbor-log:v1.1.1": 'ENTRYPOINT ["rsyslogd", "-n", "-f", "/etc/rsyslog-harbor.conf"]\nEXPOSE 514',
-    "vicflow-test/harbor-ui:v1.1.1": 'ENTRYPOINT ["/usr/local/bin/harbor-ui-standin"]\nEXPOSE 8080',
+    "vicflow-test/harbor-ui:v1.1.1": 'ENTRYPOINT ["/usr/local/bin/harbor-ui-standin"]\nEXPOSE 80',
+    "vicflow-test/harbor-adminserver:v1.1.1": 'ENTRYPOINT ["/usr/local/bin/harbor-adminserver-standin"]\nEXPOSE 80',
     "vicflow-test/harbor-standin:v1.1.1": 'ENTRYPOINT ["/usr/local/bin/vicflow-sleep"]',
-    "vicflow-test/nginx:1.11.5": 'STOPSIGNAL SIGQUIT\nEXPOSE 80 443\nCMD ["nginx", "-g", "daemon off;"]',
+    "vicflow-test/nginx:1.11.5-patched": "ENV OPENSSL_CONF=/etc/ssl/openssl-harbor-nginx.cnf\nSTOPSIGNAL SIGQUIT\n"
+    'EXPOSE 80 443\nCMD ["nginx", "-g", "daemon off;"]',
 }
 
 

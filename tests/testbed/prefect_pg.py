@@ -20,6 +20,7 @@ from pathlib import Path
 import requests
 
 from tests.testbed import TestbedError, say
+from tests.testbed.prefect_db import BUSY_MACHINE
 from tests.testbed.prefect_stack import free_port
 
 PG_ROOT = Path("/usr/lib/postgresql")
@@ -62,7 +63,7 @@ class PrefectOnPostgres:
         """The environment of a client (CLI, worker) of this server."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
         env.update(PREFECT_API_URL=self.api, PREFECT_HOME=str(self.folder / "home"))
-        env.update(PREFECT_SERVER_ANALYTICS_ENABLED="false")
+        env.update(PREFECT_SERVER_ANALYTICS_ENABLED="false", **BUSY_MACHINE)
         return env
 
     def start_postgres(self) -> None:

@@ -24,8 +24,10 @@ from datetime import datetime
 from pathlib import Path
 
 import requests
+import yaml
 
 from tests.testbed import REPO
+from tests.testbed.prefect_db import BUSY_MACHINE, copy_to
 
 BIN = Path(sys.executable).parent
 ENGINE = "tcp://127.0.0.2:2375"  # the VCH-shaped endpoint
@@ -156,7 +158,7 @@ class Stack:
         ids = [d["id"] for d in self.post("/deployments/filter") if d["name"] == deployment]
         return self.post("/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": ids}}, "sort": "START_TIME_ASC"})
 
-    def wait_runs(self, deployment: str, count: int, after: float, timeout: float = 240) -> list[dict]:
+    def wait_runs(self, deployment: str, count: int, after: float, timeout: float = 480) -> list[dict]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             runs = [r for r in self.runs_of(deployment) if ts(r["created"]) >= after]
@@ -266,6 +268,7 @@ def running(home: Path, docker_client, **extra_env: str):
         DO_NOT_TRACK="1",
         VICFLOW_SECRET_GOGS_DB_PASSWORD="gogs-db-" + uuid.uuid4().hex[:8],
         VICFLOW_SECRET_GOGS_ADMIN_PASSWORD="gogs-admin-" + uuid.uuid4().hex[:8],
+        **BUSY_MACHINE,
     )
     env.pop("VICFLOW_PLUGINS", None)
     env.update(extra_env)
@@ -273,6 +276,7 @@ def running(home: Path, docker_client, **extra_env: str):
     processes: list[subprocess.Popen] = []
     registry = None
     stack = Stack(api, env, home)
+    copy_to(home / "prefect.db")  # the server's database (in PREFECT_HOME), already migrated
     try:
         stack.start_server()
         stack.site = {
@@ -283,7 +287,6 @@ def running(home: Path, docker_client, **extra_env: str):
             "publish_ip": APP_HOST,
             "http_port": free_port(),
             "ssh_port": free_port(),
-            "volume_driver": "local",
             "gogs_image": "vicflow-test/app:1.0",
             "postgres_image": "vicflow-test/postgres:15",
         }
@@ -329,3 +332,34 @@ def running(home: Path, docker_client, **extra_env: str):
             stop(stack.worker)
         stack.stop_server()
         clean_gogs()
+
+
+def deploy_on_event(home: Path, env: dict, pool: str, name: str, blueprint: Path, match: dict, expect: str) -> None:
+    """A process work pool and one deployment of ``blueprint`` (limit 1, queued) that an ``expect`` event matching
+    ``match`` triggers with the event as a parameter, as prefect.yaml's event deployments are; deployed with
+    `prefect deploy` from ``home``/prefect.yaml. A failed command raises with its output."""
+    trigger = {
+        "type": "event",
+        "enabled": True,
+        "match": match,
+        "expect": [expect],
+        "parameters": {"blueprint": str(blueprint), "event": "{{ event }}"},
+    }
+    deployment = {
+        "name": name,
+        "entrypoint": "flows/flow.py:run_blueprint",
+        "work_pool": {"name": pool, "job_variables": {"command": "vicflow-engine"}},
+        "concurrency_limit": {"limit": 1, "collision_strategy": "ENQUEUE"},
+        "parameters": {"blueprint": str(blueprint)},
+        "triggers": [trigger],
+    }
+    pull = [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
+    spec = {"name": name, "prefect-version": "3.4.0", "pull": pull, "deployments": [deployment]}
+    (home / "prefect.yaml").write_text(yaml.safe_dump(spec))
+    for argv in (
+        ["work-pool", "create", pool, "--type", "process"],
+        ["--no-prompt", "deploy", "--all", "--prefect-file", str(home / "prefect.yaml")],
+    ):
+        done = subprocess.run([str(BIN / "prefect"), *argv], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
+        if done.returncode:
+            raise RuntimeError(f"prefect {' '.join(argv)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
