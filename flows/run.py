@@ -61,11 +61,16 @@ class StepState(StrEnum):
     @property
     def succeeded(self) -> bool:
         """Its outputs are known: the steps that need it may run."""
-        return self in (StepState.COMPLETED, StepState.CACHED)
+        return self in SUCCEEDED
 
     @property
     def failed(self) -> bool:
-        return self in (StepState.FAILED, StepState.TIMED_OUT)
+        return self in FAILED
+
+
+# as sets, for the loops over every step that each rendering of an expression makes (Run.context)
+SUCCEEDED = frozenset({StepState.COMPLETED, StepState.CACHED})
+FAILED = frozenset({StepState.FAILED, StepState.TIMED_OUT})
 
 
 # the event each final state announces
@@ -198,14 +203,14 @@ class Run:
         """What expressions see; ``planning``: the outputs of steps not yet run are Unknown (as in a dry run)."""
         steps: dict[str, Any] = {}
         for sid, rec in self.records.items():
-            steps[sid] = {"state": rec.state.value, "changed": rec.changed}
-            if rec.state.succeeded:
+            steps[sid] = {"state": rec.state._value_, "changed": rec.changed}
+            if rec.state in SUCCEEDED:
                 steps[sid]["outputs"] = rec.outputs
             elif self.dry_run or planning:
                 steps[sid]["outputs"] = Unknown(f"steps.{sid}.outputs")
 
         def failed() -> bool:  # asked only by an if: that calls a status function
-            return self.failed_step is not None or any(r.state.failed for r in self.records.values())
+            return self.failed_step is not None or any(r.state in FAILED for r in self.records.values())
 
         ctx = {
             "inputs": self.inputs,
