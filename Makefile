@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-APT_PACKAGES := golang-go golang-github-vmware-govmomi-dev docker.io docker-compose debootstrap docker-registry socat iptables chromium chromium-driver postgresql iproute2 redis-server haproxy
+APT_PACKAGES := golang-go golang-github-vmware-govmomi-dev docker.io docker-compose debootstrap docker-registry socat iptables chromium chromium-driver postgresql iproute2 redis-server haproxy prometheus
 
 .PHONY: setup apt venv testbed test check demo demo-down lint bench fuzz stop clean
 

@@ -33,7 +33,7 @@ TIMEOUT_GRACE_SECONDS = 30.0  # how long a timed-out attempt may take to stop be
 def apply_step(run: Run, step_id: str, index: int | None) -> dict[str, Any]:
     """One attempt of step ``step_id`` (of its item ``index``); its outputs. Raises AttemptFailed."""
     step = run.blueprint.step(step_id)
-    number = run.attempt_started(step_id)
+    number = run.attempt_started(step_id, index)
     item = run.items[step_id][index] if index is not None else None
     try:
         step_type, params, ctx = prepare_step(run, step_id, item, run.rendered[step_id][index or 0])

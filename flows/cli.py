@@ -62,6 +62,19 @@ def _positive(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = _positive(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a TCP port (1-65535)")
+    return value
+
+
+METRICS_HELP = (
+    "serve Prometheus metrics on 127.0.0.1:PORT (default: VICFLOW_METRICS_ADDR, HOST:PORT; unset: no metrics; "
+    "docs/metrics.md)"
+)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vicflow",
@@ -105,6 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("listen", help="run event sources and emit Prefect events (stop with Ctrl-C / SIGTERM)")
     p.add_argument("--config", required=True, metavar="FILE", help="YAML: one section per source (docs/events.md)")
     p.add_argument("sources", nargs="*", help="source names (default: every section of the config)")
+    p.add_argument("--metrics-port", type=_port, metavar="PORT", help=METRICS_HELP)
 
     p = sub.add_parser(
         "worker", help="prefect worker start for a process pool, with runs forked from a preloaded process"
@@ -112,6 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pool", default="vicflow", help="the process work pool (default: vicflow)")
     p.add_argument("--name", help="the worker's name in Prefect (default: Prefect's, ProcessWorker <uuid>)")
     p.add_argument("--limit", type=_positive, help="at most this many runs at once on this worker (default: no limit)")
+    p.add_argument("--metrics-port", type=_port, metavar="PORT", help=METRICS_HELP)
 
     p = sub.add_parser("deploy", help="one deployment per shipped blueprint, its run form made of its inputs")
     p.add_argument("--pool", default="vicflow", help="the work pool (default: vicflow)")
@@ -490,7 +505,7 @@ COMMANDS = {
     "deploy": cmd_deploy,
     "audit": cmd_audit,
     "worker": lambda args: __import__("vicflow.flows.forkserver", fromlist=["run_worker"]).run_worker(
-        args.pool, args.name, args.limit
+        args.pool, args.name, args.limit, args.metrics_port
     ),
 }
 

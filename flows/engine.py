@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from vicflow.flows import metrics
 from vicflow.flows.executor import Executor
 from vicflow.flows.fleet import RUNNER
 from vicflow.flows.governance import audit, blast_radius, gate, integrity
@@ -65,6 +66,7 @@ def execute(
         run.emit("vicflow.run.started", payload={"inputs": _public(blueprint, inputs), "event": event})
         if dry_run:
             return _plan(run, started)
+        metrics.run_started(event)
         stopped = gate.check(run, run.policy) if run.policy else None  # the policy judges the whole plan first
         if stopped:
             run.stop(*stopped)
@@ -77,6 +79,7 @@ def execute(
                 run.outputs = run.render_outputs()
         left = run.release()
         summary = run.summary(started)
+        metrics.run_ended(blueprint.name, run.state.value)
         if run.cancelled:
             summary["error"] = run.cancelled
         else:

@@ -19,7 +19,7 @@ from prefect.states import Cancelled
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 from vicflow.flows import blueprint as bp
-from vicflow.flows import engine, expressions, intake, shipped
+from vicflow.flows import engine, expressions, intake, metrics, shipped
 from vicflow.flows.governance import policy as policies
 from vicflow.flows.inputs import prepare
 from vicflow.flows.prefect_adapter import PrefectSteps
@@ -124,6 +124,7 @@ def _run(document: Blueprint, values: dict[str, Any], registry: Any, policy: str
             return engine.execute(document, values, registry, run_id, executor=executor, policy=policy, **options)
     except intake.Duplicate as exc:  # the event was already taken: nothing runs twice
         get_run_logger().warning("%s", exc)
+        metrics.dropped("taken")
         return Cancelled(name="Duplicate", message=str(exc))
     except RunCancelled as exc:  # an approval said no, or none came: the flow run ends Cancelled
         return Cancelled(message=str(exc), data=exc.summary)

@@ -82,17 +82,27 @@ def _connect(path: str) -> socket.socket | None:
 # --------------------------------------------------------------------------------------------- worker
 
 
-def run_worker(pool: str, name: str | None = None, limit: int | None = None) -> int:
+def run_worker(pool: str, name: str | None = None, limit: int | None = None, metrics_port: int | None = None) -> int:
     """``prefect worker start --pool POOL --type process`` with a fork server for its runs; both stop together.
-    ``limit`` caps the runs at once: without it the first worker to poll takes every scheduled run it sees."""
+    ``limit`` caps the runs at once: without it the first worker to poll takes every scheduled run it sees.
+    ``metrics_port`` (or VICFLOW_METRICS_ADDR): serve the runs' Prometheus metrics (flows/metrics.py)."""
+    import shutil
     import subprocess
     import tempfile
     from pathlib import Path
+
+    from vicflow.flows import metrics
 
     bin_dir = Path(sys.executable).parent
     path = os.path.join(tempfile.mkdtemp(prefix="vicflow-worker-"), "forkserver.sock")
     # vicflow-engine (the deployments' command) is found next to this Python
     env = {**os.environ, SOCKET_ENV: path, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    where, numbers = metrics.address(metrics_port), None
+    if where:  # the fork server, prefect worker and every run write their numbers there; this process serves them
+        numbers = metrics.worker_dir()
+        env[metrics.MULTIPROC_ENV] = numbers
+        metrics.serve_worker(where, numbers)
+        print(f"vicflow worker: metrics on http://{where[0]}:{where[1]}/metrics", file=sys.stderr, flush=True)
     # both children die with `vicflow worker`, even when it is SIGKILLed: an orphaned `prefect worker` would
     # go on taking runs with what is by then a stale environment
     from vicflow.flows.cli_signals import die_with_parent
@@ -124,6 +134,8 @@ def run_worker(pool: str, name: str | None = None, limit: int | None = None) -> 
         server.wait(timeout=30)
         with contextlib.suppress(OSError):
             os.rmdir(os.path.dirname(path))
+        if numbers and not os.environ.get(metrics.MULTIPROC_ENV):  # the folder it made (not one it was given)
+            shutil.rmtree(numbers, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------- fork server
@@ -212,9 +224,17 @@ def _reap(launchers: dict[int, socket.socket]) -> None:
             return
         conn = launchers.pop(pid, None)
         if conn is not None:
+            process_ended(pid)
             with contextlib.suppress(OSError):  # the launcher may be gone
                 conn.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
             conn.close()
+
+
+def process_ended(pid: int) -> None:
+    """A run's process is gone: its live gauges are dropped from the worker's metrics (flows/metrics.py)."""
+    from vicflow.flows import metrics  # imported already (PRELOAD); the launcher never gets here
+
+    metrics.process_ended(pid)
 
 
 def _run_engine(fds: list[int], request: dict) -> None:

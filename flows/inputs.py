@@ -14,6 +14,7 @@ coerced to its declared type and checked: an ``integer`` input may be ``${{ secr
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,17 +130,28 @@ def _is_secret(value: Any) -> bool:
     return hasattr(value, "get_secret_value")
 
 
+SECRET_NOT_A_REFERENCE = (
+    "what was given is one ${{ ... }} that does not evaluate as a reference (not shown: it may be the secret)"
+)
+SECRET_HINT = "give the secret itself, or one whole ${{ secrets.NAME }}"
+SECRET_LOOKUP = re.compile(r"\$\{\{\s*secrets\.[A-Za-z0-9_-]{1,128}\s*\}\}")  # names a secret: safe to quote
+
+
 def _render_and_type(name: str, spec: InputSpec, value: _Value, context: dict) -> tuple[Any, Problem | None]:
     raw = value.raw.get_secret_value() if _is_secret(value.raw) else value.raw
     file, line, col = value.where
     secret = spec.type == "secret"
     if expressions.has_expression(raw) and (not secret or _is_reference(raw)):  # a secret itself is never rendered
         found = expression_problems(raw, VALUE_ROOTS, {})
+        if found and secret:  # it may be the secret itself, shaped like a reference: the message never quotes it
+            return None, Problem(file, line, col, f"input {name!r}: {SECRET_NOT_A_REFERENCE}", SECRET_HINT)
         if found:
             return None, Problem(file, line, col, masking.mask(f"input {name!r}: {found[0][0]}"), found[0][1])
         try:
             raw = expressions.render(raw, context)
         except (ExpressionError, StepError) as exc:  # StepError: a secret that is not set
+            if secret and not SECRET_LOOKUP.fullmatch(raw.strip()):
+                return None, Problem(file, line, col, f"input {name!r}: {SECRET_NOT_A_REFERENCE}", SECRET_HINT)
             return None, Problem(file, line, col, masking.mask(f"input {name!r}: {exc}"), exc.hint or "")
     if secret:
         masking.add_secret(raw)

@@ -13,11 +13,11 @@ target decide at once: a run whose event id a run of the same deployment already
 whose runs queue (a concurrency limit of 1, as prefect.yaml's event deployments have) per target, the event's
 ``prefect.resource.id``: the newest stays queued and acts on the latest event, the others end Cancelled
 "Folded" naming it, and the newest's ``folded`` parameter counts them (count, first and last event id). Each
-fold emits ``vicflow.events.folded``. It folds only while it holds the deployment's one slot itself, between two
-runs: then no run it cancels can be starting (cancelling a run that a worker had just made Pending released the
-slot under it, and Prefect killed it as Crashed when its lease renewal failed), and two listeners take turns.
-So a storm gives one running run and, when it ends, one run for the latest event and what queued meanwhile.
-Runs of other targets are never touched.  See docs/decisions.md.
+fold emits ``vicflow.events.folded``. It never cancels a run that may be starting (cancelling a run a worker had
+just made Pending released the slot under it, and Prefect killed it as Crashed when its lease renewal failed):
+between two runs it holds the deployment's one slot itself while it folds; while a run holds the slot it folds
+only the runs that no worker asks for before it is done (``_not_due_soon``). Runs of other targets are never
+touched.  See docs/decisions.md.
 """
 
 from __future__ import annotations
@@ -28,12 +28,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid5
 
+from vicflow.flows import metrics
 from vicflow.plugins import masking
 from vicflow.plugins.errors import VicflowError
 
 EVENTS = ("vicflow.events.folded",)  # docs/events.md lists them; tests/test_docs.py compares the two
 TAG = "vicflow-event:"
 FOLD_SECONDS = 0.5
+FOLD_MARGIN = 10  # seconds past a worker's prefetch that a fold while a run holds the slot keeps clear of
 NAMESPACE = UUID("0b7e3f0e-2a57-4d55-9a36-1f4c1f6f3c0d")  # of the ids of vicflow.events.folded
 
 
@@ -114,6 +116,20 @@ def _by_target(runs: list[Any]) -> dict[str, list[Any]]:
     return groups
 
 
+def _not_due_soon(group: list[Any]) -> list[Any]:
+    """The runs of ``group`` no worker asks for before the folder is done, and the newest (it stays queued).
+
+    A worker makes Pending only runs due within its prefetch (PREFECT_WORKER_PREFETCH_SECONDS, 10 s by
+    default: prefect/workers/base.py ``get_scheduled_flow_runs``), and a run that met the held slot was sent back
+    PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS (30 s) later. A run due later than the prefetch and
+    a margin cannot start while it is folded, even if the running run ends meanwhile."""
+    from prefect.settings import get_current_settings
+
+    horizon = datetime.now(UTC) + timedelta(seconds=get_current_settings().worker.prefetch_seconds + FOLD_MARGIN)
+    newest = max(group, key=lambda r: (_occurred(r), r.created or datetime.min))
+    return [r for r in group if r is newest or (r.expected_start_time and r.expected_start_time > horizon)]
+
+
 def _occurred(run: Any) -> str:
     return str(((run.parameters or {}).get("event") or {}).get("occurred") or "")
 
@@ -130,8 +146,8 @@ def _span(run: Any) -> dict[str, Any]:
 
 
 class Folder:
-    """`vicflow listen`'s folding thread: every FOLD_SECONDS, holding the deployment's slot, it folds the queued
-    runs of every deployment whose runs queue (a concurrency limit of 1), per target."""
+    """`vicflow listen`'s folding thread: every FOLD_SECONDS it folds the queued runs of every deployment whose
+    runs queue (a concurrency limit of 1), per target, never one that may be starting (the module's docstring)."""
 
     def __init__(self, logger: logging.Logger):
         self.log = logger
@@ -154,18 +170,20 @@ class Folder:
         for run in self.queued(client):
             by_deployment.setdefault(run.deployment_id, []).append(run)
         for deployment_id, runs in by_deployment.items():
-            if all(len(group) < 2 for group in _by_target(runs).values()):
+            groups = _by_target(runs)
+            if all(len(group) < 2 for group in groups.values()):
                 continue
             limit = client.read_deployment(deployment_id).global_concurrency_limit
             if limit is None or limit.limit != 1:
                 continue  # its runs do not queue: each may start at any moment, none is folded
             lease = self.take_slot(client, limit.name)
-            if lease is None:
-                continue  # a run holds the slot: its queue is folded the moment it ends
+            if lease is None:  # a run holds the slot: fold what no worker can make Pending when it ends
+                for target, group in groups.items():
+                    self.fold(client, target, _not_due_soon(group))
+                continue
             try:  # holding the slot, no queued run can start: what is read now stays queued
                 for target, group in _by_target(self.queued(client, deployment_id)).items():
-                    if len(group) > 1:
-                        self.fold(client, target, group)
+                    self.fold(client, target, group)
             finally:
                 client.release_concurrency_slots_with_lease(lease)
 
@@ -204,6 +222,8 @@ class Folder:
         return UUID(response.json()["lease_id"])
 
     def fold(self, client, target: str, runs: list[Any]) -> None:
+        if len(runs) < 2:
+            return
         taken: set[str] = set()
         distinct = []
         for run in sorted(runs, key=lambda r: (r.created or datetime.min, str(r.id))):
@@ -211,6 +231,7 @@ class Folder:
             if identity in taken:
                 if self.end(client, run, "Duplicate", f"event {identity} is already queued in another run"):
                     self.duplicates += 1
+                    metrics.dropped("queued")
             else:
                 taken.add(identity)
                 distinct.append(run)
@@ -235,6 +256,7 @@ class Folder:
             message = f"folded into flow run {newest.name} ({newest.id}): a newer event for {target} is queued"
             if self.end(client, run, "Folded", message, tag=TAG + identity):
                 self.folded += 1
+                metrics.folded()
                 self.emit(target, run, newest, folded)
         self.log.info(
             "folded %d queued run(s) for %s into flow run %s, which acts on the latest event (%d folded in all)",

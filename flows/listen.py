@@ -8,7 +8,7 @@ import threading
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from vicflow.flows import expressions, intake, journal
+from vicflow.flows import expressions, intake, journal, metrics
 from vicflow.flows.problems import Collector, Problem, short
 from vicflow.flows.secrets import Secrets
 from vicflow.plugins import SourceConfig, masking, yamlpos
@@ -29,6 +29,16 @@ def prefect_emit(event: dict[str, Any]) -> None:
         id=event["id"],
         occurred=event["occurred"],
     )
+
+
+def counted(source: str):
+    """The emit function of one source: Prefect's, counting what the source emits."""
+
+    def emit(event: dict[str, Any]) -> None:
+        prefect_emit(event)
+        metrics.received(source)
+
+    return emit
 
 
 def load_config(path: str, wanted: list[str]) -> dict[str, dict[str, Any]]:
@@ -78,6 +88,10 @@ def load_config(path: str, wanted: list[str]) -> dict[str, dict[str, Any]]:
 def main(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = load_config(args.config, args.sources)
+    where = metrics.address(getattr(args, "metrics_port", None))
+    if where:
+        metrics.serve_listener(where)
+        log.info("metrics on http://%s:%d/metrics", *where)
     sources = default_registry().event_sources
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -85,7 +99,7 @@ def main(args) -> int:
     threads = []
     for name, config in settings.items():
         try:
-            source = sources[name](config, prefect_emit, logging.getLogger(f"vicflow.sources.{name}"))
+            source = sources[name](config, counted(name), logging.getLogger(f"vicflow.sources.{name}"))
         except ValidationError as exc:  # a value that was an expression, checked once rendered
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise ListenConfigError(

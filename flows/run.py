@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from vicflow.flows import expressions
+from vicflow.flows import expressions, metrics
 from vicflow.flows.rendering import Unknown
 from vicflow.flows.secrets import Secrets
 from vicflow.flows.spec import Blueprint
@@ -71,6 +71,7 @@ class StepState(StrEnum):
 # as sets, for the loops over every step that each rendering of an expression makes (Run.context)
 SUCCEEDED = frozenset({StepState.COMPLETED, StepState.CACHED})
 FAILED = frozenset({StepState.FAILED, StepState.TIMED_OUT})
+RAN = frozenset({StepState.COMPLETED, *FAILED})  # the final states of a step that ran: its duration is measured
 
 
 # the event each final state announces
@@ -183,6 +184,7 @@ class Run:
     folded: dict[str, Any] | None = None  # the events folded into this run (flows/intake.py)
     policy: Policy | None = None  # the run's policy (vicflow run --policy, the deployment's policy parameter)
     outcome: dict[str, Any] | None = None  # what the policy said of the run's plan (Outcome.to_dict)
+    tried: set[tuple[str, int | None]] = field(default_factory=set)  # (step, item) attempted: another is a retry
 
     def __post_init__(self) -> None:
         self.records = {s.id: StepRecord(s.id, s.uses) for s in self.blueprint.all_steps}
@@ -307,6 +309,7 @@ class Run:
                 continue
             self.emit("vicflow.step.rollback-started", step_id)
             undone, message = undo(step_id)
+            metrics.rolled_back(record.uses, undone)
             if undone:
                 record.state = StepState.ROLLED_BACK
                 self.emit("vicflow.step.rolled-back", step_id)
@@ -326,18 +329,25 @@ class Run:
             record.note = note
         if state.succeeded:
             self.completion_order.append(record.id)
+        if record.attempts and state in RAN:  # it ran (not skipped, resumed nor cancelled)
+            metrics.step_ended(record.uses, state.value, record.duration)
         payload = {"state": state.value, "attempts": record.attempts, "duration_s": record.duration}
         self.emit(_EVENT_OF[state], record.id, {**payload, "outputs": record.outputs, "error": record.error})
         self.save_journal()
 
     # ------------------------------------------------------------------------------- an attempt's outcome
 
-    def attempt_started(self, step_id: str) -> int:
-        """Count one more attempt of the step (or of one of its items); its number."""
+    def attempt_started(self, step_id: str, index: int | None = None) -> int:
+        """Count one more attempt of the step (or of its item ``index``); its number. A second attempt of the
+        same step or item is a retry (flows/metrics.py counts it)."""
         with self.lock:
             record = self.records[step_id]
             record.attempts += 1
-            return record.attempts
+            number, retry = record.attempts, (step_id, index) in self.tried
+            self.tried.add((step_id, index))
+        if retry:
+            metrics.retried(record.uses)
+        return number
 
     def attempt_succeeded(self, step_id: str, ctx: StepContext, params: Any) -> None:
         """Keep what the rollback will need, and whether the attempt changed anything."""

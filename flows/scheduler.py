@@ -12,7 +12,7 @@ import re
 import time
 from typing import Any
 
-from vicflow.flows import expressions, planner
+from vicflow.flows import expressions, metrics, planner
 from vicflow.flows.attempt import call_with_deadline
 from vicflow.flows.executor import Executor
 from vicflow.flows.governance import gate
@@ -113,7 +113,8 @@ class Scheduler:
         section = planner.behind(run, step_id, self.steps)
         rows = planner.plan_rows(run, section, record=False)
         approved = planner.digest(rows, run.outcome)  # the policy's outcome, with one, is part of what is approved
-        decision, why, who = self.executor.approve(step_id, step.approval, rows, approved)
+        with metrics.approval_waiting(run.blueprint.name):
+            decision, why, who = self.executor.approve(step_id, step.approval, rows, approved)
         gate.record(run, step_id, decision, who, approved, why)
         if decision != "approved":
             reason = f"the approval of step {step_id!r} was {decision}"

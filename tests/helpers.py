@@ -22,6 +22,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_for(condition, timeout: float, message):
+    """``condition()``'s first true value, asked every 0.5 s; after ``timeout`` s an AssertionError saying
+    ``message`` (called if it is callable, for what it knows only then)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(message() if callable(message) else message)
+
+
 def wait_http(url: str, timeout: float = 60, status: int = 200, **kwargs) -> requests.Response:
     """Poll ``url`` until it answers ``status``; raise with the last answer when the deadline passes."""
     deadline = time.monotonic() + timeout

@@ -204,6 +204,15 @@ CASES = [
         "",
     ),
     (
+        "http header not latin-1",
+        HEAD + "  - id: web\n    uses: health_check\n    with: {kind: http, url: 'http://h/', headers: {X-Token: 'a€'}}\n",
+        5,
+        51,
+        "web",
+        "header X-Token: character 2 of its value is not Latin-1",
+        "",
+    ),
+    (
         "bad blueprint name",
         "name: My App\nsteps:\n  - id: a\n    uses: noop\n",
         1,

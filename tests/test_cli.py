@@ -147,3 +147,18 @@ def test_run_reads_the_blueprint_and_looks_up_each_secret_once(blueprint, prefec
     assert code == 0 and summary["state"] == "completed", summary
     assert summary["steps"][0]["outputs"]["message"] == "token ***"
     assert parsed == [blueprint] and asked == ["cli_token"]
+
+
+def test_a_bad_metrics_address_is_one_located_error(tmp_path, cli_env):
+    """`vicflow worker` and `vicflow listen` say what is wrong with VICFLOW_METRICS_ADDR or --metrics-port, and
+    start nothing (docs/metrics.md)."""
+    env = {**cli_env, "VICFLOW_METRICS_ADDR": "metrics-host:ninety"}
+    worker = run_cli(["worker", "--pool", "nowhere"], env, timeout=120)
+    assert worker.returncode == 2, worker.stderr
+    assert "VICFLOW_METRICS_ADDR='metrics-host:ninety' is not HOST:PORT or PORT" in worker.stderr
+    assert "Traceback" not in worker.stderr
+    config = tmp_path / "listen.yaml"
+    config.write_text("registry: {listen: '127.0.0.1:1', token: t}\n")
+    listen = run_cli(["listen", "--config", str(config), "--metrics-port", "70000"], cli_env, timeout=120)
+    assert listen.returncode == 2
+    assert "--metrics-port: invalid _port value" not in listen.stderr and "70000 is not a TCP port" in listen.stderr

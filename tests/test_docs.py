@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from vicflow.flows import blueprint as bp
-from vicflow.flows import intake
+from vicflow.flows import intake, metrics
 from vicflow.flows import run as engine_run
 from vicflow.plugins.manager import default_registry
 
@@ -70,6 +70,17 @@ def test_docs_events_lists_exactly_the_events_emitted():
     for source in registry.event_sources.values():
         emitted |= set(source.events)
     assert documented_events() == emitted
+
+
+def test_docs_metrics_lists_exactly_the_metrics_defined():
+    table = (REPO / "docs" / "metrics.md").read_text().split("## Metric reference", 1)[1].split("\n## ", 1)[0]
+    rows = [row for row in table.splitlines() if row.startswith("| `")]
+    documented = [re.findall(r"`([^`]+)`", row.split("|")[1])[0] for row in rows]
+    defined = {name: (kind, list(labels)) for name, kind, labels in metrics.catalogue()}
+    assert sorted(documented) == sorted(defined)
+    for row in rows:  # and each one's type and labels
+        name, kind, labels = (cell.strip().strip("`") for cell in row.split("|")[1:4])
+        assert (kind, re.findall(r"`(\w+)`", row.split("|")[3])) == defined[name], f"docs/metrics.md: {name}"
 
 
 def test_docs_name_only_deployments_that_prefect_yaml_defines():

@@ -8,7 +8,6 @@ concurrency limit of 1 (ENQUEUE), running a blueprint whose one step takes 3 s."
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -22,7 +21,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.testbed.prefect_stack import BIN, deploy_on_event, start, stop, ts
+from tests.helpers import wait_for
+from tests.testbed.prefect_stack import BIN, client_env, deploy_on_event, start, stop, ts
 
 pytestmark = [pytest.mark.docker, pytest.mark.prefect]
 REPO = Path(__file__).resolve().parents[1]
@@ -103,16 +103,6 @@ class Plane:
         return wait_for(done, timeout, lambda: f"{container}: {[(r['name'], r['state_name']) for r in self.runs_for(container)]}")  # fmt: skip
 
 
-def wait_for(condition, timeout: float, message):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(message() if callable(message) else message)
-
-
 def die(client, name: str, times: int = 1) -> list[dict]:
     """Start a container that exits at once ``times`` times; returns Docker's own die events for it."""
     box = client.containers.create("vicflow-test/busybox:latest", ["true"], name=name)
@@ -136,13 +126,7 @@ def plane(prefect_api, tmp_path_factory, docker_engine, docker_images):
     blueprint.write_text(
         f"name: {prefix}\ntarget: {prefix}\nsteps:\n  - id: act\n    uses: sleep\n    with: {{seconds: 3}}\n"
     )
-    env = dict(
-        os.environ,
-        PREFECT_API_URL=prefect_api,
-        PREFECT_WORKER_QUERY_SECONDS="1",
-        PYTHONPATH=str(REPO),
-        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    )
+    env = client_env(prefect_api)
     match = {"docker.container": f"{prefix}-*"}
     deploy_on_event(home, env, pool, deployment, blueprint, match, "docker.container.died")
     plane = Plane(prefect_api, home, env, prefix, deployment)

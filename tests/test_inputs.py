@@ -66,6 +66,17 @@ def test_a_missing_secret_is_an_input_problem_with_its_fix(document, monkeypatch
     assert "VICFLOW_SECRET_NOPE" in problem.hint
 
 
+@pytest.mark.parametrize("given", ["${{]€~mk5e3f9a2c~}}", "${{ 'mk5e3f9a2c' ~ 1/0 }}", "${{ mk5e3f9a2c.x }}"])
+def test_a_secret_shaped_like_a_reference_that_fails_is_never_quoted(document, given):
+    """One whole ${{ }} given for a secret input is taken as a reference; when it does not evaluate it may be the
+    secret itself (the fuzzer's case: a secret in clear in "cannot parse '${{]...'"), so it is not shown."""
+    with pytest.raises(InputsError) as info:
+        inputs.prepare(document, sets=["port=1", f"pw={given}"])
+    (problem,) = info.value.problems
+    assert "mk5e3f9a2c" not in str(problem) and "input 'pw'" in problem.message
+    assert "${{ secrets.NAME }}" in problem.hint
+
+
 def test_a_secret_that_is_not_an_integer_is_named_without_its_value(document, monkeypatch):
     monkeypatch.setenv("VICFLOW_SECRET_DOCKER_PORT", "not-a-port")
     with pytest.raises(InputsError) as info:

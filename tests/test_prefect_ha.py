@@ -75,8 +75,9 @@ class Plane:
         return {c["name"]: c["active_slots"] for c in limits if c["name"].startswith("vicflow-target-where-")
                 and c["active_slots"]}  # fmt: skip
 
-    def task_runs(self, run_id: str, timeout: float = 60) -> dict[str, list[str]]:
-        """step id -> the states of its task runs, once every step has a final one (they come as events)."""
+    def task_runs(self, run_id: str, timeout: float = 180) -> dict[str, list[str]]:
+        """step id -> the states of its task runs, once every step has a final one (they come as events, through
+        Redis to the services process, which lags by a minute and more on a loaded 2-core machine)."""
         deadline, steps = time.monotonic() + timeout, {}
         while time.monotonic() < deadline:
             found = self.pool.call("POST", "/task_runs/filter", {"task_runs": {"flow_run_id": {"any_": [run_id]}}})

@@ -241,6 +241,11 @@ def test_nginx_routes_and_tls_versions_as_harbor_1_1_1s(harbor):
             r"pre-flight: the token service .*/service/token refused the credentials "
             r"of user admin \(HTTP 401\); nothing was changed",
         ),
+        (  # not Latin-1: sent as UTF-8 bytes, as docker's Go client does (requests alone raised UnicodeEncodeError)
+            {"registry_password": "wrong-€-密码"},
+            r"pre-flight: the token service .*/service/token refused the credentials "
+            r"of user admin \(HTTP 401\); nothing was changed",
+        ),
         (
             {"registry_ca": "WRONG_CA"},
             r"pre-flight: TLS verification of https://127.0.0.1:\d+ failed with the CA "
@@ -253,7 +258,7 @@ def test_nginx_routes_and_tls_versions_as_harbor_1_1_1s(harbor):
             r"'repository:noproject/check:pull,push' \(insufficient_scope\)",
         ),
     ],
-    ids=["wrong-password", "wrong-ca", "no-ca", "project-missing"],
+    ids=["wrong-password", "wrong-password-utf8", "wrong-ca", "no-ca", "project-missing"],
 )
 def test_preflight_failures_touch_nothing(harbor, docker_client, tmp_path, overrides, message):
     if overrides.get("registry_ca") == "WRONG_CA":

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import requests
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from vicflow.plugins import Change, PermanentError, StepContext, StepType, TransientError, hookimpl
 from vicflow.plugins.clients.dockerapi import (
     DockerParams,
@@ -74,6 +74,21 @@ class HealthParams(DockerParams):
         if missing:
             raise ValueError(f"kind {self.kind} needs {', '.join(missing)}")
         return self
+
+    @field_validator("headers")
+    @classmethod
+    def _latin1(cls, headers: dict[str, str]) -> dict[str, str]:
+        """HTTP/1.1 header values are Latin-1 (RFC 9110 5.5); http.client would fail on each attempt. The value
+        is never quoted: it is often a secret."""
+        for name, value in headers.items():
+            try:
+                value.encode("latin-1")
+            except UnicodeEncodeError as exc:
+                raise ValueError(
+                    f"header {name}: character {exc.start + 1} of its value is not Latin-1, which is all HTTP "
+                    "headers carry: percent-encode or base64 the value as the service expects"
+                ) from None
+        return headers
 
 
 class HealthCheck(StepType[HealthParams]):

@@ -117,7 +117,9 @@ class Registry:
             self._ask_realm(challenge, {"service": challenge.get("service", "")})
 
     def _ask_realm(self, challenge: dict[str, str], params: dict[str, str]) -> requests.Response:
-        auth = (self.user, self.password or "") if self.user else None
+        auth = None
+        if self.user:  # UTF-8 bytes, as docker's Go client sends them (requests would encode a str as latin-1)
+            auth = (self.user.encode(), (self.password or "").encode())
         response = self._send("GET", challenge["realm"], params=params, auth=auth)
         if response.status_code == 401:
             raise RegistryError(

@@ -91,6 +91,8 @@ class Deployer:
             return "create", "no container yet"
         labels = summary_labels(container)
         state = summary_state(container)
+        if state in ("dead", "removing"):  # a removal the engine did not finish (restarted under it): never reused
+            return "recreate", f"container is {state}"
         if self.options.recreate == "never":
             return ("unchanged", "up (recreate: never)") if state == "running" else ("start", f"container is {state}")
         if labels.get(f"{LABEL}.config-hash") != service.config_hash():
@@ -236,9 +238,14 @@ class Deployer:
         record: dict[str, Any] = {"action": action}
         if old is not None:
             old.reload()  # the full inspect (list summaries lack HostConfig), to restore it on rollback
+            if old.status == "removing":  # the engine finishes it; removing it again is a 409
+                raise TransientError(f"the engine is still removing container {name}: waiting for it")
             record.update(old=old.attrs, old_running=old.status == "running")
-            old.stop(timeout=int(service.stop_grace_period or 10))
-            old.remove(v=False)
+            if old.status == "dead":  # moby: a dead container "is marked for removal and cannot be started"
+                old.remove(v=False, force=True)
+            else:
+                old.stop(timeout=int(service.stop_grace_period or 10))
+                old.remove(v=False)
         body = create_body(self.project, service, self.image_id(service.image) or "", self.client.api.api_version)
         created = self.create(name, body, service)
         record["id"] = created

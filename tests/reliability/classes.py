@@ -275,7 +275,8 @@ def _encoded(secret: str, draw: Draw) -> str:
     if how == 1:
         return requests.Request("GET", "http://h.example/x", params={"token": secret}).prepare().url or ""
     if how == 2:
-        return requests.Request("GET", "http://h.example/", auth=("user", secret)).prepare().headers["Authorization"]
+        auth = ("user", secret.encode("utf-8", "surrogatepass"))  # as the registry client sends it
+        return requests.Request("GET", "http://h.example/", auth=auth).prepare().headers["Authorization"]
     if how == 3:
         return json.dumps({"password": secret})
     if how == 4:

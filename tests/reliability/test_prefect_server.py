@@ -9,8 +9,10 @@ import json
 import os
 import select
 import socket
+import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -121,6 +123,36 @@ def gate():
             server.close()
 
 
+@contextlib.contextmanager
+def health_probes(api: str):
+    """While the server is stopped, listen on its port: the event is set when a client asks ``/api/health``
+    (what a run that waits to report asks, flows/prefect_adapter.py ``wait_for_server``). Every connection is
+    closed unanswered, as a port nobody serves would refuse it."""
+    address = urlsplit(api)
+    probed, stopping = threading.Event(), threading.Event()
+    server = socket.create_server((address.hostname, address.port))
+
+    def serve():
+        while not stopping.is_set():
+            if not select.select([server], [], [], 0.2)[0]:
+                continue
+            conn = server.accept()[0]
+            with conn:
+                conn.settimeout(2)
+                with contextlib.suppress(OSError):
+                    if b"/api/health" in conn.recv(4096).split(b"\r\n", 1)[0]:
+                        probed.set()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield probed
+    finally:
+        stopping.set()
+        thread.join(5)
+        server.close()
+
+
 def outage_blueprint(folder: Path, gate_port: int, open_port: int, target: str = "server-outage-test") -> Path:
     """Three steps; the middle one waits on the gate, so the server can be stopped while it runs."""
     path = folder / f"{target}.yaml"
@@ -191,11 +223,18 @@ def test_a_server_gone_longer_than_the_clients_retries_and_the_lease(stack, tmp_
         wait_step_running(stack, done, "gate")
         wait_step_running(stack, held, "gate")
         stack.stop_server()
-        gate_open = open_done()  # done's steps finish while nobody can hear them
-        # the outage is counted from the moment done's gate step connects (its step then finishes): on a busy
-        # machine the step's next attempt may come late, and the client's retries would outlast the outage
-        assert select.select([gate_open], [], [], 120)[0], "done's gate step did not connect within 120 s"
-        time.sleep(OUTAGE_SECONDS)
+        with health_probes(stack.api) as probed:
+            gate_open = open_done()  # done's steps finish while nobody can hear them
+            # the outage is counted from the moment done's gate step connects (its step then finishes): on a busy
+            # machine the step's next attempt may come late, and the client's retries would outlast the outage
+            assert select.select([gate_open], [], [], 120)[0], "done's gate step did not connect within 120 s"
+            gate_connected = time.monotonic()
+            # and it lasts until done has run its steps and waits to report: it asks the server's /api/health.
+            # Every call before that retries for about 60 s on its own, so on a busy machine a fixed outage could
+            # end before the run got there, and it found the server back
+            assert probed.wait(400), "done never asked whether the server was back"
+            time.sleep(max(5.0, gate_connected + OUTAGE_SECONDS - time.monotonic()))
+        outage = time.monotonic() - gate_connected
         stack.start_server()
         back = time.time()
 
@@ -228,7 +267,7 @@ def test_a_server_gone_longer_than_the_clients_retries_and_the_lease(stack, tmp_
                 "after": "completed",
             }
             outcome = f"held {ended['state_name']}, its resume completed with 'before' cached"
-        print(f"\nafter a {OUTAGE_SECONDS}s outage: done {run['state_name']} and reported; {outcome}")
+        print(f"\nafter a {outage:.0f}s outage: done {run['state_name']} and reported; {outcome}")
 
 
 PAIRS = int(os.environ.get("VICFLOW_PAIR_TRIALS", "10"))

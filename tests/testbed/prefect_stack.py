@@ -334,6 +334,18 @@ def running(home: Path, docker_client, **extra_env: str):
         clean_gogs()
 
 
+def client_env(api: str) -> dict[str, str]:
+    """The environment of `vicflow worker`, `vicflow listen` and `prefect` commands of a test on the server at
+    ``api``: this checkout importable, its venv's commands first, workers asking for runs every second."""
+    return dict(
+        os.environ,
+        PREFECT_API_URL=api,
+        PREFECT_WORKER_QUERY_SECONDS="1",
+        PYTHONPATH=str(REPO),
+        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
+
+
 def deploy_on_event(home: Path, env: dict, pool: str, name: str, blueprint: Path, match: dict, expect: str) -> None:
     """A process work pool and one deployment of ``blueprint`` (limit 1, queued) that an ``expect`` event matching
     ``match`` triggers with the event as a parameter, as prefect.yaml's event deployments are; deployed with
