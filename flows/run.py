@@ -185,9 +185,14 @@ class Run:
     policy: Policy | None = None  # the run's policy (vicflow run --policy, the deployment's policy parameter)
     outcome: dict[str, Any] | None = None  # what the policy said of the run's plan (Outcome.to_dict)
     tried: set[tuple[str, int | None]] = field(default_factory=set)  # (step, item) attempted: another is a retry
+    unsaved: set[str] = field(default_factory=set)  # steps whose journal entry changed since the journal was saved
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)  # each step's journal entry, as last saved
+    masked_with: int = -1  # how many secrets masking knew when the entries were masked
 
     def __post_init__(self) -> None:
         self.records = {s.id: StepRecord(s.id, s.uses) for s in self.blueprint.all_steps}
+        self.unsaved = set(self.records)
+        self.entries = dict.fromkeys(self.records, {})  # in the records' order, as the journal lists them
         made = _collecting.get()
         if made is not None:
             made.append(self)
@@ -260,6 +265,7 @@ class Run:
         record = self.records[step_id]
         if record.state not in (StepState.PENDING, StepState.RUNNING):
             raise RuntimeError(f"step {step_id} cannot fail from {record.state}")
+        self.unsaved.add(step_id)
         record.started = record.started or since
         record.error = record.error or masking.mask(error or "failed")
         self._end(record, StepState.TIMED_OUT if record.timed_out else StepState.FAILED, "")
@@ -312,6 +318,7 @@ class Run:
             metrics.rolled_back(record.uses, undone)
             if undone:
                 record.state = StepState.ROLLED_BACK
+                self.unsaved.add(step_id)
                 self.emit("vicflow.step.rolled-back", step_id)
             else:
                 record.note = masking.mask(f"rollback failed: {message}")
@@ -321,6 +328,7 @@ class Run:
         record = self.records[step_id]
         if record.state != expected:
             raise RuntimeError(f"step {step_id} is {record.state}, not {expected}")
+        self.unsaved.add(step_id)  # a transition: its journal entry changes
         return record
 
     def _end(self, record: StepRecord, state: StepState, note: str) -> None:
@@ -390,20 +398,26 @@ class Run:
         self.registry.emit({"event": name, "blueprint": bp, "run_id": self.run_id, "step": step, "payload": payload})
 
     def save_journal(self) -> None:
+        """Save the journal (sealed): the entries of the steps whose state changed since the last save are made
+        again (all of them once masking knows a new secret), and the seal is brought up to date for them."""
         if not self.journal:
             return
+        if masking.known() != self.masked_with:
+            self.masked_with, self.unsaved = masking.known(), set(self.records)
+        changed, self.unsaved = self.unsaved, set()
+        for sid in changed:
+            r = self.records[sid]
+            # masked: the journal is stored outside the run (a resumed step's outputs keep the mask)
+            entry = {"state": r.state.value, "params_hash": r.params_hash, "outputs": masking.mask(r.outputs)}
+            self.entries[sid] = entry
         data = {
             "blueprint": self.blueprint.name,
             "path": self.blueprint.path,
             "state": self.state.value,
             "outputs": self.outputs,  # masked; a parent's `on: pool` step reads them
-            "steps": {
-                # masked: the journal is stored outside the run (a resumed step's outputs keep the mask)
-                sid: {"state": r.state.value, "params_hash": r.params_hash, "outputs": masking.mask(r.outputs)}
-                for sid, r in self.records.items()
-            },
+            "steps": dict(self.entries),
         }
-        self.journal.save(self.run_id, data)
+        self.journal.save(self.run_id, data, changed)
 
     def render_outputs(self) -> dict[str, Any]:
         """The blueprint's ``outputs:``, rendered from what the steps gave (masked). One whose step did not
