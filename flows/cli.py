@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from vicflow.plugins.errors import RunCancelled, RunFailed
+
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 EXIT_CHANGES = 2  # plan --detailed-exitcode: the plan has changes
 API_COMMANDS = ("deploy", "worker")  # commands that always talk to the Prefect API (run and plan --record too)
@@ -451,11 +453,16 @@ def cmd_plugins(args) -> int:
 
 
 def _run_or_plan(args, dry_run: bool) -> int:
+    """``vicflow run`` and ``vicflow plan``: the blueprint loaded once and its inputs prepared once, here (a
+    mistake is exit 2 before Prefect starts); the flow run is handed both."""
     from vicflow.flows import blueprint as bp
     from vicflow.flows import inputs, shipped, terminal
+    from vicflow.plugins.manager import default_registry
 
-    document = bp.load(shipped.resolve(args.file))
-    prepared = inputs.prepare(document, file=args.inputs, sets=args.sets or [])  # exit 2 before Prefect starts
+    registry = default_registry()
+    path = shipped.resolve(args.file)
+    document = bp.load(path, registry)
+    prepared = inputs.prepare(document, file=args.inputs, sets=args.sets or [])
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Prefect gives its temporary server 20 s to answer; on a busy 2-core host its start (database migration
     # included) takes longer, and the run would fail before its first step. A user's own setting wins.
@@ -464,7 +471,7 @@ def _run_or_plan(args, dry_run: bool) -> int:
         # set before Prefect configures logging, since it may configure it again when its temporary server starts
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 
-    from vicflow.flows import engine, prefect_journal
+    from vicflow.flows import prefect_journal
     from vicflow.flows.governance import integrity
     from vicflow.flows.governance.policy import Policy, for_run
 
@@ -478,7 +485,6 @@ def _run_or_plan(args, dry_run: bool) -> int:
         # an unknown run is exit 2, a journal that was edited exit 1, before the run starts
         integrity.check_journal(prefect_journal.load(args.resume), args.resume)
     from vicflow.flows.progress import Progress
-    from vicflow.plugins.manager import default_registry
 
     here = dry_run and not args.record  # a plan changes nothing: no Prefect server to start
     progress = Progress(document, quiet=args.output == "json", verbose=args.verbose)
@@ -486,19 +492,18 @@ def _run_or_plan(args, dry_run: bool) -> int:
         from vicflow.flows import cli_signals
 
         cli_signals.install(args.file, lambda: progress.run_id)
-    default_registry().pm.register(progress, name="vicflow.cli.progress")
+    registry.pm.register(progress, name="vicflow.cli.progress")
     try:
         with progress:
             if here:
-                summary = _plan_here(document, prepared.values, args.policy)
+                summary = _plan_here(document, prepared.values, registry, args.policy)
             else:
-                inputs.hand_over(document, prepared)
-                summary = _run_in_prefect(args, prepared.given, dry_run)
+                summary = _run_in_prefect(args, str(path), document, prepared, registry, dry_run)
         code = EXIT_OK
-    except engine.RunFailed as exc:
+    except RunFailed as exc:  # RunCancelled too
         summary, code = exc.summary, EXIT_FAILED
     finally:
-        default_registry().pm.unregister(name="vicflow.cli.progress")
+        registry.pm.unregister(name="vicflow.cli.progress")
     progress.report(summary, args.output)
     if dry_run and code == EXIT_OK:
         if (summary.get("policy") or {}).get("decision") == "deny":
@@ -515,26 +520,25 @@ def _plan_exit_code(plan: list[dict[str, Any]], detailed: bool) -> int:
     return EXIT_CHANGES if detailed and changes else EXIT_OK
 
 
-def _plan_here(document, values: dict[str, Any], policy: str | None) -> dict[str, Any]:
+def _plan_here(document, values: dict[str, Any], registry, policy: str | None) -> dict[str, Any]:
     """The plan in this process, on the thread executor: every step's plan(), nothing recorded."""
     from vicflow.flows import engine
     from vicflow.flows.thread_executor import ThreadSteps
-    from vicflow.plugins.manager import default_registry
 
     run_id = "local-plan-" + os.urandom(4).hex()
-    return engine.execute(
-        document, values, default_registry(), run_id, dry_run=True, policy=policy, executor=ThreadSteps
-    )
+    return engine.execute(document, values, registry, run_id, dry_run=True, policy=policy, executor=ThreadSteps)
 
 
-def _run_in_prefect(args, values: dict[str, Any], dry_run: bool) -> dict[str, Any]:
-    from vicflow.flows import shipped
-    from vicflow.flows.flow import run_blueprint
-    from vicflow.plugins.errors import RunCancelled
+def _run_in_prefect(args, path: str, document, prepared, registry, dry_run: bool) -> dict[str, Any]:
+    """The run as a flow run of run-blueprint, for the document and values prepared here."""
+    from vicflow.flows import cli_signals
+    from vicflow.flows.flow import for_prepared
 
+    # the flow run takes back SIGTERM from Prefect's handler (cli_signals.py)
+    run_blueprint = for_prepared(document, prepared.values, registry, before=cli_signals.reclaim_sigterm)
     state: Any = run_blueprint(
-        blueprint=str(shipped.resolve(args.file)),
-        inputs=values,
+        blueprint=path,
+        inputs=prepared.given,  # its parameters in Prefect, secret values hidden
         dry_run=dry_run,
         resume=getattr(args, "resume", None),
         approve=getattr(args, "approve", False),
