@@ -16,6 +16,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
+from types import ModuleType
 from typing import Any
 
 import pluggy
@@ -90,8 +91,11 @@ def _import(module_name: str, origin: str) -> Any:
         ) from None
 
 
-def load_registry(extra_plugins: tuple[str, ...] = (), entry_points: bool = True) -> Registry:
-    """Build a plugin manager and collect what its plugins register; errors raise PluginError."""
+def load_registry(extra_plugins: tuple[str | ModuleType, ...] = (), entry_points: bool = True) -> Registry:
+    """Build a plugin manager and collect what its plugins register; errors raise PluginError.
+
+    ``extra_plugins``: modules to load besides ``VICFLOW_PLUGINS``, by name, or a module object that is
+    registered as it is (vicflow.flows.testing registers a test's step type so)."""
     pm = pluggy.PluginManager(PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
     plugins: dict[str, PluginInfo] = {}
@@ -108,9 +112,11 @@ def load_registry(extra_plugins: tuple[str, ...] = (), entry_points: bool = True
 
     for module_name in DEFAULT_PLUGINS:
         add(module_name, _import(module_name, "built-in"), own_version)
-    for module_name in (*_names("VICFLOW_PLUGINS"), *extra_plugins):
-        if module_name not in plugins:
-            add(module_name, _import(module_name, "VICFLOW_PLUGINS"), "-")
+    for plugin in (*_names("VICFLOW_PLUGINS"), *extra_plugins):
+        if isinstance(plugin, ModuleType):
+            add(plugin.__name__, plugin, "-")
+        elif plugin not in plugins:
+            add(plugin, _import(plugin, "VICFLOW_PLUGINS"), "-")
     if entry_points:
         for ep in importlib.metadata.entry_points(group=PROJECT_NAME):
             if _permitted(ep.name):

@@ -14,6 +14,7 @@ import yaml
 from vicflow.flows import blueprint as bp
 from vicflow.flows import intake, metrics
 from vicflow.flows import run as engine_run
+from vicflow.flows.testing import StepHarness
 from vicflow.plugins.manager import default_registry
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,25 +119,22 @@ def _command_help(command: str) -> str:
     ).stdout
 
 
-def test_the_readmes_plugin_example_registers_and_plans(tmp_path, monkeypatch):
-    """Regression: the example's ``plan`` returned None, which broke `vicflow plan` for a blueprint using it."""
-    import logging
-
-    from vicflow.plugins.manager import load_registry
-    from vicflow.plugins.step import Change, StepContext
-
-    code = next(
-        m.group(2) for m in FENCE.finditer((REPO / "README.md").read_text()) if "register_step_types" in m.group(2)
-    )
-    (tmp_path / "readme_slack.py").write_text(code)
+def test_the_readmes_plugin_example_registers_plans_and_applies_and_its_test_passes(tmp_path, monkeypatch):
+    """The README's step type, loaded by name as VICFLOW_PLUGINS loads it, planned and applied through the test
+    kit (regression: its ``plan`` returned None, which broke `vicflow plan`); then the README's test of it runs."""
+    blocks = [m.group(2) for m in FENCE.finditer((REPO / "README.md").read_text())]
+    (tmp_path / "vicflow_slack.py").write_text(next(code for code in blocks if "register_step_types" in code))
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("VICFLOW_PLUGINS", "readme_slack")
-    registry = load_registry()
-    step = registry.step_types["slack_post"]()
-    changes = step.plan(
-        step.Params(channel="ops", text="deployed"), StepContext("post", "run", "bp", logging.getLogger("test"))
-    )
-    assert changes and all(isinstance(c, Change) for c in changes)
+    step = StepHarness("slack_post", {"channel": "ops", "text": "deployed"}, plugins=("vicflow_slack",))
+    assert [(row["action"], row["target"]) for row in step.plan()] == [("create", "#ops")]
+    assert set(step.apply()) == set(step.registry.step_types["slack_post"].outputs)
+
+    namespace: dict = {}
+    exec(compile(next(code for code in blocks if "StepHarness" in code), "README.md", "exec"), namespace)
+    readme_tests = [test for name, test in namespace.items() if name.startswith("test_")]
+    assert len(readme_tests) == 2
+    for test in readme_tests:
+        test()
 
 
 def test_every_package_the_architecture_names_exists():

@@ -6,7 +6,9 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from vicflow.flows.testing import StepHarness
 from vicflow.plugins.builtin.health import HealthCheck
+from vicflow.plugins.errors import RunFailed
 from vicflow.plugins.step import PermanentError, TransientError
 
 from tests import stepkit
@@ -41,30 +43,39 @@ def stored_as(postgres) -> str:
     return result.output.decode().strip()
 
 
-def test_logs_in_and_runs_select_1(postgres):
-    outputs, _ = stepkit.apply(
-        HealthCheck,
-        kind="postgres",
-        host="127.0.0.1",
-        port=postgres["port"],
-        password=postgres["password"],
-        deadline_seconds=60,
-        interval_seconds=0.5,
+def postgres_check(postgres, password: str, deadline: float, **spec) -> StepHarness:
+    """The health_check step as a blueprint gives it, its password a secret (masked as in a run)."""
+    return StepHarness(
+        "health_check",
+        {
+            "kind": "postgres",
+            "host": "127.0.0.1",
+            "port": postgres["port"],
+            "password": "${{ secrets.pg_password }}",
+            "deadline_seconds": deadline,
+            "interval_seconds": 0.5,
+        },
+        secrets={"pg_password": password},
+        **spec,
     )
+
+
+def test_logs_in_and_runs_select_1(postgres):
+    check = postgres_check(postgres, postgres["password"], deadline=60)
+    outputs = check.apply()
     assert outputs["detail"].startswith("SELECT 1 ok (server 15."), outputs
     assert stored_as(postgres).startswith({"scram-sha-256": "SCRAM-", "md5": "md5"}[postgres["method"]])
+    assert check.idempotent()["detail"].startswith("SELECT 1 ok")  # a check changes nothing
 
 
-def test_a_wrong_password_fails_with_the_servers_reason(postgres):
-    stepkit.apply(  # up first, so that the failure below is the login's
-        HealthCheck, kind="postgres", host="127.0.0.1", port=postgres["port"], password=postgres["password"],
-        deadline_seconds=60, interval_seconds=0.5,
-    )  # fmt: skip
-    with pytest.raises(TransientError, match=r"28P01: password authentication failed for user \"postgres\""):
-        stepkit.apply(
-            HealthCheck, kind="postgres", host="127.0.0.1", port=postgres["port"], password="wrong",
-            deadline_seconds=2, interval_seconds=0.5,
-        )  # fmt: skip
+def test_a_wrong_password_fails_with_the_servers_reason_and_is_retried(postgres):
+    postgres_check(postgres, postgres["password"], deadline=60).apply()  # up first: the failure below is the login's
+    password = "wrong-" + postgres["password"]
+    wrong = postgres_check(postgres, password, deadline=2, retries=1, retry_delay_seconds=0)
+    with pytest.raises(RunFailed, match=r"28P01: password authentication failed for user \"postgres\""):
+        wrong.apply()
+    assert wrong.record["attempts"] == 2, "a refused login is transient (a password being rotated): retried"
+    assert password not in str(wrong.record), "the password is a secret: masked"
 
 
 @pytest.fixture
