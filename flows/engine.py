@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from vicflow.flows import expressions, metrics
+from vicflow.flows import expressions, metrics, tracing
 from vicflow.flows.blueprint import Blueprint
 from vicflow.flows.governance import audit, blast_radius, gate, integrity
 from vicflow.flows.governance.policy import Policy
@@ -199,6 +199,7 @@ _RUNS: dict[str, Run] = {}
 # --------------------------------------------------------------------------------------------- steps
 
 
+@tracing.attempt
 def step_task(token: str, step_id: str, item_index: int | None = None) -> dict[str, Any]:
     """The body of every step's Prefect task: one attempt of one step (or of one for_each item)."""
     run = _RUNS[token]
@@ -242,6 +243,7 @@ def step_task(token: str, step_id: str, item_index: int | None = None) -> dict[s
     return outputs
 
 
+@tracing.rollback
 def rollback_task(token: str, step_id: str) -> str:
     """Undo one step; retried like the step itself when the failure is transient (a cut connection)."""
     run = _RUNS[token]
@@ -287,6 +289,7 @@ def execute(
     run.policy = Policy(policy) if policy else None  # a policy that does not load stops the run here
     run.records = {s.id: StepRecord(s.id, s.uses) for s in blueprint.all_steps}
     _RUNS[run.token] = run
+    tracing.run_started(run)  # one trace from the event (its traceparent) through every step's calls
     run.executor = executor(run)
     started = time.monotonic()
     try:
@@ -332,6 +335,7 @@ def execute(
         return summary
     finally:
         _RUNS.pop(run.token, None)
+        tracing.run_ended(run)
         _release(run)
         run.executor.close()
 

@@ -12,7 +12,7 @@ import re
 import time
 from typing import Any, Protocol
 
-from vicflow.flows import expressions, metrics, planner
+from vicflow.flows import expressions, metrics, planner, tracing
 from vicflow.flows.blueprint import dependencies
 from vicflow.flows.governance import gate
 from vicflow.flows.rendering import call_with_deadline, for_each_items, item_label, located, params_digest, truthy
@@ -108,6 +108,7 @@ class Scheduler:
         if step.approval is not None and not self._approved(step_id, step):
             return None
         record.state = "running"
+        tracing.step_started(run, step_id)
         run.emit("vicflow.step.started", step_id, {"uses": step.uses})
         run.items[step_id] = items if step.for_each is not None else [None]
         if step.for_each is None:
@@ -224,6 +225,7 @@ class Scheduler:
             run.completion_order.append(step_id)
         if record.attempts and state in ("completed", "failed", "timed_out"):  # it ran (not skipped nor resumed)
             metrics.step_ended(record.uses, state, record.duration)
+        tracing.step_ended(run, step_id)
         event = {"completed": "succeeded", "cached": "succeeded", "skipped": "skipped", "cancelled": "skipped"}.get(
             state, "failed"
         )
