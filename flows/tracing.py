@@ -7,7 +7,8 @@ event's payload, the trigger hands the event to the run as its ``event`` paramet
 span (in the worker's flow-run process) is its child. Steps and attempts run on other threads (Prefect's task
 runner, the thread executor), so their spans name their parent explicitly, from the run's open spans kept here by
 run token; an attempt's span is the current span while the step's ``apply`` runs, so the requests instrumentation
-(Docker's and HTTP calls) and the pyVmomi hook below (every SOAP call) hang their spans under it.
+(Docker's and HTTP calls) and the pyVmomi hook below (every SOAP call) hang their spans under it, also from the
+threads a step starts (the threading instrumentation carries the context into them).
 
 vicflow keeps a tracer provider of its own (never the global one: Prefect's run telemetry would start recording
 its own flow- and task-run spans into it, a second tree). Its sampler keeps a trace only from a vicflow span: a
@@ -129,6 +130,7 @@ def configure(service: str, exporter: Any = None) -> bool:
             return False
         try:
             from opentelemetry.instrumentation.requests import RequestsInstrumentor
+            from opentelemetry.instrumentation.threading import ThreadingInstrumentor
             from opentelemetry.sdk.resources import Resource
             from opentelemetry.sdk.trace import TracerProvider, sampling
             from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
@@ -146,6 +148,7 @@ def configure(service: str, exporter: Any = None) -> bool:
         else:
             provider.add_span_processor(SimpleSpanProcessor(MaskingExporter(exporter)))
         RequestsInstrumentor().instrument(tracer_provider=provider)
+        ThreadingInstrumentor().instrument()  # a step's own thread pool (the firewall's hosts) keeps the attempt's span
         _state.update(provider=provider, tracer=provider.get_tracer(SCOPE), soap=_hook_pyvmomi())
         return True
 
@@ -156,8 +159,10 @@ def shutdown() -> None:
         if "tracer" not in _state:
             return
         from opentelemetry.instrumentation.requests import RequestsInstrumentor
+        from opentelemetry.instrumentation.threading import ThreadingInstrumentor
 
         RequestsInstrumentor().uninstrument()
+        ThreadingInstrumentor().uninstrument()
         _unhook_pyvmomi(_state.get("soap"))
         _state.pop("provider").shutdown()
         _state.clear()
