@@ -14,6 +14,7 @@ vicflow keeps a tracer provider of its own (never the global one: Prefect's run 
 its own flow- and task-run spans into it, a second tree). Its sampler keeps a trace only from a vicflow span: a
 call made outside any run (a source's Docker stream in the listener) is not traced. Every exported span passes
 through ``plugins/masking.py`` (name, attributes, events, status), so no secret the run knows leaves in a span.
+What needs the SDK (the tracing extra) is in flows/tracing_sdk.py, imported only when tracing is on.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +40,6 @@ TRACES_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
 EXPORTER_ENV = "OTEL_TRACES_EXPORTER"
 DISABLED_ENV = "OTEL_SDK_DISABLED"
 PROTOCOL_ENVS = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
-SERVICE_ENV = "OTEL_SERVICE_NAME"
 TRACEPARENT = "traceparent"  # the key in an event's payload (W3C Trace Context)
 SCOPE = "vicflow"
 
@@ -128,25 +128,16 @@ def configure(service: str, exporter: Any = None) -> bool:
             return True
         if exporter is None and not enabled():
             return False
-        try:
+        try:  # the SDK is the tracing extra: imported only when tracing is on
             from opentelemetry.instrumentation.requests import RequestsInstrumentor
             from opentelemetry.instrumentation.threading import ThreadingInstrumentor
-            from opentelemetry.sdk.resources import Resource
-            from opentelemetry.sdk.trace import TracerProvider, sampling
-            from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+            from vicflow.flows import tracing_sdk
         except ImportError as exc:
             raise ConfigError(
                 f"tracing is configured ({EXPORTER_ENV}/{ENDPOINT_ENV}) but the OpenTelemetry SDK is missing: {exc}",
                 "pip install 'vicflow[tracing]', or unset the OTEL_ variables",
             ) from None
-        resource = Resource.create({} if os.environ.get(SERVICE_ENV) else {"service.name": service})
-        provider = TracerProvider(resource=resource, sampler=sampling.ParentBased(root=OnlyFromVicflow()))
-        if exporter is None:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-            provider.add_span_processor(BatchSpanProcessor(MaskingExporter(OTLPSpanExporter())))
-        else:
-            provider.add_span_processor(SimpleSpanProcessor(MaskingExporter(exporter)))
+        provider = tracing_sdk.provider(service, exporter, ROOTS)
         RequestsInstrumentor().instrument(tracer_provider=provider)
         ThreadingInstrumentor().instrument()  # a step's own thread pool (the firewall's hosts) keeps the attempt's span
         _state.update(provider=provider, tracer=provider.get_tracer(SCOPE), soap=_hook_pyvmomi())
@@ -423,7 +414,7 @@ def _hook_pyvmomi() -> Any:
                 raise
 
     invoke.__vicflow_traced__ = True  # type: ignore[attr-defined]
-    SoapStubAdapter.InvokeMethod = invoke
+    SoapStubAdapter.InvokeMethod = invoke  # type: ignore[method-assign,assignment]
     return original
 
 
@@ -431,69 +422,4 @@ def _unhook_pyvmomi(original: Any) -> None:
     if original is not None:
         from pyVmomi.SoapAdapter import SoapStubAdapter
 
-        SoapStubAdapter.InvokeMethod = original
-
-
-# ------------------------------------------------------------------------------------------- SDK parts
-
-
-class OnlyFromVicflow:
-    """A root sampler: a trace starts only at a vicflow span (``ROOTS``); a span with no parent of any other name
-    (an HTTP call outside a run) is dropped."""
-
-    def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None, links=None, trace_state=None):
-        from opentelemetry.sdk.trace.sampling import Decision, SamplingResult
-
-        decision = Decision.RECORD_AND_SAMPLE if name in ROOTS else Decision.DROP
-        return SamplingResult(decision, attributes if decision is Decision.RECORD_AND_SAMPLE else None, trace_state)
-
-    def get_description(self) -> str:
-        return "OnlyFromVicflow"
-
-
-class MaskingExporter:
-    """An exporter that masks every span before ``inner`` exports it: the name, the attributes (the requests
-    instrumentation's ``url.full`` too), the events' attributes and the status message (plugins/masking.py)."""
-
-    def __init__(self, inner: Any):
-        self.inner = inner
-
-    def export(self, spans: Sequence[Any]) -> Any:
-        return self.inner.export([masked(span) for span in spans])
-
-    def shutdown(self) -> None:
-        self.inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        flush = getattr(self.inner, "force_flush", None)
-        return flush(timeout_millis) if flush else True
-
-
-def masked(span: Any) -> Any:
-    """A copy of the finished ``span`` with every known secret masked."""
-    from opentelemetry.sdk.trace import Event, ReadableSpan
-
-    def clean(attributes: Any) -> dict[str, Any]:
-        found = {}
-        for key, value in dict(attributes or {}).items():
-            value = masking.mask(value)
-            found[key] = tuple(value) if isinstance(value, list) else value
-        return found
-
-    status = span.status
-    if status.description:
-        status = Status(status.status_code, masking.mask(status.description))
-    return ReadableSpan(
-        name=masking.mask(span.name),
-        context=span.context,
-        parent=span.parent,
-        resource=span.resource,
-        attributes=clean(span.attributes),
-        events=[Event(e.name, clean(e.attributes), e.timestamp) for e in span.events],
-        links=span.links,
-        kind=span.kind,
-        status=status,
-        start_time=span.start_time,
-        end_time=span.end_time,
-        instrumentation_scope=span.instrumentation_scope,
-    )
+        SoapStubAdapter.InvokeMethod = original  # type: ignore[method-assign]
