@@ -144,21 +144,22 @@ def deploy(plane, home: Path, env: dict) -> tuple[str, str]:
         deploy_on_event(home, env, pool, name, blueprint, {"registry.repository": "bench-*"}, "registry.image.pushed")
     except RuntimeError as exc:
         raise SystemExit(str(exc)) from None
-    [deployment] = [d for d in post(plane.api, "/deployments/filter") if d["name"] == name]
+    [deployment] = [d for d in post(plane, "/deployments/filter") if d["name"] == name]
     return pool, deployment["id"]
 
 
-def post(api: str, path: str, body: dict | None = None):
-    response = requests.post(f"{api}{path}", json=body or {}, timeout=30)
+def post(plane, path: str, body: dict | None = None):
+    """A request to the plane's API through haproxy (TLS, with the plane's credentials)."""
+    response = requests.post(f"{plane.api}{path}", json=body or {}, timeout=30, **plane.http())
     response.raise_for_status()
     return response.json()
 
 
-def runs_of(api: str, deployment: str, prefix: str) -> list[dict]:
+def runs_of(plane, deployment: str, prefix: str) -> list[dict]:
     runs, offset = [], 0
     while True:
         page = post(
-            api,
+            plane,
             "/flow_runs/filter",
             {"flow_runs": {"deployment_id": {"any_": [deployment]}}, "limit": 200, "offset": offset},
         )
@@ -208,7 +209,7 @@ def measure(plane, deployment: str, home: Path, name: str, listeners: int, args)
     deadline = time.monotonic() + args.settle
     runs: list[dict] = []
     while time.monotonic() < deadline:  # until every event is acted on or folded, and every run has ended
-        runs = runs_of(plane.api, deployment, prefix)
+        runs = runs_of(plane, deployment, prefix)
         seen = {(r["parameters"].get("event") or {}).get("id") for r in runs}
         if expected <= seen and all(r["state_type"] in FINAL for r in runs):
             break

@@ -28,26 +28,15 @@ from vicflow.plugins.dag import find_cycle
 from vicflow.plugins.errors import BlueprintError
 from vicflow.plugins.hints import did_you_mean, listing
 
-_parsed: dict[tuple[str, str, int], tuple[Any, Blueprint]] = {}  # parsed once per process; holds its registry
-
 
 def load(path: str | Path, registry=None) -> Blueprint:
-    """Read and validate a blueprint; raises BlueprintError listing every problem.
-
-    The CLI and the flow it starts in the same process both load the blueprint: the second load of the same
-    text is the first one's result. Treat the result as read-only."""
+    """Read and validate a blueprint; raises BlueprintError listing every problem."""
     if registry is None:
         from vicflow.plugins.manager import default_registry
 
         registry = default_registry()
     path = Path(path)
-    text = read_text(path, "blueprint")
-    key = (str(path), text, id(registry))  # the entry holds the registry: its id is not reused meanwhile
-    if key not in _parsed:
-        if len(_parsed) > 64:  # a worker runs many blueprints: keep the recent ones
-            _parsed.pop(next(iter(_parsed)))
-        _parsed[key] = (registry, parse(text, str(path), registry))
-    return _parsed[key][1]
+    return parse(read_text(path, "blueprint"), str(path), registry)
 
 
 def read_text(path: Path, what: str) -> str:

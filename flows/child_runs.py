@@ -1,115 +1,67 @@
-"""Running the child blueprints of a run's fleet steps (flows/fleet.py), and undoing them.
+"""A fleet step's children (``uses: blueprint:NAME``, fleet.py) in this process: run, planned and undone.
 
-Each run has one ``ChildRuns`` in its resources (key ``fleet.RUNNER``), put there by its executor: the thread
-executor runs a child on a thread executor of its own; the Prefect flow runs it as a subflow of the step's
-task run (``subflow``). A child on the pool is a flow run of the ``run-blueprint`` deployment
-(``VICFLOW_FLEET_DEPLOYMENT``), started with ``run_deployment`` and read back from Prefect (its journal holds
-its state and masked outputs). The finished runs of children that ran here are kept, for the step's rollback,
-until the parent run ends (``close``, called when the run releases its resources).
+Every run has a ``ChildRunner`` in its resources (key ``fleet.RUNNER``), given by its executor. This one runs a
+child on a thread executor of its own; the Prefect flow's (prefect_child_runs.py) runs it as a subflow of the
+step's task run, or on the work pool. The finished runs of children that ran here are kept, for the step's
+rollback, until the parent run ends (``close``, called when the parent releases its resources).
 """
 
 from __future__ import annotations
 
-import contextvars
-import os
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from logging import Logger
-from pathlib import Path
+from logging import Logger, LoggerAdapter
 from typing import Any
 
-from vicflow.flows import engine
-from vicflow.plugins.errors import StepError
-
-DEPLOYMENT_ENV = "VICFLOW_FLEET_DEPLOYMENT"
-DEFAULT_DEPLOYMENT = "run-blueprint/run-blueprint"
-
-# the Run objects the executors of this context make: how a child run started here is found after it ended
-_made: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar("vicflow_child_runs", default=None)
-
-
-def made(run: Any) -> None:
-    """Called by every executor factory with its run: a child run started by ``ChildRuns.here`` is kept."""
-    found = _made.get()
-    if found is not None:
-        found.append(run)
-
-
-@contextmanager
-def _catching() -> Iterator[list[Any]]:
-    found: list[Any] = []
-    token = _made.set(found)
-    try:
-        yield found
-    finally:
-        _made.reset(token)
+from vicflow.flows import planner
+from vicflow.flows.attempt import undo_step
+from vicflow.flows.engine import execute
+from vicflow.flows.fleet import RUNNER, ChildRun
+from vicflow.flows.inputs import prepare
+from vicflow.flows.run import Run, RunState, collecting_runs
+from vicflow.flows.spec import Blueprint
+from vicflow.plugins.errors import AttemptFailed, RunFailed, StepError
 
 
 class ChildRuns:
-    """``subflow(path, inputs)``: run a child here as a Prefect subflow and return its summary; without it a
-    child runs on ``threads`` (the thread executor's class, passed in: it makes this object)."""
+    """The ChildRunner of a run without Prefect: a child runs on ``threads`` (the thread executor's class,
+    passed in: it makes this object)."""
 
-    def __init__(self, subflow: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None, threads: Any = None):
-        self.subflow, self.threads = subflow, threads
-        self.kept: dict[str, Any] = {}  # child run id -> its finished engine.Run
+    def __init__(self, registry: Any, threads: Any):
+        self.registry, self.threads = registry, threads
+        self.kept: dict[str, Run] = {}  # child run id -> its finished run, for its rollback
 
-    def here(self, path: Path, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        with _catching() as runs:
+    def here(self, child: Blueprint, inputs: dict[str, Any]) -> ChildRun:
+        with collecting_runs() as made:
             try:
-                summary = self.subflow(str(path), inputs) if self.subflow else _on_threads(path, inputs, self.threads)
-            except (engine.RunFailed, engine.RunCancelled) as exc:
+                summary = self.run(child, inputs)
+            except RunFailed as exc:  # RunCancelled too
                 summary = exc.summary
-        for run in runs:
-            if run.run_id == summary.get("run_id") and summary.get("state") in ("completed", "completed with failures"):
+        outcome = child_run(summary)
+        for run in made:
+            if run.run_id == outcome.run_id and outcome.succeeded:
                 self.kept[run.run_id] = run
-        return summary["run_id"], summary
+        return outcome
 
-    def on_pool(self, ref: str, inputs: dict[str, Any], logger: Logger) -> tuple[str, dict[str, Any]]:
-        """A child flow run through the deployment, on whichever worker takes it; waits for its end."""
-        from prefect.deployments import run_deployment
-        from vicflow.flows import prefect_journal
+    def run(self, child: Blueprint, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Run the child to its end; its summary."""
+        values = prepare(child, inputs=inputs).values
+        return execute(child, values, self.registry, str(uuid.uuid4()), executor=self.threads)
 
-        name = os.environ.get(DEPLOYMENT_ENV, DEFAULT_DEPLOYMENT)
-        flow_run: Any = run_deployment(  # the sync form (Prefect types it as maybe a coroutine)
-            name=name,
-            parameters={"blueprint": ref, "inputs": inputs, "inputs_from": None},
-            timeout=None,
-            poll_interval=1,
-            as_subflow=True,
+    def on_pool(self, ref: str, inputs: dict[str, Any], logger: Logger | LoggerAdapter) -> ChildRun:
+        raise StepError(
+            f"blueprint {ref} is to run on the work pool (on: pool), and this run has no Prefect",
+            "run the parent with vicflow run or a deployment, or drop on: pool",
         )
-        run_id, state = str(flow_run.id), flow_run.state
-        try:
-            journal = prefect_journal.load(run_id)
-        except StepError:
-            journal = {}
-        logger.info("blueprint %s ran in flow run %s (%s) through %s", ref, run_id, flow_run.name, name)
-        return run_id, {
-            "run_id": run_id,
-            "state": journal.get("state") or (str(state.name).lower() if state else "unknown"),
-            "outputs": journal.get("outputs") or {},
-            "steps": [{"id": sid, **row} for sid, row in journal.get("steps", {}).items()],
-            "error": None if state and state.is_completed() else (state.message if state else "no state"),
-        }
 
-    def plan(self, path: Path, inputs: dict[str, Any]) -> list[dict[str, Any]]:
+    def plan(self, child: Blueprint, inputs: dict[str, Any]) -> list[dict[str, Any]]:
         """The child's own plan rows, planned here (nothing is changed, nothing is recorded)."""
-        from vicflow.flows import blueprint as bp
-        from vicflow.flows import fleet, planner
-        from vicflow.flows.inputs import prepare
-        from vicflow.plugins.manager import default_registry
-
-        registry = default_registry()
-        document = bp.load(path, registry)
-        run = engine.Run(document, prepare(document, inputs=inputs).values, registry.step_types, registry, "plan")
-        run.dry_run = True
-        run.records = {s.id: engine.StepRecord(s.id, s.uses) for s in document.all_steps}
-        run.resources[fleet.RUNNER] = self  # a child that runs blueprints of its own plans them too
+        run = Run(child, prepare(child, inputs=inputs).values, self.registry, "plan", dry_run=True)
+        run.resources[RUNNER] = self  # a child that runs blueprints of its own plans them too
         try:
-            return planner.plan_rows(run, [*document.steps, *document.finally_], record=False)
+            return planner.plan_rows(run, [*child.steps, *child.finally_], record=False)
         finally:
-            run.resources.pop(fleet.RUNNER)
-            engine._release(run)
+            run.resources.pop(RUNNER)
+            run.release()
 
     def undo(self, run_id: str) -> list[str]:
         """Roll back the completed steps of a child that ran here (newest first); what could not be undone."""
@@ -119,32 +71,39 @@ class ChildRuns:
 
         def undo(step_id: str) -> tuple[bool, str]:  # in this thread: the child's executor has ended
             try:
-                engine.rollback_task(run.token, step_id)
+                undo_step(run, step_id)
                 return True, ""
-            except engine.StepFailed as exc:
+            except AttemptFailed as exc:
                 return False, str(exc)
 
-        engine._RUNS[run.token] = run
-        try:
-            engine._rollback(run, undo)
-        finally:
-            engine._RUNS.pop(run.token, None)
+        run.roll_back(undo)
         failed = [
             f"{run.blueprint.name}.{sid}: {r.note}" for sid, r in run.records.items() if r.note.startswith("rollback")
         ]
-        return failed + engine._release(run)  # with the sessions the rollback opened
+        return failed + run.release()  # with the sessions the rollback opened
 
     def close(self) -> list[str]:
         self.kept.clear()  # the parent run is over: its children are no longer undone through it
         return []
 
 
-def _on_threads(path: Path, inputs: dict[str, Any], threads: Any) -> dict[str, Any]:
-    from vicflow.flows import blueprint as bp
-    from vicflow.flows.inputs import prepare
-    from vicflow.plugins.manager import default_registry
+def child_run(summary: dict[str, Any]) -> ChildRun:
+    """How a child ended, from its summary (or its journal's, for a child on the pool)."""
+    state = summary.get("state") or "unknown"
+    succeeded = state in (RunState.COMPLETED, RunState.COMPLETED_WITH_FAILURES)
+    why = ""
+    if not succeeded:
+        why = summary.get("error") or _failed_steps(summary)
+    return ChildRun(
+        run_id=summary["run_id"],
+        state=state,
+        succeeded=succeeded,
+        outputs=summary.get("outputs") or {},
+        changed=any(row.get("changed") for row in summary.get("steps", [])),
+        why=why,
+    )
 
-    registry = default_registry()
-    document = bp.load(path, registry)
-    values = prepare(document, inputs=inputs).values
-    return engine.execute(document, values, registry, str(uuid.uuid4()), executor=threads)
+
+def _failed_steps(summary: dict[str, Any]) -> str:
+    failed = [f"{row['id']}: {row['error']}" for row in summary.get("steps", []) if row.get("error")]
+    return "; ".join(failed) or "no step error recorded"

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import errno
 import json
 import os
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
+
+from vicflow.plugins.errors import RunCancelled, RunFailed
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 EXIT_CHANGES = 2  # plan --detailed-exitcode: the plan has changes
@@ -206,6 +210,7 @@ def _main(argv: list[str] | None) -> int:
     if getattr(args, "otlp_endpoint", None):  # the standard variable: the SDK's exporter and the runs read it
         os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = args.otlp_endpoint
     try:
+        _mask_api_credential()
         if _needs_api(args):
             _check_api()
         return COMMANDS[args.command](args)
@@ -257,7 +262,11 @@ def _failure(exc: Exception, args) -> int:
 OUTPUT_ERRNOS = (errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
 API_HINT = (
     "check PREFECT_API_URL (it ends in /api), that the server runs there (prefect server start) and that this "
-    "machine reaches it; unset it to run on a temporary local server"
+    "machine reaches it (over https: PREFECT_API_SSL_CERT_FILE names the CA that signed its certificate); unset it "
+    "to run on a temporary local server"
+)
+AUTH_HINT = (
+    "set PREFECT_API_AUTH_STRING (environment or `prefect config set`) to the server's PREFECT_SERVER_API_AUTH_STRING"
 )
 
 
@@ -274,21 +283,72 @@ def _api_url() -> str | None:
     return configured_api_url()
 
 
+def _mask_api_credential() -> None:
+    """Prefect's auth string is a secret of this process (and of the runs a worker forks): masked wherever it
+    would be logged or shown, as typed and in the base64 of its Authorization header."""
+    from vicflow.flows.links import configured
+
+    auth = configured("PREFECT_API_AUTH_STRING")
+    if auth:
+        from vicflow.plugins import masking
+
+        masking.add_secret(auth)
+
+
 def _check_api() -> None:
-    """One request to the server's health check, before anything starts: an unreachable PREFECT_API_URL is one
-    line naming it (Prefect's client would retry for a while, then fail deep inside the run)."""
+    """The server's health check and one closed read, before anything starts: an unreachable PREFECT_API_URL, a
+    certificate this machine does not trust or a refused auth string is one line naming it (Prefect's client would
+    retry for a while, then fail deep inside the run)."""
     url = _api_url()
     if not url:
         return
     import httpx
+    from vicflow.flows.links import configured
     from vicflow.plugins.errors import VicflowError
 
+    # what Prefect's client sends and trusts (prefect/client/orchestration/__init__.py, PrefectClient.__init__):
+    # Authorization: Basic base64(PREFECT_API_AUTH_STRING); PREFECT_API_SSL_CERT_FILE (default SSL_CERT_FILE)
+    headers = {}
+    auth = configured("PREFECT_API_AUTH_STRING")
+    if auth:
+        headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
     try:
-        response = httpx.get(url.rstrip("/") + "/health", timeout=10)
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        with httpx.Client(verify=_api_trust(), headers=headers, timeout=10) as client:
+            response = client.get(url.rstrip("/") + "/health")  # open to anyone, as a load balancer's probe
+            if response.status_code == 200:
+                response = client.get(url.rstrip("/") + "/admin/version")  # closed when the server has an auth string
+    except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
         raise VicflowError(f"cannot reach the Prefect API at {url}: {type(exc).__name__}: {exc}", API_HINT) from None
+    if response.status_code == 401:
+        given = "a wrong PREFECT_API_AUTH_STRING" if auth else "no PREFECT_API_AUTH_STRING"
+        raise VicflowError(
+            f"the Prefect API at {url} refused this client (401 Unauthorized): it sent {given}", AUTH_HINT
+        )
     if response.status_code != 200:
-        raise VicflowError(f"the Prefect API at {url} answered {response.status_code} to /health", API_HINT)
+        path = response.request.url.path.removeprefix(httpx.URL(url).path)
+        raise VicflowError(f"the Prefect API at {url} answered {response.status_code} to {path}", API_HINT)
+
+
+def _api_trust() -> ssl.SSLContext | bool:
+    """The TLS verification of Prefect's client: none with PREFECT_API_TLS_INSECURE_SKIP_VERIFY, else the CAs of
+    PREFECT_API_SSL_CERT_FILE (or SSL_CERT_FILE), else certifi's (httpx's default)."""
+    from vicflow.flows.links import configured
+
+    if (configured("PREFECT_API_TLS_INSECURE_SKIP_VERIFY") or "").lower() in ("1", "true", "yes", "on"):
+        return False
+    cafile = configured("PREFECT_API_SSL_CERT_FILE") or os.environ.get("SSL_CERT_FILE")
+    if not cafile:
+        return True
+    try:
+        return ssl.create_default_context(cafile=cafile)
+    except (OSError, ssl.SSLError) as exc:
+        from vicflow.plugins.errors import VicflowError
+
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise VicflowError(
+            f"cannot read the CA file {cafile} (PREFECT_API_SSL_CERT_FILE): {reason}",
+            "name a PEM file of the CA that signed the Prefect API's certificate",
+        ) from None
 
 
 def _api_failure(exc: BaseException) -> str | None:
@@ -409,11 +469,16 @@ def cmd_plugins(args) -> int:
 
 
 def _run_or_plan(args, dry_run: bool) -> int:
+    """``vicflow run`` and ``vicflow plan``: the blueprint loaded once and its inputs prepared once, here (a
+    mistake is exit 2 before Prefect starts); the flow run is handed both."""
     from vicflow.flows import blueprint as bp
     from vicflow.flows import inputs, shipped, terminal
+    from vicflow.plugins.manager import default_registry
 
-    document = bp.load(shipped.resolve(args.file))
-    prepared = inputs.prepare(document, file=args.inputs, sets=args.sets or [])  # exit 2 before Prefect starts
+    registry = default_registry()
+    path = shipped.resolve(args.file)
+    document = bp.load(path, registry)
+    prepared = inputs.prepare(document, file=args.inputs, sets=args.sets or [])
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Prefect gives its temporary server 20 s to answer; on a busy 2-core host its start (database migration
     # included) takes longer, and the run would fail before its first step. A user's own setting wins.
@@ -422,7 +487,7 @@ def _run_or_plan(args, dry_run: bool) -> int:
         # set before Prefect configures logging, since it may configure it again when its temporary server starts
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 
-    from vicflow.flows import engine, prefect_journal
+    from vicflow.flows import prefect_journal
     from vicflow.flows.governance import integrity
     from vicflow.flows.governance.policy import Policy, for_run
 
@@ -436,7 +501,6 @@ def _run_or_plan(args, dry_run: bool) -> int:
         # an unknown run is exit 2, a journal that was edited exit 1, before the run starts
         integrity.check_journal(prefect_journal.load(args.resume), args.resume)
     from vicflow.flows.progress import Progress
-    from vicflow.plugins.manager import default_registry
 
     here = dry_run and not args.record  # a plan changes nothing: no Prefect server to start
     progress = Progress(document, quiet=args.output == "json", verbose=args.verbose)
@@ -444,19 +508,18 @@ def _run_or_plan(args, dry_run: bool) -> int:
         from vicflow.flows import cli_signals
 
         cli_signals.install(args.file, lambda: progress.run_id)
-    default_registry().pm.register(progress, name="vicflow.cli.progress")
+    registry.pm.register(progress, name="vicflow.cli.progress")
     try:
         with progress:
             if here:
-                summary = _plan_here(document, prepared.values, args.policy)
+                summary = _plan_here(document, prepared.values, registry, args.policy)
             else:
-                inputs.hand_over(document, prepared)
-                summary = _run_in_prefect(args, prepared.given, dry_run)
+                summary = _run_in_prefect(args, str(path), document, prepared, registry, dry_run)
         code = EXIT_OK
-    except engine.RunFailed as exc:
+    except RunFailed as exc:  # RunCancelled too
         summary, code = exc.summary, EXIT_FAILED
     finally:
-        default_registry().pm.unregister(name="vicflow.cli.progress")
+        registry.pm.unregister(name="vicflow.cli.progress")
     progress.report(summary, args.output)
     if dry_run and code == EXIT_OK:
         if (summary.get("policy") or {}).get("decision") == "deny":
@@ -473,26 +536,25 @@ def _plan_exit_code(plan: list[dict[str, Any]], detailed: bool) -> int:
     return EXIT_CHANGES if detailed and changes else EXIT_OK
 
 
-def _plan_here(document, values: dict[str, Any], policy: str | None) -> dict[str, Any]:
+def _plan_here(document, values: dict[str, Any], registry, policy: str | None) -> dict[str, Any]:
     """The plan in this process, on the thread executor: every step's plan(), nothing recorded."""
     from vicflow.flows import engine
     from vicflow.flows.thread_executor import ThreadSteps
-    from vicflow.plugins.manager import default_registry
 
     run_id = "local-plan-" + os.urandom(4).hex()
-    return engine.execute(
-        document, values, default_registry(), run_id, dry_run=True, policy=policy, executor=ThreadSteps
-    )
+    return engine.execute(document, values, registry, run_id, dry_run=True, policy=policy, executor=ThreadSteps)
 
 
-def _run_in_prefect(args, values: dict[str, Any], dry_run: bool) -> dict[str, Any]:
-    from vicflow.flows import shipped
-    from vicflow.flows.flow import run_blueprint
-    from vicflow.plugins.errors import RunCancelled
+def _run_in_prefect(args, path: str, document, prepared, registry, dry_run: bool) -> dict[str, Any]:
+    """The run as a flow run of run-blueprint, for the document and values prepared here."""
+    from vicflow.flows import cli_signals
+    from vicflow.flows.flow import for_prepared
 
+    # the flow run takes back SIGTERM from Prefect's handler (cli_signals.py)
+    run_blueprint = for_prepared(document, prepared.values, registry, before=cli_signals.reclaim_sigterm)
     state: Any = run_blueprint(
-        blueprint=str(shipped.resolve(args.file)),
-        inputs=values,
+        blueprint=path,
+        inputs=prepared.given,  # its parameters in Prefect, secret values hidden
         dry_run=dry_run,
         resume=getattr(args, "resume", None),
         approve=getattr(args, "approve", False),

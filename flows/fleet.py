@@ -9,8 +9,9 @@ never as values: the child (on whichever worker) looks them up itself.
 
 Rollback: a child that ran in this process is rolled back step by step (its steps' own rollback, newest
 first); one that completed on the pool is reported as left behind (its steps' state lived in that worker's
-process). This module is the step type and its checks; running a child is the run's ``ChildRuns``
-(flows/child_runs.py), which the executor puts in the run's resources: this module imports no engine.
+process). This module is the step type and its checks; running a child is the run's ``ChildRunner``, which
+its executor provides (child_runs.py on threads, prefect_child_runs.py on Prefect) and the engine puts in the
+run's resources: this module imports no engine.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from __future__ import annotations
 import contextvars
 import json
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from logging import Logger, LoggerAdapter
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from pydantic import ConfigDict
 from vicflow.plugins import Change, Params, StepContext, StepError, StepType
@@ -29,6 +32,34 @@ PREFIX = "blueprint:"
 
 RUNNER = "vicflow.child-runs"  # the key of the run's ChildRuns in ctx.resources
 MAX_CHILD_DEPTH = 16  # blueprints that run blueprints: a deeper chain is refused (each level is a flow run)
+
+
+@dataclass
+class ChildRun:
+    """How a child run ended, as its runner read it."""
+
+    run_id: str
+    state: str  # its final state, as its summary says it
+    succeeded: bool  # completed, with failures or not
+    outputs: dict[str, Any] = field(default_factory=dict)  # the child's outputs: (masked)
+    changed: bool = False
+    why: str = ""  # why it did not succeed: its error, or its failed steps
+
+
+class ChildRunner(Protocol):
+    """How the engine runs a fleet step's children: the step type's only way to the engine."""
+
+    def plan(self, child: Any, inputs: dict[str, Any]) -> list[dict[str, Any]]:
+        """The child's own plan rows, planned here (nothing changed, nothing recorded)."""
+
+    def here(self, child: Any, inputs: dict[str, Any]) -> ChildRun:
+        """Run the child in this process and wait for its end; kept for its rollback until the parent ends."""
+
+    def on_pool(self, ref: str, inputs: dict[str, Any], logger: Logger | LoggerAdapter) -> ChildRun:
+        """Run the child as a flow run on the work pool and wait for its end."""
+
+    def undo(self, run_id: str) -> list[str]:
+        """Roll back a child that ran here; what could not be undone."""
 
 
 class ChildParams(Params):
@@ -41,6 +72,7 @@ class ChildBlueprint(StepType[ChildParams]):
     """Runs ``child`` (a validated blueprint) as one step. Made per step by ``child_type``."""
 
     Params = ChildParams
+    child: ClassVar[Any]  # the child blueprint, validated
     child_path: ClassVar[Path]
     child_ref: ClassVar[str]  # what a worker resolves: a shipped name, or the file's absolute path
     child_name: ClassVar[str]
@@ -49,7 +81,7 @@ class ChildBlueprint(StepType[ChildParams]):
 
     def plan(self, params: ChildParams, ctx: StepContext) -> list[Change]:
         """The child's own plan, each row named ``<child>.<step>`` (planned here, also for ``on: pool``)."""
-        rows = _runner(ctx).plan(self.child_path, self._inputs(params))
+        rows = _runner(ctx).plan(self.child, self._inputs(params))
         return [
             Change(row["action"], f"{self.child_name}.{row['step']}: {row['target']}", row["detail"]) for row in rows
         ]
@@ -58,19 +90,18 @@ class ChildBlueprint(StepType[ChildParams]):
         inputs = self._inputs(params)
         runner = _runner(ctx)
         if self.on == "pool":
-            run_id, summary = runner.on_pool(self.child_ref, inputs, ctx.logger)
+            child = runner.on_pool(self.child_ref, inputs, ctx.logger)
         else:
-            run_id, summary = runner.here(self.child_path, inputs)
-        ctx.state["child_run"] = run_id
-        ctx.changed = any(row.get("changed") for row in summary.get("steps", []))
-        if summary.get("state") not in ("completed", "completed with failures"):
+            child = runner.here(self.child, inputs)
+        ctx.state["child_run"] = child.run_id
+        ctx.changed = child.changed
+        if not child.succeeded:
             raise StepError(
-                f"blueprint {self.child_name} (flow run {run_id}) ended {summary.get('state')}: "
-                f"{summary.get('error') or _failed_steps(summary)}",
+                f"blueprint {self.child_name} (flow run {child.run_id}) ended {child.state}: {child.why}",
                 "its own run shows why (Prefect UI, or vicflow run --resume with that flow run)",
             )
-        ctx.logger.info("blueprint %s completed in flow run %s", self.child_name, run_id)
-        return {**(summary.get("outputs") or {}), "flow_run": run_id, "state": summary["state"]}
+        ctx.logger.info("blueprint %s completed in flow run %s", self.child_name, child.run_id)
+        return {**child.outputs, "flow_run": child.run_id, "state": child.state}
 
     def rollback(self, params: ChildParams, ctx: StepContext) -> None:
         run_id = ctx.state.get("child_run")
@@ -114,6 +145,7 @@ def child_type(step_id: str, ref: str, on: str, child: Any) -> type[ChildBluepri
         (ChildBlueprint,),
         {
             "__doc__": f"runs blueprint {child.name} ({ref})",
+            "child": child,
             "child_path": path,
             "child_ref": worker_ref,
             "child_name": child.name,
@@ -161,14 +193,7 @@ def child_rows(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _failed_steps(summary: dict[str, Any]) -> str:
-    failed = [
-        f"{row['id']}: {row.get('error') or row['state']}" for row in summary.get("steps", []) if row.get("error")
-    ]
-    return "; ".join(failed) or "no step error recorded"
-
-
-def _runner(ctx: StepContext) -> Any:
+def _runner(ctx: StepContext) -> ChildRunner:
     runner = ctx.resources.get(RUNNER)
     if runner is None:
         raise StepError("a step that runs a blueprint needs vicflow's engine", "run the blueprint with vicflow run")

@@ -15,19 +15,39 @@ from typing import Any, Literal, cast
 from prefect import flow, get_run_logger
 from prefect.runtime import deployment as this_deployment
 from prefect.runtime import flow_run
+from prefect.states import Cancelled
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 from vicflow.flows import blueprint as bp
-from vicflow.flows import child_runs, cli_signals, engine, expressions, fleet, intake, metrics, shipped
+from vicflow.flows import engine, expressions, intake, metrics, shipped
+from vicflow.flows.governance import audit
 from vicflow.flows.governance import policy as policies
 from vicflow.flows.inputs import prepare
 from vicflow.flows.prefect_adapter import PrefectSteps
-from vicflow.flows.thread_executor import ThreadSteps
+from vicflow.flows.run import Run
+from vicflow.flows.spec import Blueprint
 from vicflow.plugins import masking
 from vicflow.plugins.errors import RunCancelled
 from vicflow.plugins.manager import default_registry
 
 LEASE_SECONDS = 60  # how long a killed run can keep its target's slot
+
+CANCELLED_BY = "prefect (the UI or an API client)"  # Prefect's open-source server records no user
+
+
+def audit_cancellation(flow: Any, flow_run: Any, state: Any) -> None:
+    """A run cancelled from the Prefect UI or API, in the audit trail. Prefect calls this ``on_cancellation``
+    hook (by keyword: flow, flow_run, state) where the cancellation is handled: in the worker that stopped the run
+    (prefect/runner/_hook_runner.py), or in the run's own process when no runner owns it."""
+    audit.AuditLog().append(
+        "cancellation",
+        CANCELLED_BY,
+        run_id=str(flow_run.id),
+        blueprint=str((flow_run.parameters or {}).get("blueprint") or ""),
+        comment=state.message or "",
+        detail={"state": state.name, "flow_run": flow_run.name},
+    )
+
 
 ShippedBlueprint = Literal["gogs", "gogs-health", "vch", "full-stack", "harbor-registry-swap"]
 
@@ -38,6 +58,7 @@ ShippedBlueprint = Literal["gogs", "gogs-health", "vch", "full-stack", "harbor-r
     task_runner=ThreadPoolTaskRunner(max_workers=engine.MAX_PARALLEL_STEPS),  # type: ignore[arg-type]
     persist_result=False,
     validate_parameters=True,
+    on_cancellation=[audit_cancellation],
 )
 def run_blueprint(
     blueprint: ShippedBlueprint | str = Field(
@@ -68,56 +89,74 @@ def run_blueprint(
         "(count, first_event_id, last_event_id)",
     ),
 ) -> Any:
-    """Run a vicflow blueprint: every step becomes a task run named after its step id."""
-    cli_signals.reclaim_sigterm()
+    """Run a vicflow blueprint: every step becomes a task run named after its step id. The entry point of
+    deployments, triggers and the UI form; ``vicflow run`` runs ``for_prepared``'s flow instead."""
     registry = default_registry()
     document = bp.load(shipped.resolve(blueprint), registry)
     values = prepare(document, inputs=inputs, variable=inputs_from, event=event, logger=get_run_logger()).values
+    return _run(
+        document, values, registry, dry_run=dry_run, resume=resume, event=event, approve=approve, policy=policy,
+        folded=folded,
+    )  # fmt: skip
+
+
+def for_prepared(
+    document: Blueprint, values: dict[str, Any], registry: Any, before: Callable[[], None] | None = None
+) -> Any:
+    """The run-blueprint flow for a blueprint already loaded and inputs already prepared (``vicflow run``, a
+    fleet step's subflow): its flow run shows the parameters it is called with, as ``run_blueprint``'s does,
+    and nothing is read or looked up again. ``before`` runs first, inside the flow run."""
+
+    def run_blueprint(
+        blueprint: str, inputs: dict[str, Any] | None = None, dry_run: bool = False, resume: str | None = None,
+        approve: bool = False, policy: str | None = None,
+    ) -> Any:  # fmt: skip
+        if before is not None:
+            before()
+        return _run(
+            document, values, registry, dry_run=dry_run, resume=resume, event=None, approve=approve, policy=policy
+        )
+
+    run_blueprint.__doc__ = f"Run the vicflow blueprint {document.name} (loaded, its inputs prepared)."
+    return flow(
+        name="run-blueprint",
+        task_runner=ThreadPoolTaskRunner(max_workers=engine.MAX_PARALLEL_STEPS),  # type: ignore[arg-type]
+        persist_result=False,
+    )(run_blueprint)
+
+
+def _run(document: Blueprint, values: dict[str, Any], registry: Any, policy: str | None, **options: Any) -> Any:
+    """The one path of a run inside a flow run: the site's policy chosen, its target's slot held, the engine on
+    Prefect's executor."""
     run_id = str(flow_run.get_id() or "local")
     policy, note = policies.for_run(policy)
     if note:
         get_run_logger().warning(note)
     executors: list[PrefectSteps] = []
 
-    def executor(run: engine.Run) -> PrefectSteps:
-        executors.append(PrefectSteps(run))
-        child_runs.made(run)  # a fleet step's child that ran here is kept for that step's rollback
-        run.resources[fleet.RUNNER] = child_runs.ChildRuns(subflow=_subflow, threads=ThreadSteps)
+    def executor(run: Run) -> PrefectSteps:
+        executors.append(PrefectSteps(run, _subflow))
         return executors[-1]
 
     try:
-        with one_run_per_target(document, values, event):
-            return engine.execute(
-                document,
-                values,
-                registry,
-                run_id,
-                dry_run=dry_run,
-                resume=resume,
-                event=event,
-                approve=approve,
-                policy=policy,
-                executor=executor,
-                folded=folded,
-            )
+        with one_run_per_target(document, values, options["event"]):
+            return engine.execute(document, values, registry, run_id, executor=executor, policy=policy, **options)
     except intake.Duplicate as exc:  # the event was already taken: nothing runs twice
-        from prefect.states import Cancelled
-
         get_run_logger().warning("%s", exc)
         metrics.dropped("taken")
         return Cancelled(name="Duplicate", message=str(exc))
     except RunCancelled as exc:  # an approval said no, or none came: the flow run ends Cancelled
-        from prefect.states import Cancelled
-
         return Cancelled(message=str(exc), data=exc.summary)
     finally:  # the slot is given back first: publishing may wait for an absent server
         for each in executors:
             each.publish_kept()
 
 
-def _subflow(path: str, inputs: dict[str, Any]) -> dict[str, Any]:
-    """A fleet step's child, as a subflow of the step's task run (its own flow run, target and summary)."""
-    return cast(dict[str, Any], run_blueprint(blueprint=path, inputs=inputs))
+def _subflow(child: Blueprint, inputs: dict[str, Any], registry: Any) -> dict[str, Any]:
+    """A fleet step's child, as a subflow of the step's task run (its own flow run, target and summary). The
+    child was validated with its parent; its inputs (secrets as references) are prepared here, once."""
+    values = prepare(child, inputs=inputs, logger=get_run_logger()).values
+    return cast(dict[str, Any], for_prepared(child, values, registry)(blueprint=str(child.path), inputs=inputs))
 
 
 def limit_name(target: str) -> str:

@@ -1,7 +1,7 @@
 """One input pipeline: a run's input values from every source, in one order, rendered, then typed.
 
-The CLI calls :func:`prepare` to fail early (exit 2, before Prefect starts); the flow calls it as the only
-source of its values. The sources, in order:
+``vicflow run`` calls :func:`prepare` once, before Prefect starts (a mistake is exit 2), and hands the flow run
+what it prepared; a deployment's flow run calls it itself. The sources, in order:
 
 1. the ``--inputs`` file, then ``--set NAME=VALUE`` (later wins), or the flow's ``inputs`` parameter;
 2. the site Variable (``inputs_from``) for the declared inputs those leave out;
@@ -58,9 +58,6 @@ def prepare(
     logger: logging.Logger | logging.LoggerAdapter | None = None,
 ) -> Prepared:
     """The run's input values; raises InputsError listing every problem (unknown, missing, mistyped)."""
-    handed = _take_handed_over(document, inputs, variable, event)
-    if handed is not None:
-        return handed
     source = document.path or "<blueprint>"
     given: dict[str, _Value] = {}
     if file is not None:
@@ -126,15 +123,6 @@ def wrap_secrets(document: Blueprint, given: dict[str, Any]) -> dict[str, Any]:
         if k in document.inputs and document.inputs[k].type == "secret" and v is not None and not _is_secret(v)
         else v
         for k, v in given.items()
-    }
-
-
-def public(document: Blueprint, values: dict[str, Any]) -> dict[str, Any]:
-    """The values as an event or artifact may show them: secret ones as ***."""
-    return {
-        k: ("***" if document.inputs[k].type == "secret" and v is not None else v)
-        for k, v in values.items()
-        if k in document.inputs
     }
 
 
@@ -277,19 +265,3 @@ def _from_variable(document: Blueprint, variable: str | None, logger) -> dict[st
             ", ".join(sorted(document.inputs)) or "no inputs",
         )
     return {k: _Value(v, (where, 1, 1)) for k, v in site.items() if k in document.inputs}
-
-
-# The CLI prepares the inputs to fail early, then starts the flow in the same process: it hands its result
-# over, and the flow takes it instead of preparing again (one lookup of each secret per run).
-_handed_over: list[tuple[Blueprint, dict[str, Any], Prepared]] = []
-
-
-def hand_over(document: Blueprint, prepared: Prepared) -> None:
-    _handed_over[:] = [(document, prepared.given, prepared)]
-
-
-def _take_handed_over(document, inputs, variable, event) -> Prepared | None:
-    if not _handed_over or variable or event:
-        return None
-    handed_document, given, prepared = _handed_over.pop()
-    return prepared if handed_document is document and given == (inputs or {}) else None

@@ -20,14 +20,23 @@ def run_url(run_id: str) -> str:
 
 
 def configured_api_url() -> str | None:
-    """The PREFECT_API_URL this process would use: the environment's, else the active Prefect profile's (read with
-    tomllib while Prefect is not imported: importing it costs seconds), else Prefect's own settings."""
-    if os.environ.get("PREFECT_API_URL"):
-        return os.environ["PREFECT_API_URL"]
-    if "prefect" in sys.modules:
-        from prefect.settings import PREFECT_API_URL
+    """The PREFECT_API_URL this process would use (``configured``)."""
+    return configured("PREFECT_API_URL")
 
-        return PREFECT_API_URL.value() or None
+
+def configured(setting: str) -> str | None:
+    """A Prefect client setting (PREFECT_API_URL, PREFECT_API_AUTH_STRING, ...) as this process would use it: the
+    environment's, else the active Prefect profile's (read with tomllib while Prefect is not imported: importing it
+    costs seconds), else Prefect's own settings."""
+    if os.environ.get(setting):
+        return os.environ[setting]
+    if "prefect" in sys.modules:
+        import prefect.settings
+
+        value = getattr(prefect.settings, setting).value()
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        return _text(value)
     import tomllib
     from pathlib import Path
 
@@ -39,5 +48,13 @@ def configured_api_url() -> str | None:
         return None
     name = os.environ.get("PREFECT_PROFILE") or profiles.get("active") or "ephemeral"
     profile = profiles.get("profiles", {}).get(name, {})
-    url = profile.get("PREFECT_API_URL") if isinstance(profile, dict) else None
-    return url if isinstance(url, str) and url else None
+    return _text(profile.get(setting) if isinstance(profile, dict) else None)
+
+
+def _text(value: object) -> str | None:
+    """A setting's value as the environment would spell it; None when unset (or false)."""
+    if value is None or value is False or value == "":
+        return None
+    if value is True:
+        return "true"
+    return str(value) if isinstance(value, str | int | float) else None

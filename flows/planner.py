@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vicflow.flows import expressions
-from vicflow.flows.blueprint import dependencies
+from vicflow.flows.attempt import prepare_step
 from vicflow.flows.rendering import contains_unknown, for_each_items, located, params_digest, truthy
-from vicflow.flows.step_setup import prepare_step
+from vicflow.flows.run import Run
+from vicflow.flows.spec import dependencies
 from vicflow.plugins import dag, masking
 from vicflow.plugins.errors import BlueprintError
 from vicflow.plugins.step import Change
-
-if TYPE_CHECKING:
-    from vicflow.flows.engine import Run
 
 
 def plan_steps(run: Run, record: bool = True) -> list[dict[str, Any]]:
@@ -54,9 +52,7 @@ def plan_rows(run: Run, steps: list, record: bool) -> list[dict[str, Any]]:
         started = time.monotonic()
         changes, error = _plan_one(run, run.blueprint.step(step_id), graph[step_id], changing)
         if record:
-            entry = run.records[step_id]
-            entry.started, entry.finished = started, time.monotonic()
-            entry.state, entry.error = ("failed", error) if error else ("planned", entry.error)
+            run.planned(step_id, started, error)
         if any(change.action not in ("none", "error") for change in changes):
             changing.add(step_id)
         plan += [

@@ -8,14 +8,19 @@ import functools
 import json
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from vicflow.flows import fleet, planner
-from vicflow.flows.engine import Run, StepFailed, log, rollback_task, step_task
+from vicflow.flows.attempt import apply_step, undo_step
 from vicflow.flows.governance import audit, blast_radius
+from vicflow.flows.prefect_child_runs import PrefectChildRuns
 from vicflow.flows.prefect_journal import PrefectJournal
-from vicflow.flows.retry import delays
+from vicflow.flows.retry import RetryPolicy
+from vicflow.flows.run import Run, log
+from vicflow.flows.spec import Blueprint
 from vicflow.plugins import masking
+from vicflow.plugins.errors import AttemptFailed
 
 # how often a paused run asks whether its approval came (Prefect's default is 10 s)
 APPROVAL_POLL_SECONDS = int(os.environ.get("VICFLOW_APPROVAL_POLL_SECONDS", "2"))
@@ -95,27 +100,38 @@ class PrefectSteps:
     target's slot, so a run whose steps are done never holds the slot while it waits for an absent server
     (a lease that expires meanwhile would have Prefect cancel the finished run)."""
 
-    def __init__(self, run: Run):
+    def __init__(self, run: Run, subflow: Callable[[Blueprint, dict[str, Any], Any], dict[str, Any]]):
         from prefect import task
         from prefect.cache_policies import NONE
 
         self.run = run
         self.journal = PrefectJournal()
+        self.children = PrefectChildRuns(run.registry, subflow)
         self.kept: dict[str, Any] | None = None
-        self.step_task = task(cache_policy=NONE, persist_result=False, log_prints=False)(step_task)
+        # the task bodies are this executor's methods: a task run gets the step's id, never the run itself
+        self.step_task = task(cache_policy=NONE, persist_result=False, log_prints=False)(self._apply)
         self.skip_task = task(cache_policy=NONE, persist_result=False)(skipped_task)
-        self.rollback_task = task(cache_policy=NONE, persist_result=False)(rollback_task)
+        self.rollback_task = task(cache_policy=NONE, persist_result=False)(self._undo)
 
-    def submit(self, step_id: str, index: int | None, label: str):
-        step = self.run.blueprint.step(step_id)
-        configured = self.step_task.with_options(
-            name=step_id,
+    def _apply(self, step_id: str, index: int | None = None) -> dict[str, Any]:
+        return apply_step(self.run, step_id, index)
+
+    def _undo(self, step_id: str) -> str:
+        return undo_step(self.run, step_id)
+
+    def _retried(self, task: Any, step_id: str, name: str, label: str) -> Any:
+        """``task`` with the step's RetryPolicy, as Prefect's retries (the UI shows AwaitingRetry)."""
+        policy = RetryPolicy.of(self.run.blueprint.step(step_id))
+        return task.with_options(
+            name=name,
             task_run_name=label,
-            retries=step.retries,
-            retry_delay_seconds=delays(step.retry_delay_seconds, step.retries) or 0,
+            retries=policy.retries,
+            retry_delay_seconds=list(policy.delays) or 0,
             retry_condition_fn=_retry_condition,
         )
-        return configured.submit(self.run.token, step_id, index)
+
+    def submit(self, step_id: str, index: int | None, label: str):
+        return self._retried(self.step_task, step_id, step_id, label).submit(step_id, index)
 
     def outcome(self, future) -> tuple[bool, Any, str]:
         future.wait()  # sets the final state from the worker without asking the API
@@ -128,14 +144,8 @@ class PrefectSteps:
         self.skip_task.with_options(name=step_id, task_run_name=step_id).submit(reason).wait()
 
     def rollback(self, step_id: str) -> tuple[bool, str]:
-        step = self.run.blueprint.step(step_id)
-        future = self.rollback_task.with_options(
-            name=f"rollback-{step_id}",
-            task_run_name=f"rollback:{step_id}",
-            retries=step.retries,
-            retry_delay_seconds=delays(step.retry_delay_seconds, step.retries) or 0,
-            retry_condition_fn=_retry_condition,
-        ).submit(self.run.token, step_id)
+        task = self._retried(self.rollback_task, step_id, f"rollback-{step_id}", f"rollback:{step_id}")
+        future = task.submit(step_id)
         future.wait()
         return future.state.is_completed(), future.state.message or ""
 
@@ -198,11 +208,12 @@ def skipped_task(reason: str):
 
 
 def _retry_condition(task, task_run, state) -> bool:
+    """Another attempt only when the last one failed with an AttemptFailed that says a retry may help."""
     try:
         exc = state.result(raise_on_failure=False)
     except Exception:
         return False
-    return isinstance(exc, StepFailed) and exc.transient
+    return isinstance(exc, AttemptFailed) and exc.transient
 
 
 def wait_for_server(seconds: float = REPORT_WAIT_SECONDS) -> bool:

@@ -1,24 +1,20 @@
 """What the scheduler and the planner both need to turn a step into work: its ``if:`` and ``for_each``
-rendered, a deadline for code that blocks, the digest that tells a resumed step's inputs apart, and the
-values a dry run knows only after apply."""
+rendered, the digest that tells a resumed step's inputs apart, and the values a dry run knows only after
+apply."""
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from vicflow.flows import budget, expressions
-from vicflow.flows.blueprint import if_expression
 from vicflow.flows.problems import Problem
+from vicflow.flows.spec import if_expression
 from vicflow.plugins import masking
-from vicflow.plugins.errors import BlueprintError, BudgetError, StepError, VicflowError
-
-TIMEOUT_GRACE_SECONDS = 30.0  # how long a timed-out attempt may take to stop before its retry
+from vicflow.plugins.errors import BlueprintError, BudgetError, StepError
 
 
 class Unknown:
@@ -47,41 +43,6 @@ def contains_unknown(value: Any) -> bool:
     if isinstance(value, list):
         return any(contains_unknown(v) for v in value)
     return False
-
-
-class AttemptStillRunning(TimeoutError, VicflowError):
-    """A timed-out attempt whose thread is still alive: retrying would run the step twice at once."""
-
-
-def call_with_deadline(fn, timeout: float | None):
-    """Run ``fn`` with a deadline even when it blocks: the caller stops waiting when it passes."""
-    if timeout is None:
-        return fn()
-    box: dict[str, Any] = {}
-    ctx = contextvars.copy_context()
-
-    def target():
-        try:
-            box["value"] = ctx.run(fn)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            box["error"] = exc
-
-    worker = threading.Thread(target=target, daemon=True, name="vicflow-step")
-    worker.start()
-    worker.join(timeout)
-    if worker.is_alive():
-        # a step that honours ctx.deadline stops soon after it; one that does not would run beside its retry
-        worker.join(min(TIMEOUT_GRACE_SECONDS, timeout))
-        error = TimeoutError(f"did not finish within timeout_seconds={timeout:g}")
-        if worker.is_alive():
-            error = AttemptStillRunning(
-                f"did not finish within timeout_seconds={timeout:g} and is still running; it is not retried "
-                "while it runs (a second attempt would run beside it)"
-            )
-        raise error
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
 
 
 def params_digest(params: Any) -> str:

@@ -1,8 +1,8 @@
 """The scheduler: starts each step once every step it needs has finished (a graphlib sorter), fans a
 ``for_each`` out under its ``max_parallel``, and settles each step's final state.
 
-It imports no Prefect module. An executor runs one step (one item) with its retries and says how it ended;
-the Prefect adapter's executor makes each a task run (``prefect_adapter.PrefectSteps``).
+It imports no Prefect module. It decides which transition of the run comes next (run.py writes the states);
+an executor runs one step (one item) with its retries and says how it ended (executor.py).
 """
 
 from __future__ import annotations
@@ -10,12 +10,15 @@ from __future__ import annotations
 import queue
 import re
 import time
-from typing import Any, Protocol
+from typing import Any
 
-from vicflow.flows import expressions, metrics, planner, tracing
-from vicflow.flows.blueprint import dependencies
+from vicflow.flows import expressions, metrics, planner
+from vicflow.flows.attempt import call_with_deadline
+from vicflow.flows.executor import Executor
 from vicflow.flows.governance import gate
-from vicflow.flows.rendering import call_with_deadline, for_each_items, item_label, located, params_digest, truthy
+from vicflow.flows.rendering import for_each_items, item_label, located, params_digest, truthy
+from vicflow.flows.run import Run
+from vicflow.flows.spec import dependencies
 from vicflow.plugins import dag, masking
 from vicflow.plugins.errors import StepError
 
@@ -28,28 +31,11 @@ def runs_after_failure(step: Any) -> bool:
     return isinstance(step.if_, str) and STATUS_RE.search(step.if_) is not None
 
 
-class Executor(Protocol):
-    """Runs steps for the scheduler."""
-
-    def submit(self, step_id: str, index: int | None, label: str) -> Any:
-        """Start one step (or one for_each item) with its retries; returns a future with
-        ``add_done_callback(fn)``."""
-
-    def outcome(self, future: Any) -> tuple[bool, Any, str]:
-        """How a finished future ended: (completed, outputs, message when it did not)."""
-
-    def skip(self, step_id: str, reason: str) -> None:
-        """Record a step that does not run (its ``if:`` is false, it was resumed, what it needs failed)."""
-
-    def approve(self, step_id: str, approval: Any, rows: list[dict[str, Any]], digest: str) -> tuple[str, str, str]:
-        """Show the plan ``rows`` (hash ``digest``) and wait for a human: ("approved" | "rejected" |
-        "timed out", the comment or why, who answered)."""
-
-
 class Scheduler:
-    """One run's scheduling state; ``run()`` returns the id of a step that failed for good, or None."""
+    """One section's scheduling (steps, on_error or finally); ``run()`` returns the id of a step that failed for
+    good, or None."""
 
-    def __init__(self, run: Any, executor: Executor, steps: list[Any]):
+    def __init__(self, run: Run, executor: Executor, steps: list[Any]):
         self.run_, self.executor, self.steps = run, executor, steps
         ids = {s.id for s in steps}  # a section's steps wait for each other; earlier sections have finished
         self.deps = {s.id: [d for d in dependencies(s) if d in ids] for s in steps}
@@ -59,6 +45,7 @@ class Scheduler:
         self.in_flight: dict[str, int] = {}  # step id -> running items
         self.backlog: dict[str, list[int]] = {}  # step id -> for_each items not yet submitted
         self.item_outputs: dict[str, dict[int, dict]] = {}
+        self.failing: dict[str, str] = {}  # step id -> why, for a step whose items still run after one failed
         self.failure: str | None = None
 
     def run(self) -> str | None:
@@ -72,8 +59,6 @@ class Scheduler:
                         continue
                     self.started.add(step_id)
                     self._start(step_id)
-                    if self.run_.records[step_id].state == "failed":
-                        self._failed_for_good(step_id)
             if not self.in_flight:
                 break
             self._settle(*self.done.get())
@@ -85,43 +70,43 @@ class Scheduler:
     # ------------------------------------------------------------------------------------------ starting
 
     def _start(self, step_id: str) -> None:
-        run, step = self.run_, self.run_.blueprint.step(step_id)
-        record = run.records[step_id]
-        record.started = time.monotonic()
-        blocked = [d for d in self.deps[step_id] if run.records[d].state not in ("completed", "cached")]
+        run, step, picked = self.run_, self.run_.blueprint.step(step_id), time.monotonic()
+        blocked = [d for d in self.deps[step_id] if not run.records[d].state.succeeded]
         if blocked and not runs_after_failure(step):
-            return self._skip(step_id, "skipped", f"needs {', '.join(blocked)}, which did not complete")
+            return self._skipped(step_id, f"needs {', '.join(blocked)}, which did not complete", picked)
         try:
             prepared = self._render(step)
-            if prepared is None:
-                return self._skip(step_id, "skipped", f"if: {step.if_} was false")
-            items, rendered = prepared
-            run.rendered[step_id] = rendered  # the task validates these; secrets are resolved once
-            record.params_hash = params_digest(rendered)
-            previous = run.previous.get(step_id) or {}
-            if previous.get("state") in ("completed", "cached") and previous.get("params_hash") == record.params_hash:
-                record.outputs = previous.get("outputs", {})
-                return self._skip(step_id, "cached", "completed in the resumed run with the same inputs")
         except Exception as exc:
-            record.error = masking.mask(str(exc))
-            return self._finish(step_id, "failed")
-        if step.approval is not None and not self._approved(step_id, step):
+            run.fail(step_id, masking.mask(str(exc)), since=picked)
+            return self._ended(step_id, failed=True)
+        if prepared is None:
+            return self._skipped(step_id, f"if: {step.if_} was false", picked)
+        items, rendered = prepared
+        run.rendered[step_id] = rendered  # the attempts validate these; secrets are resolved once
+        record = run.records[step_id]
+        record.params_hash = params_digest(rendered)
+        previous = run.previous.get(step_id) or {}
+        if previous.get("state") in ("completed", "cached") and previous.get("params_hash") == record.params_hash:
+            self.executor.skip(step_id, "resumed")
+            run.reuse(step_id, previous.get("outputs", {}), picked)
+            return self._ended(step_id)
+        if step.approval is not None and not self._approved(step_id, step, picked):
             return None
-        record.state = "running"
-        tracing.step_started(run, step_id)
-        run.emit("vicflow.step.started", step_id, {"uses": step.uses})
-        run.items[step_id] = items if step.for_each is not None else [None]
+        run.start(step_id, picked)
         if step.for_each is None:
+            run.items[step_id] = [None]
             return self._submit(step_id, None)
+        run.items[step_id] = items
         record.items = len(items)
         self.item_outputs[step_id] = {}
         self.backlog[step_id] = list(range(len(items)))
         if not items:
-            return self._finish(step_id, "completed", "for_each produced no items")
+            run.finish(step_id, {}, "for_each produced no items")
+            return self._ended(step_id)
         for _ in range(min(step.max_parallel, len(items))):
             self._submit(step_id, self.backlog[step_id].pop(0))
 
-    def _approved(self, step_id: str, step: Any) -> bool:
+    def _approved(self, step_id: str, step: Any, picked: float) -> bool:
         """The approval gate: the plan of the step and of what depends on it, approved by a human, and still
         the same plan when the answer comes; otherwise the run is cancelled (or the step fails)."""
         run = self.run_
@@ -132,20 +117,23 @@ class Scheduler:
             decision, why, who = self.executor.approve(step_id, step.approval, rows, approved)
         gate.record(run, step_id, decision, who, approved, why)
         if decision != "approved":
-            run.cancelled = f"the approval of step {step_id!r} was {decision}" + (f" ({why})" if why else "")
+            reason = f"the approval of step {step_id!r} was {decision}"
+            if why:
+                reason += f" ({why})"
             self.failure = step_id
-            self._finish(step_id, "cancelled", run.cancelled)
+            run.cancel(step_id, reason, picked)
+            self._ended(step_id)
             return False
         again = planner.plan_rows(run, section, record=False)
-        if planner.digest(again, run.outcome) != approved:
-            now = planner.digest(again, run.outcome)
-            run.records[step_id].error = masking.mask(
-                f"the plan changed since approval ({approved} -> {now}): {planner.diff(rows, again)}"
-            )
-            self._finish(step_id, "failed")
-            self._failed_for_good(step_id)
+        now = planner.digest(again, run.outcome)
+        if now != approved:
+            change = f"{approved} -> {now}): {planner.diff(rows, again)}"
+            run.fail(step_id, masking.mask(f"the plan changed since approval ({change}"), since=picked)
+            self._ended(step_id, failed=True)
             return False
-        run.records[step_id].note = f"approved plan {approved}" + (f" ({why})" if why else "")
+        run.records[step_id].note = f"approved plan {approved}"
+        if why:
+            run.records[step_id].note += f" ({why})"
         return True
 
     def _render(self, step: Any) -> tuple[list[Any], list[Any]] | None:
@@ -170,7 +158,9 @@ class Scheduler:
             ) from None
 
     def _submit(self, step_id: str, index: int | None) -> None:
-        label = step_id if index is None else f"{step_id}[{item_label(self.run_.items[step_id][index])}]"
+        label = step_id
+        if index is not None:
+            label = f"{step_id}[{item_label(self.run_.items[step_id][index])}]"
         future = self.executor.submit(step_id, index, label)
         self.in_flight[step_id] = self.in_flight.get(step_id, 0) + 1
         future.add_done_callback(lambda f, s=step_id, i=index: self.done.put((s, i, f)))
@@ -178,58 +168,44 @@ class Scheduler:
     # ------------------------------------------------------------------------------------------ settling
 
     def _settle(self, step_id: str, index: int | None, future: Any) -> None:
-        """One submitted step (or item) ended: record it, submit the next item, or finish the step."""
+        """One submitted step (or item) ended: keep its outputs, submit the next item, or end the step once
+        none of its items runs any more."""
         self.in_flight[step_id] -= 1
         if not self.in_flight[step_id]:
             del self.in_flight[step_id]
-        record = self.run_.records[step_id]
         completed, outputs, message = self.executor.outcome(future)
-        if completed:
-            if index is None:
-                record.outputs = outputs
-            else:
-                self.item_outputs[step_id][index] = outputs
-        else:
-            record.error = record.error or masking.mask(message or "failed")
+        if not completed:
+            self.failing.setdefault(step_id, message)
             self.backlog.pop(step_id, None)
-            if record.state == "running":
-                record.state = "timed_out" if record.note == "timed out" else "failed"
-        if record.state == "running" and self.backlog.get(step_id) and self.failure is None:
+        elif index is None:
+            self.item_outputs[step_id] = {0: outputs}
+        else:
+            self.item_outputs[step_id][index] = outputs
+        if step_id not in self.failing and self.backlog.get(step_id) and self.failure is None:
             self._submit(step_id, self.backlog[step_id].pop(0))
-        elif step_id not in self.in_flight and record.state in ("running", "failed", "timed_out"):
-            if record.state != "running":
-                self._finish(step_id, record.state)
-                self._failed_for_good(step_id)
-                return
-            if index is not None:
-                collected = self.item_outputs[step_id]
-                names = {k for out in collected.values() for k in out}
-                record.outputs = {n: [collected[i].get(n) for i in sorted(collected)] for n in names}
-            self._finish(step_id, "completed")
+        elif step_id not in self.in_flight:
+            self._end_step(step_id, index is not None)
 
-    def _failed_for_good(self, step_id: str) -> None:
-        if self.run_.blueprint.step(step_id).on_failure != "continue":
+    def _end_step(self, step_id: str, fanned_out: bool) -> None:
+        if step_id in self.failing:
+            self.run_.fail(step_id, self.failing.pop(step_id))
+            return self._ended(step_id, failed=True)
+        collected = self.item_outputs.pop(step_id, {})
+        if fanned_out:  # one list per output, one value per item, in the items' order
+            names = {k for out in collected.values() for k in out}
+            outputs = {n: [collected[i].get(n) for i in sorted(collected)] for n in names}
+        else:
+            outputs = collected.get(0, {})
+        self.run_.finish(step_id, outputs)
+        self._ended(step_id)
+
+    def _skipped(self, step_id: str, reason: str, picked: float) -> None:
+        self.executor.skip(step_id, reason)
+        self.run_.skip(step_id, reason, picked)
+        self._ended(step_id)
+
+    def _ended(self, step_id: str, failed: bool = False) -> None:
+        """The step reached its final state: what needs it may start; a failure counts unless it may continue."""
+        if failed and self.run_.blueprint.step(step_id).on_failure != "continue":
             self.failure = self.failure or step_id
-
-    def _skip(self, step_id: str, state: str, reason: str) -> None:
-        self.executor.skip(step_id, "resumed" if state == "cached" else reason)
-        self._finish(step_id, state, reason)
-
-    def _finish(self, step_id: str, state: str, note: str = "") -> None:
-        run = self.run_
-        record = run.records[step_id]
-        record.state, record.finished = state, time.monotonic()
-        if note:
-            record.note = note
-        if state in ("completed", "cached"):
-            run.completion_order.append(step_id)
-        if record.attempts and state in ("completed", "failed", "timed_out"):  # it ran (not skipped nor resumed)
-            metrics.step_ended(record.uses, state, record.duration)
-        tracing.step_ended(run, step_id)
-        event = {"completed": "succeeded", "cached": "succeeded", "skipped": "skipped", "cancelled": "skipped"}.get(
-            state, "failed"
-        )
-        payload = {"state": state, "attempts": record.attempts, "duration_s": record.duration}
-        run.emit(f"vicflow.step.{event}", step_id, {**payload, "outputs": record.outputs, "error": record.error})
-        run.save_journal()
         self.sorter.done(step_id)

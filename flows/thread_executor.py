@@ -1,60 +1,67 @@
-"""The executor without Prefect: steps on a thread pool, with their own retries.
+"""The executor without Prefect: steps on a thread pool, retried by the step's RetryPolicy.
 
 ``vicflow plan`` (no ``--record``) and the engine's behaviour tests run on it; ``vicflow run`` uses the Prefect
-adapter.
+adapter. A fleet step's children run on thread executors of their own (child_runs.py).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from vicflow.flows import child_runs, fleet
-from vicflow.flows.engine import MAX_PARALLEL_STEPS, Run, StepFailed, log, rollback_task, step_task
+from vicflow.flows.attempt import apply_step, undo_step
+from vicflow.flows.child_runs import ChildRuns
+from vicflow.flows.engine import MAX_PARALLEL_STEPS
 from vicflow.flows.governance import audit
 from vicflow.flows.journal import FileJournal
-from vicflow.flows.retry import delays
+from vicflow.flows.retry import RetryPolicy
+from vicflow.flows.run import Run
+from vicflow.plugins.errors import AttemptFailed
+
+log = logging.getLogger("vicflow.engine")
 
 
 class ThreadSteps:
-    """An executor without Prefect: a thread pool, the step's own retries (same delays, same transient
-    test), nothing published.  The engine's behaviour tests run on it; ``vicflow`` runs use PrefectSteps."""
+    """An executor without Prefect: a thread pool, the step's RetryPolicy in a loop, nothing published."""
 
     def __init__(self, run: Run):
         self.run = run
         self.journal = FileJournal()
-        child_runs.made(run)  # a fleet step's child run that ran here is kept for that step's rollback
-        run.resources.setdefault(fleet.RUNNER, child_runs.ChildRuns(threads=ThreadSteps))
+        self.children = ChildRuns(run.registry, ThreadSteps)
         self.pool = ThreadPoolExecutor(MAX_PARALLEL_STEPS, thread_name_prefix="vicflow-step")
 
     def _retried(self, body: Callable[[], Any], step_id: str) -> Any:
-        step = self.run.blueprint.step(step_id)
-        waits = delays(step.retry_delay_seconds, step.retries)
-        for attempt in range(step.retries + 1):
+        policy = RetryPolicy.of(self.run.blueprint.step(step_id))
+        attempts = 0
+        while True:
+            attempts += 1
             try:
                 return body()
-            except StepFailed as exc:
-                if not exc.transient or attempt == step.retries:
+            except AttemptFailed as exc:
+                wait = policy.wait_before_retry(exc, attempts)
+                if wait is None:
                     raise
-                time.sleep(waits[attempt])
-        raise AssertionError("unreachable")
+                time.sleep(wait)
 
     def submit(self, step_id: str, index: int | None, label: str):
-        return self.pool.submit(self._retried, lambda: step_task(self.run.token, step_id, index), step_id)
+        return self.pool.submit(self._retried, lambda: apply_step(self.run, step_id, index), step_id)
 
     def outcome(self, future) -> tuple[bool, Any, str]:
         error = future.exception()
-        return (True, future.result(), "") if error is None else (False, None, str(error))
+        if error is None:
+            return True, future.result(), ""
+        return False, None, str(error)
 
     def skip(self, step_id: str, reason: str) -> None:
         log.info("step %s not run: %s", step_id, reason)
 
     def rollback(self, step_id: str) -> tuple[bool, str]:
         try:
-            self._retried(lambda: rollback_task(self.run.token, step_id), step_id)
-        except StepFailed as exc:
+            self._retried(lambda: undo_step(self.run, step_id), step_id)
+        except AttemptFailed as exc:
             return False, str(exc)
         return True, ""
 

@@ -5,8 +5,8 @@ compares the two). Off unless configured: the standard ``OTEL_EXPORTER_OTLP_(TRA
 One trace spans the processes: `vicflow listen` puts the W3C ``traceparent`` of its ``vicflow.event`` span in the
 event's payload, the trigger hands the event to the run as its ``event`` parameter, and the run's ``vicflow.run``
 span (in the worker's flow-run process) is its child. Steps and attempts run on other threads (Prefect's task
-runner, the thread executor), so their spans name their parent explicitly, from the run's open spans kept here by
-run token; an attempt's span is the current span while the step's ``apply`` runs, so the requests instrumentation
+runs, the thread executor), so their spans name their parent explicitly, from the run's open spans kept here per
+run; an attempt's span is the current span while the step's ``apply`` runs, so the requests instrumentation
 (Docker's and HTTP calls) and the pyVmomi hook below (every SOAP call) hang their spans under it, also from the
 threads a step starts (the threading instrumentation carries the context into them).
 
@@ -224,13 +224,12 @@ class _RunSpans:
     """One run's open spans: its own, and its steps' (by step id)."""
 
     span: Span
-    run: Any  # engine.Run
     steps: dict[str, Span] = field(default_factory=dict)
     tries: dict[tuple[str, int | None], int] = field(default_factory=dict)  # (step, item) -> attempts so far
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-_RUNS: dict[str, _RunSpans] = {}  # run token -> its spans
+_RUNS: dict[int, _RunSpans] = {}  # id() of a run.Run (open from run_started to run_ended) -> its spans
 
 
 def traceparent_of(event: dict[str, Any] | None) -> str | None:
@@ -242,7 +241,7 @@ def traceparent_of(event: dict[str, Any] | None) -> str | None:
 def run_started(run: Any) -> None:
     """The run's span: a child of its event's (the traceparent in the payload), else of the current span (a
     fleet step's child run in this process), else a new trace."""
-    if not configure("vicflow-run") or run.token in _RUNS:
+    if not configure("vicflow-run") or id(run) in _RUNS:
         return
     parent, kind = None, SpanKind.INTERNAL
     traceparent = traceparent_of(run.event)
@@ -255,15 +254,17 @@ def run_started(run: Any) -> None:
         "vicflow.event.name": (run.event or {}).get("event"),
         "vicflow.event.id": (run.event or {}).get("id"),
     }
-    _RUNS[run.token] = _RunSpans(_start("vicflow.run", parent, attributes, kind), run)
+    _RUNS[id(run)] = _RunSpans(_start("vicflow.run", parent, attributes, kind))
 
 
 def run_ended(run: Any) -> None:
     """The run's final state (``planned`` for a plan; ``error``: the engine raised before it had one)."""
-    spans = _RUNS.pop(run.token, None)
+    spans = _RUNS.pop(id(run), None)
     if spans is None:
         return
-    state = "planned" if run.dry_run and run.state == "running" else run.state
+    state = str(run.state)  # a RunState: its value
+    if run.dry_run and state == "running":
+        state = "planned"
     if state == "running":
         state = "error"
     for step_id in list(spans.steps):  # steps a failure left open (the engine stopped waiting for them)
@@ -275,7 +276,8 @@ def run_ended(run: Any) -> None:
 
 
 def step_started(run: Any, step_id: str) -> None:
-    spans = _RUNS.get(run.token)
+    """Run.start: the step's span, a child of the run's, open until ``step_ended``."""
+    spans = _RUNS.get(id(run))
     if spans is None:
         return
     attributes = {"vicflow.step.id": step_id, "vicflow.step.type": run.records[step_id].uses}
@@ -284,8 +286,9 @@ def step_started(run: Any, step_id: str) -> None:
 
 
 def step_ended(run: Any, step_id: str) -> None:
-    """A step's final state; a step that never started (skipped, resumed, cancelled) gets a span of no length."""
-    spans = _RUNS.get(run.token)
+    """Run's transitions to a final state: the step's state; a step that never started (skipped, resumed,
+    cancelled) gets a span of no length."""
+    spans = _RUNS.get(id(run))
     if spans is None:
         return
     record = run.records[step_id]
@@ -294,38 +297,39 @@ def step_ended(run: Any, step_id: str) -> None:
     if span is None:
         attributes = {"vicflow.step.id": step_id, "vicflow.step.type": record.uses}
         span = _start("vicflow.step", trace.set_span_in_context(spans.span), attributes)
-    ended = {"vicflow.step.state": record.state, "vicflow.step.attempts": record.attempts}
+    state = str(record.state)  # a StepState: its value
+    ended = {"vicflow.step.state": state, "vicflow.step.attempts": record.attempts}
     span.set_attributes(_values({**ended, "vicflow.step.items": record.items or None}))
-    if record.state in ("failed", "timed_out"):
-        _failed(span, record.error or record.state)
+    if state in ("failed", "timed_out"):
+        _failed(span, record.error or state)
     span.end()
 
 
 def attempt(body: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorates the body of one attempt of a step (``engine.step_task(token, step_id, item_index)``): a
-    ``vicflow.attempt`` span, the current span while it runs."""
+    """Decorates one attempt of a step (``attempt.apply_step(run, step_id, index)``, which both executors run, the
+    Prefect one in a task run's thread): a ``vicflow.attempt`` span under its step's, the current span while it
+    runs."""
 
     @functools.wraps(body)
-    def traced(token: str, step_id: str, item_index: int | None = None) -> Any:
-        spans = _RUNS.get(token)
+    def traced(run: Any, step_id: str, index: int | None = None) -> Any:
+        spans = _RUNS.get(id(run))
         if spans is None:
-            return body(token, step_id, item_index)
+            return body(run, step_id, index)
         with spans.lock:
-            number = spans.tries[(step_id, item_index)] = spans.tries.get((step_id, item_index), 0) + 1
+            number = spans.tries[(step_id, index)] = spans.tries.get((step_id, index), 0) + 1
             parent = spans.steps.get(step_id, spans.span)
-        run = spans.run
         attributes: dict[str, Any] = {
             "vicflow.step.id": step_id,
             "vicflow.step.type": run.records[step_id].uses,
             "vicflow.attempt": number,
         }
-        if item_index is not None:
-            attributes["vicflow.item.index"] = item_index
-            attributes["vicflow.item"] = item_label(run.items[step_id][item_index])
+        if index is not None:
+            attributes["vicflow.item.index"] = index
+            attributes["vicflow.item"] = item_label(run.items[step_id][index])
         span = _start("vicflow.attempt", trace.set_span_in_context(parent), attributes)
         with _current(span):
             try:
-                return body(token, step_id, item_index)
+                return body(run, step_id, index)
             except BaseException as exc:
                 span.set_attribute("vicflow.retryable", bool(getattr(exc, "transient", False)))
                 _failed(span, str(exc), exc)
@@ -335,18 +339,19 @@ def attempt(body: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def rollback(body: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorates ``engine.rollback_task(token, step_id)``: a ``vicflow.rollback`` span under the run's."""
+    """Decorates one undo of a step (``attempt.undo_step(run, step_id)``): a ``vicflow.rollback`` span under the
+    run's."""
 
     @functools.wraps(body)
-    def traced(token: str, step_id: str) -> Any:
-        spans = _RUNS.get(token)
+    def traced(run: Any, step_id: str) -> Any:
+        spans = _RUNS.get(id(run))
         if spans is None:
-            return body(token, step_id)
-        attributes = {"vicflow.step.id": step_id, "vicflow.step.type": spans.run.records[step_id].uses}
+            return body(run, step_id)
+        attributes = {"vicflow.step.id": step_id, "vicflow.step.type": run.records[step_id].uses}
         span = _start("vicflow.rollback", trace.set_span_in_context(spans.span), attributes)
         with _current(span):
             try:
-                return body(token, step_id)
+                return body(run, step_id)
             except BaseException as exc:
                 _failed(span, str(exc), exc)
                 raise

@@ -16,15 +16,16 @@
     │   ├── TransientError       worth retrying (a timeout, a restarting server)
     │   │   └── LoginCut         a vSphere login cut after it was sent (plugins/clients/vsphere.py)
     │   └── PermanentError       retrying cannot help (bad input, a refused credential)
-    │       └── ComposeError     a compose file compose_up cannot use (plugins/compose/model.py)
+    │       ├── ComposeError     a compose file compose_up cannot use (plugins/compose/model.py)
+    │       └── AttemptStillRunning  an attempt past its timeout that does not stop (flows/attempt.py)
     ├── RegistryError            the registry refused us (plugins/clients/registry_api.py)
     │   └── RegistryUnavailable  Harbor's nginx without its upstream (502/503/504): worth another try
     ├── ProbeFailed              one health probe's answer (plugins/builtin/health.py)
-    ├── StepFailed               a step's attempts are spent (flows/engine.py)
+    ├── AttemptFailed            an attempt of a step failed (masked), retry or not (flows/attempt.py)
     ├── TamperedError            an audit record or a sealed journal was edited (flows/governance/integrity.py)
     ├── Duplicate                this run's event was taken by another run; it ends Cancelled (flows/intake.py)
     └── RunFailed                a run ended with a step that failed for good; exit 1
-        └── RunCancelled         an approval said no, or none came
+        └── RunCancelled         an approval said no, or none came, or the run's policy denied it
 
 It lives in ``plugins`` because plugins raise these and may not import the engine (``flows``).
 """
@@ -104,6 +105,22 @@ class PermanentError(StepError):
     """Retrying cannot help: bad input, a missing object, a refused credential."""
 
 
+class AttemptFailed(VicflowError):
+    """One attempt of a step ended in error (raised by the engine around the step's own error, its message
+    masked); ``transient`` says whether another attempt may help. The executor retries it or reports it."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+    def __reduce__(self):  # rebuilt with its flag wherever it is unpickled
+        return (type(self), (str(self), self.transient))
+
+
+class AttemptStillRunning(PermanentError, TimeoutError):
+    """An attempt passed its deadline and its thread is still running: another attempt would run beside it."""
+
+
 class RunFailed(VicflowError):
     """The run failed; ``summary`` (masked by whoever raises it) is the dict a successful run returns."""
 
@@ -126,6 +143,8 @@ class RunCancelled(RunFailed):
 
 
 __all__ = [
+    "AttemptFailed",
+    "AttemptStillRunning",
     "BlueprintError",
     "BudgetError",
     "ConfigError",

@@ -132,6 +132,11 @@ def add_secret(value: Any) -> None:
     install_log_filter()
 
 
+def known() -> int:
+    """How many secrets are masked (they are only ever added): a value masked when fewer were may show one."""
+    return len(_secrets)
+
+
 def is_secret(text: str) -> bool:
     """Whether ``text`` holds a known secret (in any of its forms)."""
     pattern = _pattern

@@ -135,6 +135,27 @@ def test_a_sealed_journal_resumes_and_a_tampered_one_is_refused_naming_the_step(
         integrity.check_journal(other_path, "7dfe00b0", KEY)
 
 
+def test_a_seal_kept_step_by_step_is_the_seal_of_the_whole_journal():
+    """A run seals its journal at each step's end, only the entry that changed again (integrity.Seal): each seal
+    is the one the whole journal has, in any order the steps end, and an edit of a saved journal is refused."""
+    seal = integrity.Seal(KEY)
+    pending = {"state": "pending", "params_hash": None, "outputs": {}}
+    journal = {**JOURNAL, "state": "running", "steps": {step: dict(pending) for step in JOURNAL["steps"]}}
+    saved = seal.update(journal)
+    for step_id in ("web", "app", "first_run"):  # the chain goes by step id: web's link comes last
+        journal["steps"][step_id] = JOURNAL["steps"][step_id]
+        saved = json.loads(json.dumps(seal.update(journal, {step_id})))  # as stored and read back
+        assert saved["seal"] == integrity.seal_journal(journal, KEY)["seal"]
+        integrity.check_journal(saved, "7dfe00b0", KEY)
+    journal["state"] = "failed"  # the run's end: no step changed
+    assert seal.update(journal, set())["seal"] == integrity.seal_journal(JOURNAL, KEY)["seal"]
+
+    edited = json.loads(json.dumps(seal.update(journal, set())))
+    edited["steps"]["web"]["state"] = "completed"
+    with pytest.raises(integrity.TamperedError, match="was edited: the entry of step 'web'"):
+        integrity.check_journal(edited, "7dfe00b0", KEY)
+
+
 def test_a_journal_resealed_without_the_key_is_refused():
     forged = integrity.seal_journal({**JOURNAL, "state": "completed"}, None)
     with pytest.raises(integrity.TamperedError, match="sealed with sha256, and VICFLOW_AUDIT_KEY is set here"):

@@ -119,6 +119,36 @@ def test_a_plan_bounded_by_the_budget_is_a_located_error(tmp_path, cli_env):
     assert f"{path}:9:11: step 'bomb': with: \"${{{{ 'x'|center(10**9) }}}}\": center would build" in result.stderr
 
 
+@pytest.mark.prefect
+def test_run_reads_the_blueprint_and_looks_up_each_secret_once(blueprint, prefect_api, monkeypatch, capsys):
+    """`vicflow run` loads the blueprint and prepares its inputs once, before Prefect starts, and the flow run
+    takes both as they are: the file is parsed once and a secret's store is asked once."""
+    import signal
+    import sys
+
+    from vicflow.flows import blueprint as bp
+    from vicflow.flows import cli
+    from vicflow.flows.secrets import Secrets
+
+    parsed, asked = [], []
+    real_parse, real_lookup = bp.parse, Secrets.__getitem__
+    monkeypatch.setattr(bp, "parse", lambda *args, **kwargs: parsed.append(args[1]) or real_parse(*args, **kwargs))
+    monkeypatch.setattr(Secrets, "__getitem__", lambda self, name: asked.append(name) or real_lookup(self, name))
+    monkeypatch.setenv("VICFLOW_SECRET_CLI_TOKEN", "t0k3n-once")
+    monkeypatch.setenv("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")  # the command sets it for its process
+    for name in ("stdout", "stderr"):  # the command caps its streams; put them back afterwards
+        monkeypatch.setattr(sys, name, getattr(sys, name))
+    sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        code = cli.main(["run", blueprint, "--set", "token=${{ secrets.cli_token }}", "--output", "json"])
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0 and summary["state"] == "completed", summary
+    assert summary["steps"][0]["outputs"]["message"] == "token ***"
+    assert parsed == [blueprint] and asked == ["cli_token"]
+
+
 def test_a_bad_metrics_address_is_one_located_error(tmp_path, cli_env):
     """`vicflow worker` and `vicflow listen` say what is wrong with VICFLOW_METRICS_ADDR or --metrics-port, and
     start nothing (docs/metrics.md)."""

@@ -680,6 +680,25 @@ def journal_names():
     return [(action, name) for action, name, _ in engine_steps.JOURNAL]
 
 
+def test_every_journal_a_run_saves_carries_the_seal_of_the_whole_journal(write, run, monkeypatch):
+    """The journal is saved at each step's end, sealing again only the entries that changed: every journal saved,
+    through the rollback, on_error and finally, carries the seal computed from the whole of it (a run resumed
+    after a crash at any point is not refused as edited), and the last one shows every step's final state."""
+    from vicflow.flows import journal
+    from vicflow.flows.governance import integrity
+
+    saved, store = [], journal.save
+    monkeypatch.setattr(
+        journal, "save", lambda path, data: saved.append(json.loads(json.dumps(data))) or store(path, data)
+    )
+    summary = run(write(FAILURE_PATHS))
+    assert summary["state"] == "failed"
+    assert len(saved) >= 8  # a save at each step's end, and the run's last
+    for document in saved:
+        integrity.check_journal(document, summary["run_id"])
+    assert {step: entry["state"] for step, entry in saved[-1]["steps"].items()} == states(summary)
+
+
 def test_a_failed_run_rolls_back_then_runs_on_error_then_finally(write, run):
     summary = run(write(FAILURE_PATHS))
     assert summary["state"] == "failed"

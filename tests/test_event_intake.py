@@ -233,10 +233,16 @@ def test_a_storm_of_dies_of_one_container_is_folded_into_the_latest_and_other_ta
     assert not others, f"{Counter(r['state_name'] for r in runs)}\n" + "\n".join(others)
     # every die is accounted for: acted on, or counted in the run it was folded into
     assert sum(1 + (r["parameters"].get("folded") or {}).get("count", 0) for r in acted) == len(dies)
-    # each acting run takes 3 s and none overlap: while the storm lasts one acts and one waits, no more
-    assert len(acted) <= storm_seconds / 3 + 2, f"{len(acted)} runs acted on {len(dies)} dies in {storm_seconds:.0f}s"
     spans = sorted((ts(r["start_time"]), ts(r["end_time"])) for r in acted)
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False)), f"acting runs overlapped: {spans}"
+    # once the storm's last run is queued, what queued before it is folded: at most three runs start from then,
+    # one a worker had made Pending, one that may win the slot before the folder takes it, and the newest
+    last_queued = max(ts(r["created"]) for r in runs)
+    after = [start for start, _ in spans if start > last_queued]
+    assert len(after) <= 3, (
+        f"{len(after)} runs acted after the storm's last run was queued ({len(acted)} in all, {len(folded)} "
+        f"folded): they started {[round(s - last_queued, 1) for s in after]} s after it"
+    )
     latest = max(runs, key=lambda r: r["parameters"]["event"]["occurred"])
     assert latest["state_type"] == "COMPLETED", "the latest die is acted on, never folded away"
     assert folded, f"a storm of {len(dies)} dies folded nothing"
@@ -271,6 +277,7 @@ def test_a_storm_of_dies_of_one_container_is_folded_into_the_latest_and_other_ta
     others = wait_for(lambda: both_dies(plane.runs_for(other)) == 2 and plane.runs_for(other), 120, "the other dies")
     assert all(r["parameters"]["event"]["resource"]["docker.container"] == other for r in others)
     print(
-        f"\nstorm: {len(dies)} dies in {storm_seconds:.1f}s -> {len(acted)} runs acted, {len(folded)} folded; "
+        f"\nstorm: {len(dies)} dies in {storm_seconds:.1f}s -> {len(acted)} runs acted ({len(after)} after the last was queued), "
+        f"{len(folded)} folded; "
         f"runs waiting, sampled each second: {queued}"
     )

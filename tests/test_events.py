@@ -68,6 +68,26 @@ def test_push_to_registry_redeploys_with_the_new_tag(stack):
         assert logs and not any(secret in log["message"] for log in logs) and secret not in json.dumps(artifacts)
 
 
+def test_the_receiver_serves_https_and_refuses_a_notification_without_the_token(stack):
+    """The registry notifies `vicflow listen` over HTTPS (its endpoint's url and Authorization header, the stack's
+    CA in its SSL_CERT_FILE): the push above started its run so. A stranger's notification, without the token or
+    with another one, is 401; plain HTTP fails the handshake; the log says so without any credential."""
+    envelope = {"events": []}
+    ca = stack.receiver_ca
+    assert requests.post(stack.receiver, json=envelope, verify=ca, timeout=10).status_code == 401
+    other = {"Authorization": "Bearer not-the-token-" + stack.receiver_token[:4]}
+    assert requests.post(stack.receiver, json=envelope, headers=other, verify=ca, timeout=10).status_code == 401
+    with pytest.raises(requests.ConnectionError):
+        requests.post(stack.receiver.replace("https://", "http://"), json=envelope, timeout=10)
+    deadline, log = time.monotonic() + 30, ""
+    while time.monotonic() < deadline and "TLS handshake failed" not in log:
+        log = (stack.home / "listen.log").read_text(errors="replace")
+        time.sleep(0.2)
+    assert "receiving registry notifications on https://" in log
+    assert "missing bearer token" in log and "wrong bearer token" in log and "TLS handshake failed" in log, log[-3000:]
+    assert stack.receiver_token not in log and "not-the-token" not in log
+
+
 def test_a_dead_container_on_the_vch_is_healed(stack):
     before = stack.client.containers.get("gogsapp")
     version = gogs_version(stack)

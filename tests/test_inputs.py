@@ -84,28 +84,6 @@ def test_a_secret_that_is_not_an_integer_is_named_without_its_value(document, mo
     assert "input 'port' must be an integer" in info.value.problems[0].message
 
 
-def test_the_blueprint_is_parsed_once_per_process(tmp_path, monkeypatch):
-    path = tmp_path / "t.yaml"
-    path.write_text(BLUEPRINT)
-    calls = []
-    real_parse = bp.parse
-    monkeypatch.setattr(bp, "parse", lambda *a, **k: calls.append(a[1]) or real_parse(*a, **k))
-    first = bp.load(path)
-    assert bp.load(path) is first and calls == [str(path)]
-    path.write_text(BLUEPRINT.replace("name: t", "name: t2"))
-    assert bp.load(path).name == "t2" and len(calls) == 2  # a changed file is read again
-
-
-def test_the_flow_takes_what_the_cli_prepared_once(document, monkeypatch):
-    monkeypatch.setenv("VICFLOW_SECRET_PW", "once")
-    prepared = inputs.prepare(document, sets=["port=1", "pw=${{ secrets.pw }}"])
-    inputs.hand_over(document, prepared)
-    monkeypatch.delenv("VICFLOW_SECRET_PW")  # a second lookup would now fail
-    assert inputs.prepare(document, inputs=prepared.given) is prepared
-    with pytest.raises(InputsError):  # handed over once: a later run prepares its own
-        inputs.prepare(document, inputs=prepared.given)
-
-
 def test_a_missing_input_points_at_its_declaration(document):
     with pytest.raises(InputsError) as info:
         inputs.prepare(document, sets=["port=1"])

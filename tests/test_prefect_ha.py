@@ -17,8 +17,10 @@ VICFLOW_HA_TRIALS=N repeats each trial N times (the numbers in docs/scale-out.md
 from __future__ import annotations
 
 import collections
+import json
 import os
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -26,10 +28,13 @@ from pathlib import Path
 
 import pytest
 import requests
+from vicflow.plugins.clients import certs
 
+from tests.helpers import free_port
 from tests.testbed import REPO, prefect_ha
 from tests.testbed.netns import Host
 from tests.testbed.pool import Pool
+from tests.testbed.prefect_stack import BIN
 
 pytestmark = [pytest.mark.prefect, pytest.mark.faults]
 
@@ -52,6 +57,7 @@ class Plane:
                     f"{self.ha.api}/deployments/{self.deployment}/create_flow_run",
                     json={"parameters": {"inputs": inputs}, "idempotency_key": key},
                     timeout=10,
+                    **self.ha.http(),
                 )
                 if response.status_code < 300:
                     return response.json()["id"]
@@ -177,6 +183,99 @@ def report(part: str, results: list[dict[str, float]], measure: str) -> None:
         f"\n| {part} | {len(results)} | 0 | 0 | {times[len(times) // 2]:.2f} (max {times[-1]:.2f}) |"
         f"  API probes failed: {[r['failed'] for r in results]}; API back after {[round(r['api'], 2) for r in results]} s"
     )
+
+
+def test_the_plane_is_closed_to_strangers_and_listen_reaches_it_over_tls(plane, tmp_path):
+    """The API behind haproxy: 401 without the auth string or with a wrong one, plain HTTP refused at the TLS
+    bind, a client that does not trust the plane's CA refused; the CLI names the setting, never its value.
+    `vicflow listen` with its registry receiver on HTTPS: a notification without the token is refused (401), an
+    authorised one becomes an event in the plane whose automation starts a run, which the worker completes.
+    First in the module: on the plane before any part was killed."""
+    ha, ca = plane.ha, str(plane.ha.ca)
+    url, query = f"{ha.api}/flow_runs/filter", {"limit": 1}
+    assert requests.post(url, json=query, verify=ca, timeout=10).status_code == 401
+    assert requests.post(url, json=query, verify=ca, auth=(ha.user, "not-" + ha.secret), timeout=10).status_code == 401
+    assert requests.post(url, json=query, timeout=10, **ha.http()).status_code == 200
+    assert requests.get(f"{ha.api}/health", verify=ca, timeout=10).status_code == 200  # the load balancer's probe
+    with pytest.raises(requests.ConnectionError):
+        requests.post(url.replace("https://", "http://"), json=query, auth=(ha.user, ha.secret), timeout=10)
+    with pytest.raises(requests.exceptions.SSLError, match="CERTIFICATE_VERIFY_FAILED"):
+        requests.post(url, json=query, auth=(ha.user, ha.secret), verify=True, timeout=10)  # the system's CAs only
+
+    wrong = "vicflow:wrong-" + uuid.uuid4().hex
+    cli = subprocess.run(
+        [str(BIN / "vicflow"), "deploy", "--pool", plane.pool.name, str(REPO / "tests/data/where.yaml")],
+        env=plane.pool.env(PREFECT_API_AUTH_STRING=wrong),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cli.returncode != 0 and "refused this client (401 Unauthorized)" in cli.stderr, cli.stderr[-2000:]
+    assert "PREFECT_API_AUTH_STRING" in cli.stderr and wrong not in cli.stdout + cli.stderr
+
+    # vicflow listen, a client of the plane (auth string and CA from its environment), receiving over HTTPS
+    tls = certs.generate(tmp_path / "receiver", "127.0.0.1", ["127.0.0.1"], client=False)
+    token, port, repository = uuid.uuid4().hex, free_port(), f"auth/app-{uuid.uuid4().hex[:6]}"
+    receiver = {"listen": f"127.0.0.1:{port}", "token": token, "tls_cert": tls["server_cert"], "tls_key": tls["server_key"]}  # fmt: skip
+    (tmp_path / "listen.yaml").write_text(json.dumps({"registry": receiver}))
+    shared = plane.folder / f"notified-{uuid.uuid4().hex[:6]}"
+    shared.mkdir()
+    plane.pool.call(
+        "POST",
+        "/automations/",
+        {
+            "name": f"run-where-on-{repository}",
+            "trigger": {"type": "event", "posture": "Reactive", "expect": ["registry.image.pushed"],
+                        "match": {"registry.repository": repository}, "threshold": 1, "within": 0},
+            "actions": [{"type": "run-deployment", "source": "selected", "deployment_id": plane.deployment,
+                         "parameters": {"inputs": {"n": 0, "folder": str(shared), "peer": "127.0.0.1", "seconds": 0}},
+                         "job_variables": {}}],
+        },
+    )  # fmt: skip
+    ha.start_client(
+        "auth-listen",
+        [str(BIN / "vicflow"), "listen", "--config", str(tmp_path / "listen.yaml")],
+        VICFLOW_STATE_DIR=str(tmp_path / "state"),
+        PYTHONPATH=str(REPO),
+    )
+    notify = f"https://127.0.0.1:{port}/events"
+    envelope = {"events": [{"id": uuid.uuid4().hex, "action": "push", "timestamp": "2026-12-03T10:00:00Z",
+                            "request": {"host": "127.0.0.1:5000"},
+                            "target": {"mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                                       "repository": repository, "tag": "2.0", "digest": "sha256:" + "a" * 64}}]}  # fmt: skip
+    deadline = time.monotonic() + 120
+    while True:  # the receiver is up: a notification without the token is refused
+        try:
+            refused = requests.post(notify, json=envelope, verify=tls["ca"], timeout=5)
+            break
+        except requests.ConnectionError:
+            assert time.monotonic() < deadline, f"vicflow listen did not receive in 120s:\n{ha.log('auth-listen')}"
+            time.sleep(0.5)
+    assert refused.status_code == 401
+    sent = requests.post(
+        notify, json=envelope, headers={"Authorization": f"Bearer {token}"}, verify=tls["ca"], timeout=10
+    )
+    assert sent.status_code == 200
+    deadline = time.monotonic() + 180
+    while not (runs := plane.runs_in(shared)):
+        if time.monotonic() > deadline:
+            stored = plane.pool.call(
+                "POST", "/events/filter", {"filter": {"event": {"name": ["registry.image.pushed"]}}}
+            )
+            raise AssertionError(
+                f"no run from the notification in 180s; registry.image.pushed events stored: {len(stored['events'])}\n"
+                f"--- listen\n{ha.log('auth-listen')}\n--- services\n{ha.log(prefect_ha.SERVICES)}"
+            )
+        time.sleep(1)
+    [run] = runs
+    final = plane.pool.wait_final([run["id"]], timeout=180)[run["id"]]
+    assert final["state_type"] == "COMPLETED", final
+    assert (shared / "run-0.txt").read_text().split() == ["127.0.0.1"]
+    log = ha.log("auth-listen", tail=20000)
+    assert "receiving registry notifications on https://" in log and "missing bearer token" in log
+    assert token not in log and ha.secret not in log
+    ha.kill("auth-listen", signal.SIGTERM)
 
 
 def test_an_api_replica_killed_while_runs_are_created_and_steps_report(plane):

@@ -157,6 +157,35 @@ def test_a_run_continues_the_trace_of_its_events_traceparent(exported, tmp_path)
     assert run.attributes["vicflow.event.name"] == "registry.image.pushed"
 
 
+def test_a_failed_steps_rollback_is_a_span_of_the_run_per_undone_step(exported, tmp_path, monkeypatch):
+    from vicflow.flows import blueprint as bp
+    from vicflow.flows import engine
+    from vicflow.flows.thread_executor import ThreadSteps
+    from vicflow.plugins.errors import RunFailed
+    from vicflow.plugins.manager import default_registry
+
+    monkeypatch.setenv("VICFLOW_STATE_DIR", str(tmp_path / "state"))
+    path = tmp_path / "undo.yaml"
+    path.write_text(
+        "name: undone\nsteps:\n"
+        "  - {id: a, uses: undoable, with: {name: a}}\n"
+        "  - {id: b, uses: undoable, needs: a, with: {name: b}}\n"
+        "  - {id: c, uses: undoable, needs: b, on_failure: rollback, with: {name: c, fail: true}}\n"
+    )
+    registry = default_registry()
+    with pytest.raises(RunFailed):
+        engine.execute(bp.load(str(path), registry), {}, registry, "r-undo", executor=ThreadSteps)
+    spans = exported.get_finished_spans()
+    [run] = [s for s in spans if s.name == "vicflow.run"]
+    assert run.attributes["vicflow.run.state"] == "failed" and run.status.status_code == StatusCode.ERROR
+    steps = {s.attributes["vicflow.step.id"]: s for s in spans if s.name == "vicflow.step"}
+    assert {k: v.attributes["vicflow.step.state"] for k, v in steps.items()} == {"a": "completed", "b": "completed", "c": "failed"}
+    assert steps["c"].status.status_code == StatusCode.ERROR
+    undos = sorted((s for s in spans if s.name == "vicflow.rollback"), key=lambda s: s.start_time)
+    assert [s.attributes["vicflow.step.id"] for s in undos] == ["b", "a"], "newest first"
+    assert all(s.parent.span_id == run.context.span_id for s in undos)
+
+
 def test_the_listener_puts_its_spans_traceparent_in_the_event(exported):
     sent = []
     event = {"event": "docker.container.died", "id": "x", "resource": {"prefect.resource.id": "docker.e.c"}, "payload": {"a": 1}}

@@ -7,16 +7,14 @@ approval gate (``POLICY_GATE``) whose plan hash covers the plan rows and the pol
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vicflow.flows import expressions, planner
+from vicflow.flows.attempt import step_logger
 from vicflow.flows.governance import audit, blast_radius, policy
+from vicflow.flows.run import Run, RunState
 from vicflow.flows.spec import Approval
-from vicflow.flows.step_setup import step_logger
 from vicflow.plugins import masking
-
-if TYPE_CHECKING:
-    from vicflow.flows.engine import Run
 
 POLICY_GATE = "policy-approval"  # the gate's name in the approval form, the log and the audit trail
 
@@ -40,7 +38,7 @@ def whole_plan(run: Run) -> list[dict[str, Any]]:
     return planner.plan_steps(run, record=False)
 
 
-def check(run: Run, chosen: policy.Policy) -> tuple[str, str] | None:
+def check(run: Run, chosen: policy.Policy) -> tuple[RunState, str] | None:
     """Before the first step: None to go on, or (the run's final state, why) when policy ``chosen`` stops it."""
     rows = whole_plan(run)
     outcome, radius = judge(run, rows, chosen)
@@ -65,18 +63,22 @@ def check(run: Run, chosen: policy.Policy) -> tuple[str, str] | None:
         },
     )
     if outcome["decision"] == "deny":
-        return "denied", masking.mask(f"denied by policy {outcome['policy']}: {'; '.join(outcome['messages']['deny'])}")
+        reasons = "; ".join(outcome["messages"]["deny"])
+        return RunState.DENIED, masking.mask(f"denied by policy {outcome['policy']}: {reasons}")
     if outcome["decision"] != "require_approval":
         return None
     asked = Approval(message="the policy asks for approval: " + "; ".join(outcome["messages"]["approval"]))
     decision, comment, who = run.executor.approve(POLICY_GATE, asked, rows, digest)
     record(run, POLICY_GATE, decision, who, digest, comment)
     if decision != "approved":
-        return "cancelled", f"the approval the policy asked for was {decision}" + (f" ({comment})" if comment else "")
+        why = f"the approval the policy asked for was {decision}"
+        if comment:
+            why += f" ({comment})"
+        return RunState.CANCELLED, why
     again = whole_plan(run)
     changed, _ = judge(run, again, chosen)
     if planner.digest(again, changed) != digest:
-        return "cancelled", masking.mask(
+        return RunState.CANCELLED, masking.mask(
             f"the plan changed since approval ({digest} -> {planner.digest(again, changed)}): "
             f"{planner.diff(rows, again) or 'the policy decides otherwise now'}"
         )

@@ -3,6 +3,9 @@
 Each link is SHA-256 over the previous link and the record's canonical JSON; with a key (``VICFLOW_AUDIT_KEY``,
 kept like any secret) it is HMAC-SHA256, so someone who edits a record cannot compute the links again without
 the key. Without a key an edit is still found unless whoever made it also recomputed every later link.
+
+A running run saves its journal at every step's end; its seal is kept up to date (``Seal``) rather than computed
+anew: only the entry that changed is serialised again, and only the links from it on are hashed again.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import hashlib
 import hmac
 import json
 import os
+from collections.abc import Collection
 from typing import Any
 
 from vicflow.plugins.errors import VicflowError
@@ -39,7 +43,12 @@ def canonical(value: Any) -> bytes:
 
 def link(previous: str, body: Any, secret: bytes | None) -> str:
     """The hash that chains ``body`` to ``previous``."""
-    data = previous.encode() + b"\n" + canonical(body)
+    return chain(previous, canonical(body), secret)
+
+
+def chain(previous: str, body: bytes, secret: bytes | None) -> str:
+    """The hash that chains ``body`` (canonical JSON already) to ``previous``."""
+    data = previous.encode() + b"\n" + body
     if secret:
         return hmac.new(secret, data, hashlib.sha256).hexdigest()
     return hashlib.sha256(data).hexdigest()
@@ -50,16 +59,42 @@ def link(previous: str, body: Any, secret: bytes | None) -> str:
 
 def seal_journal(document: dict[str, Any], secret: bytes | None = None) -> dict[str, Any]:
     """``document`` (a resume journal) with its seal: one link per step, by step id, then the rest."""
-    secret = key() if secret is None else secret
-    body = {k: v for k, v in document.items() if k != "seal"}
-    steps: dict[str, str] = {}
-    previous = GENESIS
-    # in sorted order: a store may give the keys back in another (PostgreSQL's jsonb orders them by length)
-    for step_id, entry in sorted(body.get("steps", {}).items()):
-        previous = steps[step_id] = link(previous, {"step": step_id, **entry}, secret)
-    rest = {k: v for k, v in body.items() if k != "steps"}
-    seal = {"alg": algorithm(secret), "steps": steps, "document": link(previous, rest, secret)}
-    return {**body, "seal": seal}
+    return Seal(key() if secret is None else secret).update(document)
+
+
+class Seal:
+    """The seal of one journal as it changes: each step's entry is serialised when it changed, and the links
+    from the first changed one on are hashed again (they chain by step id); the rest's link at the end."""
+
+    def __init__(self, secret: bytes | None):
+        self.secret = secret
+        self.order: list[str] = []  # the step ids, sorted: the chain's order
+        self.bodies: dict[str, bytes] = {}  # each step's entry as canonical JSON
+        self.links: dict[str, str] = {}
+
+    def update(self, document: dict[str, Any], changed: Collection[str] | None = None) -> dict[str, Any]:
+        """``document`` with its seal; ``changed``: the steps whose entries changed since the last update (None:
+        any may have)."""
+        body = {k: v for k, v in document.items() if k != "seal"}
+        steps = body.get("steps", {})
+        if changed is None or len(steps) != len(self.bodies) or not all(s in self.bodies for s in changed):
+            # in sorted order: a store may give the keys back in another (PostgreSQL's jsonb orders them by length)
+            self.order, self.bodies, changed = sorted(steps), {}, steps
+        for step_id in changed:
+            self.bodies[step_id] = canonical({"step": step_id, **steps[step_id]})
+        first = min((self.order.index(s) for s in changed), default=len(self.order))
+        previous = self.links[self.order[first - 1]] if first else GENESIS
+        for step_id in self.order[first:]:
+            previous = self.links[step_id] = chain(previous, self.bodies[step_id], self.secret)
+        if self.order:
+            previous = self.links[self.order[-1]]
+        rest = {k: v for k, v in body.items() if k != "steps"}
+        seal = {
+            "alg": algorithm(self.secret),
+            "steps": {step_id: self.links[step_id] for step_id in self.order},
+            "document": link(previous, rest, self.secret),
+        }
+        return {**body, "seal": seal}
 
 
 def check_journal(document: dict[str, Any], ref: str, secret: bytes | None = None) -> None:
@@ -84,3 +119,26 @@ def check_journal(document: dict[str, Any], ref: str, secret: bytes | None = Non
             raise TamperedError(f"the journal of run {ref} was edited: the entry of step {step_id!r}", hint)
     if seal.get("document") != expected["document"]:
         raise TamperedError(f"the journal of run {ref} was edited: its blueprint, state or outputs", hint)
+
+
+class SealedJournal:
+    """A run's journal (``FileJournal``, ``PrefectJournal``) whose every save is sealed and whose every load is
+    checked against its seal: a journal edited since is refused on resume (``TamperedError``)."""
+
+    def __init__(self, journal: Any):
+        self.journal = journal
+        self.seals: dict[str, Seal] = {}  # by run id: the seal each run's saves keep up to date
+
+    def save(self, run_id: str, document: dict[str, Any], changed: Collection[str] | None = None) -> None:
+        """Save ``document`` sealed; ``changed``: the steps whose entries changed since this run's last save
+        (None: any may have)."""
+        secret = key()
+        seal = self.seals.get(run_id)
+        if seal is None or seal.secret != secret:
+            seal = self.seals[run_id] = Seal(secret)
+        self.journal.save(run_id, seal.update(document, changed))
+
+    def load(self, ref: str) -> dict[str, Any]:
+        document = self.journal.load(ref)
+        check_journal(document, ref)
+        return document

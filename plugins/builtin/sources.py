@@ -8,16 +8,19 @@ and logs what it drops and why.  Event names and resources are documented in doc
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
+import logging
 import re
+import ssl
 import threading
 import time
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
-from pydantic import Field
-from vicflow.plugins import hookimpl
+from pydantic import Field, model_validator
+from vicflow.plugins import hookimpl, masking
 from vicflow.plugins.clients import vsphere
 from vicflow.plugins.clients.dockerapi import COMPOSE_LABEL, DockerParams, connected, network_errors
 from vicflow.plugins.source import EventSource, SourceConfig
@@ -464,10 +467,70 @@ class VSphereEvents(EventSource[VSphereSourceConfig]):
 # ---------------------------------------------------------------------------------------------- registry
 
 
+# The registry side (docker/distribution v2.6.1, docs/configuration.md "notifications", notifications/http.go):
+# each endpoint has a url and static ``headers`` sent with every request, here ``Authorization: [Bearer <token>]``;
+# its client is Go's http.DefaultTransport, so an https url is verified against the system's CAs (or the file
+# that SSL_CERT_FILE names, crypto/x509 root_unix.go).
+RECEIVER_TIMEOUT = 30  # seconds a connection may take for its TLS handshake, its headers and its body
+REFUSED_BODY = 1 << 20  # bytes of a refused request's body read before the answer (a larger one is not read)
+
+
 class RegistrySourceConfig(SourceConfig):
     listen: str = Field("127.0.0.1:5080", description="HOST:PORT for the registry's notification endpoint")
     path: str = "/events"
-    token: str = Field(description="shared secret: the registry sends Authorization: Bearer <token>")
+    token: str = Field(
+        min_length=8, description="shared secret: the registry sends Authorization: Bearer <token> (its headers)"
+    )
+    tls_cert: str | None = Field(None, description="PEM certificate (and chain) to serve HTTPS with; needs tls_key")
+    tls_key: str | None = Field(None, description="the PEM private key of tls_cert")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> RegistrySourceConfig:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key go together: set both to serve HTTPS, or neither for plain HTTP")
+        if self.tls_cert:
+            self.tls_context()  # a certificate that does not load is a config error, not a receiver that never starts
+        return self
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The server's TLS context (TLS 1.2 and later), or None for plain HTTP."""
+        if not self.tls_cert or not self.tls_key:
+            return None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            context.load_cert_chain(self.tls_cert, self.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            reason = getattr(exc, "reason", None) or exc.strerror or str(exc)
+            raise ValueError(f"cannot load tls_cert {self.tls_cert} with tls_key {self.tls_key}: {reason}") from None
+        return context
+
+
+class _Receiver(ThreadingHTTPServer):
+    """The receiver's server. With TLS, each connection's handshake runs in that connection's thread (a client
+    that stalls in it holds its own thread only), bounded by RECEIVER_TIMEOUT; a failed one is logged."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler, tls: ssl.SSLContext | None, log: logging.Logger):
+        self.tls, self.log = tls, log
+        super().__init__(address, handler)
+
+    def finish_request(self, request, client_address) -> None:
+        if self.tls is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(RECEIVER_TIMEOUT)
+        try:
+            secure = self.tls.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as exc:  # plain HTTP to the TLS port, an untrusting client, a timeout
+            reason = getattr(exc, "reason", None) or type(exc).__name__
+            self.log.warning("refused a connection from %s: TLS handshake failed (%s)", client_address[0], reason)
+            return
+        try:
+            super().finish_request(secure, client_address)
+        finally:
+            self.shutdown_request(secure)  # FIN after the answer, then close
 
 
 MANIFEST_TYPES = {
@@ -485,23 +548,31 @@ class RegistryNotifications(EventSource[RegistrySourceConfig]):
     Config = RegistrySourceConfig
     events = ("registry.image.pushed",)
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        masking.add_secret(self.config.token)  # however it was written in the config: masked in every log
+
     def stream(self, stop: threading.Event) -> None:
         host, _, port = self.config.listen.rpartition(":")
         source = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = RECEIVER_TIMEOUT
+
             def do_POST(self):
                 if self.path.split("?")[0] != source.config.path:
-                    self.send_error(404)
+                    self.refuse(404)
                     return
                 given = self.headers.get("Authorization", "").encode()
                 if not hmac.compare_digest(given, f"Bearer {source.config.token}".encode()):  # no timing leak
-                    source.log.warning(
-                        "dropped a notification from %s: wrong or missing bearer token", self.client_address[0]
+                    source.log.warning(  # what was sent is never logged: it may be a secret of something else
+                        "dropped a notification from %s: %s bearer token",
+                        self.client_address[0],
+                        "wrong" if given else "missing",
                     )
-                    self.send_error(401)
+                    self.refuse(401)
                     return
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                body = self.rfile.read(_length(self.headers))
                 try:
                     envelope = json.loads(body)
                 except ValueError:
@@ -513,12 +584,26 @@ class RegistryNotifications(EventSource[RegistrySourceConfig]):
                 self.send_response(200)
                 self.end_headers()
 
+            def refuse(self, status: int) -> None:
+                """Answer ``status`` after reading what the client sends (up to REFUSED_BODY bytes): a connection
+                closed with unread data is reset, and the client would see the reset instead of the answer."""
+                length = _length(self.headers)
+                if length <= REFUSED_BODY:
+                    self.rfile.read(length)
+                self.send_error(status)
+
             def log_message(self, fmt, *args):
                 source.log.debug("receiver: " + fmt, *args)
 
-        server = ThreadingHTTPServer((host, int(port)), Handler)
+        tls = self.config.tls_context()
+        server = _Receiver((host, int(port)), Handler, tls, self.log)
         server.timeout = 0.5
-        self.log.info("receiving registry notifications on http://%s%s", self.config.listen, self.config.path)
+        scheme = "https" if tls else "http"
+        self.log.info("receiving registry notifications on %s://%s%s", scheme, self.config.listen, self.config.path)
+        if not tls and not _loopback(host):
+            self.log.warning(
+                "the registry's bearer token reaches %s in clear text: set tls_cert and tls_key to serve HTTPS", host
+            )
         try:
             while not stop.is_set():
                 server.handle_request()
@@ -566,6 +651,20 @@ class RegistryNotifications(EventSource[RegistrySourceConfig]):
         self.publish(
             "registry.image.pushed", f"registry/{event.get('id') or digest + tag}", resource, payload, occurred
         )
+
+
+def _length(headers) -> int:
+    try:
+        return max(0, int(headers.get("Content-Length", "0")))
+    except ValueError:
+        return 0
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 @hookimpl

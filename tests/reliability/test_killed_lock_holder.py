@@ -17,9 +17,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from vicflow.flows.flow import LEASE_SECONDS
 
 from tests.helpers import free_port
+
+# a fault trial (a run SIGKILLed, three temporary Prefect servers): `make test`, not `make check`
+pytestmark = pytest.mark.faults
 
 REPO = Path(__file__).resolve().parents[2]
 LIMIT = "vicflow-target-killed-holder-here"

@@ -16,6 +16,9 @@ import pytest
 from tests.helpers import free_port
 from tests.testbed.prefect_db import copy_to
 
+# fault trials (processes killed, their Prefect servers and workers waited on to go): `make test`, not `make check`
+pytestmark = pytest.mark.faults
+
 REPO = Path(__file__).resolve().parents[2]
 
 

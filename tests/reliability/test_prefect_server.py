@@ -1,12 +1,12 @@
 """Faults that need a real Prefect server and worker (tests/testbed/prefect_stack.py): the server goes away in
-the middle of a run, and two operators press Run at once.  The runs go through the `run-blueprint` deployment
-and the stack's `vicflow worker`, as a run started from the UI does."""
+the middle of a run.  The runs go through the `run-blueprint` deployment and the stack's `vicflow worker`, as a
+run started from the UI does.  Two operators pressing Run at once are in test_simultaneous_runs.py, on a stack of
+their own (under `make test` the two modules run on two workers at once)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import select
 import socket
 import threading
@@ -16,11 +16,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.reliability.deployment_runs import logs_of, start_run, summary_rows, task_runs, wait_final
 from tests.testbed import prefect_stack
 from tests.testbed.prefect_stack import ts
 
 pytestmark = [pytest.mark.docker, pytest.mark.prefect, pytest.mark.faults]
-FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 OUTAGE_SECONDS = 75  # more than the client's retries (2 + 4 + 8 + 16 + 32 s) and the lease (60 s)
 
 
@@ -28,47 +28,6 @@ OUTAGE_SECONDS = 75  # more than the client's retries (2 + 4 + 8 + 16 + 32 s) an
 def stack(tmp_path_factory, docker_engine, docker_images):
     with prefect_stack.for_tests(tmp_path_factory.mktemp("server-faults"), docker_engine) as stack:
         yield stack
-
-
-def start_run(stack, **parameters) -> str:
-    deployment = next(d for d in stack.post("/deployments/filter") if d["name"] == "run-blueprint")
-    return stack.post(f"/deployments/{deployment['id']}/create_flow_run", {"parameters": parameters})["id"]
-
-
-def flow_run(stack, run_id: str) -> dict:
-    return stack.post("/flow_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}})[0]
-
-
-def wait_final(stack, run_id: str, timeout: float = 300) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = flow_run(stack, run_id)
-        if run["state_type"] in FINAL:
-            return run
-        time.sleep(1)
-    raise AssertionError(f"run {run_id} still {run['state_type']} after {timeout}s\n{logs_of(stack, run_id)}")
-
-
-def task_runs(stack, run_id: str) -> dict[str, list[str]]:
-    """Step id -> the states of its task runs (one entry per task run: a repeated step has two)."""
-    found: dict[str, list[str]] = {}
-    for task_run in stack.post("/task_runs/filter", {"task_runs": {"flow_run_id": {"any_": [run_id]}}}):
-        found.setdefault(task_run["name"].split("-")[0], []).append(task_run["state_type"])
-    return found
-
-
-def summary_rows(stack, run_id: str) -> dict[str, dict]:
-    """The rows of the run's summary table artifact, by step id."""
-    artifacts = stack.post(
-        "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run_id]}, "type": {"any_": ["table"]}}}
-    )
-    assert artifacts, f"run {run_id} published no summary\n{logs_of(stack, run_id)}"
-    data = artifacts[0]["data"]
-    return {row["id"]: row for row in (json.loads(data) if isinstance(data, str) else data)}
-
-
-def logs_of(stack, run_id: str) -> str:
-    return "\n".join(stack.logs(run_id))[-4000:]
 
 
 def leases(stack) -> list[dict]:
@@ -268,80 +227,3 @@ def test_a_server_gone_longer_than_the_clients_retries_and_the_lease(stack, tmp_
             }
             outcome = f"held {ended['state_name']}, its resume completed with 'before' cached"
         print(f"\nafter a {outage:.0f}s outage: done {run['state_name']} and reported; {outcome}")
-
-
-PAIRS = int(os.environ.get("VICFLOW_PAIR_TRIALS", "10"))
-
-
-def vm_names(sim) -> list[str]:
-    from pyVim.connect import Disconnect
-    from pyVmomi import vim
-
-    si = sim.connect()
-    try:
-        view = si.content.viewManager.CreateContainerView(si.content.rootFolder, [vim.VirtualMachine], True)
-        try:
-            return [vm.name for vm in view.view]
-        finally:
-            view.Destroy()
-    finally:
-        Disconnect(si)
-
-
-def span(stack, run_id: str) -> tuple[float, float]:
-    """When the run's first step started and its last step ended (its time inside the target's slot)."""
-    runs = stack.post("/task_runs/filter", {"task_runs": {"flow_run_id": {"any_": [run_id]}}})
-    return min(ts(r["start_time"]) for r in runs if r["start_time"]), max(
-        ts(r["end_time"]) for r in runs if r["end_time"]
-    )
-
-
-def test_ten_pairs_of_full_stack_runs_on_one_vch_name_started_at_the_same_moment(stack, tmp_path, vcsim):
-    """Two operators press Run on full-stack for the same VCH at once, ten times over (a new VCH name each
-    time, the app removed between pairs): one VCH and one set of containers each time; the second run
-    waits for the first, then reports that nothing changed."""
-    from tests.demo import VCH_IP, full_stack_inputs
-    from tests.testbed.appliance import Appliance
-
-    stack.env["VICFLOW_SECRET_PAIR_VCENTER"] = vcsim.password
-    stack.start_worker()  # the worker's runs see the new secret
-    table = []
-    for pair in range(PAIRS):
-        name = f"vch-pair-{pair}"
-        (tmp_path / name).mkdir()
-        for iso in ("appliance.iso", "bootstrap.iso"):
-            (tmp_path / name / iso).write_bytes(b"iso\n" * 256)
-        inputs = full_stack_inputs(vcsim, name, tmp_path / name, **{
-            "password": "${{ secrets.pair_vcenter }}",
-            "db_password": "${{ secrets.gogs_db_password }}",
-            "admin_password": "${{ secrets.gogs_admin_password }}",
-            "http_port": prefect_stack.free_port(),
-            "ssh_port": prefect_stack.free_port(),
-        })  # fmt: skip
-        prefect_stack.clean_gogs()
-        with Appliance(vcsim, name, ip=VCH_IP) as appliance:
-            ids = [start_run(stack, blueprint="full-stack", inputs=inputs, inputs_from=None) for _ in range(2)]
-            runs = [wait_final(stack, run_id, timeout=600) for run_id in ids]
-        assert appliance.error is None, appliance.error
-        assert [r["state_type"] for r in runs] == ["COMPLETED", "COMPLETED"], [logs_of(stack, i) for i in ids]
-        rows = [summary_rows(stack, run_id) for run_id in ids]
-        first, second = sorted(range(2), key=lambda i: span(stack, ids[i])[0])
-        changed = [sorted(step for step, row in r.items() if row["changed"]) for r in rows]
-        containers = stack.client.containers.list(all=True, filters={"label": "com.docker.compose.project=gogs"})
-        table.append(
-            {
-                "pair": pair,
-                "vms": vm_names(vcsim).count(name),
-                "containers": sorted(c.name for c in containers),
-                "first changed": changed[first],
-                "second changed": changed[second],
-                "second waited": span(stack, ids[second])[0] >= span(stack, ids[first])[1],
-            }
-        )
-        print(table[-1])
-    duplicates = [row for row in table if row["vms"] != 1 or row["containers"] != ["gogsapp", "gogsdb"]]
-    assert not duplicates, duplicates
-    assert all("vch" in row["first changed"] and "app" in row["first changed"] for row in table), table
-    assert all(row["second changed"] == [] for row in table), table
-    assert all(row["second waited"] for row in table), table
-    prefect_stack.clean_gogs()

@@ -33,7 +33,7 @@ class Pool:
     def call(self, method: str, path: str, body: dict | None = None, timeout: float = 30):
         """One API call; retried on 429/502/503 as Prefect's own client does (SQLite answers 503 when locked)."""
         for attempt in range(6):
-            response = requests.request(method, f"{self.stack.api}{path}", json=body, timeout=timeout)
+            response = requests.request(method, f"{self.stack.api}{path}", json=body, timeout=timeout, **self.stack.http())
             if response.status_code not in (429, 502, 503):
                 break
             time.sleep(0.5 * 2**attempt)
@@ -160,7 +160,7 @@ class Pool:
             )
             events = page["events"]
             while page.get("next_page"):
-                page = requests.get(page["next_page"], timeout=30).json()
+                page = requests.get(page["next_page"], timeout=30, **self.stack.http()).json()
                 events += page["events"]
             for event in events:
                 for related in event.get("related", []):

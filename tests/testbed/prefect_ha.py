@@ -7,7 +7,15 @@ laid out as Prefect's "How to scale self-hosted Prefect" guide (docs/v3/advanced
 | Redis | Debian's `redis-server`, append-only file fsynced on every write | messaging (events), its dedup cache, causal ordering, concurrency leases, Docket's queue |
 | API replicas | two `prefect server start --no-services` | the REST API and the websockets |
 | background services | `prefect server services start` (one process, apart from the API) | event persister, triggers, actions, task run recorder, scheduler, repossessor, ... |
-| load balancer | Debian's `haproxy`, health checks on `/api/health` | the one address clients use: PREFECT_API_URL |
+| load balancer | Debian's `haproxy`, TLS (a CA of the plane's own), health checks on `/api/health` | the one address clients use: PREFECT_API_URL (https) |
+
+The API is closed to strangers, as docs/scale-out.md's production layout: every replica runs with
+PREFECT_SERVER_API_AUTH_STRING (Prefect's basic authentication, prefect/server/api/server.py ``token_validation``:
+every request but ``GET /api/health`` and ``/api/ready`` without ``Authorization: Basic base64(<auth string>)``
+is answered 401), and haproxy terminates TLS (``bind ... ssl crt``) with a certificate of a CA made for the plane
+(vicflow.plugins.clients.certs). Clients get PREFECT_API_AUTH_STRING and PREFECT_API_SSL_CERT_FILE in ``env()``;
+``http()`` gives ``requests`` the same credentials and trust. Behind haproxy, on loopback, the replicas speak
+plain HTTP (haproxy's health checks use the open ``/api/health``).
 
 Clients of the plane (`vicflow listen`, workers) may be started with ``start_client``: they are stopped with it.
 The settings every Prefect process gets are ``PrefectHA.server_settings()`` (those of the guide, with
@@ -37,6 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
+from vicflow.plugins.clients import certs
 
 from tests.testbed import TestbedError, say
 from tests.testbed.prefect_pg import PrefectOnPostgres
@@ -72,7 +81,7 @@ defaults
     timeout check 2s
 
 frontend prefect
-    bind 127.0.0.1:{port}
+    bind 127.0.0.1:{port} ssl crt {folder}/tls/haproxy.pem
     default_backend prefect_api
 
 backend prefect_api
@@ -102,17 +111,51 @@ class PrefectHA(PrefectOnPostgres):
     replica_ports: dict[str, int] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     started: dict[str, float] = field(default_factory=dict)  # part -> time.monotonic() of its last start
+    # Prefect's convention for the auth string is "user:password": then it is exactly HTTP basic credentials
+    user: str = "vicflow"
+    secret: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     # -- settings ---------------------------------------------------------------------------------------------
     @property
     def redis_url(self) -> str:
         return f"redis://127.0.0.1:{self.redis_port}/1"
 
+    @property
+    def api(self) -> str:
+        return f"https://{self.api_host}:{self.api_port}/api"
+
+    @property
+    def auth_string(self) -> str:
+        return f"{self.user}:{self.secret}"
+
+    @property
+    def ca(self) -> Path:
+        return self.folder / "tls" / "ca.pem"
+
+    def env(self) -> dict[str, str]:
+        """A client's environment: haproxy's https address, the auth string and the plane's CA."""
+        env = super().env()
+        env.update(PREFECT_API_AUTH_STRING=self.auth_string, PREFECT_API_SSL_CERT_FILE=str(self.ca))
+        return env
+
+    def http(self) -> dict:
+        """What ``requests`` needs to be a client of the plane: the credentials and the CA."""
+        return {"auth": (self.user, self.secret), "verify": str(self.ca)}
+
+    def make_certificates(self) -> None:
+        """A CA of the plane's own and haproxy's certificate for 127.0.0.1; haproxy reads the certificate and its
+        key from one file (configuration.txt, ``crt``)."""
+        paths = certs.generate(self.folder / "tls", "127.0.0.1", ["127.0.0.1", "localhost"], client=False)
+        combined = self.folder / "tls" / "haproxy.pem"
+        combined.write_text(Path(paths["server_cert"]).read_text() + Path(paths["server_key"]).read_text())
+        combined.chmod(0o600)
+
     def server_settings(self) -> dict[str, str]:
         """The environment of every server process (replicas, services, migration): the guide's settings, on
         prefect-redis, and ``server_env`` (a test's own)."""
         env = self.env()
         env.update(
+            PREFECT_SERVER_API_AUTH_STRING=self.auth_string,
             PREFECT_API_DATABASE_CONNECTION_URL=self.database_url,
             PREFECT_API_DATABASE_MIGRATE_ON_START="false",
             PREFECT_MESSAGING_BROKER="prefect_redis.messaging",
@@ -162,7 +205,7 @@ class PrefectHA(PrefectOnPostgres):
             self._wait(part, self._redis_ping, timeout)
         elif part in REPLICAS:
             self._spawn_replica(part)
-            self._wait(part, lambda: self._healthy(self.replica_ports[part]), timeout)
+            self._wait(part, lambda: self._healthy(f"http://127.0.0.1:{self.replica_ports[part]}/api"), timeout)
         elif part == SERVICES:
             self._spawn(part, [str(BIN / "prefect"), "server", "services", "start"], self.server_settings())
             self._wait(part, self.events_flow, timeout)
@@ -171,7 +214,7 @@ class PrefectHA(PrefectOnPostgres):
             config = HAPROXY_CFG.format(folder=self.folder, port=self.api_port, servers=servers)
             (self.folder / "haproxy.cfg").write_text(config)
             self._spawn(part, ["haproxy", "-db", "-f", str(self.folder / "haproxy.cfg")], self.env())
-            self._wait(part, lambda: self._healthy(self.api_port) and self.backends_up() == set(REPLICAS), timeout)
+            self._wait(part, lambda: self._healthy(self.api) and self.backends_up() == set(REPLICAS), timeout)
         else:
             raise TestbedError(f"no part {part!r}; the parts are {', '.join(PARTS)}")
 
@@ -210,15 +253,14 @@ class PrefectHA(PrefectOnPostgres):
             sock.sendall(b"PING\r\n")
             return sock.recv(64).startswith(b"+PONG")
 
-    @staticmethod
-    def _healthy(port: int) -> bool:
-        return requests.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200
+    def _healthy(self, api: str) -> bool:
+        return requests.get(f"{api}/health", timeout=2, verify=str(self.ca)).status_code == 200
 
     def answers(self) -> bool:
         """The plane answers a client: health and a read of the database, through haproxy."""
         try:  # 5 s: a replica that is alive but slow (a loaded machine) is not a failure
-            health = requests.get(f"{self.api}/health", timeout=5)
-            read = requests.post(f"{self.api}/flow_runs/filter", json={"limit": 1}, timeout=5)
+            health = requests.get(f"{self.api}/health", timeout=5, **self.http())
+            read = requests.post(f"{self.api}/flow_runs/filter", json={"limit": 1}, timeout=5, **self.http())
         except requests.RequestException:
             return False
         return health.status_code == 200 and read.status_code == 200
@@ -231,7 +273,7 @@ class PrefectHA(PrefectOnPostgres):
         event = {"id": event_id, "occurred": now, "event": "vicflow.testbed.probe",
                  "resource": {"prefect.resource.id": f"vicflow.testbed.probe.{event_id}"}}  # fmt: skip
         try:
-            if requests.post(f"{self.api}/events", json=[event], timeout=3).status_code >= 300:
+            if requests.post(f"{self.api}/events", json=[event], timeout=3, **self.http()).status_code >= 300:
                 return False
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
@@ -239,6 +281,7 @@ class PrefectHA(PrefectOnPostgres):
                     f"{self.api}/events/filter",
                     json={"filter": {"id": {"id": [event_id]}, "occurred": {"since": "2000-01-01T00:00:00Z"}}},
                     timeout=3,
+                    **self.http(),
                 )
                 if found.status_code == 200 and found.json()["events"]:
                     return True
@@ -279,7 +322,8 @@ class PrefectHA(PrefectOnPostgres):
             )
 
     def start_server(self, timeout: float = 180) -> None:
-        """Redis, the migration, both replicas, haproxy, the services."""
+        """Redis, the migration, both replicas, haproxy (TLS), the services."""
+        self.make_certificates()
         self.start(REDIS)
         self.migrate()
         for part in REPLICAS:  # one after the other: two replicas starting at once both register Prefect's block
@@ -371,11 +415,16 @@ def serve() -> None:
     """`python -m tests.testbed prefect-ha`: start the plane, print its parts, wait for Ctrl-C."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a SIGTERM stops everything, as Ctrl-C does
     with running() as plane:
+        settings = {k: v for k, v in plane.env().items() if k.startswith("PREFECT_API_")}
+        client_env = plane.folder / "client.env"
+        client_env.touch(mode=0o600)
+        client_env.write_text("".join(f"{k}={v}\n" for k, v in sorted(settings.items())))
         say(f"PostgreSQL on 127.0.0.1:{plane.pg_port}, Redis on 127.0.0.1:{plane.redis_port} (files in {plane.folder})")
         for part, port in plane.replica_ports.items():
             say(f"{part}: prefect server start --no-services on 127.0.0.1:{port}")
         say("background services: prefect server services start")
-        say(f"haproxy in front of both: PREFECT_API_URL={plane.api}; Ctrl-C stops everything")
+        say(f"haproxy in front of both: PREFECT_API_URL={plane.api} PREFECT_API_SSL_CERT_FILE={plane.ca}")
+        say(f"the API's credentials: PREFECT_API_AUTH_STRING in {plane.folder / 'client.env'}; Ctrl-C stops everything")
         try:
             while all(plane.alive(part) for part in PARTS):
                 time.sleep(1)

@@ -66,6 +66,10 @@ class PrefectOnPostgres:
         env.update(PREFECT_SERVER_ANALYTICS_ENABLED="false", **BUSY_MACHINE)
         return env
 
+    def http(self) -> dict:
+        """What ``requests`` needs to be a client of this server (none here: a plain, open API on loopback)."""
+        return {}
+
     def start_postgres(self) -> None:
         data, bin_dir = self.folder / "pgdata", pg_bin()
         shutil.chown(self.folder, "postgres")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import requests
 import yaml
+from vicflow.plugins.clients import certs
 
 from tests.testbed import REPO
 from tests.testbed.prefect_db import BUSY_MACHINE, copy_to
@@ -83,6 +84,9 @@ class Stack:
         self.api, self.env, self.home = api, env, home
         self.site: dict = {}
         self.registry = ""
+        self.receiver = ""  # vicflow listen's registry receiver (https), its CA and the token the registry sends
+        self.receiver_ca = ""
+        self.receiver_token = ""
         self.deploy_output = ""
         self.worker: subprocess.Popen | None = None
         self.worker_log = home / "worker.log"
@@ -196,23 +200,32 @@ def clean_gogs() -> None:
     )
 
 
-def start_registry(docker_client, endpoints: list[dict], attempts: int = 3):
-    """The notifying registry on a free port of 127.0.0.1 (host network); returns (container, port).
+def start_registry(docker_client, endpoints: list[dict], attempts: int = 3, ca: str | None = None):
+    """The notifying registry on a free port of 127.0.0.1 (host network); returns (container, port). ``ca``: a CA
+    file the registry trusts for its https endpoints (SSL_CERT_FILE: its notification client is Go's default
+    transport, whose roots crypto/x509 reads from the file that variable names).
 
     A port found free can be taken before the registry binds it (the stack's own client connections use
     the same range): a registry that exits at once is started again on another port, and the last failure
     says why, in the container's own words."""
+    trust: dict = {}
+    if ca:
+        trust = {"volumes": {ca: {"bind": "/etc/vicflow/receiver-ca.pem", "mode": "ro"}}}
     for attempt in range(attempts):
         port = free_port()
+        environment = {
+            "REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}",
+            "REGISTRY_NOTIFICATIONS_ENDPOINTS": json.dumps(endpoints),
+        }
+        if ca:
+            environment["SSL_CERT_FILE"] = "/etc/vicflow/receiver-ca.pem"
         registry = docker_client.containers.run(
             "vicflow-test/registry:2.6.1-photon",
             name=f"notify-registry-{uuid.uuid4().hex[:6]}",
             detach=True,
             network_mode="host",
-            environment={
-                "REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}",
-                "REGISTRY_NOTIFICATIONS_ENDPOINTS": json.dumps(endpoints),
-            },
+            environment=environment,
+            **trust,
         )
         try:
             wait_http(f"http://127.0.0.1:{port}/v2/", timeout=30)
@@ -294,11 +307,17 @@ def running(home: Path, docker_client, **extra_env: str):
         stack.cli("variable", "set", "vicflow_site_gogs", json.dumps(stack.site))
         stack.deploy_output = stack.cli("--no-prompt", "deploy", "--all")
         stack.start_worker()
+        # the receiver serves HTTPS with a certificate of a CA of the stack's own (docs/events.md)
+        tls = certs.generate(home / "receiver-tls", "127.0.0.1", ["127.0.0.1"], client=False)
+        registry_source = {"listen": f"127.0.0.1:{receiver}", "token": token}
+        registry_source.update(tls_cert=tls["server_cert"], tls_key=tls["server_key"])
+        stack.receiver = f"https://127.0.0.1:{receiver}/events"
+        stack.receiver_ca, stack.receiver_token = tls["ca"], token
         (home / "listen.yaml").write_text(
             json.dumps(
                 {
                     "docker": {"docker_host": ENGINE, "engine": "testbed", "poll_seconds": 1},
-                    "registry": {"listen": f"127.0.0.1:{receiver}", "token": token},
+                    "registry": registry_source,
                 }
             )
         )
@@ -313,14 +332,14 @@ def running(home: Path, docker_client, **extra_env: str):
         endpoints = [
             {
                 "name": "vicflow",
-                "url": f"http://127.0.0.1:{receiver}/events",
+                "url": stack.receiver,
                 "timeout": "2s",
                 "threshold": 3,
                 "backoff": "1s",
                 "headers": {"Authorization": [f"Bearer {token}"]},
             }
         ]
-        registry, registry_port = start_registry(docker_client, endpoints)
+        registry, registry_port = start_registry(docker_client, endpoints, ca=tls["ca"])
         stack.registry = f"127.0.0.1:{registry_port}"
         yield stack
     finally:
@@ -348,8 +367,7 @@ def client_env(api: str) -> dict[str, str]:
 
 def deploy_on_event(home: Path, env: dict, pool: str, name: str, blueprint: Path, match: dict, expect: str) -> None:
     """A process work pool and one deployment of ``blueprint`` (limit 1, queued) that an ``expect`` event matching
-    ``match`` triggers with the event as a parameter, as prefect.yaml's event deployments are; deployed with
-    `prefect deploy` from ``home``/prefect.yaml. A failed command raises with its output."""
+    ``match`` triggers with the event as a parameter, as prefect.yaml's event deployments are."""
     trigger = {
         "type": "event",
         "enabled": True,
@@ -357,13 +375,19 @@ def deploy_on_event(home: Path, env: dict, pool: str, name: str, blueprint: Path
         "expect": [expect],
         "parameters": {"blueprint": str(blueprint), "event": "{{ event }}"},
     }
+    deploy(home, env, pool, name, blueprint, [trigger])
+
+
+def deploy(home: Path, env: dict, pool: str, name: str, blueprint: Path, triggers: list[dict] | None = None) -> None:
+    """A process work pool and one deployment of ``blueprint`` (limit 1, queued), deployed with `prefect deploy`
+    from ``home``/prefect.yaml as the shipped prefect.yaml's are. A failed command raises with its output."""
     deployment = {
         "name": name,
         "entrypoint": "flows/flow.py:run_blueprint",
         "work_pool": {"name": pool, "job_variables": {"command": "vicflow-engine"}},
         "concurrency_limit": {"limit": 1, "collision_strategy": "ENQUEUE"},
         "parameters": {"blueprint": str(blueprint)},
-        "triggers": [trigger],
+        "triggers": triggers or [],
     }
     pull = [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
     spec = {"name": name, "prefect-version": "3.4.0", "pull": pull, "deployments": [deployment]}
