@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
-from vicflow.flows import expressions
+from vicflow.flows import expressions, tracing
 from vicflow.flows.retry import worth_retrying
 from vicflow.plugins import masking
 from vicflow.plugins.errors import AttemptFailed, AttemptStillRunning, StepError
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 TIMEOUT_GRACE_SECONDS = 30.0  # how long a timed-out attempt may take to stop before its retry
 
 
+@tracing.attempt  # a vicflow.attempt span, under its step's whichever thread runs it
 def apply_step(run: Run, step_id: str, index: int | None) -> dict[str, Any]:
     """One attempt of step ``step_id`` (of its item ``index``); its outputs. Raises AttemptFailed."""
     step = run.blueprint.step(step_id)
@@ -53,6 +54,7 @@ def apply_step(run: Run, step_id: str, index: int | None) -> dict[str, Any]:
     return outputs
 
 
+@tracing.rollback
 def undo_step(run: Run, step_id: str) -> str:
     """Undo what the step's completed attempts did, newest first; a retry does not undo one twice. Raises
     AttemptFailed (transient when a retry may help: a cut connection)."""

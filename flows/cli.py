@@ -77,6 +77,18 @@ METRICS_HELP = (
 )
 
 
+OTLP_HELP = (
+    "export OpenTelemetry traces over OTLP/HTTP to URL, e.g. http://127.0.0.1:4318 (sets OTEL_EXPORTER_OTLP_ENDPOINT "
+    "for this process and its runs; default: the OTEL_ variables; unset: no traces; docs/tracing.md)"
+)
+
+
+def _url(text: str) -> str:
+    if not text.startswith(("http://", "https://")) or len(text) > 2000:
+        raise argparse.ArgumentTypeError(f"{text[:60]!r} is not an http:// or https:// URL")
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vicflow",
@@ -121,6 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, metavar="FILE", help="YAML: one section per source (docs/events.md)")
     p.add_argument("sources", nargs="*", help="source names (default: every section of the config)")
     p.add_argument("--metrics-port", type=_port, metavar="PORT", help=METRICS_HELP)
+    p.add_argument("--otlp-endpoint", type=_url, metavar="URL", help=OTLP_HELP)
 
     p = sub.add_parser(
         "worker", help="prefect worker start for a process pool, with runs forked from a preloaded process"
@@ -129,6 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="the worker's name in Prefect (default: Prefect's, ProcessWorker <uuid>)")
     p.add_argument("--limit", type=_positive, help="at most this many runs at once on this worker (default: no limit)")
     p.add_argument("--metrics-port", type=_port, metavar="PORT", help=METRICS_HELP)
+    p.add_argument("--otlp-endpoint", type=_url, metavar="URL", help=OTLP_HELP)
 
     p = sub.add_parser("deploy", help="one deployment per shipped blueprint, its run form made of its inputs")
     p.add_argument("--pool", default="vicflow", help="the work pool (default: vicflow)")
@@ -193,6 +207,8 @@ def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     if sets:
         args.sets = [*(args.sets or []), *sets]
+    if getattr(args, "otlp_endpoint", None):  # the standard variable: the SDK's exporter and the runs read it
+        os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = args.otlp_endpoint
     try:
         _mask_api_credential()
         if _needs_api(args):

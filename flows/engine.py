@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from vicflow.flows import metrics
+from vicflow.flows import metrics, tracing
 from vicflow.flows.executor import Executor
 from vicflow.flows.fleet import RUNNER
 from vicflow.flows.governance import audit, blast_radius, gate, integrity
@@ -57,6 +57,7 @@ def execute(
     run.policy = Policy(policy) if policy else None  # a policy that does not load stops the run here
     run.executor = executor(run)
     run.resources[RUNNER] = run.executor.children
+    tracing.run_started(run)  # one trace from the event (its traceparent) through every step's calls
     started = time.monotonic()
     try:
         if not dry_run:
@@ -93,6 +94,7 @@ def execute(
             raise RunFailed(masking.mask(summary))  # Prefect pickles it into its result storage
         return summary
     finally:
+        tracing.run_ended(run)
         run.release()
         run.executor.close()
 

@@ -36,6 +36,12 @@ PRELOAD = (
     "docker",
     "pyVmomi",
 )
+# the tracing extra, when installed: a run that traces would spend about a second importing it (docs/tracing.md)
+PRELOAD_IF_INSTALLED = (
+    "vicflow.flows.tracing_sdk",
+    "opentelemetry.instrumentation.requests",
+    "opentelemetry.instrumentation.threading",
+)
 REQUEST_TIMEOUT = 10  # seconds a launcher has to send its request
 ORPHAN_GRACE = 10  # seconds a run whose launcher died has to end after SIGTERM before SIGKILL
 
@@ -145,6 +151,9 @@ def serve(path: str) -> None:
     """Import PRELOAD, listen on ``path`` (mode 0600) and fork one child per launcher until SIGTERM."""
     for module in PRELOAD:
         importlib.import_module(module)
+    for module in PRELOAD_IF_INSTALLED:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
     if threading.active_count() != 1:  # a thread would be lost in every child, holding whatever lock it held
         sys.exit(f"fork server: importing {PRELOAD} started threads {threading.enumerate()}; forking is unsafe")
     with contextlib.suppress(FileNotFoundError):

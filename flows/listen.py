@@ -8,7 +8,7 @@ import threading
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from vicflow.flows import expressions, intake, journal, metrics
+from vicflow.flows import expressions, intake, journal, metrics, tracing
 from vicflow.flows.problems import Collector, Problem, short
 from vicflow.flows.secrets import Secrets
 from vicflow.plugins import SourceConfig, masking, yamlpos
@@ -35,7 +35,7 @@ def counted(source: str):
     """The emit function of one source: Prefect's, counting what the source emits."""
 
     def emit(event: dict[str, Any]) -> None:
-        prefect_emit(event)
+        tracing.event_emitted(source, event, prefect_emit)  # in a span whose traceparent the event carries
         metrics.received(source)
 
     return emit
@@ -92,6 +92,8 @@ def main(args) -> int:
     if where:
         metrics.serve_listener(where)
         log.info("metrics on http://%s:%d/metrics", *where)
+    if tracing.configure("vicflow-listen"):
+        log.info("traces to OTLP/HTTP %s", tracing.endpoint())
     sources = default_registry().event_sources
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from vicflow.flows import expressions, metrics
+from vicflow.flows import expressions, metrics, tracing
 from vicflow.flows.rendering import Unknown
 from vicflow.flows.secrets import Secrets
 from vicflow.flows.spec import Blueprint
@@ -239,6 +239,7 @@ class Run:
         """pending -> running: its attempts are about to be submitted (``since``: when it was picked up)."""
         record = self._moving(step_id, StepState.PENDING)
         record.started, record.state = since, StepState.RUNNING
+        tracing.step_started(self, step_id)
         self.emit("vicflow.step.started", step_id, {"uses": record.uses})
 
     def finish(self, step_id: str, outputs: dict[str, Any], note: str = "") -> None:
@@ -339,6 +340,7 @@ class Run:
             self.completion_order.append(record.id)
         if record.attempts and state in RAN:  # it ran (not skipped, resumed nor cancelled)
             metrics.step_ended(record.uses, state.value, record.duration)
+        tracing.step_ended(self, record.id)
         payload = {"state": state.value, "attempts": record.attempts, "duration_s": record.duration}
         self.emit(_EVENT_OF[state], record.id, {**payload, "outputs": record.outputs, "error": record.error})
         self.save_journal()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from vicflow.flows import blueprint as bp
-from vicflow.flows import intake, metrics
+from vicflow.flows import intake, metrics, tracing
 from vicflow.flows import run as engine_run
 from vicflow.flows.testing import StepHarness
 from vicflow.plugins.manager import default_registry
@@ -82,6 +82,15 @@ def test_docs_metrics_lists_exactly_the_metrics_defined():
     for row in rows:  # and each one's type and labels
         name, kind, labels = (cell.strip().strip("`") for cell in row.split("|")[1:4])
         assert (kind, re.findall(r"`(\w+)`", row.split("|")[3])) == defined[name], f"docs/metrics.md: {name}"
+
+
+def test_docs_tracing_lists_exactly_the_spans_started():
+    table = (REPO / "docs" / "tracing.md").read_text().split("## Span reference", 1)[1].split("\n## ", 1)[0]
+    rows = [row for row in table.splitlines() if row.startswith("| `")]
+    documented = {re.findall(r"`([^`]+)`", row.split("|")[1])[0]: row for row in rows}
+    assert sorted(documented) == sorted([*tracing.SPANS, *tracing.INSTRUMENTED])
+    for name, attributes in tracing.SPANS.items():  # and each one's attributes
+        assert re.findall(r"`([\w.]+)`", documented[name].split("|")[3]) == list(attributes), f"docs/tracing.md: {name}"
 
 
 def test_docs_name_only_deployments_that_prefect_yaml_defines():

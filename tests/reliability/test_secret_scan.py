@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from tests.demo import VCH_IP, full_stack_inputs
+from tests.otlp_receiver import Receiver
 from tests.testbed.appliance import Appliance
 from tests.testbed.prefect_db import BUSY_MACHINE, copy_to
 from tests.testbed.prefect_stack import clean_gogs
@@ -214,7 +215,7 @@ def test_no_secret_of_any_character_class_in_prefects_database_logs_artifacts_or
     """Secrets holding space, /, ?, %, é, [, $, \\, quotes, a newline, ${{ }} and a list, through URL paths, queries,
     Basic auth, JSON bodies, an error that quotes the URL, expression errors and target:, in runs of `vicflow run`
     (plain, -v, --output json) and a plan: none of them in Prefect's database (logs, artifacts, events, states,
-    concurrency limits), PREFECT_HOME, or anything the CLI printed."""
+    concurrency limits), PREFECT_HOME, anything the CLI printed, or the OpenTelemetry spans the runs exported."""
     token, token_core = marked("tok")
     env_token, env_core = marked("env", "%41é€ +&=\\'\"\n[$]")  # userinfo: no @ : / # (they end it)
     first, first_core = marked("one")
@@ -238,15 +239,24 @@ def test_no_secret_of_any_character_class_in_prefects_database_logs_artifacts_or
     given = ["--inputs", str(tmp_path / "inputs.yaml"), "--set", f"token={token}",
              "--set", "env_token=${{ secrets.hook_token }}"]  # fmt: skip
     printed = ""
-    for extra in ([], ["-v"], ["--output", "json"]):
-        result = subprocess.run([*base, "run", str(tmp_path / "hooks.yaml"), *given, *extra], env=env,
-                                capture_output=True, text=True, timeout=600, cwd=tmp_path)  # fmt: skip
-        printed += result.stdout + result.stderr
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert "completed with failures" in result.stdout + result.stderr
-    plan = subprocess.run([*base, "plan", str(tmp_path / "hooks.yaml"), *given, "--output", "json"], env=env,
-                          capture_output=True, text=True, timeout=600, cwd=tmp_path)  # fmt: skip
-    printed += plan.stdout + plan.stderr
+    with Receiver() as traces:  # the runs' OpenTelemetry spans (docs/tracing.md), as an OTLP collector gets them
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = traces.endpoint
+        for extra in ([], ["-v"], ["--output", "json"]):
+            result = subprocess.run([*base, "run", str(tmp_path / "hooks.yaml"), *given, *extra], env=env,
+                                    capture_output=True, text=True, timeout=600, cwd=tmp_path)  # fmt: skip
+            printed += result.stdout + result.stderr
+            assert result.returncode == 0, result.stderr[-3000:]
+            assert "completed with failures" in result.stdout + result.stderr
+        plan = subprocess.run([*base, "plan", str(tmp_path / "hooks.yaml"), *given, "--output", "json"], env=env,
+                              capture_output=True, text=True, timeout=600, cwd=tmp_path)  # fmt: skip
+        printed += plan.stdout + plan.stderr
+    spans = traces.snapshot()
+    # the scan reads real spans: the three runs and the plan, and each run's calls with their URLs
+    assert sorted(s.attributes["vicflow.run.state"] for s in spans if s.name == "vicflow.run") == [
+        "completed with failures", "completed with failures", "completed with failures", "planned"]  # fmt: skip
+    urls = [s.attributes.get("url.full") or s.attributes.get("http.url") for s in spans if s.kind == "client"]
+    assert len(urls) >= 9 and any("/hooks/***" in url for url in urls), urls  # path, body, fail: three runs
+    sent = b"".join(traces.bodies)
 
     # the scan looks where the secrets went: the server got each of them
     received = "\n".join(_Hooks.seen)
@@ -258,6 +268,8 @@ def test_no_secret_of_any_character_class_in_prefects_database_logs_artifacts_or
         for form in leaks(secret, core):
             if form in printed.encode():
                 found.append(f"the CLI printed {form!r}")
+            if form in sent:
+                found.append(f"a span exported over OTLP holds {form!r}")
             for path in [*home.rglob("*"), *(tmp_path / "state").rglob("*")]:
                 if path.is_file() and form in path.read_bytes():
                     found.append(f"{path.relative_to(tmp_path)} holds {form!r}")
