@@ -43,6 +43,7 @@ PRELOAD_IF_INSTALLED = (
     "opentelemetry.instrumentation.threading",
 )
 REQUEST_TIMEOUT = 10  # seconds a launcher has to send its request
+STARTED_TIMEOUT = 60  # seconds a launcher waits for the fork server to say which process runs its flow
 ORPHAN_GRACE = 10  # seconds a run whose launcher died has to end after SIGTERM before SIGKILL
 
 
@@ -55,15 +56,25 @@ def launch() -> None:
     server = _connect(path) if path else None
     if server is None:
         os.execv(sys.executable, [sys.executable, "-m", "prefect.engine", *sys.argv[1:]])
-    socket.send_fds(server, [b"r"], [0, 1, 2])
-    request = {"argv": sys.argv[1:], "env": dict(os.environ), "cwd": os.getcwd()}
-    server.sendall(json.dumps(request).encode() + b"\n")
-    answers = server.makefile("rb")
-    pid = int(answers.readline() or 0)
+    # a signal that comes before the run's pid is known is held, then forwarded: the run gets it as it would from
+    # `python -m prefect.engine` (without this the launcher died of it and its run was killed ORPHAN_GRACE later)
+    forwarded = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+    signal.pthread_sigmask(signal.SIG_BLOCK, forwarded)
+    server.settimeout(STARTED_TIMEOUT)
+    try:
+        socket.send_fds(server, [b"r"], [0, 1, 2])
+        request = {"argv": sys.argv[1:], "env": dict(os.environ), "cwd": os.getcwd()}
+        server.sendall(json.dumps(request).encode() + b"\n")
+        answers = server.makefile("rb")
+        pid = int(answers.readline() or 0)
+    except TimeoutError:
+        sys.exit(f"vicflow-engine: the fork server at {path} started no run in {STARTED_TIMEOUT} s (see its log)")
     if not pid:
         sys.exit(f"vicflow-engine: the fork server at {path} refused the run (see its log)")
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    server.settimeout(None)  # the run takes as long as it takes
+    for sig in forwarded:
         signal.signal(sig, lambda received, _frame: os.kill(pid, received))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, forwarded)
     status = answers.readline()
     if not status:
         sys.exit(f"vicflow-engine: the fork server at {path} went away while flow run process {pid} ran")
