@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import http.server
+import json
 import socket
+import socketserver
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
 
 import requests
 from vicflow.flows import blueprint as bp
@@ -14,6 +22,40 @@ from vicflow.flows.inputs import prepare
 from vicflow.flows.thread_executor import ThreadSteps
 from vicflow.plugins.errors import RunFailed
 from vicflow.plugins.manager import default_registry
+
+
+@contextmanager
+def hook_server() -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    """A chat hook on a free port of 127.0.0.1: 200 for any path, 500 with a JSON body that echoes the path for
+    /fail/... (so an error quotes it). Yields the port and the requests it got: path (unquoted), headers, body."""
+    seen: list[dict[str, Any]] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            path = unquote(self.path)
+            seen.append({"path": path, "headers": self.headers, "body": body.decode("utf-8", "replace")})
+            status = 500 if path.startswith("/fail/") else 200
+            payload = json.dumps({"error": f"no hook {path}"} if status == 500 else {"ok": True}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args):  # the server's own log is not what the tests read
+            pass
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1], seen
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def free_port() -> int:

@@ -6,9 +6,6 @@ tests/test_tracing_e2e.py follows one event from `vicflow listen` through a work
 
 from __future__ import annotations
 
-import http.server
-import socketserver
-import threading
 import uuid
 
 import pytest
@@ -17,33 +14,14 @@ from opentelemetry.trace import SpanKind, StatusCode
 from vicflow.flows import cli, tracing
 from vicflow.plugins.errors import ConfigError
 
-
-class _Hook(http.server.BaseHTTPRequestHandler):
-    """200 to any GET; keeps the traceparent header each request carried."""
-
-    traceparents: list[str] = []
-
-    def do_GET(self):  # noqa: N802 - http.server's name
-        self.traceparents.append(self.headers.get("traceparent") or "")
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args):
-        pass
+from tests import helpers
 
 
 @pytest.fixture
 def hook():
-    _Hook.traceparents = []
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+    """A hook server: its port, and the requests it got."""
+    with helpers.hook_server() as served:
+        yield served
 
 
 @pytest.fixture
@@ -83,7 +61,7 @@ def test_a_local_run_is_one_trace_of_run_steps_attempts_and_the_http_call(prefec
     tag = f"t{uuid.uuid4().hex[:8]}"
     token = f"tok-{uuid.uuid4().hex}"
     path = tmp_path / "traced.yaml"
-    path.write_text(BLUEPRINT.format(tag=tag, port=hook))
+    path.write_text(BLUEPRINT.format(tag=tag, port=hook[0]))
     assert cli.main(["run", str(path), "--set", f"token={token}"]) == 0, capsys.readouterr()
 
     spans = exported.get_finished_spans()
@@ -121,9 +99,9 @@ def test_a_local_run_is_one_trace_of_run_steps_attempts_and_the_http_call(prefec
     [call] = [s for s in spans if s.kind == SpanKind.CLIENT]
     assert call.name == "GET" and parent(call) is by_step["call"][0]
     url = call.attributes.get("url.full") or call.attributes.get("http.url")
-    assert url == f"http://127.0.0.1:{hook}/hooks/***", f"the secret in the URL is masked: {url}"
+    assert url == f"http://127.0.0.1:{hook[0]}/hooks/***", f"the secret in the URL is masked: {url}"
     # and its traceparent went with the request: the server could continue the trace
-    assert _Hook.traceparents == [traceparent(call)]
+    assert [r["headers"].get("traceparent") for r in hook[1]] == [traceparent(call)]
 
     # nothing exported holds the secret
     for span in spans:
@@ -200,7 +178,7 @@ def test_the_listener_puts_its_spans_traceparent_in_the_event(exported):
 def test_a_call_outside_any_vicflow_span_is_not_traced(exported, hook):
     import requests
 
-    requests.get(f"http://127.0.0.1:{hook}/alone", timeout=10)
+    requests.get(f"http://127.0.0.1:{hook[0]}/alone", timeout=10)
     assert exported.get_finished_spans() == ()
 
 

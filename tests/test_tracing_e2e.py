@@ -11,16 +11,14 @@ receiver's raw bytes are searched for the vCenter password, which the run resolv
 
 from __future__ import annotations
 
-import http.server
 import json
-import socketserver
-import threading
 import uuid
 
 import pytest
 import requests
 from vicflow.flows import metrics, tracing
 
+from tests import helpers
 from tests.otlp_receiver import Receiver, tree
 from tests.reliability.test_secret_scan import forms
 from tests.test_metrics import _receiving, api, final_run, push, wait_for
@@ -47,76 +45,64 @@ steps:
 """
 
 
-class _Hook(http.server.BaseHTTPRequestHandler):
-    seen: list[str] = []
-
-    def do_GET(self):  # noqa: N802 - http.server's name
-        self.seen.append(self.headers.get("traceparent") or "")
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def plane(prefect_api, vcsim, tmp_path):
     prefix = f"trace-{uuid.uuid4().hex[:6]}"
-    hook = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Hook)
-    threading.Thread(target=hook.serve_forever, daemon=True).start()
-    path = tmp_path / "traced.yaml"
-    path.write_text(
-        BLUEPRINT.format(
-            prefix=prefix, server=vcsim.url, user=vcsim.username, thumbprint=vcsim.thumbprint, hook=hook.server_address[1]
+    with helpers.hook_server() as (hook, hooked):
+        path = tmp_path / "traced.yaml"
+        path.write_text(
+            BLUEPRINT.format(
+                prefix=prefix, server=vcsim.url, user=vcsim.username, thumbprint=vcsim.thumbprint, hook=hook
+            )
         )
-    )
-    env = client_env(prefect_api)
-    for name in (metrics.ADDR_ENV, metrics.MULTIPROC_ENV, tracing.ENDPOINT_ENV, tracing.TRACES_ENDPOINT_ENV):
-        env.pop(name, None)
-    env["OTEL_BSP_SCHEDULE_DELAY"] = "500"  # the listener's batches leave every 0.5 s (the SDK's default is 5 s)
-    env["VICFLOW_SECRET_TRACE_VC_PASSWORD"] = vcsim.password
-    pool, deployment, repository = f"{prefix}-pool", f"{prefix}-on-push", f"{prefix}/app"
-    deploy_on_event(tmp_path, env, pool, deployment, path, {"registry.repository": repository}, "registry.image.pushed")
-    port, token = free_port(), uuid.uuid4().hex
-    (tmp_path / "listen.yaml").write_text(json.dumps({"registry": {"listen": f"127.0.0.1:{port}", "token": token}}))
-    with Receiver() as receiver:
-        otlp = ["--otlp-endpoint", receiver.endpoint]
-        processes = [
-            start([str(BIN / "vicflow"), "worker", "--pool", pool, *otlp], env, tmp_path / "worker.log"),
-            start([str(BIN / "vicflow"), "listen", "--config", str(tmp_path / "listen.yaml"), *otlp], env, tmp_path / "listen.log"),
-        ]  # fmt: skip
-        try:
-            yield {
-                "api": prefect_api,
-                "deployment": deployment,
-                "repository": repository,
-                "receiver": f"http://127.0.0.1:{port}/events",
-                "token": token,
-                "home": tmp_path,
-                "otlp": receiver,
-                "password": vcsim.password,
-            }
-        finally:
-            for process in reversed(processes):
-                stop(process)
-            hook.shutdown()
-            hook.server_close()
+        env = client_env(prefect_api)
+        for name in (metrics.ADDR_ENV, metrics.MULTIPROC_ENV, tracing.ENDPOINT_ENV, tracing.TRACES_ENDPOINT_ENV):
+            env.pop(name, None)
+        env["OTEL_BSP_SCHEDULE_DELAY"] = "500"  # the listener's batches leave every 0.5 s (the SDK's default is 5 s)
+        env["VICFLOW_SECRET_TRACE_VC_PASSWORD"] = vcsim.password
+        pool, deployment, repository = f"{prefix}-pool", f"{prefix}-on-push", f"{prefix}/app"
+        deploy_on_event(
+            tmp_path, env, pool, deployment, path, {"registry.repository": repository}, "registry.image.pushed"
+        )
+        port, token = free_port(), uuid.uuid4().hex
+        (tmp_path / "listen.yaml").write_text(json.dumps({"registry": {"listen": f"127.0.0.1:{port}", "token": token}}))
+        with Receiver() as receiver:
+            otlp = ["--otlp-endpoint", receiver.endpoint]
+            processes = [
+                start([str(BIN / "vicflow"), "worker", "--pool", pool, *otlp], env, tmp_path / "worker.log"),
+                start([str(BIN / "vicflow"), "listen", "--config", str(tmp_path / "listen.yaml"), *otlp], env, tmp_path / "listen.log"),
+            ]  # fmt: skip
+            try:
+                yield {
+                    "api": prefect_api,
+                    "deployment": deployment,
+                    "repository": repository,
+                    "receiver": f"http://127.0.0.1:{port}/events",
+                    "token": token,
+                    "home": tmp_path,
+                    "otlp": receiver,
+                    "password": vcsim.password,
+                    "hooked": hooked,
+                }
+            finally:
+                for process in reversed(processes):
+                    stop(process)
 
 
 def test_one_trace_from_the_event_through_the_worker_run_to_vsphere_and_http_calls(plane):
     otlp = plane["otlp"]
     [deployment] = [d for d in api(plane, "/deployments/filter") if d["name"] == plane["deployment"]]
     wait_for(lambda: _receiving(plane), 60, "the registry receiver listens", plane["home"] / "listen.log")
-    _Hook.seen = []
+    plane["hooked"].clear()
     push(plane)
     runs = wait_for(lambda: api(plane, "/flow_runs/filter", {"deployments": {"id": {"any_": [deployment["id"]]}}}), 120, "the event starts a run", plane["home"] / "listen.log")  # fmt: skip
     run = final_run(plane, runs[0]["id"])
     assert run["state_type"] == "COMPLETED", run["state"]
 
     # the listener: one span for the event it emitted
-    events = wait_for(lambda: otlp.named("vicflow.event"), 60, "the listener exports its span", plane["home"] / "listen.log")
+    events = wait_for(
+        lambda: otlp.named("vicflow.event"), 60, "the listener exports its span", plane["home"] / "listen.log"
+    )
     [event] = [e for e in events if e.attributes["vicflow.event.name"] == "registry.image.pushed"]
     assert event.service == "vicflow-listen" and event.kind == "producer" and event.parent_id == ""
     assert event.attributes["vicflow.event.source"] == "registry"
@@ -126,7 +112,9 @@ def test_one_trace_from_the_event_through_the_worker_run_to_vsphere_and_http_cal
     assert traceparent.split("-")[1:3] == [event.trace_id, event.span_id]
 
     # the worker's run process: its run span is the event span's child, in the same trace
-    [traced] = wait_for(lambda: otlp.named("vicflow.run"), 60, "the run exports its spans", plane["home"] / "worker.log")
+    [traced] = wait_for(
+        lambda: otlp.named("vicflow.run"), 60, "the run exports its spans", plane["home"] / "worker.log"
+    )
     assert (traced.trace_id, traced.parent_id, traced.kind) == (event.trace_id, event.span_id, "consumer")
     assert traced.service == "vicflow-run" and traced.attributes["vicflow.run.id"] == run["id"]
     assert traced.attributes["vicflow.run.state"] == "completed"
@@ -146,7 +134,8 @@ def test_one_trace_from_the_event_through_the_worker_run_to_vsphere_and_http_cal
     # the HTTP call, a client span under the call step's attempt; its traceparent went with the request
     [get] = [s for s in spans if s.name == "GET"]
     assert get.parent_id == attempts["call"].span_id and get.kind == "client"
-    assert _Hook.seen and _Hook.seen[0].split("-")[1:3] == [get.trace_id, get.span_id]
+    seen = [r["headers"].get("traceparent") or "" for r in plane["hooked"]]
+    assert seen and seen[0].split("-")[1:3] == [get.trace_id, get.span_id]
 
     # no span the receiver got holds the vCenter password, in any form
     sent = b"".join(otlp.bodies)

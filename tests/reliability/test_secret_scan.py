@@ -12,20 +12,18 @@ searching the wrong place.  docs/reliability.md lists those places.
 from __future__ import annotations
 
 import base64
-import http.server
 import json
 import os
-import socketserver
 import subprocess
 import sys
-import threading
 import uuid
 from pathlib import Path
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 import pytest
 import yaml
 
+from tests import helpers
 from tests.demo import VCH_IP, full_stack_inputs
 from tests.otlp_receiver import Receiver
 from tests.testbed.appliance import Appliance
@@ -136,31 +134,6 @@ def leaks(secret: str, core: str) -> list[bytes]:
     return found
 
 
-class _Hooks(http.server.BaseHTTPRequestHandler):
-    """A chat hook: 200 for /hooks/..., 500 with a JSON body echoing the path for /fail/... (errors quote it)."""
-
-    seen: list[str] = []
-
-    def _answer(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        self.seen.append(
-            unquote(self.path) + " " + (self.headers.get("Authorization") or "") + " " + body.decode("utf-8", "replace")
-        )
-        status = 500 if self.path.startswith("/fail/") else 200
-        payload = json.dumps({"error": f"no hook {unquote(self.path)}"} if status == 500 else {"ok": True}).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    do_GET = do_POST = _answer
-
-    def log_message(self, *args):  # the server's own log is not what is scanned
-        pass
-
-
 BLUEPRINT = """
 name: hooks
 inputs:
@@ -200,18 +173,12 @@ outputs:
 
 
 @pytest.fixture
-def hook_server():
-    _Hooks.seen = []
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Hooks)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+def hooks():
+    with helpers.hook_server() as served:
+        yield served
 
 
-def test_no_secret_of_any_character_class_in_prefects_database_logs_artifacts_or_output(tmp_path, hook_server):
+def test_no_secret_of_any_character_class_in_prefects_database_logs_artifacts_or_output(tmp_path, hooks):
     """Secrets holding space, /, ?, %, é, [, $, \\, quotes, a newline, ${{ }} and a list, through URL paths, queries,
     Basic auth, JSON bodies, an error that quotes the URL, expression errors and target:, in runs of `vicflow run`
     (plain, -v, --output json) and a plan: none of them in Prefect's database (logs, artifacts, events, states,
@@ -222,7 +189,7 @@ def test_no_secret_of_any_character_class_in_prefects_database_logs_artifacts_or
     second, second_core = marked("two")
     secrets = [(token, token_core), (env_token, env_core), (first, first_core), (second, second_core)]
     home = tmp_path / "prefect-home"
-    (tmp_path / "hooks.yaml").write_text(BLUEPRINT.replace("PORT", str(hook_server)))
+    (tmp_path / "hooks.yaml").write_text(BLUEPRINT.replace("PORT", str(hooks[0])))
     (tmp_path / "inputs.yaml").write_text(json.dumps({"pair": [first, second]}))
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "VICFLOW_"))},
@@ -259,7 +226,7 @@ def test_no_secret_of_any_character_class_in_prefects_database_logs_artifacts_or
     sent = b"".join(traces.bodies)
 
     # the scan looks where the secrets went: the server got each of them
-    received = "\n".join(_Hooks.seen)
+    received = "\n".join(f"{r['path']} {r['headers'].get('Authorization') or ''} {r['body']}" for r in hooks[1])
     assert token_core in received and first_core in received and second_core in received, received[:2000]
     database = b"".join(path.read_bytes() for path in home.glob("prefect.db*"))
     assert b"vicflow-journal" in database and b"vicflow-target-t-secret-" in database, "the scan reads the database"
