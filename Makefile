@@ -49,8 +49,9 @@ demo-down: venv
 
 TYPECHECK := .vicflow/typecheck
 
-lint: venv  # style and bugs (ruff), the import layering and cycles (import-linter), then types (mypy)
+lint: venv  # style and bugs (ruff), its formatting, the import layering and cycles (import-linter), then types (mypy)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports --no-cache
 	@# mypy reads the sources as the package they install as (vicflow.flows is flows/): a tree of links
 	@mkdir -p $(TYPECHECK)/vicflow && touch $(TYPECHECK)/vicflow/__init__.py

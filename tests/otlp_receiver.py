@@ -138,7 +138,9 @@ def tree(spans: list[Received], root: Received) -> str:
         keys = ("vicflow.event.name", "vicflow.blueprint", "vicflow.step.id", "vicflow.attempt", "http.request.method",
                 "http.method", "url.full", "http.url", "rpc.method", "vicflow.run.state", "vicflow.step.state")  # fmt: skip
         shown = " ".join(f"{k}={span.attributes[k]}" for k in keys if k in span.attributes)
-        lines.append(f"{'  ' * depth}{span.name} [{span.service}, {span.kind}] {span.span_id}<-{span.parent_id or '-'} {shown}")
+        lines.append(
+            f"{'  ' * depth}{span.name} [{span.service}, {span.kind}] {span.span_id}<-{span.parent_id or '-'} {shown}"
+        )
         for child in sorted(children.get(span.span_id, []), key=lambda s: s.start):
             walk(child, depth + 1)
 

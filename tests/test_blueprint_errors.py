@@ -205,7 +205,8 @@ CASES = [
     ),
     (
         "http header not latin-1",
-        HEAD + "  - id: web\n    uses: health_check\n    with: {kind: http, url: 'http://h/', headers: {X-Token: 'a€'}}\n",
+        HEAD
+        + "  - id: web\n    uses: health_check\n    with: {kind: http, url: 'http://h/', headers: {X-Token: 'a€'}}\n",
         5,
         51,
         "web",

@@ -112,7 +112,9 @@ def test_a_plan_bounded_by_the_budget_is_a_located_error(tmp_path, cli_env):
     )
     result = run_cli(["plan", str(path)], cli_env)
     assert result.returncode == 2, result.stderr[-2000:]
-    assert f"{path}:5:15: step 'fan': for_each: for_each gave 300,000 items; at most 10,000 are allowed" in result.stderr
+    assert (
+        f"{path}:5:15: step 'fan': for_each: for_each gave 300,000 items; at most 10,000 are allowed" in result.stderr
+    )
     path.write_text(path.read_text().replace("${{ [1]*300000 }}", "[1, 2]"))
     result = run_cli(["plan", str(path)], cli_env)
     assert result.returncode == 2, result.stderr[-2000:]

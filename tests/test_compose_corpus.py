@@ -160,7 +160,10 @@ def test_compose_spec_keys_docker_compose_honours_outside_swarm(tmp_path):
     ("snippet", "message"),
     [
         ("    deploy: {replicas: 2}\n", "4:24: deploy.replicas of 'web' is 2: vicflow runs one container per service"),
-        ("    deploy: {resources: {reservations: {devices: []}}}\n", "4:41: unsupported key 'devices' in deploy.resources.reservations"),
+        (
+            "    deploy: {resources: {reservations: {devices: []}}}\n",
+            "4:41: unsupported key 'devices' in deploy.resources.reservations",
+        ),
         ("    deploy: {restart_policy: {condition: sometimes}}\n", "4:42: restart_policy condition 'sometimes'"),
         ("    deploy: {resources: {limits: {memory: lots}}}\n", "4:43: invalid resources.limits.memory of 'web'"),
         ("    deploy: {resources: {limits: {cpu: 1}}}\n", "4:35: unknown key 'cpu' in deploy.resources.limits"),
@@ -278,4 +281,3 @@ def test_on_a_vch_every_healthcheck_is_a_warning_and_service_healthy_an_error(tm
         "a health_check step (kind: container with a command run in it, e.g. pg_isready, as a detached exec; "
         "http or tcp for a published port)"
     )
-

@@ -381,7 +381,9 @@ def _v2_names(value: Any) -> Any:
     if isinstance(value, list):
         return sorted(_v2_names(v) for v in value)
     return re.sub(
-        r"(?<![\w.-])(<project>_)?([\w.-]+?)_1\b", lambda m: ("<project>-" if m.group(1) else "") + m.group(2) + "-1", value
+        r"(?<![\w.-])(<project>_)?([\w.-]+?)_1\b",
+        lambda m: ("<project>-" if m.group(1) else "") + m.group(2) + "-1",
+        value,
     )
 
 
@@ -582,9 +584,7 @@ def _compare(a: dict[str, Any], b: dict[str, Any], verdict: Verdict) -> None:
                 if entry:
                     verdict.explained.add(entry.decision)
                 else:
-                    verdict.unexplained.append(
-                        f"{kind[:-1]} {key}: {'.'.join(map(str, path))}: a={one!r} b={other!r}"
-                    )
+                    verdict.unexplained.append(f"{kind[:-1]} {key}: {'.'.join(map(str, path))}: a={one!r} b={other!r}")
 
 
 # ------------------------------------------------------------------ fixtures
@@ -686,7 +686,10 @@ def test_compose_up_creates_what_docker_compose_creates(case, verdicts):
         assert verdict.services > 0 and verdict.compared > 0
         assert not verdict.unexplained, "\n".join(verdict.unexplained)
         return
-    for side, words, error in (("docker-compose", refusal.a, verdict.a_error), ("compose_up", refusal.b, verdict.b_error)):
+    for side, words, error in (
+        ("docker-compose", refusal.a, verdict.a_error),
+        ("compose_up", refusal.b, verdict.b_error),
+    ):
         if words is None:
             assert error is None, f"{side} refused it:\n{error}"
         else:

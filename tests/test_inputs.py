@@ -138,7 +138,11 @@ def test_a_set_value_that_is_not_utf8_is_a_located_error(document):
 
 def test_an_input_default_bomb_is_refused_at_its_place(tmp_path):
     path = tmp_path / "d.yaml"
-    path.write_text("name: d\ninputs:\n  x: {type: list, default: '${{ [[1]*999999]*999999 }}'}\nsteps:\n  - {id: a, uses: noop}\n")
+    path.write_text(
+        "name: d\ninputs:\n  x: {type: list, default: '${{ [[1]*999999]*999999 }}'}\nsteps:\n  - {id: a, uses: noop}\n"
+    )
     with pytest.raises(InputsError) as caught:
         inputs.prepare(bp.load(path))
-    assert str(caught.value).startswith(f"{path}:3:3: input 'x': '${{{{ [[1]*999999]*999999 }}}}': repeating a sequence")
+    assert str(caught.value).startswith(
+        f"{path}:3:3: input 'x': '${{{{ [[1]*999999]*999999 }}}}': repeating a sequence"
+    )

@@ -58,7 +58,13 @@ class SaveText(StepType[FileParams]):
 def test_plan_apply_idempotent_rollback_of_a_file(tmp_path):
     step = StepHarness(SaveText, {"path": "out.txt", "text": "hello"}, base_dir=tmp_path)
     assert step.plan() == [
-        {"step": "save_text", "action": "create", "target": str(tmp_path / "out.txt"), "detail": "5 characters", "kind": ""}
+        {
+            "step": "save_text",
+            "action": "create",
+            "target": str(tmp_path / "out.txt"),
+            "detail": "5 characters",
+            "kind": "",
+        }
     ]
     assert not (tmp_path / "out.txt").exists()  # a plan changes nothing
     assert step.apply() == {"path": str(tmp_path / "out.txt")}  # the relative path resolved beside the blueprint
@@ -96,7 +102,9 @@ def test_idempotent_fails_for_a_step_whose_second_run_changes_something(tmp_path
         appending.idempotent()
     assert (tmp_path / "log.txt").read_text() == "++"
     doubling = StepHarness(Twice, {"path": str(tmp_path / "twice.txt"), "text": "+"})
-    with pytest.raises(AssertionError, match=r"twice: the plan after apply\(\) still shows changes: .*'action': 'update'"):
+    with pytest.raises(
+        AssertionError, match=r"twice: the plan after apply\(\) still shows changes: .*'action': 'update'"
+    ):
         doubling.idempotent()
 
 

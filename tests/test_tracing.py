@@ -57,7 +57,9 @@ steps:
 """
 
 
-def test_a_local_run_is_one_trace_of_run_steps_attempts_and_the_http_call(prefect_api, exported, hook, tmp_path, capsys):
+def test_a_local_run_is_one_trace_of_run_steps_attempts_and_the_http_call(
+    prefect_api, exported, hook, tmp_path, capsys
+):
     tag = f"t{uuid.uuid4().hex[:8]}"
     token = f"tok-{uuid.uuid4().hex}"
     path = tmp_path / "traced.yaml"
@@ -77,8 +79,14 @@ def test_a_local_run_is_one_trace_of_run_steps_attempts_and_the_http_call(prefec
     steps = {s.attributes["vicflow.step.id"]: s for s in spans if s.name == "vicflow.step"}
     assert set(steps) == {"nap", "shaky", "call", "each", "never"}
     assert all(parent(s) is run for s in steps.values())
-    assert steps["never"].attributes["vicflow.step.state"] == "skipped" and steps["never"].attributes["vicflow.step.attempts"] == 0
-    assert steps["shaky"].attributes["vicflow.step.attempts"] == 2 and steps["shaky"].attributes["vicflow.step.state"] == "completed"
+    assert (
+        steps["never"].attributes["vicflow.step.state"] == "skipped"
+        and steps["never"].attributes["vicflow.step.attempts"] == 0
+    )
+    assert (
+        steps["shaky"].attributes["vicflow.step.attempts"] == 2
+        and steps["shaky"].attributes["vicflow.step.state"] == "completed"
+    )
     assert steps["each"].attributes["vicflow.step.items"] == 2
 
     attempts = [s for s in spans if s.name == "vicflow.attempt"]
@@ -105,7 +113,9 @@ def test_a_local_run_is_one_trace_of_run_steps_attempts_and_the_http_call(prefec
 
     # nothing exported holds the secret
     for span in spans:
-        text = f"{span.name} {dict(span.attributes)} {span.status.description} {[dict(e.attributes) for e in span.events]}"
+        text = (
+            f"{span.name} {dict(span.attributes)} {span.status.description} {[dict(e.attributes) for e in span.events]}"
+        )
         assert token not in text, span.name
 
 
@@ -157,7 +167,11 @@ def test_a_failed_steps_rollback_is_a_span_of_the_run_per_undone_step(exported, 
     [run] = [s for s in spans if s.name == "vicflow.run"]
     assert run.attributes["vicflow.run.state"] == "failed" and run.status.status_code == StatusCode.ERROR
     steps = {s.attributes["vicflow.step.id"]: s for s in spans if s.name == "vicflow.step"}
-    assert {k: v.attributes["vicflow.step.state"] for k, v in steps.items()} == {"a": "completed", "b": "completed", "c": "failed"}
+    assert {k: v.attributes["vicflow.step.state"] for k, v in steps.items()} == {
+        "a": "completed",
+        "b": "completed",
+        "c": "failed",
+    }
     assert steps["c"].status.status_code == StatusCode.ERROR
     undos = sorted((s for s in spans if s.name == "vicflow.rollback"), key=lambda s: s.start_time)
     assert [s.attributes["vicflow.step.id"] for s in undos] == ["b", "a"], "newest first"
@@ -166,13 +180,21 @@ def test_a_failed_steps_rollback_is_a_span_of_the_run_per_undone_step(exported, 
 
 def test_the_listener_puts_its_spans_traceparent_in_the_event(exported):
     sent = []
-    event = {"event": "docker.container.died", "id": "x", "resource": {"prefect.resource.id": "docker.e.c"}, "payload": {"a": 1}}
+    event = {
+        "event": "docker.container.died",
+        "id": "x",
+        "resource": {"prefect.resource.id": "docker.e.c"},
+        "payload": {"a": 1},
+    }
     tracing.event_emitted("docker", event, sent.append)
     [span] = exported.get_finished_spans()
     assert span.name == "vicflow.event" and span.kind == SpanKind.PRODUCER and span.parent is None
     assert sent[0]["payload"] == {"a": 1, "traceparent": traceparent(span)}
     assert "traceparent" not in event["payload"], "the source's own event is left as it was"
-    assert span.attributes["vicflow.event.resource"] == "docker.e.c" and span.attributes["vicflow.event.source"] == "docker"
+    assert (
+        span.attributes["vicflow.event.resource"] == "docker.e.c"
+        and span.attributes["vicflow.event.source"] == "docker"
+    )
 
 
 def test_a_call_outside_any_vicflow_span_is_not_traced(exported, hook):
@@ -194,7 +216,13 @@ def test_a_call_outside_any_vicflow_span_is_not_traced(exported, hook):
     ],
 )
 def test_tracing_is_off_unless_configured(monkeypatch, env, on):
-    for name in (*tracing.PROTOCOL_ENVS, tracing.ENDPOINT_ENV, tracing.TRACES_ENDPOINT_ENV, tracing.EXPORTER_ENV, tracing.DISABLED_ENV):
+    for name in (
+        *tracing.PROTOCOL_ENVS,
+        tracing.ENDPOINT_ENV,
+        tracing.TRACES_ENDPOINT_ENV,
+        tracing.EXPORTER_ENV,
+        tracing.DISABLED_ENV,
+    ):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)

@@ -354,7 +354,9 @@ def secrets_case(draw: Draw) -> Case:
 def _input_check_case(draw: Draw, secret: str) -> Case:
     """A secret input refused by a check (enum, type) or holding an expression: the problem names no secret."""
     listed = draw.boolean()
-    spec = draw.pick(["{type: secret, enum: [a, b]}", "{type: secret}", "{type: integer}", "{type: secret, default: x}"])
+    spec = draw.pick(
+        ["{type: secret, enum: [a, b]}", "{type: secret}", "{type: integer}", "{type: secret, default: x}"]
+    )
     how = draw.pick(["set", "file", "reference"])
     if "secret" not in spec:  # a secret given to an input of another type comes from ${{ secrets.x }}
         how, listed = "reference", False
@@ -364,7 +366,9 @@ def _input_check_case(draw: Draw, secret: str) -> Case:
         from vicflow.flows import inputs
 
         path = tmp / "b.yaml"
-        path.write_text(f"name: b\ninputs:\n  pw: {spec}\nsteps:\n  - {{id: a, uses: http_request, with: {{url: x}}}}\n")
+        path.write_text(
+            f"name: b\ninputs:\n  pw: {spec}\nsteps:\n  - {{id: a, uses: http_request, with: {{url: x}}}}\n"
+        )
         document = bp.load(path)
         value: Any = [secret, "second-" + secret] if listed else secret
         if how == "reference":
@@ -444,7 +448,9 @@ def budget_case(draw: Draw) -> Case:
     if where == "with":
         step = f"  - id: a\n    uses: http_request\n    with: {{url: {value}}}\n"
     elif where == "for_each":
-        step = f"  - id: a\n    uses: http_request\n    for_each: {value}\n    with: {{url: 'http://h/${{{{ item }}}}'}}\n"
+        step = (
+            f"  - id: a\n    uses: http_request\n    for_each: {value}\n    with: {{url: 'http://h/${{{{ item }}}}'}}\n"
+        )
     elif where == "if":
         step += f"    if: {value}\n"
     elif where == "default":
@@ -545,7 +551,7 @@ def mutated(draw: Draw, base: str) -> bytes:
         elif kind == 1 and lines:
             del lines[at : at + draw.integer(1, 3)]
         elif kind == 2:
-            lines.insert(at, draw.pick(["  ", "\t", "- ", "x: ", "\"", "&a ", "*a "]) + (lines[at - 1] if at else "\n"))
+            lines.insert(at, draw.pick(["  ", "\t", "- ", "x: ", '"', "&a ", "*a "]) + (lines[at - 1] if at else "\n"))
         else:
             lines = lines[:at]
     data = "".join(lines).encode("utf-8", "surrogatepass")

@@ -33,7 +33,9 @@ class Pool:
     def call(self, method: str, path: str, body: dict | None = None, timeout: float = 30):
         """One API call; retried on 429/502/503 as Prefect's own client does (SQLite answers 503 when locked)."""
         for attempt in range(6):
-            response = requests.request(method, f"{self.stack.api}{path}", json=body, timeout=timeout, **self.stack.http())
+            response = requests.request(
+                method, f"{self.stack.api}{path}", json=body, timeout=timeout, **self.stack.http()
+            )
             if response.status_code not in (429, 502, 503):
                 break
             time.sleep(0.5 * 2**attempt)
