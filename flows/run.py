@@ -176,6 +176,7 @@ class Run:
     rendered: dict[str, list[Any]] = field(default_factory=dict)  # parameters per item, rendered once
     lock: threading.Lock = field(default_factory=threading.Lock)
     executor: Any = None  # the Executor (executor.py) that runs its attempts
+    spans: Any = None  # its open trace spans while tracing is on (tracing.py sets and ends them)
     error: str | None = None  # why the run failed: ${{ run.error }} in on_error and finally steps
     failed_step: str | None = None
     state: RunState = RunState.RUNNING

@@ -229,9 +229,6 @@ class _RunSpans:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-_RUNS: dict[int, _RunSpans] = {}  # id() of a run.Run (open from run_started to run_ended) -> its spans
-
-
 def traceparent_of(event: dict[str, Any] | None) -> str | None:
     payload = (event or {}).get("payload") or {}
     value = payload.get(TRACEPARENT) if isinstance(payload, dict) else None
@@ -241,7 +238,7 @@ def traceparent_of(event: dict[str, Any] | None) -> str | None:
 def run_started(run: Any) -> None:
     """The run's span: a child of its event's (the traceparent in the payload), else of the current span (a
     fleet step's child run in this process), else a new trace."""
-    if not configure("vicflow-run") or id(run) in _RUNS:
+    if not configure("vicflow-run") or run.spans is not None:
         return
     parent, kind = None, SpanKind.INTERNAL
     traceparent = traceparent_of(run.event)
@@ -254,12 +251,12 @@ def run_started(run: Any) -> None:
         "vicflow.event.name": (run.event or {}).get("event"),
         "vicflow.event.id": (run.event or {}).get("id"),
     }
-    _RUNS[id(run)] = _RunSpans(_start("vicflow.run", parent, attributes, kind))
+    run.spans = _RunSpans(_start("vicflow.run", parent, attributes, kind))
 
 
 def run_ended(run: Any) -> None:
     """The run's final state (``planned`` for a plan; ``error``: the engine raised before it had one)."""
-    spans = _RUNS.pop(id(run), None)
+    spans, run.spans = run.spans, None
     if spans is None:
         return
     state = str(run.state)  # a RunState: its value
@@ -277,7 +274,7 @@ def run_ended(run: Any) -> None:
 
 def step_started(run: Any, step_id: str) -> None:
     """Run.start: the step's span, a child of the run's, open until ``step_ended``."""
-    spans = _RUNS.get(id(run))
+    spans = run.spans
     if spans is None:
         return
     attributes = {"vicflow.step.id": step_id, "vicflow.step.type": run.records[step_id].uses}
@@ -288,7 +285,7 @@ def step_started(run: Any, step_id: str) -> None:
 def step_ended(run: Any, step_id: str) -> None:
     """Run's transitions to a final state: the step's state; a step that never started (skipped, resumed,
     cancelled) gets a span of no length."""
-    spans = _RUNS.get(id(run))
+    spans = run.spans
     if spans is None:
         return
     record = run.records[step_id]
@@ -312,7 +309,7 @@ def attempt(body: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(body)
     def traced(run: Any, step_id: str, index: int | None = None) -> Any:
-        spans = _RUNS.get(id(run))
+        spans = run.spans
         if spans is None:
             return body(run, step_id, index)
         with spans.lock:
@@ -344,7 +341,7 @@ def rollback(body: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(body)
     def traced(run: Any, step_id: str) -> Any:
-        spans = _RUNS.get(id(run))
+        spans = run.spans
         if spans is None:
             return body(run, step_id)
         attributes = {"vicflow.step.id": step_id, "vicflow.step.type": run.records[step_id].uses}
