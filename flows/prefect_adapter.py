@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -222,7 +223,6 @@ def wait_for_server(seconds: float = REPORT_WAIT_SECONDS) -> bool:
     The steps may finish while the server is away (a restart, a lost network): the run then waits to
     report rather than dropping its summary; Prefect's own client gives up after about 60 s."""
     from prefect.client.orchestration import get_client
-    from prefect.logging import get_run_logger
 
     started = time.monotonic()
     with get_client(sync_client=True) as client:
@@ -233,10 +233,34 @@ def wait_for_server(seconds: float = REPORT_WAIT_SECONDS) -> bool:
             if time.monotonic() - started < 2:  # said once, on the worker's log
                 log.warning("the Prefect server does not answer; the run waits up to %.0fs to report", seconds)
             time.sleep(2)
-    away = time.monotonic() - started
-    if away >= 2:  # logged to the run once the server can hear it
-        get_run_logger().warning("the Prefect server did not answer for %.0fs; the run waited, and reports now", away)
+        away = time.monotonic() - started
+        if away >= 2:
+            _tell_the_run(client, f"the Prefect server did not answer for {away:.0f}s; the run waited, and reports now")
     return True
+
+
+def _tell_the_run(client: Any, message: str) -> None:
+    """A warning in the run's log, sent at once through the client that found the server back.
+
+    Not through the run logger: Prefect's log shipper sends lines in batches and drops a batch it cannot send,
+    and the first send after a restart can meet a connection the old server closed (a worker's log then says
+    "Error logging to API ... Server disconnected without sending a response": the line was lost once in the
+    test of a 75 s outage, tests/reliability/test_prefect_server.py)."""
+    from prefect.client.schemas.actions import LogCreate
+    from prefect.context import FlowRunContext
+    from prefect.types._datetime import now
+
+    log.warning("%s", message)
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return
+    line = LogCreate(
+        name="vicflow", level=logging.WARNING, message=message, timestamp=now("UTC"), flow_run_id=context.flow_run.id
+    )
+    try:
+        client.create_logs([line])
+    except Exception as exc:  # the summary matters more than this line
+        log.warning("could not send that line to the run's log: %s", exc)
 
 
 def _publish(run: Run, summary: dict[str, Any]) -> None:

@@ -7,76 +7,36 @@ are masked before they are written (docs/decisions.md), as everything vicflow se
 
 from __future__ import annotations
 
-import contextvars
-import logging
-import threading
-import time
+import contextlib
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
+from vicflow.flows.journal import LatestWriter
 from vicflow.plugins.errors import StepError
 
 ARTIFACT_TYPE = "vicflow-journal"
 HINT = "pass the flow-run id (or name) that `vicflow run` or the Prefect UI shows, on the same Prefect server"
-log = logging.getLogger("vicflow.journal")
 
 
-class PrefectJournal:
-    """``save`` hands the journal to a writer thread and returns: a step never waits for the API (with the
-    server away, Prefect's client retries for about a minute). The writer creates the run's journal artifact
-    once, updates it with the latest data, and retries while the server is away; ``flush`` waits for it."""
+class PrefectJournal(LatestWriter):
+    """The journal store of runs in Prefect: the run's journal artifact, created once and updated with the
+    latest journal by the writer thread (``LatestWriter``), which retries while the server is away (Prefect's
+    client alone retries for about a minute); ``flush`` waits for it."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.artifact_id: uuid.UUID | None = None
-        self._pending: tuple[str, dict[str, Any]] | None = None
-        self._busy = False
-        self._changed = threading.Condition()
-        self._writer: threading.Thread | None = None
-        self._settings = contextvars.copy_context()  # the run's Prefect settings (the API it talks to)
-
-    def save(self, run_id: str, data: dict[str, Any]) -> None:
-        with self._changed:
-            self._pending = (run_id, data)  # only the latest matters: it holds every step so far
-            if self._writer is None:
-                self._writer = threading.Thread(
-                    target=self._settings.run, args=(self._write_forever,), daemon=True, name="vicflow-journal"
-                )
-                self._writer.start()
-            self._changed.notify_all()
-
-    def flush(self, timeout: float = 60) -> bool:
-        """Wait until the latest data is in Prefect (the summary is published first, once the server answers)."""
-        with self._changed:
-            return self._changed.wait_for(lambda: self._pending is None and not self._busy, timeout)
 
     def load(self, ref: str) -> dict[str, Any]:
         return load(ref)
 
-    def _write_forever(self) -> None:
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[Any]:
         from prefect.client.orchestration import get_client
 
-        warned = False
-        with get_client(sync_client=True) as client:  # one client for the writer's life, not one a save
-            while True:
-                with self._changed:
-                    if not self._changed.wait_for(lambda: self._pending is not None, timeout=30):
-                        self._writer = None  # idle: the next save starts another
-                        return
-                    assert self._pending is not None
-                    (run_id, data), self._pending, self._busy = self._pending, None, True
-                try:
-                    self._write(client, run_id, data)
-                except Exception as exc:  # noqa: BLE001 - any client or server failure; the run goes on
-                    if not warned:
-                        log.warning("the run's journal could not be saved in Prefect (%s); retrying", exc)
-                        warned = True
-                    with self._changed:
-                        self._pending = self._pending or (run_id, data)
-                    time.sleep(2)
-                finally:
-                    with self._changed:
-                        self._busy = False
-                        self._changed.notify_all()
+        with get_client(sync_client=True) as client:
+            yield client
 
     def _write(self, client: Any, run_id: str, data: dict[str, Any]) -> None:
         from prefect.client.schemas.actions import ArtifactCreate, ArtifactUpdate

@@ -190,6 +190,7 @@ class _MemoryJournal(FileJournal):
     """The journal store of runs without Prefect, in memory."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.saved: dict[str, dict[str, Any]] = {}
 
     def save(self, run_id: str, data: dict[str, Any]) -> None:

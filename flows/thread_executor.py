@@ -80,3 +80,8 @@ class ThreadSteps:
 
     def close(self) -> None:
         self.pool.shutdown(wait=False)
+        if not self.journal.flush(timeout=10):
+            log.warning(
+                "run %s: its journal is not saved yet; a resume of it may run again steps that completed",
+                self.run.run_id,
+            )

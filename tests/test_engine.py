@@ -687,9 +687,11 @@ def test_every_journal_a_run_saves_carries_the_seal_of_the_whole_journal(write, 
     from vicflow.flows import journal
     from vicflow.flows.governance import integrity
 
-    saved, store = [], journal.save
+    saved, hand = [], journal.FileJournal.save  # what the run hands its store at each save (the file is coalesced)
     monkeypatch.setattr(
-        journal, "save", lambda path, data: saved.append(json.loads(json.dumps(data))) or store(path, data)
+        journal.FileJournal,
+        "save",
+        lambda self, run_id, data: saved.append(json.loads(json.dumps(data))) or hand(self, run_id, data),
     )
     summary = run(write(FAILURE_PATHS))
     assert summary["state"] == "failed"
