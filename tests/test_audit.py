@@ -126,12 +126,22 @@ def test_a_sealed_journal_resumes_and_a_tampered_one_is_refused_naming_the_step(
     with pytest.raises(integrity.TamperedError, match="step 'app' was removed from it"):
         integrity.check_journal(removed, "7dfe00b0", KEY)
 
+    removed_with_its_link = json.loads(json.dumps(sealed))
+    del removed_with_its_link["steps"]["app"], removed_with_its_link["seal"]["steps"]["app"]
+    with pytest.raises(integrity.TamperedError, match="its blueprint, state, outputs or steps"):
+        integrity.check_journal(removed_with_its_link, "7dfe00b0", KEY)
+
+    older = json.loads(json.dumps(sealed))
+    del older["seal"]["form"]  # sealed by a vicflow that chained the steps' links
+    with pytest.raises(integrity.TamperedError, match=r"sealed by an earlier vicflow \(seal form 1, this one reads"):
+        integrity.check_journal(older, "7dfe00b0", KEY)
+
     unsealed = {k: v for k, v in sealed.items() if k != "seal"}
     with pytest.raises(integrity.TamperedError, match="has no seal"):
         integrity.check_journal(unsealed, "7dfe00b0", KEY)
 
     other_path = {**json.loads(json.dumps(sealed)), "path": "/tmp/evil.yaml"}
-    with pytest.raises(integrity.TamperedError, match="its blueprint, state or outputs"):
+    with pytest.raises(integrity.TamperedError, match="its blueprint, state, outputs or steps"):
         integrity.check_journal(other_path, "7dfe00b0", KEY)
 
 
@@ -142,7 +152,7 @@ def test_a_seal_kept_step_by_step_is_the_seal_of_the_whole_journal():
     pending = {"state": "pending", "params_hash": None, "outputs": {}}
     journal = {**JOURNAL, "state": "running", "steps": {step: dict(pending) for step in JOURNAL["steps"]}}
     saved = seal.update(journal)
-    for step_id in ("web", "app", "first_run"):  # the chain goes by step id: web's link comes last
+    for step_id in ("web", "app", "first_run"):  # not in the seal's order (by step id)
         journal["steps"][step_id] = JOURNAL["steps"][step_id]
         saved = json.loads(json.dumps(seal.update(journal, {step_id})))  # as stored and read back
         assert saved["seal"] == integrity.seal_journal(journal, KEY)["seal"]
