@@ -74,9 +74,13 @@ def test_the_receiver_serves_https_and_refuses_a_notification_without_the_token(
     with another one, is 401; plain HTTP fails the handshake; the log says so without any credential."""
     envelope = {"events": []}
     ca = stack.receiver_ca
-    assert requests.post(stack.receiver, json=envelope, verify=ca, timeout=10).status_code == 401
+    missing = requests.post(stack.receiver, json=envelope, verify=ca, timeout=10)
+    assert missing.status_code == 401
+    assert missing.headers["WWW-Authenticate"] == 'Bearer realm="vicflow listen"'  # RFC 6750: the scheme it wants
     other = {"Authorization": "Bearer not-the-token-" + stack.receiver_token[:4]}
-    assert requests.post(stack.receiver, json=envelope, headers=other, verify=ca, timeout=10).status_code == 401
+    wrong = requests.post(stack.receiver, json=envelope, headers=other, verify=ca, timeout=10)
+    assert wrong.status_code == 401
+    assert wrong.headers["WWW-Authenticate"] == 'Bearer realm="vicflow listen", error="invalid_token"'
     with pytest.raises(requests.ConnectionError):
         requests.post(stack.receiver.replace("https://", "http://"), json=envelope, timeout=10)
     deadline, log = time.monotonic() + 30, ""

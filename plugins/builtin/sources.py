@@ -542,6 +542,14 @@ MANIFEST_TYPES = {
 }
 
 
+def _bearer_challenge(given: bytes) -> str:
+    """What a 401 of the receiver says it wants (RFC 6750 section 3): the Bearer scheme, and "invalid_token"
+    when a token was given and is not the one."""
+    if given:
+        return 'Bearer realm="vicflow listen", error="invalid_token"'
+    return 'Bearer realm="vicflow listen"'
+
+
 class RegistryNotifications(EventSource[RegistrySourceConfig]):
     """An HTTP receiver for the distribution registry's notifications: pushes become registry.image.pushed."""
 
@@ -570,7 +578,7 @@ class RegistryNotifications(EventSource[RegistrySourceConfig]):
                         self.client_address[0],
                         "wrong" if given else "missing",
                     )
-                    self.refuse(401)
+                    self.refuse(401, {"WWW-Authenticate": _bearer_challenge(given)})
                     return
                 body = self.rfile.read(_length(self.headers))
                 try:
@@ -584,13 +592,19 @@ class RegistryNotifications(EventSource[RegistrySourceConfig]):
                 self.send_response(200)
                 self.end_headers()
 
-            def refuse(self, status: int) -> None:
-                """Answer ``status`` after reading what the client sends (up to REFUSED_BODY bytes): a connection
-                closed with unread data is reset, and the client would see the reset instead of the answer."""
+            def refuse(self, status: int, headers: dict[str, str] | None = None) -> None:
+                """Answer ``status`` (with ``headers``) after reading what the client sends (up to REFUSED_BODY
+                bytes): a connection closed with unread data is reset, and the client would see the reset
+                instead of the answer."""
                 length = _length(self.headers)
                 if length <= REFUSED_BODY:
                     self.rfile.read(length)
-                self.send_error(status)
+                self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", "0")
+                self.send_header("Connection", "close")
+                self.end_headers()
 
             def log_message(self, fmt, *args):
                 source.log.debug("receiver: " + fmt, *args)
