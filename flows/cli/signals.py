@@ -9,7 +9,6 @@ asks Linux to send it SIGTERM when its parent dies (``PR_SET_PDEATHSIG``), which
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -19,11 +18,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from functools import partial
 
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> None:  # runs in the child between fork and exec (a Popen preexec_fn)
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+from vicflow.flows.on_prefect.forkserver import die_with_parent
 
 
 @contextmanager

@@ -1,7 +1,7 @@
 """A fleet step's children (``uses: blueprint:NAME``, fleet.py) in this process: run, planned and undone.
 
 Every run has a ``ChildRunner`` in its resources (key ``fleet.RUNNER``), given by its executor. This one runs a
-child on a thread executor of its own; the Prefect flow's (prefect_child_runs.py) runs it as a subflow of the
+child on a thread executor of its own; the Prefect flow's (on_prefect/child_runs.py) runs it as a subflow of the
 step's task run, or on the work pool. The finished runs of children that ran here are kept, for the step's
 rollback, until the parent run ends (``close``, called when the parent releases its resources).
 """

@@ -2,7 +2,7 @@
 the summary.
 
 ``execute`` makes the run (run.py) and its executor. A run with a policy has its whole plan judged first
-(governance/gate.py): deny stops it before any step, require approval pauses it. Then the ``steps:`` are
+(gate.py): deny stops it before any step, require approval pauses it. Then the ``steps:`` are
 scheduled (scheduler.py). When a step fails for good, the completed steps are rolled back, newest first, unless
 ``on_failure`` says not, or an error does (any step that failed for good with ``undo_completed`` False, such as
 the Docker engine restarting under a check); then the ``on_error:`` steps run, and the ``finally:`` steps at the
@@ -51,7 +51,7 @@ def execute(
 
     ``inputs`` are the values ``inputs.prepare`` gives (rendered and typed). ``executor`` makes the run's
     executor: ``PrefectSteps`` (inside a flow run: each step a task run) or ``ThreadSteps`` (no Prefect).
-    ``policy``: a directory of Rego files judging the plan before any step applies (governance/gate.py);
+    ``policy``: a directory of Rego files judging the plan before any step applies (gate.py);
     ``folded``: the earlier events for the same target folded into this run (intake.py)."""
     masking.install_log_filter()
     run = Run(blueprint, inputs, registry, run_id, event=event, dry_run=dry_run, pre_approved=approve, folded=folded)

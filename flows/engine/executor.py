@@ -1,6 +1,6 @@
 """What the engine asks of an executor: run attempts of steps (``attempt.apply_step``) and undos
 (``attempt.undo_step``) with their retries (``retry.RetryPolicy``), and say how they ended. Two implement it:
-``ThreadSteps`` (thread_executor.py: a thread pool, no Prefect) and ``PrefectSteps`` (prefect_adapter.py: each
+``ThreadSteps`` (thread_executor.py: a thread pool, no Prefect) and ``PrefectSteps`` (on_prefect/adapter.py: each
 step a Prefect task run). An executor never writes a step's state: the run's transitions do (run.py)."""
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ never as values: the child (on whichever worker) looks them up itself.
 Rollback: a child that ran in this process is rolled back step by step (its steps' own rollback, newest
 first); one that completed on the pool is reported as left behind (its steps' state lived in that worker's
 process). This module is the step type and its checks; running a child is the run's ``ChildRunner``, which
-its executor provides (child_runs.py on threads, prefect_child_runs.py on Prefect) and the engine puts in the
+its executor provides (engine/child_runs.py on threads, on_prefect/child_runs.py on Prefect) and the engine puts in the
 run's resources: this module imports no engine.
 """
 
@@ -63,7 +63,7 @@ class ChildRunner(Protocol):
 
 
 class ChildParams(Params):
-    """The child's inputs: checked against its ``inputs:`` when the blueprint is validated (flows/language/blueprint.py)."""
+    """The child's inputs: checked against its ``inputs:`` when the blueprint is validated (language/blueprint.py)."""
 
     model_config = ConfigDict(extra="allow")
 

@@ -1,8 +1,8 @@
 """Prometheus metrics of `vicflow worker` and `vicflow listen` (docs/metrics.md lists them; tests/test_docs.py
 compares the two). Off unless an address is given: ``--metrics-port PORT`` or ``VICFLOW_METRICS_ADDR``.
 
-A worker's runs are processes of their own (forked by flows/on_prefect/forkserver.py), so their numbers reach the worker's
-endpoint through prometheus-client's multiprocess mode: ``vicflow worker`` makes a directory, hands it to the
+A worker's runs are processes of their own (forked by flows/on_prefect/forkserver.py), so their numbers reach the
+worker's endpoint through prometheus-client's multiprocess mode: ``vicflow worker`` makes a directory, hands it to the
 fork server, `prefect worker` and so every run as ``PROMETHEUS_MULTIPROC_DIR``, and its endpoint sums what the
 processes wrote there (docs/decisions.md). `vicflow listen` is one process: its endpoint serves its own registry.
 Recording is a counter or histogram update in memory (an mmap'ed file in a worker's runs), never a network call.

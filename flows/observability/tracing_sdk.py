@@ -1,5 +1,5 @@
-"""The parts of tracing that need the OpenTelemetry SDK (the ``tracing`` extra; flows/observability/tracing.py imports this module
-only when tracing is on): the tracer provider, its root sampler and the exporter that masks every span."""
+"""The parts of tracing that need the OpenTelemetry SDK (the ``tracing`` extra; tracing.py imports this module only
+when tracing is on): the tracer provider, its root sampler and the exporter that masks every span."""
 
 from __future__ import annotations
 

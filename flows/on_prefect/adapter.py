@@ -1,6 +1,6 @@
 """The engine on Prefect: the executor whose steps are task runs (``PrefectSteps``), the skipped and
 retry helpers it gives Prefect, and the summary artifact a finished run publishes.  The only module of
-the engine that runs steps through Prefect; ``flow.py`` hands it to ``engine.execute``."""
+the engine that runs steps through Prefect; ``flow.py`` hands it to ``execution.execute``."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import importlib
 import json
 import os
@@ -45,6 +46,12 @@ PRELOAD_IF_INSTALLED = (
 REQUEST_TIMEOUT = 10  # seconds a launcher has to send its request
 STARTED_TIMEOUT = 60  # seconds a launcher waits for the fork server to say which process runs its flow
 ORPHAN_GRACE = 10  # seconds a run whose launcher died has to end after SIGTERM before SIGKILL
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:  # runs in the child between fork and exec (a Popen preexec_fn)
+    """Ask Linux to send this process SIGTERM when its parent dies (``PR_SET_PDEATHSIG``), even of SIGKILL."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 # ------------------------------------------------------------------------------------------- launcher
@@ -122,8 +129,6 @@ def run_worker(pool: str, name: str | None = None, limit: int | None = None, met
         print(f"vicflow worker: metrics on http://{where[0]}:{where[1]}/metrics", file=sys.stderr, flush=True)
     # both children die with `vicflow worker`, even when it is SIGKILLed: an orphaned `prefect worker` would
     # go on taking runs with what is by then a stale environment
-    from vicflow.flows.cli.signals import die_with_parent
-
     server = subprocess.Popen(
         [sys.executable, "-m", "vicflow.flows.on_prefect.forkserver", path],
         env=env,
@@ -251,7 +256,7 @@ def _reap(launchers: dict[int, socket.socket]) -> None:
 
 
 def process_ended(pid: int) -> None:
-    """A run's process is gone: its live gauges are dropped from the worker's metrics (flows/observability/metrics.py)."""
+    """A run's process is gone: its live gauges are dropped from the worker's metrics (observability/metrics.py)."""
     from vicflow.flows.observability import metrics  # imported already (PRELOAD); the launcher never gets here
 
     metrics.process_ended(pid)
