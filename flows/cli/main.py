@@ -12,7 +12,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vicflow.plugins.errors import RunCancelled, RunFailed
+from vicflow.flows.cli import terminal
+from vicflow.flows.governance import integrity
+from vicflow.flows.governance.audit import AuditLog
+from vicflow.flows.governance.policy import Policy, for_run
+from vicflow.flows.language import shipped
+from vicflow.flows.language.links import configured, configured_api_url
+from vicflow.flows.on_prefect import journal as prefect_journal
+from vicflow.plugins import masking
+from vicflow.plugins.errors import ConfigError, PluginError, RunCancelled, RunFailed, StepError, VicflowError
+from vicflow.plugins.manager import default_registry
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 EXIT_CHANGES = 2  # plan --detailed-exitcode: the plan has changes
@@ -175,7 +184,6 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """The error boundary: every failure ends in one located message and an exit code, never a traceback.
     Output goes through flows/cli/terminal.py (escaped, capped); a closed pipe ends the command quietly."""
-    from vicflow.flows.cli import terminal
 
     terminal.install()
     try:
@@ -222,9 +230,6 @@ def _main(argv: list[str] | None) -> int:
 
 def _failure(exc: Exception, args) -> int:
     """The one message (and exit code) of each kind of failure."""
-    from vicflow.flows.cli import terminal
-    from vicflow.plugins import masking
-    from vicflow.plugins.errors import ConfigError, PluginError, StepError, VicflowError
 
     # with plan --detailed-exitcode, 2 means "changes": every error is 1
     invalid = EXIT_FAILED if getattr(args, "detailed_exitcode", False) else EXIT_INVALID
@@ -278,7 +283,6 @@ def _needs_api(args) -> bool:
 
 
 def _api_url() -> str | None:
-    from vicflow.flows.language.links import configured_api_url
 
     return configured_api_url()
 
@@ -286,12 +290,9 @@ def _api_url() -> str | None:
 def _mask_api_credential() -> None:
     """Prefect's auth string is a secret of this process (and of the runs a worker forks): masked wherever it
     would be logged or shown, as typed and in the base64 of its Authorization header."""
-    from vicflow.flows.language.links import configured
 
     auth = configured("PREFECT_API_AUTH_STRING")
     if auth:
-        from vicflow.plugins import masking
-
         masking.add_secret(auth)
 
 
@@ -303,8 +304,6 @@ def _check_api() -> None:
     if not url:
         return
     import httpx
-    from vicflow.flows.language.links import configured
-    from vicflow.plugins.errors import VicflowError
 
     # what Prefect's client sends and trusts (prefect/client/orchestration/__init__.py, PrefectClient.__init__):
     # Authorization: Basic base64(PREFECT_API_AUTH_STRING); PREFECT_API_SSL_CERT_FILE (default SSL_CERT_FILE)
@@ -332,7 +331,6 @@ def _check_api() -> None:
 def _api_trust() -> ssl.SSLContext | bool:
     """The TLS verification of Prefect's client: none with PREFECT_API_TLS_INSECURE_SKIP_VERIFY, else the CAs of
     PREFECT_API_SSL_CERT_FILE (or SSL_CERT_FILE), else certifi's (httpx's default)."""
-    from vicflow.flows.language.links import configured
 
     if (configured("PREFECT_API_TLS_INSECURE_SKIP_VERIFY") or "").lower() in ("1", "true", "yes", "on"):
         return False
@@ -342,8 +340,6 @@ def _api_trust() -> ssl.SSLContext | bool:
     try:
         return ssl.create_default_context(cafile=cafile)
     except (OSError, ssl.SSLError) as exc:
-        from vicflow.plugins.errors import VicflowError
-
         reason = getattr(exc, "strerror", None) or str(exc)
         raise VicflowError(
             f"cannot read the CA file {cafile} (PREFECT_API_SSL_CERT_FILE): {reason}",
@@ -363,9 +359,7 @@ def _api_failure(exc: BaseException) -> str | None:
 
 
 def _report_problems(problems, output: str) -> None:
-    from vicflow.flows.cli import terminal
-    from vicflow.flows.language.problems import capped
-    from vicflow.plugins import masking
+    from vicflow.flows.language.problems import capped  # start-up: +89 ms (jinja2, via expressions)
 
     problems = capped(list(problems))
     if output == "json":
@@ -378,8 +372,7 @@ def _report_problems(problems, output: str) -> None:
 
 
 def cmd_validate(args) -> int:
-    from vicflow.flows.cli import terminal
-    from vicflow.flows.language import blueprint as bp
+    from vicflow.flows.language import blueprint as bp  # start-up: +94 ms (pydantic models, jinja2)
     from vicflow.flows.language.blueprint import BlueprintError
 
     problems = []
@@ -399,7 +392,11 @@ def cmd_validate(args) -> int:
 
 
 def cmd_deploy(args) -> int:
-    from vicflow.flows.on_prefect.deploy import UNRESPONSIVE, crash_unresponsive_runs, deploy
+    from vicflow.flows.on_prefect.deploy import (  # start-up: +192 ms (Prefect's client)
+        UNRESPONSIVE,
+        crash_unresponsive_runs,
+        deploy,
+    )
 
     for name, deployment_id in deploy(args.pool, args.blueprints).items():
         print(f"{name}: {deployment_id}")
@@ -410,8 +407,6 @@ def cmd_deploy(args) -> int:
 
 def cmd_audit(args) -> int:
     """``vicflow audit verify``: 0 when every record chains to the one before it, 1 naming what does not."""
-    from vicflow.flows.cli import terminal
-    from vicflow.flows.governance.audit import AuditLog
 
     log = AuditLog(args.log)
     result = log.verify()
@@ -426,20 +421,17 @@ def cmd_audit(args) -> int:
 
 
 def cmd_schema(args) -> int:
-    from vicflow.flows.language.blueprint import json_schema
-    from vicflow.plugins.manager import default_registry
+    from vicflow.flows.language.blueprint import json_schema  # start-up: +94 ms (pydantic models, jinja2)
 
     print(json.dumps(json_schema(default_registry().step_types), indent=2))
     return EXIT_OK
 
 
 def cmd_plugins(args) -> int:
-    from vicflow.flows.cli import terminal
-    from vicflow.plugins.manager import default_registry
 
     registry = default_registry()
     if args.doc:
-        from vicflow.flows.cli import plugin_doc
+        from vicflow.flows.cli import plugin_doc  # start-up: +22 ms
 
         doc = plugin_doc.describe(args.doc, registry)
         print(
@@ -471,10 +463,8 @@ def cmd_plugins(args) -> int:
 def _run_or_plan(args, dry_run: bool) -> int:
     """``vicflow run`` and ``vicflow plan``: the blueprint loaded once and its inputs prepared once, here (a
     mistake is exit 2 before Prefect starts); the flow run is handed both."""
-    from vicflow.flows.cli import terminal
-    from vicflow.flows.language import blueprint as bp
-    from vicflow.flows.language import inputs, shipped
-    from vicflow.plugins.manager import default_registry
+    from vicflow.flows.language import blueprint as bp  # start-up: +94 ms (pydantic models, jinja2)
+    from vicflow.flows.language import inputs
 
     registry = default_registry()
     path = shipped.resolve(args.file)
@@ -488,10 +478,6 @@ def _run_or_plan(args, dry_run: bool) -> int:
         # set before Prefect configures logging, since it may configure it again when its temporary server starts
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 
-    from vicflow.flows.governance import integrity
-    from vicflow.flows.governance.policy import Policy, for_run
-    from vicflow.flows.on_prefect import journal as prefect_journal
-
     args.policy, note = for_run(args.policy)
     if note:
         terminal.say("warning", note)
@@ -501,12 +487,12 @@ def _run_or_plan(args, dry_run: bool) -> int:
     if getattr(args, "resume", None):
         # an unknown run is exit 2, a journal that was edited exit 1, before the run starts
         integrity.check_journal(prefect_journal.load(args.resume), args.resume)
-    from vicflow.flows.cli.progress import Progress
+    from vicflow.flows.cli.progress import Progress  # start-up: +55 ms (rich's live display)
 
     here = dry_run and not args.record  # a plan changes nothing: no Prefect server to start
     progress = Progress(document, quiet=args.output == "json", verbose=args.verbose)
     if not here:
-        from vicflow.flows.cli import signals
+        from vicflow.flows.cli import signals  # start-up: +40 ms
 
         signals.install(args.file, lambda: progress.run_id)
     registry.pm.register(progress, name="vicflow.cli.progress")
@@ -539,7 +525,7 @@ def _plan_exit_code(plan: list[dict[str, Any]], detailed: bool) -> int:
 
 def _plan_here(document, values: dict[str, Any], registry, policy: str | None) -> dict[str, Any]:
     """The plan in this process, on the thread executor: every step's plan(), nothing recorded."""
-    from vicflow.flows.engine import execution
+    from vicflow.flows.engine import execution  # start-up: +258 ms (the engine, metrics, tracing)
     from vicflow.flows.engine.thread_executor import ThreadSteps
 
     run_id = "local-plan-" + os.urandom(4).hex()
@@ -548,8 +534,8 @@ def _plan_here(document, values: dict[str, Any], registry, policy: str | None) -
 
 def _run_in_prefect(args, path: str, document, prepared, registry, dry_run: bool) -> dict[str, Any]:
     """The run as a flow run of run-blueprint, for the document and values prepared here."""
-    from vicflow.flows.cli import signals
-    from vicflow.flows.on_prefect.flow import for_prepared
+    from vicflow.flows.cli import signals  # start-up: +40 ms
+    from vicflow.flows.on_prefect.flow import for_prepared  # start-up: +3.9 s (Prefect)
 
     # the flow run takes back SIGTERM from Prefect's handler (signals.py)
     run_blueprint = for_prepared(document, prepared.values, registry, before=signals.reclaim_sigterm)
