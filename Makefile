@@ -45,7 +45,7 @@ demo: testbed
 	@$(PY) -m tests.demo
 
 demo-down: venv
-	@$(PY) -m vicflow.flows.cli run tests/data/demo-down.yaml
+	@$(PY) -m vicflow.flows.cli.main run tests/data/demo-down.yaml
 
 TYPECHECK := .vicflow/typecheck
 

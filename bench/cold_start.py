@@ -36,7 +36,7 @@ def plan_vch_command(folder: Path, sim) -> list[str]:
     (folder / "inputs.yaml").write_text(yaml.safe_dump(inputs))
     for iso in ("appliance.iso", "bootstrap.iso"):
         (folder / iso).write_bytes(b"iso\n")
-    return [sys.executable, "-m", "vicflow.flows.cli", "plan", "vch", "--inputs", str(folder / "inputs.yaml"),
+    return [sys.executable, "-m", "vicflow.flows.cli.main", "plan", "vch", "--inputs", str(folder / "inputs.yaml"),
             "--set", f"password={sim.password}"]  # fmt: skip
 
 
@@ -52,8 +52,8 @@ def main() -> None:
             plan = plan_vch_command(Path(folder), sim)
             subprocess.run(plan, env=ENV, check=True, capture_output=True, cwd=REPO)  # it plans, and says so
             baseline = timed([sys.executable, "-c", "import prefect"])
-            helps = timed([sys.executable, "-m", "vicflow.flows.cli", "--help"])
-            validate = timed([sys.executable, "-m", "vicflow.flows.cli", "validate", str(blueprint)])
+            helps = timed([sys.executable, "-m", "vicflow.flows.cli.main", "--help"])
+            validate = timed([sys.executable, "-m", "vicflow.flows.cli.main", "validate", str(blueprint)])
             planned = timed(plan)
     finally:
         sim.stop()

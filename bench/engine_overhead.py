@@ -44,19 +44,19 @@ def show(timings: dict[str, list[float]]) -> None:
 
 
 def without_prefect(path: Path) -> None:
-    from vicflow.flows import blueprint as bp
-    from vicflow.flows import engine
-    from vicflow.flows.thread_executor import ThreadSteps
+    from vicflow.flows.engine import execution
+    from vicflow.flows.engine.thread_executor import ThreadSteps
+    from vicflow.flows.language import blueprint as bp
     from vicflow.plugins.manager import default_registry
 
     registry = default_registry()
     document = bp.load(str(path), registry)
 
     def core() -> None:
-        engine.execute(document, {}, registry, os.urandom(8).hex(), executor=ThreadSteps)
+        execution.execute(document, {}, registry, os.urandom(8).hex(), executor=ThreadSteps)
 
     def bare() -> None:
-        with ThreadPoolExecutor(engine.MAX_PARALLEL_STEPS) as pool:
+        with ThreadPoolExecutor(execution.MAX_PARALLEL_STEPS) as pool:
             for future in [pool.submit(lambda: {}) for _ in range(STEPS)]:
                 future.result()
 
@@ -72,8 +72,8 @@ def with_prefect(path: Path) -> None:
     from prefect.cache_policies import NONE
     from prefect.task_runners import ThreadPoolTaskRunner
     from prefect.testing.utilities import prefect_test_harness
-    from vicflow.flows.engine import MAX_PARALLEL_STEPS
-    from vicflow.flows.flow import run_blueprint
+    from vicflow.flows.engine.execution import MAX_PARALLEL_STEPS
+    from vicflow.flows.on_prefect.flow import run_blueprint
 
     @task(cache_policy=NONE, persist_result=False)
     def noop(i: int) -> dict:

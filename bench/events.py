@@ -181,7 +181,7 @@ def listen(plane, name: str, home: Path, token: str) -> tuple[subprocess.Popen, 
     config.write_text(json.dumps({"registry": {"listen": f"127.0.0.1:{port}", "token": token}}))
     proc = plane.start_client(
         name,
-        [sys.executable, "-m", "vicflow.flows.cli", "listen", "--config", str(config)],
+        [sys.executable, "-m", "vicflow.flows.cli.main", "listen", "--config", str(config)],
         VICFLOW_STATE_DIR=str(home / f"state-{name}"),
         PYTHONPATH=str(REPO),
     )

@@ -30,8 +30,8 @@ def generate(steps: int) -> str:
 
 
 def main() -> None:
-    from vicflow.flows import blueprint
-    from vicflow.flows.cli import main as cli_main
+    from vicflow.flows.cli.main import main as cli_main
+    from vicflow.flows.language import blueprint
     from vicflow.plugins.manager import default_registry
 
     path = Path(tempfile.mkdtemp()) / "large.yaml"

@@ -2,7 +2,7 @@
 
 ``StepHarness`` writes a one-step blueprint of the step type and its ``with:`` parameters, validates it as
 `vicflow validate` does (a bad parameter is the same ``BlueprintError``, with its line, step and hint), and runs
-it through the engine without Prefect (``engine.execute`` on the thread executor, as `vicflow plan` runs):
+it through the engine without Prefect (``execution.execute`` on the thread executor, as `vicflow plan` runs):
 
 - ``plan()``: the rows `vicflow plan` shows (masked);
 - ``apply()``: one `vicflow run` of the step, with its ``retries``, ``timeout_seconds``, masking and the engine's
@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from vicflow.flows import blueprint, engine
-from vicflow.flows.journal import FileJournal
-from vicflow.flows.run import Run, StepState
-from vicflow.flows.thread_executor import ThreadSteps
+from vicflow.flows.engine import execution
+from vicflow.flows.engine.journal import FileJournal
+from vicflow.flows.engine.run import Run, StepState
+from vicflow.flows.engine.thread_executor import ThreadSteps
+from vicflow.flows.language import blueprint
 from vicflow.plugins import hookimpl
 from vicflow.plugins.errors import AttemptFailed, BlueprintError
 from vicflow.plugins.manager import Registry, default_registry, load_registry
@@ -154,7 +155,9 @@ class StepHarness:
         run_id = f"test-{uuid.uuid4().hex[:12]}"
         with self._secrets():
             try:
-                summary = engine.execute(self.blueprint, {}, self.registry, run_id, executor=executor, dry_run=dry_run)
+                summary = execution.execute(
+                    self.blueprint, {}, self.registry, run_id, executor=executor, dry_run=dry_run
+                )
             finally:
                 if made:
                     self.record = made[0].records[self.step_id].row()

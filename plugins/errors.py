@@ -17,13 +17,13 @@
     │   │   └── LoginCut         a vSphere login cut after it was sent (plugins/clients/vsphere.py)
     │   └── PermanentError       retrying cannot help (bad input, a refused credential)
     │       ├── ComposeError     a compose file compose_up cannot use (plugins/compose/model.py)
-    │       └── AttemptStillRunning  an attempt past its timeout that does not stop (flows/attempt.py)
+    │       └── AttemptStillRunning  an attempt past its timeout that does not stop (flows/engine/attempt.py)
     ├── RegistryError            the registry refused us (plugins/clients/registry_api.py)
     │   └── RegistryUnavailable  Harbor's nginx without its upstream (502/503/504): worth another try
     ├── ProbeFailed              one health probe's answer (plugins/builtin/health.py)
-    ├── AttemptFailed            an attempt of a step failed (masked), retry or not (flows/attempt.py)
+    ├── AttemptFailed            an attempt of a step failed (masked), retry or not (flows/engine/attempt.py)
     ├── TamperedError            an audit record or a sealed journal was edited (flows/governance/integrity.py)
-    ├── Duplicate                this run's event was taken by another run; it ends Cancelled (flows/intake.py)
+    ├── Duplicate                this run's event was taken by another run; it ends Cancelled (flows/events/intake.py)
     └── RunFailed                a run ended with a step that failed for good; exit 1
         └── RunCancelled         an approval said no, or none came, or the run's policy denied it
 
@@ -73,7 +73,7 @@ class ExpressionError(ConfigError):
 
 
 class BudgetError(ExpressionError):
-    """An expression went past its budget (CPU time, the size of what it builds or reads): flows/budget.py."""
+    """An expression went past its budget (CPU time, the size of what it builds or reads): flows/language/budget.py."""
 
 
 class YAMLSyntaxError(ConfigError):

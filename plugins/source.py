@@ -100,7 +100,7 @@ class EventSource(Generic[C]):
 
         ``key`` is the event's identity at its source (a registry notification's id, Docker's container id, time
         and status, vCenter's event key): the event id is a UUIDv5 of it, the same in every listener and after a
-        restart, so Prefect and the run's intake (flows/intake.py) recognise a second delivery."""
+        restart, so Prefect and the run's intake (flows/events/intake.py) recognise a second delivery."""
         if name not in self.events:
             raise ValueError(f"{type(self).__name__} emits {name!r} without declaring it in events")
         event_id = uuid.uuid5(NAMESPACE, key)

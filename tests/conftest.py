@@ -228,7 +228,7 @@ def run_cli(args: list[str], env: dict, timeout: float = 300):
     import subprocess
 
     return subprocess.run(
-        [sys.executable, "-m", "vicflow.flows.cli", *args],
+        [sys.executable, "-m", "vicflow.flows.cli.main", *args],
         env=env,
         capture_output=True,
         text=True,

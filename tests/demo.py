@@ -64,7 +64,7 @@ def main() -> int:
     print(f"[demo] vCenter simulator at {sim.url} (thumbprint {sim.thumbprint}; kept for the next demo)")
     inputs = full_stack_inputs(sim, "vch-demo", DEMO, tls="no_tls")
     (DEMO / "inputs.yaml").write_text(yaml.safe_dump(inputs))
-    from vicflow.flows.cli import main as vicflow
+    from vicflow.flows.cli.main import main as vicflow
 
     with Appliance(sim, "vch-demo", ip=VCH_IP):
         code = vicflow(

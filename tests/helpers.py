@@ -16,10 +16,10 @@ from typing import Any
 from urllib.parse import unquote
 
 import requests
-from vicflow.flows import blueprint as bp
-from vicflow.flows import engine
-from vicflow.flows.inputs import prepare
-from vicflow.flows.thread_executor import ThreadSteps
+from vicflow.flows.engine import execution
+from vicflow.flows.engine.thread_executor import ThreadSteps
+from vicflow.flows.language import blueprint as bp
+from vicflow.flows.language.inputs import prepare
 from vicflow.plugins.errors import RunFailed
 from vicflow.plugins.manager import default_registry
 
@@ -108,8 +108,8 @@ def gogs_first_run(base_url: str, db_password: str, admin_password: str = "admin
     """
     from urllib.parse import urlparse
 
-    from vicflow.flows import blueprint as bp
-    from vicflow.flows import expressions
+    from vicflow.flows.language import blueprint as bp
+    from vicflow.flows.language import expressions
     from vicflow.plugins.manager import default_registry
 
     from tests.stepkit import REPO
@@ -132,7 +132,7 @@ def run_on_threads(path: Path, inputs: dict) -> dict:
     registry = default_registry()
     document = bp.load(path, registry)
     try:
-        return engine.execute(
+        return execution.execute(
             document, prepare(document, inputs=inputs).values, registry, uuid.uuid4().hex, executor=ThreadSteps
         )
     except RunFailed as exc:

@@ -37,7 +37,7 @@ def start(folder: Path, env: dict, *args: str, timeout: float = 120) -> tuple[su
     blueprint = folder / "gated.yaml"
     blueprint.write_text(GATED.replace("TIMEOUT", str(timeout)))
     process = subprocess.Popen(
-        [sys.executable, "-m", "vicflow.flows.cli", "run", str(blueprint), "--output", "json", *args],
+        [sys.executable, "-m", "vicflow.flows.cli.main", "run", str(blueprint), "--output", "json", *args],
         env={**env, "VICFLOW_APPROVAL_POLL_SECONDS": "1"},
         cwd=REPO,
         stdout=subprocess.PIPE,
@@ -182,7 +182,7 @@ def test_the_simulator_changed_between_pause_and_approval_so_the_plan_is_refused
         [
             sys.executable,
             "-m",
-            "vicflow.flows.cli",
+            "vicflow.flows.cli.main",
             "run",
             str(blueprint),
             "--output",
@@ -245,7 +245,7 @@ def test_a_policy_asking_for_approval_gates_the_run_and_the_trail_keeps_who_appr
         [
             sys.executable,
             "-m",
-            "vicflow.flows.cli",
+            "vicflow.flows.cli.main",
             "run",
             str(blueprint),
             "--output",

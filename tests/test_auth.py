@@ -136,7 +136,7 @@ def test_the_cli_reads_the_api_credential_and_trust_from_the_active_profile(tmp_
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env["PREFECT_HOME"] = str(tmp_path)
     probe = (
-        "import sys; from vicflow.flows.links import configured; "
+        "import sys; from vicflow.flows.language.links import configured; "
         "print([configured(s) for s in ('PREFECT_API_URL', 'PREFECT_API_AUTH_STRING', "
         "'PREFECT_API_TLS_INSECURE_SKIP_VERIFY', 'PREFECT_API_SSL_CERT_FILE')], 'prefect' in sys.modules)"
     )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-from vicflow.flows import blueprint as bp
-from vicflow.flows import inputs
+from vicflow.flows.language import blueprint as bp
+from vicflow.flows.language import inputs
 from vicflow.plugins.errors import InputsError
 from vicflow.plugins.manager import load_registry
 

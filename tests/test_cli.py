@@ -128,9 +128,9 @@ def test_run_reads_the_blueprint_and_looks_up_each_secret_once(blueprint, prefec
     import signal
     import sys
 
-    from vicflow.flows import blueprint as bp
-    from vicflow.flows import cli
-    from vicflow.flows.secrets import Secrets
+    from vicflow.flows.cli import main as cli
+    from vicflow.flows.language import blueprint as bp
+    from vicflow.flows.language.secrets import Secrets
 
     parsed, asked = [], []
     real_parse, real_lookup = bp.parse, Secrets.__getitem__

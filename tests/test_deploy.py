@@ -52,4 +52,6 @@ def test_each_shipped_blueprint_gets_a_typed_run_form(cli_env):
     jsonschema.validate(filled, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**filled, "inputs": {**filled["inputs"], "http_port": "ten"}}, schema)
-    assert deployment.entrypoint == "vicflow.flows.flow.run_blueprint", "a worker imports it: no source to pull"
+    assert deployment.entrypoint == "vicflow.flows.on_prefect.flow.run_blueprint", (
+        "a worker imports it: no source to pull"
+    )

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from vicflow.flows import blueprint as bp
-from vicflow.flows import intake, metrics, tracing
-from vicflow.flows import run as engine_run
+from vicflow.flows.engine import run as engine_run
+from vicflow.flows.events import intake
+from vicflow.flows.language import blueprint as bp
+from vicflow.flows.observability import metrics, tracing
 from vicflow.flows.testing import StepHarness
 from vicflow.plugins.manager import default_registry
 
@@ -105,7 +106,7 @@ def test_docs_name_only_deployments_that_prefect_yaml_defines():
 
 def test_docs_commands_exist():
     out = subprocess.run(
-        [sys.executable, "-m", "vicflow.flows.cli", "--help"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "vicflow.flows.cli.main", "--help"], capture_output=True, text=True, timeout=60
     ).stdout
     commands = set(re.search(r"\{([a-z,]+)\}", out).group(1).split(",")) if "{" in out else set()
     commands |= set(re.findall(r"^    (\w+)\s{2,}", out, re.M))
@@ -124,7 +125,7 @@ def test_docs_commands_exist():
 @functools.lru_cache
 def _command_help(command: str) -> str:
     return subprocess.run(
-        [sys.executable, "-m", "vicflow.flows.cli", command, "--help"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "vicflow.flows.cli.main", command, "--help"], capture_output=True, text=True, timeout=60
     ).stdout
 
 

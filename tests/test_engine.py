@@ -14,11 +14,12 @@ import time
 import uuid
 
 import pytest
-from vicflow.flows import prefect_journal, retry
-from vicflow.flows.blueprint import Backoff
-from vicflow.flows.engine import RunFailed
-from vicflow.flows.inputs import prepare
-from vicflow.flows.thread_executor import ThreadSteps
+from vicflow.flows.engine import retry
+from vicflow.flows.engine.execution import RunFailed
+from vicflow.flows.engine.thread_executor import ThreadSteps
+from vicflow.flows.language.blueprint import Backoff
+from vicflow.flows.language.inputs import prepare
+from vicflow.flows.on_prefect import journal as prefect_journal
 
 from tests.plugins import engine_steps
 
@@ -36,8 +37,8 @@ def write(tmp_path):
 @pytest.fixture
 def run(tmp_path, monkeypatch):
     """Run a blueprint on the thread executor (no Prefect); returns the summary, failed or not."""
-    from vicflow.flows import blueprint as bp
-    from vicflow.flows import engine
+    from vicflow.flows.engine import execution
+    from vicflow.flows.language import blueprint as bp
     from vicflow.plugins.manager import default_registry
 
     monkeypatch.setenv("VICFLOW_STATE_DIR", str(tmp_path / "state"))
@@ -48,7 +49,7 @@ def run(tmp_path, monkeypatch):
         document = bp.load(path, registry)
         values = prepare(document, inputs=inputs).values
         try:
-            return engine.execute(document, values, registry, uuid.uuid4().hex, executor=ThreadSteps, **kwargs)
+            return execution.execute(document, values, registry, uuid.uuid4().hex, executor=ThreadSteps, **kwargs)
         except RunFailed as exc:
             return exc.summary
 
@@ -58,7 +59,7 @@ def run(tmp_path, monkeypatch):
 @pytest.fixture
 def run_in_prefect(prefect_api):
     """Run a blueprint as the run-blueprint flow on the Prefect test server (PrefectSteps)."""
-    from vicflow.flows.flow import run_blueprint
+    from vicflow.flows.on_prefect.flow import run_blueprint
 
     engine_steps.JOURNAL.clear()
 
@@ -391,7 +392,7 @@ def test_a_for_each_that_is_not_a_list_fails_the_plan_as_it_fails_the_run(write,
 
 @pytest.mark.prefect
 def test_blueprint_error_fails_the_flow_run_with_the_location(write, run_in_prefect):
-    from vicflow.flows.blueprint import BlueprintError
+    from vicflow.flows.language.blueprint import BlueprintError
 
     with pytest.raises(BlueprintError, match=r"bp-\w+\.yaml:5:21: step 'a': reference to undefined input"):
         run_in_prefect(
@@ -590,7 +591,7 @@ def test_the_scheduler_and_its_helpers_import_no_prefect():
     import sys
 
     code = (
-        "import sys, vicflow.flows.scheduler, vicflow.flows.rendering; "
+        "import sys, vicflow.flows.engine.scheduler, vicflow.flows.language.rendering; "
         "print(any(m.split('.')[0] == 'prefect' for m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -684,7 +685,7 @@ def test_every_journal_a_run_saves_carries_the_seal_of_the_whole_journal(write, 
     """The journal is saved at each step's end, sealing again only the entries that changed: every journal saved,
     through the rollback, on_error and finally, carries the seal computed from the whole of it (a run resumed
     after a crash at any point is not refused as edited), and the last one shows every step's final state."""
-    from vicflow.flows import journal
+    from vicflow.flows.engine import journal
     from vicflow.flows.governance import integrity
 
     saved, hand = [], journal.FileJournal.save  # what the run hands its store at each save (the file is coalesced)

@@ -85,7 +85,7 @@ class Plane:
         env = {**self.env, "VICFLOW_STATE_DIR": str(self.home / f"state-{name}")}
         log = self.home / f"{name}-{len(list(self.home.glob(f'{name}-*.log')))}.log"  # one log a start
         self.listeners[name] = start(
-            [sys.executable, "-m", "vicflow.flows.cli", "listen", "--config", str(config)], env, log
+            [sys.executable, "-m", "vicflow.flows.cli.main", "listen", "--config", str(config)], env, log
         )
         wait_for(lambda: "running; SIGTERM" in log.read_text(), 60, f"{name} did not start: {log}")
         return self.listeners[name]

@@ -162,7 +162,7 @@ def test_two_pushes_at_once_give_runs_that_do_not_overlap(stack):
     stack.push(stack.client, "vicflow-test/app:1.1", "2.1")
     runs = stack.wait_runs("redeploy-on-push", 2, started)
     # both act one after the other, or, when both were queued at once, the listener folded the first push into
-    # the run for the second (one repository, one target: flows/intake.py)
+    # the run for the second (one repository, one target: flows/events/intake.py)
     acted = [r for r in runs if r["state_type"] == "COMPLETED"]
     folded = [r for r in runs if r["state_name"] == "Folded"]
     assert acted and len(acted) + len(folded) == 2, [(r["name"], r["state_name"]) for r in runs]
@@ -180,7 +180,7 @@ def test_a_killed_lock_holder_frees_its_target_and_the_waiting_run_says_what_it_
     import subprocess
     import sys
 
-    from vicflow.flows.flow import LEASE_SECONDS
+    from vicflow.flows.on_prefect.flow import LEASE_SECONDS
 
     from tests.helpers import free_port
 
@@ -194,7 +194,7 @@ def test_a_killed_lock_holder_frees_its_target_and_the_waiting_run_says_what_it_
 
     def run(path: Path) -> subprocess.Popen:
         return subprocess.Popen(
-            [sys.executable, "-m", "vicflow.flows.cli", "run", str(path)],
+            [sys.executable, "-m", "vicflow.flows.cli.main", "run", str(path)],
             env=stack.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -1,7 +1,7 @@
 """Expressions: native types, text rendering, the sandbox, and static reference extraction."""
 
 import pytest
-from vicflow.flows import expressions as ex
+from vicflow.flows.language import expressions as ex
 
 CTX = {
     "inputs": {"port": 2376, "hosts": ["h0", "h1"], "name": "vch02"},
@@ -73,7 +73,7 @@ def test_block_syntax_is_unreachable_even_through_a_yaml_nul_escape():
     assert ex.render("{% raw %} ${{ 1 + 1 }}", {}) == "{% raw %} 2"
 
 
-# ------------------------------------------------------------------------------- the budget (flows/budget.py)
+# ------------------------------------------------------------------------------- the budget (flows/language/budget.py)
 
 ISSUE_27_BOMBS = [
     "('a\n'*499999)|indent(999999)",
@@ -128,7 +128,7 @@ def test_integers_are_bounded_to_the_digits_python_prints():
 
 def test_an_expression_error_never_prints_a_secret(monkeypatch):
     """Jinja's messages quote the key they could not find, escaped: the masker knows the escaped forms."""
-    from vicflow.flows.secrets import Secrets
+    from vicflow.flows.language.secrets import Secrets
 
     secret = "pw\\with'quote\"and\nnewline-0042"
     monkeypatch.setenv("VICFLOW_SECRET_PW", secret)

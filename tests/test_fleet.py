@@ -1,4 +1,4 @@
-"""Fleet runs: a step that runs another blueprint (flows/fleet.py). Here on the thread executor and as a
+"""Fleet runs: a step that runs another blueprint (flows/language/fleet.py). Here on the thread executor and as a
 Prefect subflow; through the work pool (``on: pool``) in tests/test_workers.py."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from vicflow.flows import blueprint as bp
+from vicflow.flows.language import blueprint as bp
 
 from tests.plugins import engine_steps
 from tests.test_engine import run, run_in_prefect, states, write  # noqa: F401 (fixtures)
@@ -145,14 +145,14 @@ def test_in_prefect_a_child_is_a_subflow_of_the_step(write, run_in_prefect, pref
 
 
 def test_the_plan_of_a_fleet_step_is_its_childrens_own_plan(write, monkeypatch):  # noqa: F811
-    from vicflow.flows import engine
-    from vicflow.flows.inputs import prepare
-    from vicflow.flows.thread_executor import ThreadSteps
+    from vicflow.flows.engine import execution
+    from vicflow.flows.engine.thread_executor import ThreadSteps
+    from vicflow.flows.language.inputs import prepare
     from vicflow.plugins.manager import default_registry
 
     monkeypatch.setenv("VICFLOW_SECRET_FLEET_TOKEN", "tok-" + "9" * 8)
     document = bp.load(parent(write, FLEET))
     values = prepare(document, inputs={"sites": ["a", "b"]}).values
-    summary = engine.execute(document, values, default_registry(), "p", dry_run=True, executor=ThreadSteps)
+    summary = execution.execute(document, values, default_registry(), "p", dry_run=True, executor=ThreadSteps)
     rows = [(r["step"], r["target"]) for r in summary["plan"] if r["step"] == "sites"]
     assert rows == [("sites", f"site.{step}: {step}") for _ in "ab" for step in ("base", "app")], summary["plan"]

@@ -27,7 +27,9 @@ BIN = Path(sys.executable).parent
 def forkserver(tmp_path):
     path = str(tmp_path / "forkserver.sock")
     server = subprocess.Popen(
-        [sys.executable, "-m", "vicflow.flows.forkserver", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, "-m", "vicflow.flows.on_prefect.forkserver", path],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     line = server.stdout.readline()
     if line.strip() != b"ready":

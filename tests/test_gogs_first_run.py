@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import docker
 import pytest
 import requests
-from vicflow.flows import blueprint as bp
-from vicflow.flows import expressions
+from vicflow.flows.language import blueprint as bp
+from vicflow.flows.language import expressions
 from vicflow.plugins.builtin.compose import ComposeDown, ComposeUp
 from vicflow.plugins.builtin.health import HealthCheck
 from vicflow.plugins.builtin.http_request import HttpRequest

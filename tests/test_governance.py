@@ -14,12 +14,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-from vicflow.flows import blueprint as bp
-from vicflow.flows import engine, journal
+from vicflow.flows.engine import execution, journal
+from vicflow.flows.engine.thread_executor import ThreadSteps
 from vicflow.flows.governance.audit import AuditLog
 from vicflow.flows.governance.integrity import TamperedError
-from vicflow.flows.inputs import prepare
-from vicflow.flows.thread_executor import ThreadSteps
+from vicflow.flows.language import blueprint as bp
+from vicflow.flows.language.inputs import prepare
 from vicflow.plugins.errors import RunFailed
 from vicflow.plugins.manager import default_registry
 
@@ -81,7 +81,7 @@ def execute(path: str, **kwargs) -> dict:
     document = bp.load(path, registry)
     values = prepare(document, inputs=kwargs.pop("inputs", None)).values
     try:
-        return engine.execute(document, values, registry, uuid.uuid4().hex, executor=ThreadSteps, **kwargs)
+        return execution.execute(document, values, registry, uuid.uuid4().hex, executor=ThreadSteps, **kwargs)
     except RunFailed as exc:  # RunCancelled too
         return exc.summary
 
@@ -286,7 +286,7 @@ def test_a_journal_edited_in_prefect_refuses_to_resume_naming_the_step(site, cli
     its seal before the run starts and names what was edited."""
     from prefect import get_client
     from prefect.client.schemas.actions import ArtifactUpdate
-    from vicflow.flows import prefect_journal
+    from vicflow.flows.on_prefect import journal as prefect_journal
 
     path = write(site, RESUMABLE)
     first = run_cli(["run", path, "--output", "json"], cli_env)
@@ -308,7 +308,7 @@ def test_a_journal_edited_in_prefect_refuses_to_resume_naming_the_step(site, cli
 def test_a_step_approval_under_a_policy_is_bound_to_the_policys_outcome(site):
     """A run whose policy warns still binds its steps' approvals to the outcome: the audited hash is the plan's
     rows hashed with the outcome, not the rows alone."""
-    from vicflow.flows import planner
+    from vicflow.flows.engine import planner
 
     path = write(site, SITE.replace("    needs: firewall\n", "    needs: firewall\n    approval: {}\n"))
     lenient = site / "lenient"

@@ -1,11 +1,11 @@
-"""The one input pipeline (flows/inputs.py): sources in order, expressions rendered, then typed (no servers)."""
+"""The one input pipeline (flows/language/inputs.py): sources in order, expressions rendered, then typed (no servers)."""
 
 from __future__ import annotations
 
 import pytest
 from pydantic import SecretStr
-from vicflow.flows import blueprint as bp
-from vicflow.flows import inputs
+from vicflow.flows.language import blueprint as bp
+from vicflow.flows.language import inputs
 from vicflow.plugins import masking
 from vicflow.plugins.errors import InputsError
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from vicflow.flows import metrics
+from vicflow.flows.observability import metrics
 
 from tests import helpers
 from tests.testbed import REPO

@@ -105,7 +105,7 @@ def test_file_parameters_are_resolved_against_the_blueprint_folder(tmp_path):
 def test_plugins_doc_shows_parameters_outputs_rollback_and_an_example_that_validates(tmp_path):
     import os
 
-    from vicflow.flows import blueprint as bp
+    from vicflow.flows.language import blueprint as bp
 
     from tests.conftest import REPO
 

@@ -18,7 +18,7 @@ def test_a_run_through_a_prefect_server_on_postgresql_is_stored_there():
         assert stack.query("SELECT extname FROM pg_extension WHERE extname = 'pg_trgm'") == [["pg_trgm"]]
         env = {**stack.env(), "VICFLOW_PLUGINS": "tests.plugins.engine_steps", "PYTHONPATH": str(REPO)}
         result = subprocess.run(
-            [sys.executable, "-m", "vicflow.flows.cli", "run", "tests/data/engine-demo.yaml"],
+            [sys.executable, "-m", "vicflow.flows.cli.main", "run", "tests/data/engine-demo.yaml"],
             env=env,
             capture_output=True,
             text=True,

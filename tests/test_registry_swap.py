@@ -450,7 +450,7 @@ def test_the_swap_through_the_cli_leaves_no_credential_in_clear(harbor, tmp_path
     }
     sets = {**{k: v for k, v in swap_params(harbor).items() if k not in ("compose_files", "verify_timeout_seconds")},
             "compose_files": json.dumps(harbor.files), "registry_password": "${{ secrets.harbor_admin }}"}  # fmt: skip
-    command = [sys.executable, "-m", "vicflow.flows.cli", "run", "harbor-registry-swap", "--output", "json"]
+    command = [sys.executable, "-m", "vicflow.flows.cli.main", "run", "harbor-registry-swap", "--output", "json"]
     for name, value in sets.items():
         command += ["--set", f"{name}={value}"]
     copy_to(tmp_path / "prefect-home" / "prefect.db")  # the temporary server's database, already migrated

@@ -87,10 +87,10 @@ def shot(driver, tmp_path: Path, name: str) -> Path:
 
 
 def test_the_gogs_run_form_has_a_typed_field_per_input_and_starts_a_run(stack, browser, tmp_path):
-    from vicflow.flows import blueprint as bp
+    from vicflow.flows.language import blueprint as bp
 
     deployed = subprocess.run(
-        [sys.executable, "-m", "vicflow.flows.cli", "deploy", "gogs", "--pool", "vicflow"],
+        [sys.executable, "-m", "vicflow.flows.cli.main", "deploy", "gogs", "--pool", "vicflow"],
         env=stack.env,
         capture_output=True,
         text=True,

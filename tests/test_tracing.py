@@ -11,7 +11,8 @@ import uuid
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from vicflow.flows import cli, tracing
+from vicflow.flows.cli import main as cli
+from vicflow.flows.observability import tracing
 from vicflow.plugins.errors import ConfigError
 
 from tests import helpers
@@ -128,9 +129,9 @@ def test_a_plan_is_traced_as_a_planned_run(exported, tmp_path):
 
 
 def test_a_run_continues_the_trace_of_its_events_traceparent(exported, tmp_path):
-    from vicflow.flows import blueprint as bp
-    from vicflow.flows import engine
-    from vicflow.flows.thread_executor import ThreadSteps
+    from vicflow.flows.engine import execution
+    from vicflow.flows.engine.thread_executor import ThreadSteps
+    from vicflow.flows.language import blueprint as bp
     from vicflow.plugins.manager import default_registry
 
     path = tmp_path / "ev.yaml"
@@ -138,7 +139,7 @@ def test_a_run_continues_the_trace_of_its_events_traceparent(exported, tmp_path)
     trace_id, span_id = uuid.uuid4().hex, uuid.uuid4().hex[:16]
     event = {"event": "registry.image.pushed", "id": "e1", "payload": {"traceparent": f"00-{trace_id}-{span_id}-01"}}
     registry = default_registry()
-    engine.execute(bp.load(str(path), registry), {}, registry, "r1", event=event, executor=ThreadSteps)
+    execution.execute(bp.load(str(path), registry), {}, registry, "r1", event=event, executor=ThreadSteps)
     [run] = [s for s in exported.get_finished_spans() if s.name == "vicflow.run"]
     assert run.kind == SpanKind.CONSUMER and run.parent.is_remote
     assert (f"{run.context.trace_id:032x}", f"{run.parent.span_id:016x}") == (trace_id, span_id)
@@ -146,9 +147,9 @@ def test_a_run_continues_the_trace_of_its_events_traceparent(exported, tmp_path)
 
 
 def test_a_failed_steps_rollback_is_a_span_of_the_run_per_undone_step(exported, tmp_path, monkeypatch):
-    from vicflow.flows import blueprint as bp
-    from vicflow.flows import engine
-    from vicflow.flows.thread_executor import ThreadSteps
+    from vicflow.flows.engine import execution
+    from vicflow.flows.engine.thread_executor import ThreadSteps
+    from vicflow.flows.language import blueprint as bp
     from vicflow.plugins.errors import RunFailed
     from vicflow.plugins.manager import default_registry
 
@@ -162,7 +163,7 @@ def test_a_failed_steps_rollback_is_a_span_of_the_run_per_undone_step(exported, 
     )
     registry = default_registry()
     with pytest.raises(RunFailed):
-        engine.execute(bp.load(str(path), registry), {}, registry, "r-undo", executor=ThreadSteps)
+        execution.execute(bp.load(str(path), registry), {}, registry, "r-undo", executor=ThreadSteps)
     spans = exported.get_finished_spans()
     [run] = [s for s in spans if s.name == "vicflow.run"]
     assert run.attributes["vicflow.run.state"] == "failed" and run.status.status_code == StatusCode.ERROR

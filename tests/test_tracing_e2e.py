@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 import requests
-from vicflow.flows import metrics, tracing
+from vicflow.flows.observability import metrics, tracing
 
 from tests import helpers
 from tests.otlp_receiver import Receiver, tree

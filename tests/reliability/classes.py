@@ -237,7 +237,7 @@ def cli(argv: list[str], env: dict[str, str] | None = None, stdout: str | None =
         os.dup2(err.fileno(), 2)
         sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", closefd=False), encoding="utf-8", errors="strict")
         sys.stderr = io.TextIOWrapper(os.fdopen(2, "wb", closefd=False), encoding="utf-8", errors="backslashreplace")
-        from vicflow.flows import cli as vicflow_cli
+        from vicflow.flows.cli import main as vicflow_cli
 
         try:
             code = vicflow_cli.main(argv)
@@ -321,8 +321,8 @@ def secrets_case(draw: Draw) -> Case:
         source = draw.pick(SECRET_EXPRESSIONS)
 
         def run(tmp: Path) -> tuple[str, int | None]:
-            from vicflow.flows import expressions
-            from vicflow.flows.secrets import Secrets
+            from vicflow.flows.language import expressions
+            from vicflow.flows.language.secrets import Secrets
 
             os.environ["VICFLOW_SECRET_S"] = secret
             expressions.render(source, {"inputs": {}, "steps": {}, "secrets": Secrets(), "event": {}})
@@ -335,7 +335,8 @@ def secrets_case(draw: Draw) -> Case:
         target = f"{draw.pick(['t-', 'vch/', ''])}${{{{ inputs.pw }}}}{draw.pick(['', '/gogs'])}"
 
         def run(tmp: Path) -> tuple[str, int | None]:
-            from vicflow.flows import expressions, flow
+            from vicflow.flows.language import expressions
+            from vicflow.flows.on_prefect import flow
             from vicflow.plugins import masking
 
             masking.add_secret(secret)
@@ -362,8 +363,8 @@ def _input_check_case(draw: Draw, secret: str) -> Case:
         how, listed = "reference", False
 
     def run(tmp: Path) -> tuple[str, int | None]:
-        from vicflow.flows import blueprint as bp
-        from vicflow.flows import inputs
+        from vicflow.flows.language import blueprint as bp
+        from vicflow.flows.language import inputs
 
         path = tmp / "b.yaml"
         path.write_text(
@@ -436,7 +437,7 @@ def budget_case(draw: Draw) -> Case:
     if where == "render":
 
         def run(tmp: Path) -> tuple[str, int | None]:
-            from vicflow.flows import expressions
+            from vicflow.flows.language import expressions
 
             expressions.render("${{ " + expression + " }}", {"inputs": {}, "steps": {}, "secrets": {}, "event": {}})
             return "", None
@@ -605,7 +606,7 @@ def loader_case(draw: Draw, what: str | None = None) -> Case:
         if not special:
             path.write_bytes(data)
         if what == "listen config":
-            from vicflow.flows import listen
+            from vicflow.flows.events import listen
 
             return json.dumps(listen.load_config(str(path), []), default=str)[:1000], None
         if what == "inputs file":
@@ -710,7 +711,7 @@ if __name__ == "__main__":
     os.environ["VICFLOW_STATE_DIR"] = tempfile.mkdtemp()
     os.environ["PREFECT_HOME"] = tempfile.mkdtemp()
     os.chdir(Path(__file__).resolve().parents[2])
-    from vicflow.flows import cli as _preload  # noqa: F401 - imported once, before the forks
-    from vicflow.flows import expressions as _preload2  # noqa: F401
+    from vicflow.flows.cli import main as _preload  # noqa: F401 - imported once, before the forks
+    from vicflow.flows.language import expressions as _preload2  # noqa: F401
 
     measure(options.cases, options.seed, options.only)

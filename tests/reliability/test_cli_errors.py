@@ -20,7 +20,11 @@ def vicflow(*args: str, tmp: Path, **env: str) -> subprocess.CompletedProcess:
         environ.pop("PREFECT_API_URL", None)
     environ.update(env)
     return subprocess.run(
-        [sys.executable, "-m", "vicflow.flows.cli", *args], capture_output=True, text=True, timeout=120, env=environ
+        [sys.executable, "-m", "vicflow.flows.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environ,
     )
 
 
@@ -212,7 +216,7 @@ def test_a_closed_pipe_and_a_full_disk(tmp_path):
     """vicflow schema | head: quiet; > /dev/full: one line saying the disk is full."""
     environ = {**os.environ, "PYTHONPATH": str(REPO)}
     piped = subprocess.run(
-        f"{sys.executable} -m vicflow.flows.cli schema | head -c 10",
+        f"{sys.executable} -m vicflow.flows.cli.main schema | head -c 10",
         shell=True,
         capture_output=True,
         text=True,
@@ -221,7 +225,7 @@ def test_a_closed_pipe_and_a_full_disk(tmp_path):
     assert piped.stdout == '{\n  "$defs', piped.stdout
     assert piped.stderr == "", piped.stderr
     with open("/dev/full", "w") as full:
-        result = subprocess.run([sys.executable, "-m", "vicflow.flows.cli", "schema"], stdout=full, stderr=subprocess.PIPE, text=True, env=environ)  # fmt: skip
+        result = subprocess.run([sys.executable, "-m", "vicflow.flows.cli.main", "schema"], stdout=full, stderr=subprocess.PIPE, text=True, env=environ)  # fmt: skip
     assert result.returncode == 1
     assert (
         result.stderr

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from vicflow.flows import blueprint as bp
-from vicflow.flows import expressions
+from vicflow.flows.language import blueprint as bp
+from vicflow.flows.language import expressions
 from vicflow.plugins.compose.project import ComposeError, load_project
 from vicflow.plugins.manager import default_registry
 

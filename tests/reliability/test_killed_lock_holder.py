@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from vicflow.flows.flow import LEASE_SECONDS
+from vicflow.flows.on_prefect.flow import LEASE_SECONDS
 
 from tests.helpers import free_port
 
@@ -52,7 +52,7 @@ def test_a_killed_holders_target_is_freed_under_the_temporary_server(tmp_path):
 
     def run(path: Path, log: str) -> subprocess.Popen:
         return subprocess.Popen(
-            [sys.executable, "-m", "vicflow.flows.cli", "run", str(path)],
+            [sys.executable, "-m", "vicflow.flows.cli.main", "run", str(path)],
             env=env,
             cwd=REPO,
             stdout=subprocess.DEVNULL,

@@ -78,7 +78,7 @@ def test_a_killed_vicflow_run_takes_its_temporary_prefect_server_with_it(tmp_pat
         env.pop(name, None)
     stderr_file = open(tmp_path / "stderr.txt", "wb")  # noqa: SIM115 - read while the run goes on
     run = subprocess.Popen(
-        [sys.executable, "-m", "vicflow.flows.cli", "run", str(blueprint)],
+        [sys.executable, "-m", "vicflow.flows.cli.main", "run", str(blueprint)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=stderr_file,
@@ -126,7 +126,7 @@ def test_a_killed_vicflow_worker_takes_its_prefect_worker_and_fork_server_with_i
     """Found by tests/reliability/test_prefect_server.py: a `prefect worker` orphaned by a SIGKILLed
     `vicflow worker` went on taking runs, with the environment of the worker that was gone."""
     worker = subprocess.Popen(
-        [sys.executable, "-m", "vicflow.flows.cli", "worker", "--pool", f"killed-{os.getpid()}"],
+        [sys.executable, "-m", "vicflow.flows.cli.main", "worker", "--pool", f"killed-{os.getpid()}"],
         env={**cli_env, "VICFLOW_HOME": str(REPO)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -42,7 +42,7 @@ def leases(stack) -> list[dict]:
 
 def renewed_since(lease: dict, since: float) -> bool:
     """Whether the lease was renewed after ``since`` (a renewal sets its expiration to now + the lease's length)."""
-    from vicflow.flows.flow import LEASE_SECONDS
+    from vicflow.flows.on_prefect.flow import LEASE_SECONDS
 
     return ts(lease["expiration"]) >= since + LEASE_SECONDS - 1
 
@@ -85,7 +85,7 @@ def gate():
 @contextlib.contextmanager
 def health_probes(api: str):
     """While the server is stopped, listen on its port: the event is set when a client asks ``/api/health``
-    (what a run that waits to report asks, flows/prefect_adapter.py ``wait_for_server``). Every connection is
+    (what a run that waits to report asks, flows/on_prefect/adapter.py ``wait_for_server``). Every connection is
     closed unanswered, as a port nobody serves would refuse it."""
     address = urlsplit(api)
     probed, stopping = threading.Event(), threading.Event()
@@ -128,7 +128,7 @@ def outage_blueprint(folder: Path, gate_port: int, open_port: int, target: str =
 def test_a_server_restart_during_a_run(stack, tmp_path):
     """The server stops while a step runs and comes back on the same database: the run completes and
     reports, each step ran once, and the target's slot is free again for the next run."""
-    from vicflow.flows.flow import LEASE_SECONDS
+    from vicflow.flows.on_prefect.flow import LEASE_SECONDS
 
     with gate() as (gate_port, open_gate), socket.create_server(("127.0.0.1", 0)) as always_open:
         path = outage_blueprint(tmp_path, gate_port, always_open.getsockname()[1])

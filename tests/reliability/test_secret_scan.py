@@ -73,7 +73,7 @@ def test_no_secret_in_clear_anywhere_a_run_leaves_traces(tmp_path, vcsim, docker
         "PYTHONPATH": str(REPO),
     }
     command = [
-        sys.executable, "-m", "vicflow.flows.cli", "run", "full-stack", "--inputs", str(tmp_path / "inputs.yaml"),
+        sys.executable, "-m", "vicflow.flows.cli.main", "run", "full-stack", "--inputs", str(tmp_path / "inputs.yaml"),
         "--set", f"password={vcsim.password}", "--set", f"db_password={db_password}",
         "--set", "admin_password=${{ secrets.gogs_admin }}",
     ]  # fmt: skip
@@ -202,7 +202,7 @@ def test_no_secret_of_any_character_class_in_prefects_database_logs_artifacts_or
         "PYTHONPATH": str(REPO),
         "COLUMNS": "300",
     }
-    base = [sys.executable, "-m", "vicflow.flows.cli"]
+    base = [sys.executable, "-m", "vicflow.flows.cli.main"]
     given = ["--inputs", str(tmp_path / "inputs.yaml"), "--set", f"token={token}",
              "--set", "env_token=${{ secrets.hook_token }}"]  # fmt: skip
     printed = ""

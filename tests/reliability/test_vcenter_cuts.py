@@ -312,8 +312,8 @@ def test_through_the_engine_a_long_cut_fails_the_create_reports_leftovers_and_ro
     """retries: 2 runs (the cut's error is not replaced), the firewall is put back once vCenter answers."""
     import json
 
-    from vicflow.flows.engine import RunFailed
-    from vicflow.flows.flow import run_blueprint
+    from vicflow.flows.engine.execution import RunFailed
+    from vicflow.flows.on_prefect.flow import run_blueprint
 
     sim = vcsim.start(hosts=3)
     host, port = sim.host.split(":")

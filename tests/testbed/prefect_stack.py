@@ -324,7 +324,7 @@ def running(home: Path, docker_client, **extra_env: str):
         stack.commands.append([str(BIN / "vicflow"), "listen", "--config", str(home / "listen.yaml")])
         processes.append(
             start(
-                [sys.executable, "-m", "vicflow.flows.cli", "listen", "--config", str(home / "listen.yaml")],
+                [sys.executable, "-m", "vicflow.flows.cli.main", "listen", "--config", str(home / "listen.yaml")],
                 env,
                 home / "listen.log",
             )
@@ -383,7 +383,7 @@ def deploy(home: Path, env: dict, pool: str, name: str, blueprint: Path, trigger
     from ``home``/prefect.yaml as the shipped prefect.yaml's are. A failed command raises with its output."""
     deployment = {
         "name": name,
-        "entrypoint": "flows/flow.py:run_blueprint",
+        "entrypoint": "flows/on_prefect/flow.py:run_blueprint",
         "work_pool": {"name": pool, "job_variables": {"command": "vicflow-engine"}},
         "concurrency_limit": {"limit": 1, "collision_strategy": "ENQUEUE"},
         "parameters": {"blueprint": str(blueprint)},

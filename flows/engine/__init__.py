@@ -1,0 +1,1 @@
+"""The engine: a run, its scheduler, planner, attempts, retries, executors and journal (no Prefect)."""

@@ -1,0 +1,1 @@
+"""The blueprint language: its models, loading and validation, expressions, inputs and secrets."""

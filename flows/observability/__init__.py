@@ -1,0 +1,1 @@
+"""What a run shows an operator's tools: Prometheus metrics and OpenTelemetry traces."""
