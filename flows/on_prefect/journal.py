@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from vicflow.flows.journal import LatestWriter
+from vicflow.flows.engine.journal import LatestWriter
 from vicflow.plugins.errors import StepError
 
 ARTIFACT_TYPE = "vicflow-journal"
