@@ -19,8 +19,6 @@ from vicflow.plugins.compose.engine_body import (
     container_name,
     create_body,
     links,
-    summary_labels,
-    summary_state,
 )
 from vicflow.plugins.compose.options import UpOptions
 from vicflow.plugins.compose.project import Project, Service
@@ -28,6 +26,19 @@ from vicflow.plugins.errors import PermanentError, TransientError
 
 VCH_VOLUME_DRIVERS = {"local", "vsphere"}
 NOT_STARTED = "created but not started"  # how a leftover container is reported (and recognised when it is not)
+
+
+def summary_labels(container) -> dict[str, str]:
+    """Labels of a container from a sparse listing (``Labels``) or an inspect (``Config.Labels``)."""
+    return container.attrs.get("Labels") or (container.attrs.get("Config") or {}).get("Labels") or {}
+
+
+def summary_state(container) -> str:
+    """A container's state from a sparse listing (``State``: "running") or an inspect (``State.Status``)."""
+    state = container.attrs.get("State")
+    if isinstance(state, dict):
+        return state.get("Status", "")
+    return str(state or "")
 
 
 def registry_host(image: str) -> str:
