@@ -93,6 +93,14 @@ def test_requests_tls_failure_is_tls_rejected_with_the_hint():
     assert "hint: set ca to the CA" in str(raised.value)
 
 
+def test_requests_tls_connection_cut_in_the_handshake_is_connection_lost():
+    """A vCenter cut mid-handshake is an SSLError to requests (an EOF): the network, not the certificate."""
+    with server([None]) as port, http.session() as session, pytest.raises(ConnectionLost) as raised:
+        session.get(f"https://127.0.0.1:{port}/folder/x.iso", timeout=5)
+    assert isinstance(raised.value.__cause__, requests.exceptions.SSLError)
+    assert "the TLS connection was cut" in str(raised.value)
+
+
 def test_docker_unreachable_engine_is_connection_lost():
     params = DockerParams(docker_host=f"tcp://127.0.0.1:{closed_port()}", api_timeout_seconds=5)
     with pytest.raises(ConnectionLost) as raised, connected(params) as client:

@@ -9,6 +9,7 @@ the HTTP step, the registry client, vSphere's datastore uploads) raises only the
 requests raises                                           the tree's error
 =======================================================  ==========================================
 ``SSLError`` (a CA that does not verify, a TLS alert)     ``TLSRejected`` (permanent)
+``SSLError`` of an EOF or a reset (a cut)                 ``ConnectionLost`` (transient)
 ``ConnectionError``, ``Timeout``, ``ChunkedEncodingError`` ``ConnectionLost`` (transient)
 any other ``RequestException`` (invalid URL, header)      ``InvalidRequest`` (permanent)
 =======================================================  ==========================================
@@ -32,11 +33,21 @@ def requests_errors(method: str, url: str) -> Iterator[None]:
     try:
         yield
     except requests.exceptions.SSLError as exc:  # before ConnectionError, which it derives from
+        if _cut(exc):
+            raise ConnectionLost(f"{method} {url}: the TLS connection was cut: {_short(exc)}") from exc
         raise TLSRejected(f"TLS verification of {url} failed: {_short(exc)}", TLS_HINT) from exc
     except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
         raise ConnectionLost(f"{method} {url}: {type(exc).__name__}: {_short(exc)}") from exc
     except requests.RequestException as exc:
         raise InvalidRequest(f"{method} {url}: {type(exc).__name__}: {_short(exc)}") from exc
+
+
+def _cut(exc: BaseException) -> bool:
+    """A TLS error that is a connection cut, not a refused certificate: an EOF or a reset mid-handshake or
+    mid-answer (ssl.SSLEOFError, as a vCenter cut or a restarting server gives), which requests reports as an
+    SSLError all the same."""
+    text = str(exc)
+    return any(sign in text for sign in ("EOF occurred", "UNEXPECTED_EOF", "Connection reset"))
 
 
 def _short(exc: BaseException) -> str:
