@@ -14,8 +14,15 @@
     ├── PluginError              a plugin could not be loaded or registered something invalid; exit 2
     ├── StepError                a step failed
     │   ├── TransientError       worth retrying (a timeout, a restarting server)
-    │   │   └── LoginCut         a vSphere login cut after it was sent (plugins/clients/vsphere.py)
+    │   │   ├── ConnectionLost   a call's connection was refused, reset, timed out or cut mid-answer (any client)
+    │   │   │   └── LoginCut     a vSphere login cut after it was sent (plugins/clients/vsphere/connection.py)
+    │   │   └── ServerUnavailable  the server answered that it cannot serve now: a Docker engine's 5xx
     │   └── PermanentError       retrying cannot help (bad input, a refused credential)
+    │       ├── TLSRejected      the TLS handshake failed on a certificate (a wrong CA, no client certificate)
+    │       ├── RequestRefused   the server refused the request: a Docker engine's 4xx
+    │       ├── InvalidRequest   the request could not be made (an invalid URL, too many redirects)
+    │       ├── TaskFailed       a vSphere task ended in error (plugins/clients/vsphere/tasks.py)
+    │       ├── EngineRestarted  the Docker engine restarted under a step (plugins/clients/dockerapi.py)
     │       ├── ComposeError     a compose file compose_up cannot use (plugins/compose/model.py)
     │       └── AttemptStillRunning  an attempt past its timeout that does not stop (flows/engine/attempt.py)
     ├── RegistryError            the registry refused us (plugins/clients/registry_api.py)
@@ -28,6 +35,11 @@
         └── RunCancelled         an approval said no, or none came, or the run's policy denied it
 
 It lives in ``plugins`` because plugins raise these and may not import the engine (``flows``).
+
+A client library's own exceptions are mapped into this tree once, where they leave the client (httpx's
+``map_exceptions``): ``plugins/clients/http.py`` for requests, ``dockerapi.connected`` for the Docker SDK,
+the vSphere session's stub for pyVmomi. The original stays as ``__cause__``. So a step type needs no list of
+exceptions worth a retry: ``StepType.is_transient`` asks whether it is a ``TransientError``.
 """
 
 from __future__ import annotations
@@ -105,6 +117,28 @@ class PermanentError(StepError):
     """Retrying cannot help: bad input, a missing object, a refused credential."""
 
 
+class ConnectionLost(TransientError):
+    """A call's connection was refused, reset, timed out, or cut before the whole answer came: the network,
+    not the request. Another attempt may find it back."""
+
+
+class ServerUnavailable(TransientError):
+    """The server answered that it cannot serve now (a Docker engine's 5xx while it restarts)."""
+
+
+class TLSRejected(PermanentError):
+    """The TLS handshake failed on a certificate: the CA does not verify the server, or the server wants a
+    client certificate it was not given."""
+
+
+class RequestRefused(PermanentError):
+    """The server answered and refused the request (a Docker engine's 4xx): the same request fails again."""
+
+
+class InvalidRequest(PermanentError):
+    """The client could not make the request at all: an invalid URL or header, too many redirects."""
+
+
 class AttemptFailed(VicflowError):
     """One attempt of a step ended in error (raised by the engine around the step's own error, its message
     masked); ``transient`` says whether another attempt may help. The executor retries it or reports it."""
@@ -148,14 +182,19 @@ __all__ = [
     "BlueprintError",
     "BudgetError",
     "ConfigError",
+    "ConnectionLost",
     "ExpressionError",
     "InputsError",
+    "InvalidRequest",
     "ListenConfigError",
     "PermanentError",
     "PluginError",
+    "RequestRefused",
     "RunCancelled",
     "RunFailed",
+    "ServerUnavailable",
     "StepError",
+    "TLSRejected",
     "TransientError",
     "VicflowError",
     "YAMLSyntaxError",

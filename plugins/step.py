@@ -10,7 +10,7 @@ from enum import StrEnum
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
-from vicflow.plugins.errors import PermanentError, StepError, TransientError  # noqa: F401 (re-exported)
+from vicflow.plugins.errors import PermanentError, TransientError
 
 
 class Params(BaseModel):
@@ -91,14 +91,16 @@ P = TypeVar("P", bound=BaseModel)
 class StepType(ABC, Generic[P]):
     """Base class of every step type, built-in or third-party: ``class Copy(StepType[CopyParams])``.
 
-    Subclasses set ``Params`` (the pydantic model ``P``, ``extra="forbid"``), ``outputs`` (name ->
-    description) and ``transient_errors`` (exception classes worth a retry besides ``TransientError``), and
-    implement ``apply`` (abstract) and ``plan``; ``rollback`` where they can undo.
+    Subclasses set ``Params`` (the pydantic model ``P``, ``extra="forbid"``) and ``outputs`` (name ->
+    description), and implement ``apply`` (abstract) and ``plan``; ``rollback`` where they can undo.
+
+    Which errors are worth another attempt is decided where they enter: the clients in ``plugins/clients``
+    map their library's exceptions into ``TransientError``/``PermanentError`` (plugins/errors.py), and a step
+    type raises those. ``is_transient`` only asks which one it got.
     """
 
     Params: ClassVar[type[BaseModel]] = Params
     outputs: ClassVar[dict[str, str]] = {}
-    transient_errors: ClassVar[tuple[type[BaseException], ...]] = ()
 
     def plan(self, params: P, ctx: StepContext) -> list[Change]:
         """What ``apply`` would change, read-only."""
@@ -118,6 +120,7 @@ class StepType(ABC, Generic[P]):
 
     @classmethod
     def is_transient(cls, exc: BaseException) -> bool:
+        """A ``TransientError``; or a socket's own timeout or dropped connection that no client mapped."""
         if isinstance(exc, PermanentError):
             return False
-        return isinstance(exc, (TransientError | TimeoutError | ConnectionError, cls.transient_errors))
+        return isinstance(exc, TransientError | TimeoutError | ConnectionError)

@@ -14,7 +14,7 @@ from vicflow.plugins.builtin.compose import ComposeDown, ComposeUp
 from vicflow.plugins.builtin.health import HealthCheck
 from vicflow.plugins.builtin.http_request import HttpRequest
 from vicflow.plugins.compose.project import ComposeError, load_project
-from vicflow.plugins.step import PermanentError, TransientError
+from vicflow.plugins.errors import PermanentError, TransientError
 
 from tests import stepkit
 from tests.helpers import free_port, gogs_first_run, wait_http

@@ -27,8 +27,8 @@ from vicflow.plugins.builtin.health import HealthCheck
 from vicflow.plugins.builtin.http_request import HttpRequest
 from vicflow.plugins.clients.dockerapi import DockerParams, connected, is_vch
 from vicflow.plugins.compose.project import ComposeError
+from vicflow.plugins.errors import PermanentError
 from vicflow.plugins.manager import default_registry
-from vicflow.plugins.step import PermanentError
 
 from tests import stepkit
 from tests.helpers import free_port, run_on_threads, wait_http

@@ -8,8 +8,7 @@ import uuid
 import pytest
 from vicflow.flows.testing import StepHarness
 from vicflow.plugins.builtin.health import HealthCheck
-from vicflow.plugins.errors import RunFailed
-from vicflow.plugins.step import PermanentError, TransientError
+from vicflow.plugins.errors import PermanentError, RunFailed, TransientError
 
 from tests import stepkit
 from tests.helpers import free_port

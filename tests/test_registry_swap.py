@@ -23,7 +23,7 @@ import requests
 from vicflow.plugins.builtin.compose import ComposeDown, ComposeUp
 from vicflow.plugins.builtin.registry_swap import RegistrySwap
 from vicflow.plugins.clients import registry_api
-from vicflow.plugins.step import PermanentError, TransientError
+from vicflow.plugins.errors import ConnectionLost, PermanentError, TransientError
 
 from tests import stepkit
 from tests.testbed import harbor as harbor_bed
@@ -317,7 +317,7 @@ def test_a_token_service_still_starting_is_worth_another_try_and_touches_nothing
         try:
             registry.login()
             break
-        except (registry_api.RegistryUnavailable, requests.RequestException):
+        except (registry_api.RegistryUnavailable, ConnectionLost):
             assert time.monotonic() < deadline, "Harbor's ui did not come back within 90 s"
             time.sleep(0.5)
 

@@ -14,8 +14,8 @@ import docker
 import pytest
 import requests
 from vicflow.plugins.clients import certs, registry_api
-from vicflow.plugins.clients.vsphere import Sessions, VSphereParams, split_server
-from vicflow.plugins.step import PermanentError
+from vicflow.plugins.clients.vsphere.connection import Sessions, VSphereParams, split_server
+from vicflow.plugins.errors import PermanentError
 
 from tests.helpers import free_port, run_registry, wait_http
 

@@ -12,8 +12,9 @@ from pyVim.connect import Disconnect
 from pyVmomi import vim, vmodl
 from vicflow.plugins.builtin.firewall import Firewall
 from vicflow.plugins.builtin.vch import VCHCreate, VCHDelete, VCHInspect
-from vicflow.plugins.clients import vsphere
-from vicflow.plugins.step import PermanentError, TransientError
+from vicflow.plugins.clients.vsphere import connection
+from vicflow.plugins.clients.vsphere import inventory as vsphere_inventory
+from vicflow.plugins.errors import PermanentError, TransientError
 from vicflow.plugins.vic import target as vchmod
 from vicflow.plugins.vic.firewall import ruleset_enabled
 
@@ -78,19 +79,19 @@ def test_firewall_resolves_a_resource_pool_to_its_cluster(vcsim):
 def test_firewall_xml_read_matches_pyvmomi_across_pages_and_faults_like_pyvmomi(vcsim, inventory):
     """The firewall step reads rulesets as XML (collect_xml); it must see exactly what pyvmomi sees."""
     systems = [h.configManager.firewallSystem for h in objects(inventory, vim.HostSystem).values()]
-    pages = vsphere.collect_xml(inventory, systems, vim.host.FirewallSystem, ["firewallInfo"], page_size=2)
+    pages = vsphere_inventory.collect_xml(inventory, systems, vim.host.FirewallSystem, ["firewallInfo"], page_size=2)
     assert sorted(pages) == sorted(s._moId for s in systems), "every page of the answer is read"
     for system in systems:
         as_xml = {
-            (r.findtext(f"{vsphere.VIM}key"), r.findtext(f"{vsphere.VIM}enabled") == "true")
-            for r in pages[system._moId]["firewallInfo"].iterfind(f"{vsphere.VIM}ruleset")
+            (r.findtext(f"{vsphere_inventory.VIM}key"), r.findtext(f"{vsphere_inventory.VIM}enabled") == "true")
+            for r in pages[system._moId]["firewallInfo"].iterfind(f"{vsphere_inventory.VIM}ruleset")
         }
         assert as_xml == {(r.key, r.enabled) for r in system.firewallInfo.ruleset}
         assert ruleset_enabled(pages[system._moId]["firewallInfo"]) is False
 
     gone = vim.HostSystem("host-gone", inventory._stub)
     with pytest.raises(vmodl.fault.ManagedObjectNotFound):
-        vsphere.collect_xml(inventory, [gone], vim.HostSystem, ["name"])
+        vsphere_inventory.collect_xml(inventory, [gone], vim.HostSystem, ["name"])
 
 
 def test_firewall_without_thumbprint_shows_it_and_changes_nothing(vcsim, inventory):
@@ -329,7 +330,7 @@ def test_vic_machine_target_form_sets_the_datacenter_and_is_never_dropped(vcsim,
     with pytest.raises(ValueError, match=r"names datacenter 'DC0' but datacenter is 'DC1': set server: https://"):
         FirewallParams(server=f"{base}/DC0", datacenter="DC1", compute_resource="x", action="allow")
     with pytest.raises(PermanentError, match=r"names datacenter 'Nowhere'"):
-        vsphere.split_server("h/Nowhere")
+        connection.split_server("h/Nowhere")
     out, _ = stepkit.apply(
         Firewall, **{**creds(vcsim), "server": f"{base}/DC0"}, compute_resource="DC0_C0", action="allow"
     )

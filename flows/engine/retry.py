@@ -38,7 +38,7 @@ class RetryPolicy:
 
 def worth_retrying(exc: BaseException, step_type: Any) -> bool:
     """Whether another attempt may help after ``exc``: a timeout may pass, and the step type says of the rest
-    (``StepType.is_transient``: TransientError, a dropped connection, its ``transient_errors``). Not an attempt
+    (``StepType.is_transient``: a TransientError, or a dropped connection). Not an attempt
     that is still running (a second would run beside it), nor anything that is not an Exception."""
     if isinstance(exc, AttemptStillRunning) or not isinstance(exc, Exception):
         return False

@@ -9,7 +9,7 @@ from typing import Any, cast
 
 from vicflow.flows.language.links import configured_api_url
 from vicflow.plugins import masking
-from vicflow.plugins.step import StepError
+from vicflow.plugins.errors import StepError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # a Prefect block name and an environment variable's tail
 

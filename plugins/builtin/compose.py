@@ -11,9 +11,8 @@ from typing import Any
 
 from pydantic import Field, field_validator
 from vicflow.plugins import Change, PermanentError, StepContext, StepType, TransientError, hookimpl
-from vicflow.plugins.clients.dockerapi import DockerParams, EngineWatch, connected, network_errors
+from vicflow.plugins.clients.dockerapi import DockerParams, EngineWatch, connected
 from vicflow.plugins.compose import operations
-from vicflow.plugins.compose.deploy import engine_is_transient
 from vicflow.plugins.compose.options import UpOptions
 from vicflow.plugins.compose.project import Project
 from vicflow.plugins.paths import BlueprintFile
@@ -71,11 +70,6 @@ class ComposeUp(StepType[ComposeUpParams]):
         "started": "services started",
         "unchanged": "services left alone",
     }
-    transient_errors = network_errors()
-
-    @classmethod
-    def is_transient(cls, exc: BaseException) -> bool:
-        return super().is_transient(exc) or engine_is_transient(exc)
 
     def plan(self, params: ComposeUpParams, ctx: StepContext) -> list[Change]:
         project = read(params, ctx)
@@ -112,11 +106,6 @@ class ComposeDown(StepType[ComposeDownParams]):
 
     Params = ComposeDownParams
     outputs = {"removed_containers": "names", "removed_networks": "names", "removed_volumes": "names"}
-    transient_errors = network_errors()
-
-    @classmethod
-    def is_transient(cls, exc: BaseException) -> bool:
-        return super().is_transient(exc) or engine_is_transient(exc)
 
     def _name(self, params: ComposeDownParams, ctx: StepContext) -> str:
         if params.files:

@@ -12,12 +12,13 @@ from typing import Any, Literal
 
 from pydantic import Field
 from vicflow.plugins import Change, PermanentError, StepContext, StepType, TransientError, hookimpl
-from vicflow.plugins.clients import vsphere
+from vicflow.plugins.clients.vsphere import connection, inventory
+from vicflow.plugins.errors import ConnectionLost
 from vicflow.plugins.step import Kind
 from vicflow.plugins.vic.firewall import HOST_PROPS, RULESET, host_states, set_ruleset
 
 
-class FirewallParams(vsphere.VSphereParams):
+class FirewallParams(connection.VSphereParams):
     datacenter: str | None = Field(None, description="default: the only datacenter")
     compute_resource: str = Field(description="cluster, host, or resource pool path (CLUSTER/Resources/POOL)")
     action: Literal["allow", "deny"] = Field("allow", description="allow enables vSPC; deny disables it")
@@ -29,16 +30,15 @@ class FirewallParams(vsphere.VSphereParams):
 
 def hosts(params: FirewallParams, ctx, si=None):
     """The session, and the compute resource with its hosts' names and firewall systems (read in one call)."""
-    si = si or vsphere.service_instance(params, ctx.resources, ctx.logger)
-    dc = vsphere.datacenter(si, params.datacenter)
-    return si, vsphere.compute_resource(si, dc, params.compute_resource, HOST_PROPS)
+    si = si or connection.service_instance(params, ctx.resources, ctx.logger)
+    dc = inventory.datacenter(si, params.datacenter)
+    return si, inventory.compute_resource(si, dc, params.compute_resource, HOST_PROPS)
 
 
 class Firewall(StepType[FirewallParams]):
     """Open (or close) outbound tcp/2377 for VCHs on every host of a cluster."""
 
     Params = FirewallParams
-    transient_errors = vsphere.CONNECTION_ERRORS
     outputs = {
         "hosts": "per host: host, before, after, result (changed/unchanged/failed), reason",
         "changed": "hosts changed",
@@ -80,7 +80,7 @@ class Firewall(StepType[FirewallParams]):
                 return {"host": name, "before": before, "after": want, "result": "changed", "reason": ""}
             except Exception as exc:  # reported per host; the step fails after all hosts were tried
                 reason = getattr(exc, "msg", None) or f"{type(exc).__name__}: {exc}"
-                cut = isinstance(exc, vsphere.CONNECTION_ERRORS)
+                cut = isinstance(exc, ConnectionLost)  # the vSphere client maps a dropped connection to it
                 return {
                     "host": name,
                     "before": before,
@@ -100,11 +100,14 @@ class Firewall(StepType[FirewallParams]):
         cut = all([r.pop("cut") for r in failed])  # only the network failed: worth a retry
         if failed:
             detail = "; ".join(f"{r['host']}: {r['reason']}" for r in failed)
-            raise (TransientError if cut else PermanentError)(
+            message = (
                 f"{RULESET} could not be {'enabled' if want else 'disabled'} on "
-                f"{len(failed)} of {len(rows)} hosts: {detail}",
-                "the other hosts were changed; fix these hosts and run again (it is idempotent)",
+                f"{len(failed)} of {len(rows)} hosts: {detail}"
             )
+            hint = "the other hosts were changed; fix these hosts and run again (it is idempotent)"
+            if cut:
+                raise TransientError(message, hint)
+            raise PermanentError(message, hint)
         return {
             "hosts": rows,
             "changed": len(ctx.state["changed"]),
@@ -120,7 +123,7 @@ class Firewall(StepType[FirewallParams]):
         undo = ctx.state.setdefault("changed", [])
 
         def put_back() -> None:
-            with vsphere.fresh_session(params, ctx.logger, ctx.leftovers) as si:
+            with connection.fresh_session(params, ctx.logger, ctx.leftovers) as si:
                 states = self._states(params, ctx, si)
 
                 def one(name: str) -> None:
@@ -131,7 +134,7 @@ class Firewall(StepType[FirewallParams]):
                     list(pool.map(one, list(undo)))
 
         try:
-            vsphere.until_back(put_back, params.rollback_timeout_seconds, ctx.logger, "putting the firewall back")
+            connection.until_back(put_back, params.rollback_timeout_seconds, ctx.logger, "putting the firewall back")
         except Exception:
             flag = "false" if params.action == "allow" else "true"
             ctx.leftovers[:] = [

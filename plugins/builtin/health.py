@@ -18,6 +18,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import docker
 import requests
 from pydantic import Field, field_validator, model_validator
 from vicflow.plugins import Change, PermanentError, StepContext, StepType, TransientError, hookimpl
@@ -178,27 +179,35 @@ def _tcp(params: HealthParams, timeout: float) -> str:
 def _container(params: HealthParams, timeout: float) -> str:
     params = params.model_copy(update={"api_timeout_seconds": max(1, timeout)})
     with connected(params) as client:
-        container = client.containers.get(params.container)
-        state = container.attrs["State"]
-        health = (state.get("Health") or {}).get("Status")
-        if not state.get("Running"):
-            raise ProbeFailed(f"container {params.container} is {state.get('Status')}")
-        if params.command:
-            command = shlex.split(params.command) if isinstance(params.command, str) else list(params.command)
-            code = exec_detached(client, container.id, command, timeout)
-            if code != 0:
-                raise ProbeFailed(f"{shlex.join(command)} exited with {code} in container {params.container}")
-            return f"running, {shlex.join(command)} exited 0"
-        if health is None and is_vch(client):
-            raise PermanentError(
-                f"container {params.container} runs on a VCH, which drops a container's Healthcheck (VIC 1.1.1 "
-                "never reads it): that it runs does not say it is ready",
-                "give the check a command that exits 0 once the service is ready, run in the container as a "
-                "detached exec (e.g. command: [pg_isready, -h, 127.0.0.1] for Postgres)",
-            )
-        if health not in (None, "healthy"):
-            raise ProbeFailed(f"container {params.container} is running but {health}")
-        return f"running{', ' + health if health else ''}"
+        try:
+            return _container_state(client, params, timeout)
+        except docker.errors.APIError as exc:  # not there yet, or the engine is busy: the probe's answer, tried again
+            raise ProbeFailed(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _container_state(client, params: HealthParams, timeout: float) -> str:
+    """What the container probe sees: running, its health, the command's exit code."""
+    container = client.containers.get(params.container)
+    state = container.attrs["State"]
+    health = (state.get("Health") or {}).get("Status")
+    if not state.get("Running"):
+        raise ProbeFailed(f"container {params.container} is {state.get('Status')}")
+    if params.command:
+        command = shlex.split(params.command) if isinstance(params.command, str) else list(params.command)
+        code = exec_detached(client, container.id, command, timeout)
+        if code != 0:
+            raise ProbeFailed(f"{shlex.join(command)} exited with {code} in container {params.container}")
+        return f"running, {shlex.join(command)} exited 0"
+    if health is None and is_vch(client):
+        raise PermanentError(
+            f"container {params.container} runs on a VCH, which drops a container's Healthcheck (VIC 1.1.1 "
+            "never reads it): that it runs does not say it is ready",
+            "give the check a command that exits 0 once the service is ready, run in the container as a "
+            "detached exec (e.g. command: [pg_isready, -h, 127.0.0.1] for Postgres)",
+        )
+    if health not in (None, "healthy"):
+        raise ProbeFailed(f"container {params.container} is running but {health}")
+    return f"running{', ' + health if health else ''}"
 
 
 def _fail_if_exited(params: HealthParams, last: str, watch: EngineWatch | None = None) -> None:

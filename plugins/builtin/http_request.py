@@ -15,7 +15,8 @@ from typing import Any, Literal
 
 import requests
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from vicflow.plugins import Change, PermanentError, StepContext, StepType, TransientError, hookimpl
+from vicflow.plugins import Change, PermanentError, StepContext, StepType, hookimpl
+from vicflow.plugins.clients import http
 from vicflow.plugins.paths import BlueprintFile
 from vicflow.plugins.step import Params
 
@@ -75,7 +76,6 @@ class HttpRequest(StepType[HttpRequestParams]):
         "status": "the status of the request (or of the guard when no call was made)",
         "values": "the outputs asked for, by name",
     }
-    transient_errors = (requests.ConnectionError, requests.Timeout)
 
     def plan(self, params: HttpRequestParams, ctx: StepContext) -> list[Change]:
         if params.when is None:
@@ -115,25 +115,16 @@ class HttpRequest(StepType[HttpRequestParams]):
     def _send(self, params, ctx, method: str, url: str, headers: dict, body: bool) -> requests.Response:
         if params.insecure:
             ctx.logger.warning("insecure: true: the certificate of %s is not verified", url)
-        with requests.Session() as session:
-            session.trust_env = False  # REQUESTS_CA_BUNDLE would otherwise replace the pinned CA
-            session.verify = params.ca if params.ca else not params.insecure
-            try:
-                return session.request(
-                    method,
-                    url,
-                    headers=headers,
-                    data=params.form if body else None,
-                    json=params.json_body if body else None,
-                    allow_redirects=False,
-                    timeout=ctx.remaining(params.timeout_seconds, params.timeout_seconds),
-                )
-            except requests.exceptions.SSLError as exc:
-                raise PermanentError(
-                    f"TLS verification of {url} failed: {str(exc)[:200]}", "set ca to the CA that signed the server"
-                ) from None
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                raise TransientError(f"{method} {url}: {type(exc).__name__}: {str(exc)[:200]}") from None
+        with http.session(params.ca if params.ca else not params.insecure) as session:
+            return session.request(  # a refused or cut connection is a ConnectionLost: retried
+                method,
+                url,
+                headers=headers,
+                data=params.form if body else None,
+                json=params.json_body if body else None,
+                allow_redirects=False,
+                timeout=ctx.remaining(params.timeout_seconds, params.timeout_seconds),
+            )
 
 
 def _error_text(response: requests.Response, regex: str | None) -> str:

@@ -18,17 +18,16 @@ from typing import Any
 from urllib.parse import urlparse
 
 import docker
-import requests
 import yaml
 from pydantic import Field
 from vicflow.plugins import Change, PermanentError, StepContext, StepError, StepType, TransientError, hookimpl
 from vicflow.plugins.clients import registry_api
 from vicflow.plugins.clients.dockerapi import COMPOSE_LABEL as LABEL
-from vicflow.plugins.clients.dockerapi import DockerParams, connected, network_errors
+from vicflow.plugins.clients.dockerapi import DockerParams, connected
 from vicflow.plugins.compose import operations
-from vicflow.plugins.compose.deploy import engine_is_transient
 from vicflow.plugins.compose.options import UpOptions
 from vicflow.plugins.compose.project import Project, load_project
+from vicflow.plugins.errors import ConnectionLost, InvalidRequest
 from vicflow.plugins.paths import BlueprintFile
 from vicflow.plugins.step import Kind
 
@@ -108,7 +107,6 @@ class RegistrySwap(StepType[RegistrySwapParams]):
     """Swap Harbor's registry image, verify schema-2 foreign-layer pushes, roll back by itself on failure."""
 
     Params = RegistrySwapParams
-    transient_errors = network_errors()
     outputs = {
         "old_image": "image before",
         "new_image": "image after",
@@ -134,10 +132,6 @@ class RegistrySwap(StepType[RegistrySwapParams]):
                 filters={"label": [f"{LABEL}.project={name}", f"{LABEL}.service={params.service}"]}
             )
         return found[0].attrs["Config"]["Image"] if found else None
-
-    @classmethod
-    def is_transient(cls, exc: BaseException) -> bool:
-        return super().is_transient(exc) or engine_is_transient(exc)
 
     def plan(self, params: RegistrySwapParams, ctx: StepContext) -> list[Change]:
         location = ImageLocation(self._files(params, ctx), params.service)
@@ -267,7 +261,7 @@ class RegistrySwap(StepType[RegistrySwapParams]):
             raise TransientError(f"pre-flight: {exc}; nothing was changed", "Harbor is starting: run again") from None
         except registry_api.RegistryError as exc:
             raise PermanentError(f"pre-flight: {exc}; nothing was changed", exc.hint) from None
-        except requests.RequestException as exc:  # Harbor may be starting: worth another try
+        except ConnectionLost as exc:  # Harbor may be starting: worth another try
             raise TransientError(
                 f"pre-flight: the registry at {registry_url(params)} cannot be reached: {exc}; nothing was changed",
                 "registry_url is Harbor's public URL (its nginx), e.g. https://APPLIANCE",
@@ -292,7 +286,7 @@ class RegistrySwap(StepType[RegistrySwapParams]):
                         registry.login()  # and its token service: Harbor's ui may come up after the registry
                         return status
                     last = f"HTTP {status}"
-                except (requests.RequestException, registry_api.RegistryError) as exc:
+                except (ConnectionLost, InvalidRequest, registry_api.RegistryError) as exc:
                     last = str(exc)
                 time.sleep(0.5)
         finally:

@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from vicflow.plugins import hookimpl, masking
-from vicflow.plugins.clients import vsphere
-from vicflow.plugins.clients.dockerapi import COMPOSE_LABEL, DockerParams, connected, network_errors
+from vicflow.plugins.clients.dockerapi import COMPOSE_LABEL, DockerParams, connected
+from vicflow.plugins.clients.vsphere import connection
 from vicflow.plugins.source import EventSource, SourceConfig
 
 # ---------------------------------------------------------------------------------------------- docker
@@ -370,13 +370,13 @@ def stream_errors() -> tuple[type[BaseException], ...]:
     import docker
     import requests
 
-    return (requests.RequestException, docker.errors.DockerException, *network_errors())
+    return (requests.RequestException, docker.errors.DockerException)
 
 
 # ---------------------------------------------------------------------------------------------- vsphere
 
 
-class VSphereSourceConfig(vsphere.VSphereParams):
+class VSphereSourceConfig(connection.VSphereParams):
     poll_seconds: float = Field(1, gt=0)
 
 
@@ -413,14 +413,14 @@ class VSphereEvents(EventSource[VSphereSourceConfig]):
 
         if self.begin is None:
             self.begin = self.resume_from()
-        sessions = vsphere.Sessions()
+        sessions = connection.Sessions()
         si = sessions.get(self.config, self.log)
-        server = vsphere.split_server(vsphere.setting(self.config, "server") or "")[0]
+        server = connection.split_server(connection.setting(self.config, "server") or "")[0]
         try:
             spec = vim.event.EventFilterSpec(
                 eventTypeId=list(VSPHERE_EVENTS), time=vim.event.EventFilterSpec.ByTime(beginTime=self.begin)
             )
-            collector = vsphere.content(si).eventManager.CreateCollectorForEvents(filter=spec)
+            collector = connection.content(si).eventManager.CreateCollectorForEvents(filter=spec)
             collector.SetCollectorPageSize(maxCount=100)
             try:
                 # latestPage (newest events) works on vCenter and on the simulator, whose collector only

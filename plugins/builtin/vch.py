@@ -10,10 +10,9 @@ import json
 import os
 from typing import Any, Literal
 
-import requests
 from pydantic import Field
 from vicflow.plugins import Change, PermanentError, StepContext, StepType, TransientError, hookimpl
-from vicflow.plugins.clients import vsphere
+from vicflow.plugins.clients.vsphere import connection, inventory, tasks
 from vicflow.plugins.paths import BlueprintFile
 from vicflow.plugins.step import Kind
 from vicflow.plugins.vic.build import Builder
@@ -31,7 +30,7 @@ from vicflow.plugins.vic.target import (
 )
 
 
-class VCHParams(vsphere.VSphereParams):
+class VCHParams(connection.VSphereParams):
     name: str = Field(description="VCH name (the vApp and the endpoint VM)")
     datacenter: str | None = None
 
@@ -94,11 +93,10 @@ class VCHCreate(StepType[VCHCreateParams]):
         "name": "the VCH name",
         "power_state": "endpoint VM power",
     }
-    transient_errors = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, *vsphere.CONNECTION_ERRORS)
 
     def plan(self, params: VCHCreateParams, ctx: StepContext) -> list[Change]:
         target = validate(params, ctx)
-        vm = vsphere.find_vm(target.si, target.dc, params.name)
+        vm = inventory.find_vm(target.si, target.dc, params.name)
         if vm is None:
             kind = "resource pool" if params.use_resource_pool else "vApp"
             return [
@@ -122,7 +120,7 @@ class VCHCreate(StepType[VCHCreateParams]):
     def apply(self, params: VCHCreateParams, ctx: StepContext) -> dict[str, Any]:
         target = validate(params, ctx)
         cert_path = os.path.abspath(ctx.path(params.cert_path or params.name))
-        vm = vsphere.find_vm(target.si, target.dc, params.name)
+        vm = inventory.find_vm(target.si, target.dc, params.name)
         ctx.state["created"] = []
         if vm is not None and half_built(vm):
             ctx.logger.warning(
@@ -133,7 +131,7 @@ class VCHCreate(StepType[VCHCreateParams]):
             ctx.leftovers.clear()
         elif vm is not None:
             return existing_outputs(vm, params, cert_path, ctx)
-        other = vsphere.find_vapp_or_pool(target.si, target.dc, params.name)
+        other = inventory.find_vapp_or_pool(target.si, target.dc, params.name)
         if other is not None and not adoptable(other, params):
             raise PermanentError(
                 f"a vApp or resource pool named {params.name!r} exists and is not a VCH",
@@ -160,9 +158,9 @@ class VCHCreate(StepType[VCHCreateParams]):
 
 
 def _vch(params: VCHParams, ctx):
-    si = vsphere.service_instance(params, ctx.resources, ctx.logger)
-    dc = vsphere.datacenter(si, params.datacenter)
-    vm = vsphere.find_vm(si, dc, params.name)
+    si = connection.service_instance(params, ctx.resources, ctx.logger)
+    dc = inventory.datacenter(si, params.datacenter)
+    vm = inventory.find_vm(si, dc, params.name)
     if vm is None:
         raise PermanentError(f"VCH {params.name!r} not found in datacenter {dc.name}")
     if not is_vch(vm):
@@ -234,14 +232,14 @@ class VCHDelete(StepType[VCHDeleteParams]):
         for target in [*siblings, vm]:
             name = target.name
             if target.runtime.powerState == "poweredOn":
-                vsphere.wait_task(target.PowerOffVM_Task(), f"power off {name}", ctx.remaining(300))
+                tasks.wait_task(target.PowerOffVM_Task(), f"power off {name}", ctx.remaining(300))
             folder = target.config.files.vmPathName.rsplit("/", 1)[0]
-            vsphere.wait_task(target.Destroy_Task(), f"destroy {name}", ctx.remaining(300))
+            tasks.wait_task(target.Destroy_Task(), f"destroy {name}", ctx.remaining(300))
             self._delete_file(si, dc, folder, ctx)
             removed.append(name)
         if container is not None:
             name = container.name
-            vsphere.wait_task(container.Destroy_Task(), f"destroy {name}", ctx.remaining(300))
+            tasks.wait_task(container.Destroy_Task(), f"destroy {name}", ctx.remaining(300))
             removed.append(f"{name} (vApp)")
         for store in settings.get("volume_stores", []):
             location = store.rpartition(":")[0]
@@ -257,8 +255,8 @@ class VCHDelete(StepType[VCHDeleteParams]):
         from pyVmomi import vim
 
         try:
-            vsphere.wait_task(
-                vsphere.content(si).fileManager.DeleteDatastoreFile_Task(name=name, datacenter=dc),
+            tasks.wait_task(
+                connection.content(si).fileManager.DeleteDatastoreFile_Task(name=name, datacenter=dc),
                 f"delete {name}",
                 ctx.remaining(300),
             )

@@ -12,8 +12,16 @@ from contextlib import contextmanager, suppress
 from typing import Any
 
 from pydantic import Field
+from vicflow.plugins.clients.http import requests_errors
+from vicflow.plugins.errors import (
+    ConnectionLost,
+    PermanentError,
+    RequestRefused,
+    ServerUnavailable,
+    TLSRejected,
+)
 from vicflow.plugins.paths import BlueprintFile
-from vicflow.plugins.step import Params, PermanentError, TransientError
+from vicflow.plugins.step import Params
 
 log = logging.getLogger("vicflow.docker")
 
@@ -54,7 +62,10 @@ def docker_client(params: DockerParams):
     use_tls = params.tls if params.tls is not None else (host.endswith(":2376") or bool(ca) or bool(cert))
     timeout = int(params.api_timeout_seconds)
     if not use_tls:
-        return docker.DockerClient(base_url=host, timeout=timeout)
+        try:  # the SDK asks the engine's API version here
+            return docker.DockerClient(base_url=host, timeout=timeout)
+        except docker.errors.DockerException as exc:  # as on TLS below: an engine that does not answer
+            raise _unreachable(host, exc, False) from exc
     if not verify:  # a tls_noverify VCH (VIC's --no-tlsverify): encrypted, but anyone can answer
         log.warning("TLS without verification for the Docker API at %s: set ca (and tls_verify) to check it", host)
     for label, path in (("ca", ca if verify else None), ("cert", cert), ("key", key)):
@@ -74,9 +85,9 @@ def docker_client(params: DockerParams):
     try:
         server = probe.version(api_version=False)["ApiVersion"]
     except docker.errors.DockerException as exc:
-        raise _unreachable(host, exc, bool(cert)) from None
+        raise _unreachable(host, exc, bool(cert)) from exc
     except Exception as exc:  # requests' SSL and connection errors
-        raise _unreachable(host, exc, bool(cert)) from None
+        raise _unreachable(host, exc, bool(cert)) from exc
     finally:
         probe.close()
     version = min(server, docker.constants.DEFAULT_DOCKER_API_VERSION, key=lambda v: tuple(map(int, v.split("."))))
@@ -91,33 +102,26 @@ def _unreachable(host: str, exc: Exception, has_client_cert: bool) -> Exception:
     # "handshake failure", TLS 1.3 "certificate required"
     refused = ("ALERT_BAD_CERTIFICATE", "CERTIFICATE_REQUIRED", "ALERT_HANDSHAKE_FAILURE")
     if not has_client_cert and any(alert in text for alert in refused):
-        return PermanentError(
+        return TLSRejected(
             f"the Docker API at {host} requires a client certificate (a tls_verify VCH)",
             "pass cert and key, or cert_path with the cert.pem/key.pem vch_create wrote",
         )
     if not has_client_cert and "EOF occurred in violation of protocol" in text:
         # TLS 1.3: the server checks the client certificate after the handshake; the refusal arrives as an
         # alert or, depending on timing, as a closed connection
-        return PermanentError(
+        return TLSRejected(
             f"the Docker API at {host} closed the TLS connection: it requires a client certificate (a tls_verify VCH)",
             "pass cert and key, or cert_path with the cert.pem/key.pem vch_create wrote",
         )
     if "CERTIFICATE_VERIFY_FAILED" in text or "certificate" in text.lower():
-        return PermanentError(
+        return TLSRejected(
             f"TLS handshake with the Docker API at {host} failed: {text[:300]}",
             "check ca/cert/key: they must be the ones generated for this VCH (tls_verify)",
         )
-    return TransientError(f"cannot reach the Docker API at {host}: {text[:300]}")
+    return ConnectionLost(f"cannot reach the Docker API at {host}: {text[:300]}")
 
 
 COMPOSE_LABEL = "com.docker.compose"  # the prefix of Docker Compose's container labels
-
-
-def network_errors() -> tuple[type[BaseException], ...]:
-    """What the Docker SDK raises when the engine cannot be reached: worth another attempt."""
-    import requests
-
-    return (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
 
 
 def is_vch(client) -> bool:
@@ -127,11 +131,44 @@ def is_vch(client) -> bool:
 
 
 @contextmanager
+def docker_errors(host: str, has_client_cert: bool = False) -> Iterator[None]:
+    """The Docker SDK's exceptions, mapped into the tree once, as they leave the block (httpx's
+    ``map_exceptions``; the original stays as ``__cause__``). Code inside the block may still catch the
+    SDK's own (a 409, an ImageNotFound) and decide; what it lets through becomes:
+
+    - an APIError 5xx: ``ServerUnavailable`` (transient: a restarting dockerd answers 500);
+    - an APIError 4xx: ``RequestRefused`` (permanent: the same request is refused again);
+    - a TLS error: ``TLSRejected`` when a certificate is refused, else ``ConnectionLost`` (a TLS connection
+      that a restarting engine cut), as ``docker_client`` judges its first call;
+    - requests' other errors underneath the SDK: ``http.requests_errors`` (a refused or cut connection is a
+      ``ConnectionLost``).
+    """
+    import docker
+    import requests
+
+    with requests_errors("Docker API", host):
+        try:
+            yield
+        except docker.errors.APIError as exc:
+            if (exc.status_code or 0) >= 500:
+                raise ServerUnavailable(
+                    f"the Docker engine at {host} answered {exc.status_code}: {exc.explanation or exc}",
+                    "retried while the engine recovers (a restarting dockerd answers 500)",
+                ) from exc
+            raise RequestRefused(f"the Docker engine at {host} refused the request: {exc}") from exc
+        except requests.exceptions.SSLError as exc:
+            raise _unreachable(host, exc, has_client_cert) from exc
+
+
+@contextmanager
 def connected(params: DockerParams) -> Iterator:
-    """``docker_client(params)``, closed at the end of the block."""
+    """``docker_client(params)``, closed at the end of the block; what the SDK raises in the block leaves it
+    mapped into the tree (``docker_errors``)."""
     client = docker_client(params)
     try:
-        yield client
+        host = params.docker_host or os.environ.get("DOCKER_HOST") or "DOCKER_HOST"
+        with docker_errors(host, bool(params.cert or params.cert_path or os.environ.get("DOCKER_CERT_PATH"))):
+            yield client
     finally:
         client.close()
 
@@ -154,7 +191,7 @@ def exec_detached(client, container: str, command: list[str], timeout: float, in
         time.sleep(interval)
 
 
-class EngineRestarted(PermanentError):
+class EngineRestarted(PermanentError):  # drawn in plugins/errors.py's tree
     """The Docker engine went away and came back while a step ran: what stopped is no failure of the
     deployment. The completed steps are left as they are (``undo_completed``): the engine never rolls back a
     deployment because the engine bounced."""

@@ -17,7 +17,8 @@ import re
 from dataclasses import dataclass
 
 import requests
-from vicflow.plugins.errors import VicflowError
+from vicflow.plugins.clients import http
+from vicflow.plugins.errors import TLSRejected, VicflowError
 
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_V1 = "application/vnd.docker.container.image.v1+json"
@@ -61,9 +62,7 @@ class Registry:
     ):
         self.base, self.user, self.password, self.timeout = url.rstrip("/"), user, password, timeout
         self.ca = ca
-        self.session = requests.Session()
-        self.session.trust_env = False  # REQUESTS_CA_BUNDLE would otherwise replace the pinned CA (requests#3829)
-        self.session.verify = ca if ca else not insecure
+        self.session = http.session(ca if ca else not insecure)  # raises the tree's errors: ConnectionLost ...
         self._challenge: dict[str, str] | None = None
         self._tokens: dict[str, str] = {}
 
@@ -74,14 +73,14 @@ class Registry:
     def _send(self, method: str, url: str, **kwargs) -> requests.Response:
         try:
             return self.session.request(method, url, timeout=self.timeout, **kwargs)
-        except requests.exceptions.SSLError as exc:
+        except TLSRejected as exc:
             raise RegistryError(
                 f"TLS verification of {self.base} failed"
                 + (f" with the CA {self.ca}" if self.ca else " with the system's CAs")
-                + f": {_reason(exc)}",
+                + f": {_reason(exc.__cause__ or exc)}",
                 "set registry_ca to the CA that signed the registry's certificate (Harbor's ca.crt on the "
                 "appliance), or insecure: true to skip verification",
-            ) from None
+            ) from exc.__cause__
 
     def ping(self) -> int:
         """Status of GET /v2/: 200, or 401 when the registry wants authentication."""
@@ -260,7 +259,7 @@ class Registry:
         return response.content
 
 
-def _reason(exc: Exception) -> str:
+def _reason(exc: BaseException) -> str:
     text = str(exc)
     match = re.search(r"\[SSL: [A-Z_]+\][^(')]*", text)
     return match.group(0).strip() if match else text[:200]

@@ -19,8 +19,6 @@ from vicflow.plugins.compose.engine_body import (
     container_name,
     create_body,
     links,
-    summary_labels,
-    summary_state,
 )
 from vicflow.plugins.compose.options import UpOptions
 from vicflow.plugins.compose.project import Project, Service
@@ -30,9 +28,17 @@ VCH_VOLUME_DRIVERS = {"local", "vsphere"}
 NOT_STARTED = "created but not started"  # how a leftover container is reported (and recognised when it is not)
 
 
-def engine_is_transient(exc: BaseException) -> bool:
-    """A 5xx from the engine (it is restarting, or a daemon-side hiccup) is worth another attempt; a 4xx is not."""
-    return isinstance(exc, docker.errors.APIError) and (exc.status_code or 0) >= 500
+def summary_labels(container) -> dict[str, str]:
+    """Labels of a container from a sparse listing (``Labels``) or an inspect (``Config.Labels``)."""
+    return container.attrs.get("Labels") or (container.attrs.get("Config") or {}).get("Labels") or {}
+
+
+def summary_state(container) -> str:
+    """A container's state from a sparse listing (``State``: "running") or an inspect (``State.Status``)."""
+    state = container.attrs.get("State")
+    if isinstance(state, dict):
+        return state.get("Status", "")
+    return str(state or "")
 
 
 def registry_host(image: str) -> str:
@@ -310,18 +316,22 @@ class Deployer:
                 return
             except docker.errors.APIError as exc:
                 text = str(exc.explanation or exc)
-                if engine_is_transient(exc) and "logging driver" not in text:
+                logging_driver = "logging driver" in text
+                if not logging_driver and (exc.status_code or 0) >= 500:  # the engine is restarting
                     raise TransientError(
                         f"container {name!r} did not start: the engine answered {exc.status_code}: {text}",
                         "retried while the engine recovers (a restarting dockerd answers 500)",
-                    ) from None
-                if "logging driver" not in text or time.monotonic() > until:
+                    ) from exc
+                if not logging_driver:
                     raise PermanentError(
                         f"container {name!r} was created but does not start: {text}",
-                        "the logging driver's server must listen before the service starts (depends_on it)"
-                        if "logging driver" in text
-                        else "check the service's settings and the image",
-                    ) from None
+                        "check the service's settings and the image",
+                    ) from exc
+                if time.monotonic() > until:
+                    raise PermanentError(
+                        f"container {name!r} was created but does not start: {text}",
+                        "the logging driver's server must listen before the service starts (depends_on it)",
+                    ) from exc
                 time.sleep(0.5)
 
     def _name_taken(self, name: str) -> PermanentError:

@@ -165,13 +165,3 @@ def restore_body(old: dict[str, Any]) -> dict[str, Any]:
         name, cfg = next(iter(networks.items()))
         body["NetworkingConfig"] = {"EndpointsConfig": {name: {"Aliases": aliases(cfg, old)}}}
     return body
-
-
-def summary_labels(container) -> dict[str, str]:
-    """Labels of a container from a sparse listing (``Labels``) or an inspect (``Config.Labels``)."""
-    return container.attrs.get("Labels") or (container.attrs.get("Config") or {}).get("Labels") or {}
-
-
-def summary_state(container) -> str:
-    state = container.attrs.get("State")
-    return state.get("Status", "") if isinstance(state, dict) else str(state or "")

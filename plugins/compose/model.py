@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from vicflow.plugins import dag
-from vicflow.plugins.step import PermanentError
+from vicflow.plugins.errors import PermanentError
 
 
 class ComposeError(PermanentError):

@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vicflow.plugins.clients import certs, vsphere
+from vicflow.plugins.clients import certs
 from vicflow.plugins.clients.dockerapi import DockerParams, connected
+from vicflow.plugins.clients.vsphere import connection, inventory, pinning, tasks
 from vicflow.plugins.errors import PermanentError, TransientError
 from vicflow.plugins.vic.target import (
     BUILD_KEY,
@@ -67,13 +68,13 @@ class Builder:
         keys = self._extra_config(params, target, settings, cert_path, ctx)
         self._cdrom_and_config(vm, target, folder, iso, keys, ctx)
         self._directories(params, target, ctx)
-        vsphere.wait_task(vm.PowerOnVM_Task(), f"power on {params.name}", ctx.remaining(300))
+        tasks.wait_task(vm.PowerOnVM_Task(), f"power on {params.name}", ctx.remaining(300))
         ip = self._wait_for_ip(vm, params, ctx)
         outputs = outputs_of(vm, cert_path)
         self._check_docker(outputs, ctx)
         outputs["env_file"] = write_env_file(cert_path, params.name, outputs)
         spec = vim.vm.ConfigSpec(extraConfig=[vim.option.OptionValue(key=BUILD_KEY, value="complete")])
-        vsphere.wait_task(vm.ReconfigVM_Task(spec=spec), "mark the VCH complete", ctx.remaining(300))
+        tasks.wait_task(vm.ReconfigVM_Task(spec=spec), "mark the VCH complete", ctx.remaining(300))
         ctx.logger.info(
             "Installer completed successfully: DOCKER_HOST=%s:%s, admin portal %s",
             ip,
@@ -172,14 +173,14 @@ class Builder:
             task = target.dc.vmFolder.CreateVM_Task(config=spec, pool=container)
         else:
             task = container.CreateChildVM_Task(config=spec)
-        entry[1] = vsphere.wait_task(task, f"create VM {params.name}", ctx.remaining(300))
+        entry[1] = tasks.wait_task(task, f"create VM {params.name}", ctx.remaining(300))
         return entry[1]
 
     def _upload(self, params, target, folder, files: dict[str, str], ctx) -> None:
         """PUT each ISO into the VM's folder over the datastore HTTP interface (pinned certificate)."""
-        host, port = vsphere.split_server(vsphere.setting(params, "server") or "")
-        thumbprint = None if params.insecure else vsphere.setting(params, "thumbprint")
-        session = vsphere.pinned_session(host, thumbprint, ctx.remaining(60))
+        host, port = connection.split_server(connection.setting(params, "server") or "")
+        thumbprint = None if params.insecure else connection.setting(params, "thumbprint")
+        session = pinning.pinned_session(host, thumbprint, ctx.remaining(60))
         session.headers["Cookie"] = target.si._stub.cookie
         for name, source in files.items():
             url = f"https://{host}:{port}/folder/{folder}/{name}"
@@ -204,7 +205,7 @@ class Builder:
             PREFIX + "network/bridge_network": params.bridge_network,
             PREFIX + "storage/image_stores|0": f"ds://{target.image_ds.name}/{target.image_path}",
             PREFIX + "network/dns": ",".join(params.dns_servers),
-            PREFIX + "connect/target": vsphere.setting(params, "server") or "",
+            PREFIX + "connect/target": connection.setting(params, "server") or "",
         }
         for label, (ds, path) in target.volume_stores.items():
             keys[PREFIX + f"storage/volume_stores|{label}"] = f"ds://{ds.name}/{path}"
@@ -240,16 +241,16 @@ class Builder:
             deviceChange=[vim.vm.device.VirtualDeviceSpec(operation="add", device=cdrom)],
             extraConfig=[vim.option.OptionValue(key=k, value=v) for k, v in keys.items()],
         )
-        vsphere.wait_task(vm.ReconfigVM_Task(spec=spec), "configure the endpoint VM", ctx.remaining(300))
+        tasks.wait_task(vm.ReconfigVM_Task(spec=spec), "configure the endpoint VM", ctx.remaining(300))
 
     def _directories(self, params, target, ctx) -> None:
         from pyVmomi import vim
 
-        manager = vsphere.content(target.si).fileManager
+        manager = connection.content(target.si).fileManager
         wanted = [(target.image_ds, target.image_path)] + list(target.volume_stores.values())
         for ds, path in wanted:
             name = f"[{ds.name}] {path}"
-            if vsphere.path_exists(ds, name, ctx.remaining(300)):
+            if inventory.path_exists(ds, name, ctx.remaining(300)):
                 ctx.logger.info("%s exists; kept", name)
                 continue
             parts = path.split("/")  # MakeDirectory makes missing parents: the first missing one is removed
@@ -257,7 +258,7 @@ class Builder:
                 f"[{ds.name}] {'/'.join(parts[:i])}"
                 for i in range(1, len(parts) + 1)
                 if i == len(parts)
-                or not vsphere.path_exists(ds, f"[{ds.name}] {'/'.join(parts[:i])}", ctx.remaining(300))
+                or not inventory.path_exists(ds, f"[{ds.name}] {'/'.join(parts[:i])}", ctx.remaining(300))
             )
             entry = ["directory", first_missing, first_missing]
             ctx.state["created"].append(entry)  # only what did not exist: a volume store is never removed
@@ -323,7 +324,7 @@ class Builder:
         listed in ``ctx.leftovers`` with the command that removes it.
         """
         try:
-            vsphere.until_back(
+            connection.until_back(
                 lambda: self._remove(params, ctx),
                 params.cleanup_timeout_seconds,
                 ctx.logger,
@@ -349,27 +350,27 @@ class Builder:
         import shutil
 
         created = ctx.state.get("created", [])
-        with vsphere.fresh_session(params, ctx.logger, ctx.leftovers) as si:
-            dc = vsphere.datacenter(si, params.datacenter)
+        with connection.fresh_session(params, ctx.logger, ctx.leftovers) as si:
+            dc = inventory.datacenter(si, params.datacenter)
             for entry in reversed(list(created)):
                 kind, ref, name = entry
                 try:
                     if kind == "vm":
-                        vm = vsphere.find_vm(si, dc, name)
+                        vm = inventory.find_vm(si, dc, name)
                         if vm is not None and (half_built(vm) if ref is None else vm._moId == ref._moId):
                             if vm.runtime.powerState == "poweredOn":
-                                vsphere.wait_task(vm.PowerOffVM_Task(), f"power off {name}", ctx.remaining(300))
-                            vsphere.wait_task(vm.Destroy_Task(), f"destroy VM {name}", ctx.remaining(300))
+                                tasks.wait_task(vm.PowerOffVM_Task(), f"power off {name}", ctx.remaining(300))
+                            tasks.wait_task(vm.Destroy_Task(), f"destroy VM {name}", ctx.remaining(300))
                     elif kind == "container":
-                        pool = vsphere.find_vapp_or_pool(si, dc, name)
+                        pool = inventory.find_vapp_or_pool(si, dc, name)
                         if pool is not None and pool.vm:
                             others = ", ".join(sorted(v.name for v in pool.vm))
                             ctx.leftovers.append(f"{name} still holds VMs {others}: kept (remove them, then {name})")
                         elif pool is not None and adoptable(pool, params):
-                            vsphere.wait_task(pool.Destroy_Task(), f"destroy {name}", ctx.remaining(300))
+                            tasks.wait_task(pool.Destroy_Task(), f"destroy {name}", ctx.remaining(300))
                     elif kind == "directory":
-                        vsphere.wait_task(
-                            vsphere.content(si).fileManager.DeleteDatastoreFile_Task(name=name, datacenter=dc),
+                        tasks.wait_task(
+                            connection.content(si).fileManager.DeleteDatastoreFile_Task(name=name, datacenter=dc),
                             f"delete {name}",
                             ctx.remaining(300),
                         )
@@ -377,6 +378,6 @@ class Builder:
                         shutil.rmtree(ref, ignore_errors=True)
                     ctx.logger.info("removed %s %s", kind, name)
                 except Exception as exc:
-                    if not vsphere.is_gone(exc):
+                    if not inventory.is_gone(exc):
                         raise
                 created.remove(entry)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vicflow.plugins.clients import vsphere
+from vicflow.plugins.clients.vsphere import inventory
 from vicflow.plugins.errors import PermanentError
 
 RULESET = "vSPC"
@@ -10,9 +10,9 @@ RULESET = "vSPC"
 
 def ruleset_enabled(firewall_info) -> bool | None:
     """vSPC's ``enabled`` in a HostFirewallInfo XML element; None when the host has no such ruleset."""
-    for ruleset in firewall_info.iterfind(f"{vsphere.VIM}ruleset") if firewall_info is not None else ():
-        if ruleset.findtext(f"{vsphere.VIM}key") == RULESET:
-            return ruleset.findtext(f"{vsphere.VIM}enabled") == "true"
+    for ruleset in firewall_info.iterfind(f"{inventory.VIM}ruleset") if firewall_info is not None else ():
+        if ruleset.findtext(f"{inventory.VIM}key") == RULESET:
+            return ruleset.findtext(f"{inventory.VIM}enabled") == "true"
     return None
 
 
@@ -24,9 +24,9 @@ def host_states(si, hosts: list, props: dict | None = None) -> dict[str, tuple]:
     ``props``, the hosts' HOST_PROPS, came with the compute resource's lookup)."""
     from pyVmomi import vim
 
-    props = props or vsphere.collect(si, hosts, vim.HostSystem, HOST_PROPS)
+    props = props or inventory.collect(si, hosts, vim.HostSystem, HOST_PROPS)
     systems = {h._moId: props[h._moId]["configManager.firewallSystem"] for h in hosts}
-    infos = vsphere.collect_xml(si, list(systems.values()), vim.host.FirewallSystem, ["firewallInfo"])
+    infos = inventory.collect_xml(si, list(systems.values()), vim.host.FirewallSystem, ["firewallInfo"])
     states = {}
     for host in hosts:
         name, system = props[host._moId]["name"], systems[host._moId]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vicflow.plugins.clients import vsphere
+from vicflow.plugins.clients.vsphere import connection, inventory
 from vicflow.plugins.errors import PermanentError, TransientError
 from vicflow.plugins.step import StepContext
 from vicflow.plugins.vic.firewall import RULESET, host_states
@@ -129,13 +129,13 @@ class Target:
 
 def validate(params: VCHCreateParams, ctx: StepContext) -> Target:
 
-    si = vsphere.service_instance(params, ctx.resources, ctx.logger)
+    si = connection.service_instance(params, ctx.resources, ctx.logger)
     v = Validation()
-    dc = vsphere.datacenter(si, params.datacenter)  # nothing else can be checked without it
-    found = v.check(vsphere.compute_resource, si, dc, params.compute_resource)
+    dc = inventory.datacenter(si, params.datacenter)  # nothing else can be checked without it
+    found = v.check(inventory.compute_resource, si, dc, params.compute_resource)
     pool, cluster = (found.pool, found.cluster) if found else (None, None)
     ds_name, image_path = split_store(params.image_store)
-    image_ds = v.check(vsphere.datastore, dc, ds_name)
+    image_ds = v.check(inventory.datastore, dc, ds_name)
     stores = v.check(parse_volume_stores, params.volume_stores) or {}
     if params.volume_stores and stores and "default" not in stores:
         v.problems.append(
@@ -143,7 +143,7 @@ def validate(params: VCHCreateParams, ctx: StepContext) -> Target:
         )
     volume_stores = {}
     for label, (vds, vpath) in stores.items():
-        found_ds = v.check(vsphere.datastore, dc, vds)
+        found_ds = v.check(inventory.datastore, dc, vds)
         if found_ds:
             volume_stores[label] = (found_ds, vpath)
     networks = _check_networks(params, dc, v)
@@ -164,7 +164,7 @@ def _check_networks(params: VCHCreateParams, dc, v: Validation) -> dict[str, Any
         "client": params.client_network or params.public_network,
         "management": params.management_network or params.public_network,
     }
-    networks = {role: v.check(vsphere.network, dc, name) for role, name in roles.items()}
+    networks = {role: v.check(inventory.network, dc, name) for role, name in roles.items()}
     bridge = networks["bridge"]
     if bridge is not None and not isinstance(bridge, vim.dvs.DistributedVirtualPortgroup):
         v.problems.append(f"bridge network {params.bridge_network!r} must be a distributed port group on vCenter")

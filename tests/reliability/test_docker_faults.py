@@ -18,7 +18,7 @@ from vicflow.plugins.builtin.compose import ComposeDown, ComposeUp
 from vicflow.plugins.builtin.health import HealthCheck
 from vicflow.plugins.builtin.registry_swap import RegistrySwap
 from vicflow.plugins.compose.engine_body import LABEL
-from vicflow.plugins.step import PermanentError
+from vicflow.plugins.errors import PermanentError
 
 from tests import stepkit
 from tests.helpers import free_port

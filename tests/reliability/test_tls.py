@@ -16,7 +16,7 @@ from vicflow.plugins.builtin.firewall import Firewall
 from vicflow.plugins.builtin.health import HealthCheck
 from vicflow.plugins.builtin.http_request import HttpRequest
 from vicflow.plugins.clients import certs
-from vicflow.plugins.step import PermanentError, TransientError
+from vicflow.plugins.errors import PermanentError, TransientError
 
 from tests import stepkit
 
@@ -105,11 +105,11 @@ def test_a_wrong_vsphere_thumbprint_is_refused_before_anything_changes(vcsim, ca
 
 def test_the_datastore_upload_session_pins_the_same_certificate_as_the_api(vcsim):
     """vch_create's ISO upload (the datastore's /folder over HTTPS) uses the API session's pinning."""
-    from vicflow.plugins.clients import vsphere
+    from vicflow.plugins.clients.vsphere import connection, pinning
 
-    host, port = vsphere.split_server(vcsim.url)
+    host, port = connection.split_server(vcsim.url)
     url = f"https://{host}:{port}/folder"
-    assert vsphere.pinned_session(host, vcsim.thumbprint, 10).get(url, timeout=10).status_code < 500
+    assert pinning.pinned_session(host, vcsim.thumbprint, 10).get(url, timeout=10).status_code < 500
     wrong = "AA:" * 19 + "AA"
     with pytest.raises(Exception, match="certificate thumbprint mismatch"):
-        vsphere.pinned_session(host, wrong, 10).get(url, timeout=10)
+        pinning.pinned_session(host, wrong, 10).get(url, timeout=10)

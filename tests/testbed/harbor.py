@@ -33,7 +33,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from vicflow.plugins.clients import certs
-from vicflow.plugins.step import StepError
+from vicflow.plugins.errors import StepError
 
 # Harbor lives beside its engine: the test bed's folder, or a pytest-xdist worker's own (tests/testbed/hosts.py)
 from tests.testbed import ENGINE_STATE as STATE

@@ -1,69 +1,14 @@
-"""vSphere inventory reads and tasks on a logged-in session: lookups by name and path, bulk property reads
-(PropertyCollector), and waiting for tasks. ``vsphere`` re-exports what it names here."""
+"""vSphere inventory reads on a logged-in session: lookups by name and path, and bulk property reads
+(PropertyCollector)."""
 
 from __future__ import annotations
 
-import time
-import weakref
 from typing import Any, NamedTuple
 
-from vicflow.plugins.step import PermanentError, TransientError
-
-
-class TaskFailed(PermanentError):
-    """A vSphere task ended in error; ``fault`` is vSphere's (callers accept some, e.g. FileNotFound)."""
-
-    def __init__(self, message: str, fault: Any):
-        super().__init__(message)
-        self.fault = fault
-
-
-_contents: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # a session's stub -> its ServiceContent
-
-
-def content(si):
-    """The ServiceContent of a session, fetched once (every ``si.content`` read is a round trip)."""
-    if si._stub not in _contents:
-        _contents[si._stub] = si.RetrieveContent()
-    return _contents[si._stub]
-
-
-def _task_fields(task) -> dict:
-    """state, error and result of a task, read without the rest of TaskInfo.
-
-    Reading only these paths is lighter, and avoids TaskInfo fields that some servers fill with
-    an unexpected type (the 0.24 simulator's DeleteDatastoreFile_Task sets entity to the FileManager).
-    """
-    from pyVmomi import vim, vmodl
-
-    collector = content(vim.ServiceInstance("ServiceInstance", task._stub)).propertyCollector
-    spec = vmodl.query.PropertyCollector.FilterSpec(
-        objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=task)],
-        propSet=[
-            vmodl.query.PropertyCollector.PropertySpec(
-                type=vim.Task, pathSet=["info.state", "info.error", "info.result"]
-            )
-        ],
-    )
-    found = collector.RetrieveContents([spec])
-    return {prop.name: prop.val for prop in found[0].propSet} if found else {}
-
-
-def wait_task(task, what: str, timeout: float = 300):
-    """Wait up to ``timeout`` s for a vSphere task; its fault becomes a PermanentError naming ``what``."""
-
-    deadline = time.monotonic() + timeout
-    while True:
-        fields = _task_fields(task)
-        state = fields.get("info.state")
-        if state == "success":
-            return fields.get("info.result")
-        if state == "error":
-            fault = fields.get("info.error")
-            raise TaskFailed(f"{what} failed: {getattr(fault, 'msg', None) or type(fault).__name__}", fault)
-        if time.monotonic() > deadline:
-            raise TransientError(f"{what} did not finish in time (task {task._moId} is {state})")
-        time.sleep(0.2)
+from vicflow.plugins.clients.vsphere.connection import content
+from vicflow.plugins.clients.vsphere.errors import vsphere_errors
+from vicflow.plugins.clients.vsphere.tasks import TaskFailed, wait_task
+from vicflow.plugins.errors import PermanentError, TransientError
 
 
 def walk(si, root, hops: list[tuple], props: dict) -> dict[str, dict]:
@@ -213,8 +158,8 @@ def path_exists(ds, path: str, timeout: float = 300) -> bool:
         spec = vim.host.DatastoreBrowser.SearchSpec(matchPattern=[".vicflow-exists-check"])
         wait_task(ds.browser.SearchDatastore_Task(datastorePath=path, searchSpec=spec), f"look for {path}", timeout)
         return True
-    except PermanentError as exc:
-        if isinstance(getattr(exc, "fault", None), vim.fault.FileNotFound):
+    except TaskFailed as exc:
+        if isinstance(exc.fault, vim.fault.FileNotFound):
             return False
         raise
 
@@ -285,9 +230,10 @@ def collect_xml(si, objects: list, kind, paths: list[str], page_size: int | None
         conn = stub.GetConnection()  # the session's pool: same cookie, pinned thumbprint and timeout
         try:
             headers = {"Cookie": stub.cookie, "SOAPAction": stub.versionId, "Content-Type": "text/xml; charset=UTF-8"}
-            conn.request("POST", stub.path, body, headers)
-            response = conn.getresponse()
-            data = response.read()
+            with vsphere_errors(getattr(stub, "host", "vSphere")):  # bypasses InvokeMethod: mapped here
+                conn.request("POST", stub.path, body, headers)
+                response = conn.getresponse()
+                data = response.read()
         except BaseException:
             conn.close()
             raise

@@ -1,4 +1,4 @@
-"""The vSphere connection shared by the vSphere steps: a pinned SHA-1 thumbprint, one session per run.
+"""The vSphere connection shared by the vSphere steps: its settings, logging in and out, one session per run.
 
 Without a thumbprint the step fails and shows the thumbprint the server presented, with the exact
 parameter to add (the seed's run-it-once-and-copy-the-thumbprint trick, made explicit).
@@ -7,41 +7,22 @@ parameter to add (the seed's run-it-once-and-copy-the-thumbprint trick, made exp
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import http.client
 import logging
 import os
 import select
-import socket
-import ssl
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-import requests
-import requests.adapters
 from pydantic import Field, model_validator
 from vicflow.plugins import masking
-from vicflow.plugins.clients.inventory import (  # noqa: F401 (the vSphere client's one surface)
-    VIM,
-    Compute,
-    collect,
-    collect_xml,
-    compute_resource,
-    content,
-    datacenter,
-    datastore,
-    find_vapp_or_pool,
-    find_vm,
-    is_gone,
-    network,
-    path_exists,
-    wait_task,
-    walk,
-)
-from vicflow.plugins.step import Params, PermanentError, TransientError
+from vicflow.plugins.clients.vsphere.errors import map_stub_errors
+from vicflow.plugins.clients.vsphere.pinning import PinnedContext, normalise, seen_thumbprint
+from vicflow.plugins.errors import ConnectionLost, PermanentError, TransientError
+from vicflow.plugins.step import Params
 
 Logger = logging.Logger | logging.LoggerAdapter
 
@@ -83,12 +64,8 @@ class VSphereParams(Params):
 
 T = TypeVar("T")
 
-# A reset, a refused or timed-out connection, an EOF in TLS, a half-read answer: the network, not the
-# request. Worth another try once the connection is back.
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (OSError, http.client.HTTPException)
-
-
-RETRYABLE: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, TransientError)
+# What ``until_back`` tries again: what StepType.is_transient calls transient (a ConnectionLost is one).
+RETRYABLE = (TransientError, ConnectionError, TimeoutError)
 
 
 def until_back(fn: Callable[[], T], budget: float, logger: Logger, what: str) -> T:
@@ -134,37 +111,7 @@ def split_server(server: str) -> tuple[str, int]:
     return parts.hostname or server, parts.port or 443
 
 
-def thumbprint_of(der: bytes | None) -> str:
-    """The SHA-1 thumbprint (AB:CD:...) of a DER certificate, as vSphere shows it."""
-    if not der:
-        raise TransientError("the server presented no certificate")
-    return normalise(hashlib.sha1(der).hexdigest())
-
-
-def normalise(thumbprint: str) -> str:
-    digits = thumbprint.replace(":", "").replace(" ", "").upper()
-    return ":".join(digits[i : i + 2] for i in range(0, len(digits), 2))
-
-
-def seen_thumbprint(host: str, port: int, timeout: float) -> str:
-    """SHA-1 of the certificate the server presents (no trust decision is made here)."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    try:
-        with (
-            socket.create_connection((host, port), timeout=timeout) as raw,
-            context.wrap_socket(raw, server_hostname=host) as tls,
-        ):
-            der = tls.getpeercert(binary_form=True)
-    except (OSError, ssl.SSLError) as exc:
-        raise TransientError(
-            f"cannot reach vSphere at {host}:{port}: {exc}", "check the server address and that it answers HTTPS"
-        ) from None
-    return thumbprint_of(der)
-
-
-class LoginCut(TransientError):
+class LoginCut(ConnectionLost):  # drawn in plugins/errors.py's tree
     """The connection broke after the login was sent: a session may exist on the server that nothing can log out.
     ``line`` is the run's report line for it."""
 
@@ -297,70 +244,6 @@ def fresh_session(params: VSphereParams, logger: Logger, leftovers: list[str]):
             leftovers.append(left)
 
 
-def _mismatch(host: str, expected: str, seen: str) -> PermanentError:
-    return PermanentError(
-        f"certificate thumbprint mismatch for {host}: expected {expected}, the server presented {seen}; "
-        "refusing to connect",
-        "if the vCenter certificate was replaced on purpose, update the thumbprint; otherwise "
-        "something is intercepting the connection",
-    )
-
-
-class PinnedContext(ssl.SSLContext):
-    """TLS that accepts exactly one certificate, by SHA-1 (no CA chain), on every connection made with it.
-
-    That is pyvmomi's API-version discovery and every connection of the session's pool, reconnects
-    included. pyvmomi's own thumbprint check runs only when CA verification fails, which never happens
-    with verification off (how a self-signed vCenter is reached), so it cannot be relied on.
-    """
-
-    pinned_host: str
-    pinned_thumbprint: str
-    io_timeout: float
-
-    @classmethod
-    def of(cls, host: str, thumbprint: str, timeout: float) -> PinnedContext:
-        context = cls(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-        context.pinned_host, context.pinned_thumbprint, context.io_timeout = host, thumbprint, timeout
-        return context
-
-    def wrap_socket(self, sock, *args, **kwargs):
-        if sock.gettimeout() is None:  # pyvmomi's version discovery sets none
-            sock.settimeout(self.io_timeout)
-        tls = super().wrap_socket(sock, *args, **kwargs)
-        seen = thumbprint_of(tls.getpeercert(binary_form=True))
-        if seen != self.pinned_thumbprint:
-            tls.close()
-            raise _mismatch(self.pinned_host, self.pinned_thumbprint, seen)
-        return tls
-
-
-def pinned_session(host: str, thumbprint: str | None, timeout: float) -> requests.Session:
-    """A requests session to vCenter's other HTTPS interfaces (the datastore's /folder) that accepts the
-    same one certificate as the API session (``PinnedContext``); ``thumbprint`` None only when the step
-    said ``insecure: true``."""
-    session = requests.Session()
-    session.trust_env = False
-    session.verify = False  # the pinned SHA-1 is checked instead of a CA chain
-    if thumbprint:
-        session.mount("https://", _PinnedAdapter(PinnedContext.of(host, normalise(thumbprint), timeout)))
-    return session
-
-
-class _PinnedAdapter(requests.adapters.HTTPAdapter):
-    def __init__(self, context: PinnedContext):
-        self.context = context
-        super().__init__()
-
-    def init_poolmanager(self, *args, **kwargs):
-        kwargs["ssl_context"] = self.context
-        # urllib3 checks the same SHA-1 itself and counts the connection as verified: no InsecureRequestWarning
-        # for this session only (the warning stays for any connection that is really unverified)
-        kwargs["assert_fingerprint"] = self.context.pinned_thumbprint
-        return super().init_poolmanager(*args, **kwargs)
-
-
 POOL_SIZE = 64  # connections kept open: a step's parallel calls (the firewall's 64 hosts) each reuse one
 
 
@@ -390,10 +273,10 @@ def _login(
             connectionPoolTimeout=-1,
             poolSize=POOL_SIZE,  # pyVmomi's default 5 closes the other connections of a fan-out after each call
         )
-        si = vim.ServiceInstance("ServiceInstance", stub)
+        si = vim.ServiceInstance("ServiceInstance", map_stub_errors(stub, f"{host}:{port}"))
         manager = content(si).sessionManager  # content() keeps the ServiceContent it read
-    except (OSError, ssl.SSLError) as exc:
-        raise TransientError(f"cannot connect to vSphere at {host}:{port}: {exc}") from None
+    except (OSError, ConnectionLost) as exc:  # SmartStubAdapter's version discovery is not mapped: an OSError
+        raise ConnectionLost(f"cannot connect to vSphere at {host}:{port}: {exc}") from exc
     try:
         manager.Login(user, password, None)
         return si
@@ -402,13 +285,23 @@ def _login(
             f"vSphere refused the login of user {user!r} at {host}",
             "check the user and password (secrets are masked in logs)",
         ) from None
-    except (OSError, ssl.SSLError) as exc:  # the server may have logged us in and the answer was lost
+    except ConnectionLost as exc:  # the server may have logged us in and the answer was lost
         raise LoginCut(
             f"cannot connect to vSphere at {host}:{port}: {exc}",
             f"vSphere session of {user} on {server} (the login was cut after it was sent; vCenter may have opened "
             "it) - it ends at vCenter's idle-session timeout (30 min by default), or: govc session.ls, then "
             "govc session.rm KEY",
-        ) from None
+        ) from exc
+
+
+_contents: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # a session's stub -> its ServiceContent
+
+
+def content(si):
+    """The ServiceContent of a session, fetched once (every ``si.content`` read is a round trip)."""
+    if si._stub not in _contents:
+        _contents[si._stub] = si.RetrieveContent()
+    return _contents[si._stub]
 
 
 def service_instance(params: VSphereParams, resources: dict[str, Any], logger: Logger):
