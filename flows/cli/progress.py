@@ -12,6 +12,7 @@ from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from vicflow.flows.cli.terminal import CleanFilter, for_json, markup, text
 from vicflow.flows.governance.blast_radius import BlastRadius
+from vicflow.flows.language.links import run_url
 from vicflow.plugins import hookimpl, masking
 
 ICONS = {
@@ -132,7 +133,6 @@ class Progress:
             self.console.print("[red]left behind[/] (nothing else was leaked):", highlight=False)
             for line in left:
                 self.console.print(text(f"  - {line}", 1000), highlight=False, soft_wrap=True)
-        from vicflow.flows.language.links import run_url
 
         self.console.print(text(f"{summary['blueprint']}: {summary['state']} in {summary['duration_s']:.1f}s"))
         if summary["state"] in ("cancelled", "denied") and summary.get("error"):  # why: a gate or the policy

@@ -18,6 +18,10 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from functools import partial
 
+from prefect.client.orchestration import get_client
+from prefect.server.api.server import SubprocessASGIServer
+from prefect.settings import PREFECT_API_URL
+from prefect.states import Crashed
 from vicflow.flows.on_prefect.forkserver import die_with_parent
 
 
@@ -33,8 +37,6 @@ def _popen_dies_with_parent():
 
 def exit_now(code: int) -> None:
     """Stop the temporary server and exit at once: step threads still blocked in I/O must not hold the exit."""
-    from prefect.server.api.server import SubprocessASGIServer
-
     for server in list(SubprocessASGIServer._instances.values()):
         server.stop()
     sys.stderr.flush()
@@ -42,9 +44,6 @@ def exit_now(code: int) -> None:
 
 
 def _mark_crashed(flow_run_id: str) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.states import Crashed
-
     try:
         with get_client(sync_client=True) as client:
             client.set_flow_run_state(flow_run_id, Crashed(message="vicflow run received SIGTERM"), force=True)
@@ -86,9 +85,6 @@ def install(blueprint: str, flow_run_id: Callable[[], str | None]) -> None:
         if run:
             _mark_crashed(run)
         exit_now(128 + signum)
-
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL
 
     global _on_sigterm
     _on_sigterm = terminated

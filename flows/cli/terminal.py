@@ -40,14 +40,14 @@ def clean(text: Any, limit: int | None = MAX_FIELD) -> str:
 
 def text(value: Any, limit: int | None = MAX_FIELD):
     """A rich Text of user text: printed as it is, never parsed as markup."""
-    from rich.text import Text
+    from rich.text import Text  # the CLI imports this module: +32 ms (rich)
 
     return Text(clean(value, limit))
 
 
 def markup(value: Any, limit: int | None = MAX_FIELD) -> str:
     """User text to put inside rich markup of our own (``f"[red]{markup(error)}[/]"``)."""
-    from rich.markup import escape
+    from rich.markup import escape  # the CLI imports this module: +26 ms (rich)
 
     return escape(clean(value, limit))
 

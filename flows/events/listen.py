@@ -23,7 +23,7 @@ log = logging.getLogger("vicflow.listen")
 
 
 def prefect_emit(event: dict[str, Any]) -> None:
-    from prefect.events import emit_event
+    from prefect.events import emit_event  # start-up: +2.2 s (Prefect)
 
     emit_event(
         event=event["event"],
@@ -126,7 +126,7 @@ def main(args) -> int:
     for thread in threads:
         thread.join(timeout=10)
     try:
-        from prefect.events.worker import EventsWorker
+        from prefect.events.worker import EventsWorker  # start-up: +2.2 s (Prefect)
 
         EventsWorker.drain_all(timeout=10)
     except Exception as exc:  # events already sent cannot be lost; report what could not be flushed

@@ -27,13 +27,12 @@ from vicflow.plugins import yamlpos
 from vicflow.plugins.dag import find_cycle
 from vicflow.plugins.errors import BlueprintError
 from vicflow.plugins.hints import did_you_mean, listing
+from vicflow.plugins.manager import default_registry
 
 
 def load(path: str | Path, registry=None) -> Blueprint:
     """Read and validate a blueprint; raises BlueprintError listing every problem."""
     if registry is None:
-        from vicflow.plugins.manager import default_registry
-
         registry = default_registry()
     path = Path(path)
     return parse(read_text(path, "blueprint"), str(path), registry)
@@ -49,8 +48,6 @@ def read_text(path: Path, what: str) -> str:
 
 def parse(text: str, file: str, registry=None) -> Blueprint:
     if registry is None:
-        from vicflow.plugins.manager import default_registry
-
         registry = default_registry()
     try:
         located = yamlpos.load(text, yaml12_booleans=True)

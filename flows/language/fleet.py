@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from pydantic import ConfigDict
+from vicflow.flows.language import expressions, shipped
+from vicflow.flows.language.secrets import reference_to
 from vicflow.plugins import Change, Params, StepContext, StepError, StepType
 from vicflow.plugins.errors import BlueprintError
 
@@ -117,8 +119,6 @@ class ChildBlueprint(StepType[ChildParams]):
 
     def _inputs(self, params: ChildParams) -> dict[str, Any]:
         """The rendered ``with:``; a secret input as the ``${{ secrets.NAME }}`` it was read from."""
-        from vicflow.flows.language.secrets import reference_to
-
         values = dict(params.model_extra or {})
         for name in self.secret_inputs & values.keys():
             reference = reference_to(values[name])
@@ -135,8 +135,6 @@ class ChildBlueprint(StepType[ChildParams]):
 
 def child_type(step_id: str, ref: str, on: str, child: Any) -> type[ChildBlueprint]:
     """The step type of one ``uses: blueprint:...`` step (``child``: the validated child blueprint)."""
-    from vicflow.flows.language import shipped
-
     path = Path(child.path)
     shipped_path = shipped.shipped().get(path.stem)
     worker_ref = path.stem if shipped_path is not None and shipped_path.resolve() == path.resolve() else str(path)
@@ -163,8 +161,6 @@ def child_type(step_id: str, ref: str, on: str, child: Any) -> type[ChildBluepri
 def resolve(ref: str, parent: str | None) -> Path:
     """``gogs`` (shipped) or ``sites/a.yaml`` (beside the parent blueprint). A path the system cannot follow (a
     symlink loop, a name too long) is a BlueprintError, as a missing one is."""
-    from vicflow.flows.language import shipped
-
     try:
         if ref.endswith((".yaml", ".yml")) and parent:
             beside = (Path(parent).resolve().parent / ref).resolve()
@@ -262,8 +258,6 @@ def check_children(blueprint: Any, out: Any, registry: Any, load: Callable[..., 
 
 
 def _check_inputs(step: Any, child: Any, out: Any) -> None:
-    from vicflow.flows.language import expressions
-
     base = step._where
     for key, value in step.with_.items():
         spec = child.inputs.get(key)

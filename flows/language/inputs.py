@@ -13,6 +13,7 @@ coerced to its declared type and checked: an ``integer`` input may be ``${{ secr
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -245,9 +246,7 @@ def _from_variable(document: Blueprint, variable: str | None, logger) -> dict[st
     """
     if not variable:
         return {}
-    import json
-
-    from prefect.variables import Variable
+    from prefect.variables import Variable  # `vicflow plan` runs without Prefect: +2.2 s (python -X importtime)
 
     where = f"variable:{variable}"
     value = Variable.get(variable, default=None)

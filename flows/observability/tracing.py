@@ -149,6 +149,7 @@ def shutdown() -> None:
     with _lock:
         if "tracer" not in _state:
             return
+        # the tracing extra, imported by configure() already (tracing is on)
         from opentelemetry.instrumentation.requests import RequestsInstrumentor
         from opentelemetry.instrumentation.threading import ThreadingInstrumentor
 
@@ -375,7 +376,7 @@ def _hook_pyvmomi() -> Any:
     method call, POSTs it and reads the answer; property reads go through it too (RetrievePropertiesEx). Returns
     the method it replaced."""
     try:
-        from pyVmomi.SoapAdapter import SoapStubAdapter
+        from pyVmomi.SoapAdapter import SoapStubAdapter  # only when tracing is on: +172 ms (python -X importtime)
     except ImportError:
         return None
     original = SoapStubAdapter.InvokeMethod
@@ -422,6 +423,6 @@ def _hook_pyvmomi() -> Any:
 
 def _unhook_pyvmomi(original: Any) -> None:
     if original is not None:
-        from pyVmomi.SoapAdapter import SoapStubAdapter
+        from pyVmomi.SoapAdapter import SoapStubAdapter  # imported by _hook_pyvmomi already
 
         SoapStubAdapter.InvokeMethod = original  # type: ignore[method-assign]

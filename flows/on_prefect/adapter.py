@@ -4,14 +4,28 @@ the engine that runs steps through Prefect; ``flow.py`` hands it to ``execution.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NONE
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import LogCreate
+from prefect.context import FlowRunContext
+from prefect.events import emit_event
+from prefect.flow_runs import pause_flow_run, resume_flow_run
+from prefect.input import RunInput
+from prefect.states import Completed
+from prefect.types._datetime import now
+from pydantic import Field
 from vicflow.flows.engine import planner
 from vicflow.flows.engine.attempt import apply_step, undo_step
 from vicflow.flows.engine.retry import RetryPolicy
@@ -34,8 +48,6 @@ REPORT_WAIT_SECONDS = float(os.environ.get("VICFLOW_REPORT_WAIT_SECONDS", "600")
 @functools.cache
 def _approval_form():
     """The approve/reject form a paused run shows in the Prefect UI (a RunInput, built on first use)."""
-    from prefect.input import RunInput
-    from pydantic import Field
 
     class ApprovalForm(RunInput):
         approve: bool = Field(description="apply the plan above (true), or cancel the run (false)")
@@ -52,12 +64,6 @@ def _wait_for_approval(form: Any, step_id: str, timeout: float) -> tuple[Any, bo
     Prefect fails a run whose pause expired on the server, whatever the flow does next. So the server's
     pause lasts longer than ``timeout``, and at ``timeout`` the run answers its own form with a rejection:
     it is Running again and can end Cancelled, as an unanswered approval should."""
-    import contextvars
-    import threading
-
-    from prefect.context import FlowRunContext
-    from prefect.flow_runs import pause_flow_run, resume_flow_run
-
     context_now = FlowRunContext.get()
     flow_run = context_now.flow_run if context_now else None
     if flow_run is None:
@@ -103,9 +109,6 @@ class PrefectSteps:
     (a lease that expires meanwhile would have Prefect cancel the finished run)."""
 
     def __init__(self, run: Run, subflow: Callable[[Blueprint, dict[str, Any], Any], dict[str, Any]]):
-        from prefect import task
-        from prefect.cache_policies import NONE
-
         self.run = run
         self.journal = PrefectJournal()
         self.children = PrefectChildRuns(run.registry, subflow)
@@ -154,9 +157,6 @@ class PrefectSteps:
     def approve(self, step_id: str, approval: Any, rows: list[dict[str, Any]], digest: str) -> tuple[str, str, str]:
         """Publish the plan behind the gate (artifact, and the form's description), then pause the flow run
         for an approve/reject form in the Prefect UI (or ``resume_flow_run`` with ``{"approve": ...}``)."""
-        from prefect import get_run_logger
-        from prefect.artifacts import create_markdown_artifact
-
         name = self.run.blueprint.name
         text = planner.markdown(f"Approve `{step_id}` of `{name}`: plan {digest}", rows)
         text += "\n\n" + blast_radius.of(rows).markdown()
@@ -188,8 +188,6 @@ class PrefectSteps:
         self.journal.flush()  # what could not be saved while the server was away
 
     def event(self, name: str, resource: dict[str, str], payload: dict[str, Any]) -> None:
-        from prefect.events import emit_event
-
         emit_event(event=name, resource=resource, payload=payload)
 
     def close(self) -> None:
@@ -204,8 +202,6 @@ def policy_markdown(outcome: dict[str, Any]) -> str:
 
 
 def skipped_task(reason: str):
-    from prefect.states import Completed
-
     return Completed(name="Skipped", message=reason)
 
 
@@ -223,8 +219,6 @@ def wait_for_server(seconds: float = REPORT_WAIT_SECONDS) -> bool:
 
     The steps may finish while the server is away (a restart, a lost network): the run then waits to
     report rather than dropping its summary; Prefect's own client gives up after about 60 s."""
-    from prefect.client.orchestration import get_client
-
     started = time.monotonic()
     with get_client(sync_client=True) as client:
         while client.api_healthcheck() is not None:
@@ -247,10 +241,6 @@ def _tell_the_run(client: Any, message: str) -> None:
     and the first send after a restart can meet a connection the old server closed (a worker's log then says
     "Error logging to API ... Server disconnected without sending a response": the line was lost once in the
     test of a 75 s outage, tests/reliability/test_prefect_server.py)."""
-    from prefect.client.schemas.actions import LogCreate
-    from prefect.context import FlowRunContext
-    from prefect.types._datetime import now
-
     log.warning("%s", message)
     context = FlowRunContext.get()
     if context is None or context.flow_run is None:
@@ -269,7 +259,6 @@ def _publish(run: Run, summary: dict[str, Any]) -> None:
     try:
         if not wait_for_server():
             return
-        from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
         key = f"vicflow-{run.blueprint.name}"[:100]
         rows = [

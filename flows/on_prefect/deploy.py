@@ -8,11 +8,19 @@ parameter schema other than its flow's."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import StateType
+from prefect.deployments.runner import EntrypointType
+from prefect.events.actions import ChangeFlowRunState
+from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+from prefect.events.schemas.events import ResourceSpecification
 from vicflow.flows.language import blueprint as bp
 from vicflow.flows.language import shipped
+from vicflow.flows.on_prefect.flow import run_blueprint
 
 JSON_TYPES = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean", "list": "array"}
 
@@ -61,9 +69,6 @@ def blueprints_to_deploy(refs: list[str] | None) -> dict[str, tuple[str, Path]]:
 
 def deploy(pool: str, names: list[str] | None = None) -> dict[str, str]:
     """Create or update ``form-<blueprint>`` for each shipped blueprint (or those ``names``); name -> id."""
-    from prefect.deployments.runner import EntrypointType
-    from vicflow.flows.on_prefect.flow import run_blueprint
-
     made = {}
     for name, (parameter, path) in blueprints_to_deploy(names).items():
         document = bp.load(path)
@@ -93,13 +98,6 @@ def crash_unresponsive_runs(within_seconds: int) -> str:
     ``within_seconds`` (its worker's host died): Prefect's documented zombie detection. Workers must send
     heartbeats more often than that (``PREFECT_FLOWS_HEARTBEAT_FREQUENCY``, at least 30 s). A Crashed run is
     resumed with ``resume: <its id>`` on any worker (docs/scale-out.md)."""
-    from datetime import timedelta
-
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.objects import StateType
-    from prefect.events.actions import ChangeFlowRunState
-    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
-    from prefect.events.schemas.events import ResourceSpecification
 
     ended = [f"prefect.flow-run.{state}" for state in ("Completed", "Failed", "Cancelled", "Crashed")]
     automation = AutomationCore(

@@ -13,8 +13,13 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from prefect import flow, get_run_logger
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.runtime import deployment as this_deployment
 from prefect.runtime import flow_run
+from prefect.settings import PREFECT_API_URL, PREFECT_HOME
 from prefect.states import Cancelled
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
@@ -174,12 +179,6 @@ def limit_name(target: str) -> str:
 @contextmanager
 def one_run_per_target(document: bp.Blueprint, values: dict[str, Any], event: dict[str, Any] | None):
     """Hold the global concurrency limit named after the run's target (limit 1): a second run waits."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.concurrency.sync import concurrency
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-    from prefect.settings import PREFECT_API_URL
-
     target = document.name
     if document.target:
         target = str(expressions.render(document.target, {"inputs": values, "event": event or {}}))
@@ -250,8 +249,6 @@ def holder_file(name: str, waiting: Callable[[], None]) -> Iterator[Any]:
     says whether a holder lives: its flock goes with its process, SIGKILL included. The file holds the flow
     run id of the run that holds the slot: one who gets the lock and finds an id there knows that run died
     holding it. Calls ``waiting`` when another process holds the lock."""
-    from prefect.settings import PREFECT_HOME
-
     folder = Path(PREFECT_HOME.value()) / "vicflow-targets"
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / f"{name}.lock", "a+") as file:
