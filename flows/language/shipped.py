@@ -7,13 +7,9 @@ from pathlib import Path
 import vicflow.blueprints
 from vicflow.plugins.errors import BlueprintError
 
-SHIPPED_DIR = Path(__file__).resolve().parent.parent / "blueprints"
-
 
 def shipped_dir() -> Path:
-    """blueprints/ beside flows/ in a checkout, or the installed vicflow.blueprints package."""
-    if SHIPPED_DIR.is_dir():
-        return SHIPPED_DIR
+    """The shipped blueprints: the vicflow.blueprints package (blueprints/ in a checkout installed editable)."""
     return Path(vicflow.blueprints.__file__).parent
 
 
