@@ -88,9 +88,9 @@ def test_a_step_type_without_apply_cannot_be_built():
 
 def test_file_parameters_are_resolved_against_the_blueprint_folder(tmp_path):
     """vch_create's registry_ca and ISOs, and a Docker CA, name files beside the blueprint, not the worker's cwd."""
-    from vicflow.plugins.builtin.vch import VCHCreateParams
     from vicflow.plugins.clients.dockerapi import DockerParams
     from vicflow.plugins.paths import BASE_DIR
+    from vicflow.plugins.vic.params import VCHCreateParams
 
     given = {"name": "v", "compute_resource": "c", "image_store": "d", "bridge_network": "b", "registry_ca": ["ca.pem"]}
     given = {k: v for k, v in given.items() if k in VCHCreateParams.model_fields}

@@ -9,12 +9,13 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vicflow.plugins.clients import certs
 from vicflow.plugins.clients.dockerapi import DockerParams, connected
 from vicflow.plugins.clients.vsphere import connection, inventory, pinning, tasks
 from vicflow.plugins.errors import PermanentError, TransientError
+from vicflow.plugins.vic.params import VCHCreateParams
 from vicflow.plugins.vic.target import (
     BUILD_KEY,
     CLIENT_IP_KEY,
@@ -32,9 +33,6 @@ from vicflow.plugins.vic.target import (
     wanted_config,
     write_env_file,
 )
-
-if TYPE_CHECKING:
-    from vicflow.plugins.builtin.vch import VCHCreateParams
 
 
 class Builder:

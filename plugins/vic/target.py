@@ -9,15 +9,13 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vicflow.plugins.clients.vsphere import connection, inventory
 from vicflow.plugins.errors import PermanentError, TransientError
 from vicflow.plugins.step import StepContext
 from vicflow.plugins.vic.firewall import RULESET, host_states
-
-if TYPE_CHECKING:  # the step's parameters; this library never imports the step module at run time
-    from vicflow.plugins.builtin.vch import VCHCreateParams
+from vicflow.plugins.vic.params import VCHCreateParams
 
 PREFIX = "guestinfo.vice./"
 CONFIG_KEY = "guestinfo.vicflow.config"  # the settings this VCH was created with (drift detection)
