@@ -23,7 +23,7 @@
     │       ├── InvalidRequest   the request could not be made (an invalid URL, too many redirects)
     │       ├── TaskFailed       a vSphere task ended in error (plugins/clients/vsphere/tasks.py)
     │       ├── EngineRestarted  the Docker engine restarted under a step (plugins/clients/dockerapi.py)
-    │       ├── ComposeError     a compose file compose_up cannot use (plugins/compose/model.py)
+    │       ├── ComposeError     a compose file compose_up cannot use (plugins/compose/errors.py)
     │       └── AttemptStillRunning  an attempt past its timeout that does not stop (flows/engine/attempt.py)
     ├── RegistryError            the registry refused us (plugins/clients/registry_api.py)
     │   └── RegistryUnavailable  Harbor's nginx without its upstream (502/503/504): worth another try

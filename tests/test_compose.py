@@ -13,7 +13,8 @@ import requests
 from vicflow.plugins.builtin.compose import ComposeDown, ComposeUp
 from vicflow.plugins.builtin.health import HealthCheck
 from vicflow.plugins.builtin.http_request import HttpRequest
-from vicflow.plugins.compose.project import ComposeError, load_project
+from vicflow.plugins.compose.errors import ComposeError
+from vicflow.plugins.compose.project import load_project
 from vicflow.plugins.errors import PermanentError, TransientError
 
 from tests import stepkit

@@ -11,7 +11,8 @@ import re
 from pathlib import Path
 
 import pytest
-from vicflow.plugins.compose.project import ComposeError, load_project
+from vicflow.plugins.compose.errors import ComposeError
+from vicflow.plugins.compose.project import load_project
 
 CORPUS = Path(__file__).parent / "data" / "compose-corpus"
 FILES = sorted(p for p in CORPUS.rglob("*.yml") if not p.name.endswith((".override.yml", ".before.yml")))

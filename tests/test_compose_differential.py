@@ -43,7 +43,8 @@ import pytest
 from ruamel.yaml import YAML
 from vicflow.plugins.builtin.compose import ComposeUp
 from vicflow.plugins.compose import operations
-from vicflow.plugins.compose.project import ComposeError, load_project
+from vicflow.plugins.compose.errors import ComposeError
+from vicflow.plugins.compose.project import load_project
 
 from tests import stepkit
 from tests.helpers import free_port

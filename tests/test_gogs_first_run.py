@@ -26,7 +26,7 @@ from vicflow.plugins.builtin.compose import ComposeDown, ComposeUp
 from vicflow.plugins.builtin.health import HealthCheck
 from vicflow.plugins.builtin.http_request import HttpRequest
 from vicflow.plugins.clients.dockerapi import DockerParams, connected, is_vch
-from vicflow.plugins.compose.project import ComposeError
+from vicflow.plugins.compose.errors import ComposeError
 from vicflow.plugins.errors import PermanentError
 from vicflow.plugins.manager import default_registry
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from vicflow.plugins.compose import vch_rules
-from vicflow.plugins.compose.interpolation import Source
+from vicflow.plugins.compose.errors import Source
 from vicflow.plugins.compose.keys import (
     DEPLOY_KEYS,
     DEPLOY_SWARM_ONLY,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vicflow.plugins.compose.interpolation import Source
+from vicflow.plugins.compose.errors import Source
 from vicflow.plugins.compose.keys import RESTART_CONDITIONS
 from vicflow.plugins.compose.model import Service
 from vicflow.plugins.compose.services import cpus, parse_bytes

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vicflow.plugins.compose.interpolation import Source
+from vicflow.plugins.compose.errors import Source
 from vicflow.plugins.compose.model import Mount, Project
 from vicflow.plugins.hints import did_you_mean
 

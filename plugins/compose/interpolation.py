@@ -1,32 +1,16 @@
-"""``${VAR}`` interpolation as Compose does it, ``.env`` files, and the file:line:column of every error."""
+"""``${VAR}`` interpolation as Compose does it, and ``.env`` files."""
 
 from __future__ import annotations
 
-import contextlib
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vicflow.plugins import yamlpos
-from vicflow.plugins.compose.keys import SHAPE_ERRORS
-from vicflow.plugins.compose.model import ComposeError
+from vicflow.plugins.compose.errors import Source
 
 VAR_RE = re.compile(
     r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])((?:[^{}]|\{[^{}]*\})*))?\}|([A-Za-z_][A-Za-z0-9_]*))"
 )  # noqa: E501
-
-
-@dataclass
-class Source:
-    """One parsed file, for error positions."""
-
-    path: str
-    located: yamlpos.Located
-
-    def error(self, where: tuple, message: str, hint: str = "", key: bool = False) -> ComposeError:
-        line, col = self.located.where(where, key=key)
-        return ComposeError(f"{self.path}:{line}:{col}: {message}", hint or None)
 
 
 def interpolate(value: Any, env: dict[str, str], src: Source, path: tuple = (), warnings: list | None = None) -> Any:
@@ -88,14 +72,3 @@ def read_dotenv(path: Path) -> dict[str, str]:
             key, _, val = line.removeprefix("export ").partition("=")
             values[key.strip()] = val.strip().strip("'\"")
     return values
-
-
-@contextlib.contextmanager
-def shape_errors(src: Source, path: tuple, what: str):
-    """A value of a shape no check foresaw is still a located error of ``what``, never a traceback."""
-    try:
-        yield
-    except ComposeError:
-        raise
-    except SHAPE_ERRORS as exc:
-        raise src.error(path, f"invalid {what}: {type(exc).__name__}: {str(exc)[:200]}") from None

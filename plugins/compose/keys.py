@@ -124,7 +124,6 @@ RESTART_CONDITIONS = {"none": "no", "on-failure": "on-failure", "any": "always"}
 VOLUME_KEYS = {"driver", "driver_opts", "external", "name", "labels"}
 HEALTHCHECK_KEYS = {"test", "interval", "timeout", "retries", "start_period", "disable"}
 LOGGING_KEYS = {"driver", "options"}
-SHAPE_ERRORS = (ValueError, TypeError, AttributeError, KeyError, OSError)  # what a value of the wrong shape raises
 LIST_KEYS = {
     "ports",
     "expose",

@@ -9,11 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from vicflow.plugins import dag
-from vicflow.plugins.errors import PermanentError
-
-
-class ComposeError(PermanentError):
-    """A compose file problem, with file:line:column."""
+from vicflow.plugins.compose.errors import ComposeError
 
 
 @dataclass

@@ -15,13 +15,14 @@ from typing import Any
 from vicflow.plugins import dag, yamlpos
 from vicflow.plugins.compose import deploy_spec, file_objects
 from vicflow.plugins.compose.checks import check_file
-from vicflow.plugins.compose.interpolation import Source, interpolate, read_dotenv, shape_errors
+from vicflow.plugins.compose.errors import ComposeError, Source, shape_errors
+from vicflow.plugins.compose.interpolation import interpolate, read_dotenv
 from vicflow.plugins.compose.keys import LIST_KEYS
-from vicflow.plugins.compose.model import ComposeError, Mount, Port, Project, Resource, Service
-from vicflow.plugins.compose.services import build_service, dictify, listify, mapping, mount_target, resource
+from vicflow.plugins.compose.model import Mount, Port, Project, Resource, Service
+from vicflow.plugins.compose.services import build_service, dictify, listify, mapping, resource
 from vicflow.plugins.hints import did_you_mean
 
-__all__ = ["ComposeError", "Mount", "Port", "Project", "Resource", "Service", "load_project"]
+__all__ = ["Mount", "Port", "Project", "Resource", "Service", "load_project"]
 
 
 def load_project(
@@ -137,6 +138,14 @@ def _merge_file(base: dict, override: dict) -> dict:
     return out
 
 
+def _mount_target(spec: Any) -> str:
+    """A volume's target, short form (SOURCE:TARGET[:MODE] or TARGET) or long: what override files merge by."""
+    if isinstance(spec, dict):
+        return str(spec.get("target"))
+    parts = str(spec).split(":")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
 def _merge_service(base: dict, override: dict) -> dict:
     out = dict(base)
     for key, value in override.items():
@@ -155,8 +164,8 @@ def _merge_service(base: dict, override: dict) -> dict:
             merged += [v for v in listify(value) if v not in merged]
             out[key] = merged
         elif key == "volumes":
-            by_target = {mount_target(v): v for v in listify(base.get(key))}
-            by_target.update({mount_target(v): v for v in listify(value)})
+            by_target = {_mount_target(v): v for v in listify(base.get(key))}
+            by_target.update({_mount_target(v): v for v in listify(value)})
             out[key] = list(by_target.values())
         elif key in ("depends_on", "networks"):
             out[key] = {**dictify(base.get(key)), **dictify(value)}

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vicflow.plugins.compose.interpolation import Source, read_dotenv
+from vicflow.plugins.compose.errors import Source
+from vicflow.plugins.compose.interpolation import read_dotenv
 from vicflow.plugins.compose.model import Mount, Port, Project, Resource, Service
 from vicflow.plugins.hints import did_you_mean
 
@@ -40,13 +41,6 @@ def _scalar(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
-
-
-def mount_target(spec: Any) -> str:
-    if isinstance(spec, dict):
-        return str(spec.get("target"))
-    parts = str(spec).split(":")
-    return parts[1] if len(parts) > 1 else parts[0]
 
 
 # ------------------------------------------------------------------------------------------ normalise

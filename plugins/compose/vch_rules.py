@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vicflow.plugins.compose.interpolation import Source
+from vicflow.plugins.compose.errors import Source
 from vicflow.plugins.compose.services import parse_bytes
 
 PRODUCT = "VIC 1.1"

@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from vicflow.flows.language import blueprint as bp
 from vicflow.flows.language import expressions
-from vicflow.plugins.compose.project import ComposeError, load_project
+from vicflow.plugins.compose.errors import ComposeError
+from vicflow.plugins.compose.project import load_project
 from vicflow.plugins.manager import default_registry
 
 REPO = Path(__file__).resolve().parents[2]
