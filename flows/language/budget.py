@@ -184,7 +184,11 @@ def filter_estimate(name: str, args: tuple, kwargs: dict) -> None:
         budget.charge(5 * size(text), name)
     elif name == "indent" and isinstance(text, str):
         width = args[1] if len(args) > 1 else kwargs.get("width", 4)
-        pad = len(width) if isinstance(width, str) else width if _integer(width) else 4
+        pad = 4
+        if isinstance(width, str):
+            pad = len(width)
+        elif _integer(width):
+            pad = width
         budget.charge(len(text) + (text.count("\n") + 1) * max(pad, 0), "indent")
     elif name == "expandtabs" and isinstance(text, str):
         budget.charge(len(text) * max([8, *numbers]), "expandtabs")

@@ -264,6 +264,15 @@ def process_ended(pid: int) -> None:
     metrics.process_ended(pid)
 
 
+def _exit_status(code: object) -> int:
+    """The status ``sys.exit(code)`` gives a process: the number, 0 for None, 1 for anything else (a message)."""
+    if isinstance(code, int):
+        return code
+    if code is None:
+        return 0
+    return 1
+
+
 def _run_engine(fds: list[int], request: dict) -> None:
     """In the child: become the launcher's process (stdio, cwd, environment), run prefect.engine, exit."""
     # preloaded in the fork server (PRELOAD): costs nothing here; `vicflow-engine` (the launcher): +2.2 s (Prefect)
@@ -290,7 +299,7 @@ def _run_engine(fds: list[int], request: dict) -> None:
     except SystemExit as exc:
         if isinstance(exc.code, str):
             print(exc.code, file=sys.stderr)
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        code = _exit_status(exc.code)
     except BaseException:
         traceback.print_exc()
         code = 1

@@ -31,7 +31,15 @@ class ComposeParams(DockerParams):
     @classmethod
     def _as_strings(cls, value: dict) -> dict[str, str]:
         """Compose variables are strings: 10080 -> "10080", true -> "true", None -> ""."""
-        return {k: "" if v is None else (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in value.items()}
+        return {k: _compose_string(v) for k, v in value.items()}
+
+
+def _compose_string(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
 
 
 class ComposeUpParams(ComposeParams, UpOptions):

@@ -17,7 +17,11 @@ from vicflow.plugins.hints import did_you_mean
 
 
 def listify(value: Any) -> list:
-    return value if isinstance(value, list) else ([] if value is None else [value])
+    if isinstance(value, list):
+        return value
+    if value is None:
+        return []
+    return [value]
 
 
 def dictify(value: Any) -> dict:
