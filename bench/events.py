@@ -267,12 +267,13 @@ def event_of(run: dict) -> str | None:
 
 
 def cancel_queued(plane, runs: list[dict]) -> int:
-    """End the phase's runs still queued when it stops waiting (so the next phase does not queue behind them)."""
+    """End the phase's runs still queued when it stops waiting (so the next phase does not queue behind them);
+    not forced, so a run that went Pending meanwhile (it holds the deployment's slot) is not cancelled."""
     queued = [r for r in runs if r["state_type"] == "SCHEDULED"]
     state = {"type": "CANCELLED", "name": "Cancelled", "message": "bench: phase over"}
     with ThreadPoolExecutor(8) as pool:
         list(
-            pool.map(lambda r: post(plane, f"/flow_runs/{r['id']}/set_state", {"state": state, "force": True}), queued)
+            pool.map(lambda r: post(plane, f"/flow_runs/{r['id']}/set_state", {"state": state, "force": False}), queued)
         )
     return len(queued)
 
