@@ -365,9 +365,12 @@ def client_env(api: str) -> dict[str, str]:
     )
 
 
-def deploy_on_event(home: Path, env: dict, pool: str, name: str, blueprint: Path, match: dict, expect: str) -> None:
-    """A process work pool and one deployment of ``blueprint`` (limit 1, queued) that an ``expect`` event matching
-    ``match`` triggers with the event as a parameter, as prefect.yaml's event deployments are."""
+def deploy_on_event(
+    home: Path, env: dict, pool: str, name: str, blueprint: Path, match: dict, expect: str, limit: int | None = 1
+) -> None:
+    """A process work pool and one deployment of ``blueprint`` (``limit``, queued; None: no limit) that an
+    ``expect`` event matching ``match`` triggers with the event as a parameter, as prefect.yaml's event
+    deployments are."""
     trigger = {
         "type": "event",
         "enabled": True,
@@ -375,20 +378,25 @@ def deploy_on_event(home: Path, env: dict, pool: str, name: str, blueprint: Path
         "expect": [expect],
         "parameters": {"blueprint": str(blueprint), "event": "{{ event }}"},
     }
-    deploy(home, env, pool, name, blueprint, [trigger])
+    deploy(home, env, pool, name, blueprint, [trigger], limit)
 
 
-def deploy(home: Path, env: dict, pool: str, name: str, blueprint: Path, triggers: list[dict] | None = None) -> None:
-    """A process work pool and one deployment of ``blueprint`` (limit 1, queued), deployed with `prefect deploy`
-    from ``home``/prefect.yaml as the shipped prefect.yaml's are. A failed command raises with its output."""
+def deploy(
+    home: Path, env: dict, pool: str, name: str, blueprint: Path, triggers: list[dict] | None = None,
+    limit: int | None = 1,
+) -> None:  # fmt: skip
+    """A process work pool and one deployment of ``blueprint`` (``limit``, queued; None: no limit), deployed with
+    `prefect deploy` from ``home``/prefect.yaml as the shipped prefect.yaml's are. A failed command raises with
+    its output."""
     deployment = {
         "name": name,
         "entrypoint": "flows/on_prefect/flow.py:run_blueprint",
         "work_pool": {"name": pool, "job_variables": {"command": "vicflow-engine"}},
-        "concurrency_limit": {"limit": 1, "collision_strategy": "ENQUEUE"},
         "parameters": {"blueprint": str(blueprint)},
         "triggers": triggers or [],
     }
+    if limit is not None:
+        deployment["concurrency_limit"] = {"limit": limit, "collision_strategy": "ENQUEUE"}
     pull = [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
     spec = {"name": name, "prefect-version": "3.4.0", "pull": pull, "deployments": [deployment]}
     (home / "prefect.yaml").write_text(yaml.safe_dump(spec))
