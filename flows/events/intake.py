@@ -38,6 +38,7 @@ from vicflow.plugins.errors import VicflowError
 EVENTS = ("vicflow.events.folded",)  # docs/events.md lists them; tests/test_docs.py compares the two
 TAG = "vicflow-event:"
 FOLD_SECONDS = 0.5
+PAGE = 200  # runs read a request: Prefect's default and largest page (PREFECT_API_DEFAULT_LIMIT)
 FOLD_MARGIN = 10  # seconds past a worker's prefetch that a fold while a run holds the slot keeps clear of
 NAMESPACE = UUID("0b7e3f0e-2a57-4d55-9a36-1f4c1f6f3c0d")  # of the ids of vicflow.events.folded
 
@@ -79,14 +80,18 @@ def _runs(client, deployment_id: str | None, **flow_run_filter: Any) -> list[Any
     deployments = None
     if deployment_id:
         deployments = DeploymentFilter(id=DeploymentFilterId(any_=[UUID(deployment_id)]))
-    return list(
-        client.read_flow_runs(
+    found: list[Any] = []
+    while True:  # page by page: a storm queues more runs than the server gives at once (PREFECT_API_DEFAULT_LIMIT)
+        page = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(**flow_run_filter),
             deployment_filter=deployments,
             sort=FlowRunSort.EXPECTED_START_TIME_ASC,
-            limit=200,
+            limit=PAGE,
+            offset=len(found),
         )
-    )
+        found.extend(page)
+        if len(page) < PAGE:
+            return found
 
 
 def admit(

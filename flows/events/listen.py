@@ -7,6 +7,12 @@ import signal
 import threading
 from typing import Any
 
+# Prefect at the top, in the main thread: imported first by the sources' and the folder's threads at once, it met
+# its own import lock ("Failed to initialize plugins: deadlock detected by _ModuleLock('prefect.events.schemas.
+# events')", a listener of bench/events.py). The client is what the folder's thread uses (flows/events/intake.py).
+import prefect.client.orchestration  # noqa: F401
+from prefect.events import emit_event
+from prefect.events.worker import EventsWorker
 from pydantic import BaseModel, ValidationError
 from vicflow.flows.engine import journal
 from vicflow.flows.events import intake
@@ -23,8 +29,6 @@ log = logging.getLogger("vicflow.listen")
 
 
 def prefect_emit(event: dict[str, Any]) -> None:
-    from prefect.events import emit_event  # start-up: +2.2 s (Prefect)
-
     emit_event(
         event=event["event"],
         resource=event["resource"],
@@ -126,8 +130,6 @@ def main(args) -> int:
     for thread in threads:
         thread.join(timeout=10)
     try:
-        from prefect.events.worker import EventsWorker  # start-up: +2.2 s (Prefect)
-
         EventsWorker.drain_all(timeout=10)
     except Exception as exc:  # events already sent cannot be lost; report what could not be flushed
         log.warning("could not flush pending events: %s", exc)

@@ -12,6 +12,7 @@ import ipaddress
 import json
 import logging
 import re
+import socket
 import ssl
 import threading
 import time
@@ -511,6 +512,9 @@ class _Receiver(ThreadingHTTPServer):
     that stalls in it holds its own thread only), bounded by RECEIVER_TIMEOUT; a failed one is logged."""
 
     daemon_threads = True
+    # the listen backlog: socketserver's default of 5 refused connections of a registry's burst (bench/events.py,
+    # 32 senders: 2 POSTs refused, sent again by the registry's retry)
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(self, address: tuple[str, int], handler, tls: ssl.SSLContext | None, log: logging.Logger):
         self.tls, self.log = tls, log
