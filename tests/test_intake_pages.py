@@ -9,7 +9,6 @@ import uuid
 
 from prefect import flow
 from prefect.client.orchestration import get_client
-
 from vicflow.flows.events import intake
 
 
