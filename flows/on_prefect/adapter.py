@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -24,7 +25,6 @@ from prefect.events import emit_event
 from prefect.flow_runs import pause_flow_run, resume_flow_run
 from prefect.input import RunInput
 from prefect.states import Completed
-from prefect.types._datetime import now
 from pydantic import Field
 from vicflow.flows.engine import planner
 from vicflow.flows.engine.attempt import apply_step, undo_step
@@ -246,7 +246,11 @@ def _tell_the_run(client: Any, message: str) -> None:
     if context is None or context.flow_run is None:
         return
     line = LogCreate(
-        name="vicflow", level=logging.WARNING, message=message, timestamp=now("UTC"), flow_run_id=context.flow_run.id
+        name="vicflow",
+        level=logging.WARNING,
+        message=message,
+        timestamp=datetime.now(UTC),
+        flow_run_id=context.flow_run.id,
     )
     try:
         client.create_logs([line])
