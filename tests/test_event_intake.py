@@ -42,8 +42,9 @@ STORM = 30  # dies of one container
 class Plane:
     """The deployment, its worker and the listeners, on the module's Prefect server (PostgreSQL)."""
 
-    def __init__(self, api: str, home: Path, env: dict, prefix: str, deployment: str):
-        self.api, self.home, self.env, self.prefix, self.deployment = api, home, env, prefix, deployment
+    def __init__(self, server: prefect_pg.PrefectOnPostgres, home: Path, env: dict, prefix: str, deployment: str):
+        self.server, self.api = server, server.api
+        self.home, self.env, self.prefix, self.deployment = home, env, prefix, deployment
         self.listeners: dict[str, subprocess.Popen] = {}
 
     def post(self, path: str, body: dict | None = None):
@@ -75,7 +76,7 @@ class Plane:
         return [r for r in self.runs() if (r["parameters"].get("event") or {}).get("resource", {}).get(
             "docker.container") == container]  # fmt: skip
 
-    def listen(self, name: str, replay_seconds: float = 5) -> subprocess.Popen:
+    def listen(self, name: str, replay_seconds: float = 5, *options: str) -> subprocess.Popen:
         """`vicflow listen` with its own state directory (where it keeps its place in the stream)."""
         config = self.home / f"{name}.yaml"
         config.write_text(
@@ -94,7 +95,7 @@ class Plane:
         env = {**self.env, "VICFLOW_STATE_DIR": str(self.home / f"state-{name}")}
         log = self.home / f"{name}-{len(list(self.home.glob(f'{name}-*.log')))}.log"  # one log a start
         self.listeners[name] = start(
-            [sys.executable, "-m", "vicflow.flows.cli.main", "listen", "--config", str(config)], env, log
+            [sys.executable, "-m", "vicflow.flows.cli.main", "listen", "--config", str(config), *options], env, log
         )
         wait_for(lambda: "running; SIGTERM" in log.read_text(), 60, f"{name} did not start: {log}")
         return self.listeners[name]
@@ -147,7 +148,6 @@ def plane(tmp_path_factory, docker_engine, docker_images):
 
 
 def _plane(server: prefect_pg.PrefectOnPostgres, home: Path):
-    prefect_api = server.api
     prefix = f"intake-{uuid.uuid4().hex[:6]}"
     pool, deployment = f"{prefix}-pool", f"{prefix}-on-die"
     blueprint = home / "act.yaml"
@@ -157,7 +157,7 @@ def _plane(server: prefect_pg.PrefectOnPostgres, home: Path):
     env = {**server.env(), "PREFECT_WORKER_QUERY_SECONDS": "1", "PYTHONPATH": str(REPO), "PATH": f"{BIN}:{os.environ['PATH']}"}  # fmt: skip
     match = {"docker.container": f"{prefix}-*"}
     deploy_on_event(home, env, pool, deployment, blueprint, match, "docker.container.died")
-    plane = Plane(prefect_api, home, env, prefix, deployment)
+    plane = Plane(server, home, env, prefix, deployment)
     worker = start([str(BIN / "vicflow"), "worker", "--pool", pool], env, home / "worker.log")
     try:
         yield plane
@@ -222,6 +222,30 @@ def test_a_listener_killed_mid_stream_replays_its_backlog_and_no_event_runs_twic
         runs = plane.runs_for(name)
         assert len(runs) == 1 and runs[0]["state_type"] == "COMPLETED", (name, [r["state_name"] for r in runs])
     stop(plane.listeners.pop("replay"))
+
+
+def test_an_event_lost_in_the_plane_while_its_database_was_away_is_sent_again_and_acted_on_once(plane, docker_client):
+    """Prefect's triggers move an event whose evaluation failed three times to a dead-letter folder, and do not try
+    it again: with PostgreSQL stopped while a container dies, no run comes of the die. The listener's delivery
+    check sends it again once the database is back, and exactly one run acts on it."""
+    plane.listen("check", 5, "--redeliver-after", "20")
+    name = f"{plane.prefix}-lost"
+    plane.server.stop_database()
+    try:
+        die(docker_client, name)
+        [original] = wait_for(lambda: plane.emitted("check", re.escape(name)), 60, "the listener emits the die")
+        time.sleep(8)  # Prefect's triggers take it meanwhile and fail: its database is away
+    finally:
+        plane.server.start_database()
+    runs = plane.wait_final(name, 1, timeout=240)
+    log = "".join(path.read_text() for path in sorted(plane.home.glob("check-*.log")))
+    assert f"event {original} (docker.container.died for " in log and "sending it again as" in log, log[-3000:]
+    acted = [r for r in runs if r["state_type"] == "COMPLETED"]
+    assert len(acted) == 1, [(r["name"], r["state_name"]) for r in runs]
+    assert all(r["state_name"] == "Duplicate" for r in runs if r not in acted), [r["state"] for r in runs]
+    event = acted[0]["parameters"]["event"]
+    assert event["payload"]["redelivery_of"] == original and event["id"] != original, event
+    stop(plane.listeners.pop("check"))
 
 
 def test_a_storm_of_dies_of_one_container_is_folded_into_the_latest_and_other_targets_are_not(plane, docker_client):

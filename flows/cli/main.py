@@ -142,6 +142,12 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("listen", help="run event sources and emit Prefect events (stop with Ctrl-C / SIGTERM)")
     p.add_argument("--config", required=True, metavar="FILE", help="YAML: one section per source (docs/events.md)")
     p.add_argument("sources", nargs="*", help="source names (default: every section of the config)")
+    p.add_argument(
+        "--redeliver-after",
+        type=float,
+        metavar="SECONDS",
+        help="send an event again when no run came of it in this time (default 120; 0: never; docs/events.md)",
+    )
     p.add_argument("--metrics-port", type=_port, metavar="PORT", help=METRICS_HELP)
     p.add_argument("--otlp-endpoint", type=_url, metavar="URL", help=OTLP_HELP)
 

@@ -60,16 +60,19 @@ def target_of(event: dict[str, Any] | None) -> str:
 
 
 def event_id(event: dict[str, Any] | None) -> str:
-    return str((event or {}).get("id") or "")
+    """The event's identity: its id as its source first sent it. An event the listener sent again (no run came
+    of it: flows/events/delivery.py) has an id of its own and names the first in ``payload.redelivery_of``."""
+    event = event or {}
+    return str((event.get("payload") or {}).get("redelivery_of") or event.get("id") or "")
 
 
-def _client():
+def prefect_client():
     from prefect.client.orchestration import get_client  # start-up: +2.2 s (Prefect)
 
     return get_client(sync_client=True)
 
 
-def _runs(client, deployment_id: str | None, **flow_run_filter: Any) -> list[Any]:
+def read_runs(client, deployment_id: str | None, **flow_run_filter: Any) -> list[Any]:
     from prefect.client.schemas.filters import (  # start-up: +2.2 s (Prefect)
         DeploymentFilter,
         DeploymentFilterId,
@@ -107,8 +110,8 @@ def admit(
     if not identity or run_id == "local":
         return
     tag = TAG + identity
-    with _client() as client:
-        others = _runs(
+    with prefect_client() as client:
+        others = read_runs(
             client,
             deployment_id,
             tags=FlowRunFilterTags(all_=[tag]),
@@ -174,7 +177,7 @@ class Folder:
                 self.log.warning("could not fold the queued runs: %s", masking.mask(str(exc))[:300])
 
     def once(self) -> None:
-        with _client() as client:
+        with prefect_client() as client:
             self.fold_all(client)
 
     def fold_all(self, client) -> None:
@@ -208,7 +211,7 @@ class Folder:
         )
         from prefect.client.schemas.objects import StateType
 
-        runs = _runs(
+        runs = read_runs(
             client,
             str(deployment_id) if deployment_id else None,
             state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),

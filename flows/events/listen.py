@@ -15,7 +15,7 @@ from prefect.events import emit_event
 from prefect.events.worker import EventsWorker
 from pydantic import BaseModel, ValidationError
 from vicflow.flows.engine import journal
-from vicflow.flows.events import intake
+from vicflow.flows.events import delivery, intake
 from vicflow.flows.language import expressions
 from vicflow.flows.language.problems import Collector, Problem, short
 from vicflow.flows.language.secrets import Secrets
@@ -38,12 +38,15 @@ def prefect_emit(event: dict[str, Any]) -> None:
     )
 
 
-def counted(source: str):
-    """The emit function of one source: Prefect's, counting what the source emits."""
+def counted(source: str, check: delivery.DeliveryCheck | None = None):
+    """The emit function of one source: Prefect's, counting what the source emits and, with a delivery check,
+    keeping each event for it."""
 
     def emit(event: dict[str, Any]) -> None:
         tracing.event_emitted(source, event, prefect_emit)  # in a span whose traceparent the event carries
         metrics.received(source)
+        if check is not None:
+            check.emitted(event)
 
     return emit
 
@@ -106,9 +109,18 @@ def main(args) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     threads = []
+    check = None
+    wait = getattr(args, "redeliver_after", None)
+    if wait is None:
+        wait = delivery.WAIT_SECONDS
+    if wait > 0:  # an event no run came of is sent again (flows/events/delivery.py)
+        check = delivery.DeliveryCheck(logging.getLogger("vicflow.delivery"), prefect_emit, wait)
+        thread = threading.Thread(target=check.run, args=(stop,), name="delivery-check", daemon=True)
+        thread.start()
+        threads.append(thread)
     for name, config in settings.items():
         try:
-            source = sources[name](config, counted(name), logging.getLogger(f"vicflow.sources.{name}"))
+            source = sources[name](config, counted(name, check), logging.getLogger(f"vicflow.sources.{name}"))
         except ValidationError as exc:  # a value that was an expression, checked once rendered
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise ListenConfigError(

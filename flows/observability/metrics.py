@@ -74,6 +74,11 @@ RECEIVED = Counter(
     "vicflow_events_received", "Events the listener's sources emitted to Prefect", ["source"], registry=None
 )
 FOLDED = Counter("vicflow_events_folded", "Queued runs folded into a newer run for the same target", registry=None)
+REDELIVERED = Counter(
+    "vicflow_events_redelivered",
+    "Events sent again because no run came of them (flows/events/delivery.py)",
+    registry=None,
+)
 DROPPED = Counter(
     "vicflow_events_dropped",
     "Events that start no run of their own: already queued or already taken",
@@ -82,8 +87,8 @@ DROPPED = Counter(
 )
 
 WORKER = (RUNS, STEP_SECONDS, RETRIES, ROLLBACKS, LAG, APPROVALS, DROPPED)
-LISTENER = (RECEIVED, FOLDED, DROPPED)
-METRICS = (*WORKER, RECEIVED, FOLDED)
+LISTENER = (RECEIVED, FOLDED, REDELIVERED, DROPPED)
+METRICS = (*WORKER, RECEIVED, FOLDED, REDELIVERED)
 
 
 class Only:
@@ -199,6 +204,10 @@ def received(source: str) -> None:
 
 def folded(count: int = 1) -> None:
     FOLDED.inc(count)
+
+
+def redelivered() -> None:
+    REDELIVERED.inc()
 
 
 def dropped(reason: str) -> None:

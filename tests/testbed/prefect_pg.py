@@ -87,10 +87,7 @@ class PrefectOnPostgres:
             "--auth-host=scram-sha-256",
             f"--pwfile={self.folder / 'pwfile'}",
         )
-        options = f"-c listen_addresses=127.0.0.1 -p {self.pg_port} -k {self.folder}"
-        as_postgres(
-            str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(self.folder / "pg.log"), "-w", "start"
-        )
+        self.start_database()
         psql = [
             str(bin_dir / "psql"),
             "-h",
@@ -105,6 +102,16 @@ class PrefectOnPostgres:
         as_postgres(*psql, "-c", f"CREATE ROLE prefect LOGIN PASSWORD '{self.password}'")
         as_postgres(*psql, "-c", "CREATE DATABASE prefect OWNER prefect")
         as_postgres(*psql, "-d", "prefect", "-c", "CREATE EXTENSION IF NOT EXISTS pg_trgm")
+
+    def start_database(self) -> None:
+        """PostgreSQL itself (again, after ``stop_database``)."""
+        options = f"-c listen_addresses=127.0.0.1 -p {self.pg_port} -k {self.folder}"
+        data, log = self.folder / "pgdata", self.folder / "pg.log"
+        as_postgres(str(pg_bin() / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(log), "-w", "start")
+
+    def stop_database(self) -> None:
+        """Stop PostgreSQL (a fast shutdown: its connections are cut), as a database host that went away."""
+        as_postgres(str(pg_bin() / "pg_ctl"), "-D", str(self.folder / "pgdata"), "-m", "fast", "-w", "stop")
 
     def start_server(self, timeout: float = 180) -> None:
         env = self.env()
