@@ -282,3 +282,21 @@ def test_on_a_vch_every_healthcheck_is_a_warning_and_service_healthy_an_error(tm
         "a health_check step (kind: container with a command run in it, e.g. pg_isready, as a detached exec; "
         "http or tcp for a published port)"
     )
+
+
+@pytest.mark.parametrize("key", ["secret", "env_file"])
+def test_a_file_name_longer_than_the_file_system_allows_is_an_error_at_its_line(tmp_path, key):
+    """Found by tests/reliability/test_hostile_input.py: Path.is_file() raises for a name over NAME_MAX (255)."""
+    name = "./" + "x" * 300 + ".txt"
+    body = "services:\n  db:\n    image: postgres:15\n"
+    if key == "secret":
+        body += f"secrets:\n  db_password:\n    file: {name}\n"
+        where, message = "6:11", "the file of secret 'db_password' cannot be read: File name too long"
+    else:
+        body += f"    env_file: {name}\n"
+        where, message = "4:15", f"env_file '{name[:200]}' of service 'db' cannot be read: File name too long"
+    path = tmp_path / "compose.yaml"
+    path.write_text(body)
+    with pytest.raises(ComposeError) as info:
+        load_project([str(path)], project_name="long", use_os_environ=False)
+    assert str(info.value).startswith(f"{path}:{where}: {message}"), str(info.value)

@@ -24,10 +24,15 @@ BASE = {"secrets": "/run/secrets/", "configs": "/"}
 def definition(section: str, name: str, spec: dict[str, Any], src: Source, workdir: Path) -> str:
     """The absolute path of a top-level secret's or config's file, which must exist."""
     path = (workdir / os.path.expanduser(str(spec["file"]))).resolve()
-    if not path.is_file():
+    problem = "does not exist"
+    try:
+        found = path.is_file()
+    except OSError as exc:  # a name too long for the file system, a folder it may not enter
+        found, problem = False, f"cannot be read: {exc.strerror}"
+    if not found:
         raise src.error(
             (section, name, "file"),
-            f"the file of {section[:-1]} {name!r} does not exist ({path})",
+            f"the file of {section[:-1]} {name!r} {problem} ({str(path)[:300]})",
             "create it, or correct file: (relative to the compose file's folder)",
         )
     return str(path)

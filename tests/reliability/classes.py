@@ -33,6 +33,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import signal
 import sys
 import tempfile
@@ -200,6 +201,8 @@ def _child(case: Case) -> dict[str, Any]:
         if not ours(exc):
             return {"clean": False, "why": f"{type(exc).__name__}: {str(exc)[:300]}"}
         text, code = str(exc), None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full run made about 700 of them, left in /tmp
     outcome = judge(case, text, code, _cpu_seconds() - started, _rss_mib() - rss)
     return vars(outcome)
 
