@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from pathlib import Path
 
 from vicflow.plugins import yamlpos
 from vicflow.plugins.errors import PermanentError
@@ -27,6 +28,17 @@ class Source:
     def error(self, where: tuple, message: str, hint: str = "", key: bool = False) -> ComposeError:
         line, col = self.located.where(where, key=key)
         return ComposeError(f"{self.path}:{line}:{col}: {message}", hint or None)
+
+    def unreadable(self, where: tuple, path: Path, what: str, hint: str = "") -> ComposeError | None:
+        """The error for a file the compose file names that is not there to read, None if it is: missing, or a
+        name the file system refuses (``Path.is_file()`` raises for a name over NAME_MAX, 255)."""
+        problem = "does not exist"
+        try:
+            if path.is_file():
+                return None
+        except OSError as exc:
+            problem = f"cannot be read: {exc.strerror}"
+        return self.error(where, f"{what} {problem} ({str(path)[:300]})", hint)
 
 
 @contextlib.contextmanager

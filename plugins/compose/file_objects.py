@@ -24,17 +24,14 @@ BASE = {"secrets": "/run/secrets/", "configs": "/"}
 def definition(section: str, name: str, spec: dict[str, Any], src: Source, workdir: Path) -> str:
     """The absolute path of a top-level secret's or config's file, which must exist."""
     path = (workdir / os.path.expanduser(str(spec["file"]))).resolve()
-    problem = "does not exist"
-    try:
-        found = path.is_file()
-    except OSError as exc:  # a name too long for the file system, a folder it may not enter
-        found, problem = False, f"cannot be read: {exc.strerror}"
-    if not found:
-        raise src.error(
-            (section, name, "file"),
-            f"the file of {section[:-1]} {name!r} {problem} ({str(path)[:300]})",
-            "create it, or correct file: (relative to the compose file's folder)",
-        )
+    error = src.unreadable(
+        (section, name, "file"),
+        path,
+        f"the file of {section[:-1]} {name!r}",
+        "create it, or correct file: (relative to the compose file's folder)",
+    )
+    if error:
+        raise error
     return str(path)
 
 

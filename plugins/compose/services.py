@@ -200,14 +200,9 @@ def _environment(name: str, spec: dict, src: Source, workdir: Path, env: dict) -
         if not isinstance(file, str):
             raise src.error(("services", name, "env_file"), f"env_file entries of {name!r} are paths, got {file!r}")
         env_path = (workdir / file).resolve()
-        problem = "does not exist"
-        try:
-            found = env_path.is_file()
-        except OSError as exc:  # a name too long for the file system, a folder it may not enter
-            found, problem = False, f"cannot be read: {exc.strerror}"
-        if not found:
-            where = ("services", name, "env_file")
-            raise src.error(where, f"env_file {file[:200]!r} of service {name!r} {problem} ({str(env_path)[:300]})")
+        error = src.unreadable(("services", name, "env_file"), env_path, f"env_file {file[:200]!r} of service {name!r}")
+        if error:
+            raise error
         environment.update(read_dotenv(env_path))
     environment.update(mapping(spec.get("environment")))
     return {key: env.get(key) if value is None else value for key, value in environment.items()}
