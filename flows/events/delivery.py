@@ -52,7 +52,6 @@ class DeliveryCheck:
         self.log, self.emit, self.wait, self.tries = logger, emit, wait, tries
         self.pending: deque[tuple[float, int, dict[str, Any]]] = deque()  # (due, delivery number, event)
         self.lock = threading.Lock()
-        self.redelivered = 0
         self.given_up = 0
 
     def emitted(self, event: dict[str, Any], delivery: int = 1) -> None:
@@ -130,15 +129,14 @@ class DeliveryCheck:
 
     def missed(self, event: dict[str, Any], delivery: int, deployments: list[str]) -> None:
         original = intake.event_id(event)
+        about = f"event {original} ({event['event']} for {event['resource'].get('prefect.resource.id')})"
         where = ", ".join(deployments)
         if delivery >= self.tries:
             self.given_up += 1
             self.log.error(
-                "event %s (%s for %s) has no run of %s after %d deliveries: Prefect's server did not act "
-                "on it; look for 'Action failed' or a dead-letter folder (PREFECT_HOME/dlq) in the server's log",
-                original,
-                event["event"],
-                event["resource"].get("prefect.resource.id"),
+                "%s has no run of %s after %d deliveries: Prefect's server did not act on it; look for "
+                "'Action failed' or a dead-letter folder (PREFECT_HOME/dlq) in the server's log",
+                about,
                 where,
                 delivery,
             )
@@ -149,16 +147,9 @@ class DeliveryCheck:
             "payload": {**(event.get("payload") or {}), "redelivery_of": original},
         }
         self.log.warning(
-            "event %s (%s for %s) has no run of %s %.0fs after it was sent: sending it again as %s",
-            original,
-            event["event"],
-            event["resource"].get("prefect.resource.id"),
-            where,
-            self.wait,
-            again["id"],
+            "%s has no run of %s %.0fs after it was sent: sending it again as %s", about, where, self.wait, again["id"]
         )
         self.emit(again)
-        self.redelivered += 1
         metrics.redelivered()
         self.emitted(again, delivery + 1)
 
